@@ -1,0 +1,76 @@
+"""Domain exceptions. Only the web layer maps them to HTTP statuses (``HTTP_STATUS``)."""
+
+from __future__ import annotations
+
+
+class GisIocError(Exception):
+    """Base of every error gis-ioc reports to a user; ``str(err)`` is the user-facing message."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class NotFound(GisIocError):
+    """Something named by the user does not exist."""
+
+    code = "not_found"
+
+
+class LayerNotFound(NotFound):
+    """No layer with that id in the catalog."""
+
+    code = "layer_not_found"
+
+
+class InvalidInput(GisIocError):
+    """A parameter, field or file the user gave is wrong; ``param`` names it."""
+
+    code = "invalid_input"
+
+
+class IngestError(InvalidInput):
+    """A file cannot be loaded into a layer; nothing was written."""
+
+    code = "ingest_error"
+
+
+class CatalogError(GisIocError):
+    """A layer definition is invalid."""
+
+    code = "catalog_error"
+
+
+class DatabaseUnavailable(GisIocError):
+    """The database (or the private cluster) cannot be reached or started."""
+
+    code = "database_unavailable"
+
+
+class MigrationError(GisIocError):
+    """The schema cannot be brought up to date."""
+
+    code = "migration_error"
+
+
+HTTP_STATUS: dict[type[GisIocError], int] = {
+    LayerNotFound: 404,
+    NotFound: 404,
+    IngestError: 400,
+    InvalidInput: 400,
+    CatalogError: 500,
+    DatabaseUnavailable: 503,
+    MigrationError: 500,
+    GisIocError: 500,
+}
+
+
+def http_status(err: GisIocError) -> int:
+    """The HTTP status for a domain error (most specific class wins)."""
+    for cls in type(err).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]  # type: ignore[index]
+    return 500

@@ -1,0 +1,42 @@
+"""Configuration: one ``Settings`` object, read from ``GIS_IOC_*`` environment variables.
+
+Settings are built by the caller (CLI, app factory, tests) and passed in; nothing reads
+the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Kon Tum province, with a margin: data outside this box is "far outside the area".
+KON_TUM_BBOX = (107.33, 13.92, 108.55, 15.42)
+
+
+class Settings(BaseSettings):
+    """Everything gis-ioc can be configured with (environment prefix ``GIS_IOC_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="GIS_IOC_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL/PostGIS URL. Without it gis-ioc runs its own private cluster in `home`.",
+    )
+    home: Path = Field(default=Path(".gis-ioc"), description="Data folder: private cluster, caches.")
+    host: str = Field(default="127.0.0.1", description="Address the server listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the server listens on.")
+    workers: int = Field(default=1, ge=1, le=64, description="Server worker processes.")
+    public_read: bool = Field(default=True, description="Allow reads without an API key.")
+    layers_dir: Path = Field(default=PROJECT_ROOT / "layers", description="Folder of layer YAML files.")
+    migrations_dir: Path = Field(default=PROJECT_ROOT / "db", description="Folder of SQL migrations.")
+    region_bbox: tuple[float, float, float, float] = Field(
+        default=KON_TUM_BBOX, description="The province's extent (lon/lat); data must fall near it."
+    )
+    region_margin_deg: float = Field(
+        default=0.5, ge=0, description="How far outside `region_bbox` data may lie, in degrees."
+    )
+    pool_size: int = Field(default=8, ge=1, le=200, description="Database connections per process.")
