@@ -159,3 +159,28 @@ CREATE TABLE layer_registry (
 );
 CREATE TRIGGER touch_updated_at BEFORE UPDATE ON layer_registry
     FOR EACH ROW EXECUTE FUNCTION gis_ioc_touch_updated_at();
+
+-- An incident without a commune gets the commune that contained it when it was reported.
+-- The WHEN clause keeps bulk loads that bring their own commune_code free of the lookup.
+CREATE FUNCTION gis_ioc_incident_commune() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT a.code INTO NEW.commune_code
+    FROM admin_units a
+    WHERE a.level = 'commune'
+      AND a.valid_from <= (NEW.reported_at AT TIME ZONE 'Asia/Ho_Chi_Minh')::date
+      AND (a.valid_to IS NULL OR a.valid_to > (NEW.reported_at AT TIME ZONE 'Asia/Ho_Chi_Minh')::date)
+      AND ST_Intersects(a.geom, ST_PointOnSurface(NEW.geom))
+    ORDER BY a.code
+    LIMIT 1;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER incident_commune BEFORE INSERT OR UPDATE OF geom, reported_at ON incidents
+    FOR EACH ROW WHEN (NEW.commune_code IS NULL) EXECUTE FUNCTION gis_ioc_incident_commune();
+
+-- Where a layer's current data came from (the demo says its boundaries are generated).
+CREATE TABLE layer_notes (
+    layer_id    text PRIMARY KEY,
+    source      text NOT NULL,
+    note        text NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);

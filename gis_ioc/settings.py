@@ -39,4 +39,12 @@ class Settings(BaseSettings):
     region_margin_deg: float = Field(
         default=0.5, ge=0, description="How far outside `region_bbox` data may lie, in degrees."
     )
+    timezone: str = Field(default="Asia/Ho_Chi_Minh", description="Local time zone of the province.")
     pool_size: int = Field(default=8, ge=1, le=200, description="Database connections per process.")
+
+    @property
+    def region_extent(self) -> tuple[float, float, float, float]:
+        """``region_bbox`` widened by ``region_margin_deg``: data outside it is refused."""
+        xmin, ymin, xmax, ymax = self.region_bbox
+        m = self.region_margin_deg
+        return (xmin - m, ymin - m, xmax + m, ymax + m)

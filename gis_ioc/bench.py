@@ -1,0 +1,132 @@
+"""Benchmarks: figures printed side by side with peers measured in the same run (not tests)."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyogrio
+import shapely
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from gis_ioc import db, demo, ingest
+from gis_ioc.catalog import Catalog
+from gis_ioc.errors import InvalidInput
+from gis_ioc.settings import Settings
+
+BENCH_DATABASE = "gis_ioc_bench"
+
+
+def _bench_database(settings: Settings) -> str:
+    """A scratch database beside the configured one, migrated: the benchmark never touches real layers."""
+    url = make_url(db.database_url(settings))
+    admin = db.make_engine(url.render_as_string(hide_password=False), pool_size=1)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": BENCH_DATABASE}).first()
+        if not exists:
+            conn.execute(sa.text(f'CREATE DATABASE "{BENCH_DATABASE}"'))
+    admin.dispose()
+    return url.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
+
+
+def _gpkg(rows: int, workdir: Path, log: Callable[[str], None]) -> Path:
+    """A GeoPackage of ``rows`` incident points from the demo generator (kept for later runs)."""
+    path = workdir / f"incidents-{rows}.gpkg"
+    if path.exists():
+        info = pyogrio.read_info(path)
+        if info["features"] == rows:
+            return path
+    log(f"writing {rows:,} incident points to {path}…")
+    workdir.mkdir(parents=True, exist_ok=True)
+    frame = demo.generate(scale=rows / 10_000, ref_time=None).incidents.drop(columns=["id"])
+    frame = frame.set_geometry(shapely.point_on_surface(frame.geometry.values))
+    tmp = path.with_suffix(".tmp.gpkg")
+    pyogrio.write_dataframe(frame, tmp, layer="incidents", driver="GPKG")
+    tmp.replace(path)
+    return path
+
+
+def _truncate(engine: Engine, table: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {table}"))
+        conn.execute(sa.text("CHECKPOINT"))
+
+
+def ingest_bench(
+    settings: Settings, rows: int, workdir: Path, runs: int = 1, log: Callable[[str], None] = print
+) -> dict[str, float]:
+    """Seconds (median of ``runs``) to load the same points with gis-ioc, ogr2ogr and plain COPY."""
+    if shutil.which("ogr2ogr") is None:
+        raise InvalidInput("ogr2ogr not found: install gdal-bin (apt-get install gdal-bin)")
+    url = _bench_database(settings)
+    engine = db.make_engine(url, pool_size=2)
+    db.migrate(engine, settings.migrations_dir)
+    catalog = Catalog.from_folder(settings.layers_dir, engine)
+    layer = catalog.get("incidents")
+    gpkg = _gpkg(rows, workdir, log)
+    times: dict[str, list[float]] = {"gis-ioc load": [], "ogr2ogr": [], "COPY only": [], "COPY + indexes": []}
+
+    # plain COPY of the same rows: the prepared CSV (hex EWKB) written once, untimed
+    prepared = ingest.prepare(pyogrio.read_dataframe(gpkg, use_arrow=True), layer, region=settings.region_extent)
+    csv_path = workdir / f"incidents-{rows}.csv"
+    with open(csv_path, "wb") as fh:
+        for chunk, _ in ingest._csv_chunks(prepared.frame, prepared.columns):
+            fh.write(chunk)
+    cols = ", ".join(f'"{c}"' for c in prepared.columns)
+    pg = make_url(url)
+    ogr_dsn = (f"PG:host={pg.host} port={pg.port} dbname={pg.database} user={pg.username} "
+               f"password={pg.password}")
+
+    for run in range(runs):
+        log(f"run {run + 1}/{runs}: gis-ioc load…")
+        _truncate(engine, "incidents")
+        report = ingest.load(engine, catalog, gpkg, "incidents", mode="replace", region=settings.region_extent)
+        times["gis-ioc load"].append(report.seconds)
+
+        log(f"run {run + 1}/{runs}: ogr2ogr…")
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS bench_ogr"))
+            conn.execute(sa.text("CHECKPOINT"))
+        started = time.perf_counter()
+        subprocess.run(
+            ["ogr2ogr", "-f", "PostgreSQL", ogr_dsn, str(gpkg), "incidents", "-nln", "bench_ogr",
+             "-lco", "GEOMETRY_NAME=geom", "-lco", "FID=id", "-lco", "SPATIAL_INDEX=GIST", "-gt", "65536"],
+            check=True, capture_output=True,
+        )
+        times["ogr2ogr"].append(time.perf_counter() - started)
+
+        log(f"run {run + 1}/{runs}: plain COPY…")
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS bench_copy"))
+            conn.execute(sa.text("CREATE TABLE bench_copy (LIKE incidents INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY)"))
+            conn.execute(sa.text("CHECKPOINT"))
+        raw = engine.raw_connection()
+        try:
+            with raw.cursor() as cur, open(csv_path, "rb") as fh:
+                started = time.perf_counter()
+                cur.copy_expert(f"COPY bench_copy ({cols}) FROM STDIN WITH (FORMAT csv)", fh,
+                                size=1 << 20)
+                raw.commit()
+                copied = time.perf_counter() - started
+                cur.execute("ALTER TABLE bench_copy ADD PRIMARY KEY (id)")
+                for name in ("geom", "reported_at", "status", "commune_code"):
+                    using = "USING gist " if name == "geom" else ""
+                    cur.execute(f"CREATE INDEX ON bench_copy {using}({name})")
+                cur.execute("ANALYZE bench_copy")
+                raw.commit()
+                indexed = time.perf_counter() - started
+        finally:
+            raw.close()
+        times["COPY only"].append(copied)
+        times["COPY + indexes"].append(indexed)
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS bench_ogr, bench_copy"))
+        conn.execute(sa.text("TRUNCATE incidents"))
+    engine.dispose()
+    return {name: statistics.median(values) for name, values in times.items()}

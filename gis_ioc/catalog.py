@@ -1,0 +1,293 @@
+"""The layer catalog: built-in layers from ``layers/*.yaml`` plus layers registered in the database.
+
+One registry for all: the API, the tiles, ingest and the analysis find every layer here.
+Imported layers live in the ``layer_registry`` table, so every server process sees a new one
+at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy.engine import Connection, Engine
+
+from gis_ioc.errors import CatalogError, LayerNotFound
+
+LAYER_ID = r"^[a-z][a-z0-9_]{0,62}$"
+IMPORTED_SCHEMA = "user_layers"
+
+
+class PropertyType(StrEnum):
+    """Types a layer property can have (JSON Schema names, plus date and datetime)."""
+
+    string = "string"
+    integer = "integer"
+    number = "number"
+    boolean = "boolean"
+    date = "date"
+    datetime = "datetime"
+
+
+class GeometryType(StrEnum):
+    """Simple-feature geometry types."""
+
+    Point = "Point"
+    LineString = "LineString"
+    Polygon = "Polygon"
+    MultiPoint = "MultiPoint"
+    MultiLineString = "MultiLineString"
+    MultiPolygon = "MultiPolygon"
+
+
+class Property(BaseModel):
+    """One exposed column of a layer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: PropertyType
+    description: str = ""
+    title: str | None = None
+    enum: list[str] | None = None
+    required: bool = False
+    read_only: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+class Geometry(BaseModel):
+    """The geometry column and the types it may hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str = "geom"
+    types: Annotated[list[GeometryType], Field(min_length=1)]
+
+
+class Style(BaseModel):
+    """Default map style of a layer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    color: str = Field(default="#3388ff", pattern=r"^#[0-9a-fA-F]{6}$")
+    color_by: str | None = None
+    colors: dict[str, Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")]] = Field(default_factory=dict)
+    icon: str | None = None
+    label: str | None = None
+    min_zoom: int = Field(default=0, ge=0, le=24)
+    max_zoom: int = Field(default=22, ge=0, le=24)
+    opacity: float = Field(default=0.8, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _zoom_order(self) -> Style:
+        if self.min_zoom > self.max_zoom:
+            raise ValueError("min_zoom is above max_zoom")
+        return self
+
+
+class Layer(BaseModel):
+    """A geographic layer: a table, the properties it exposes, and how it is drawn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=LAYER_ID)
+    title: str = Field(min_length=1)
+    description: str = ""
+    table: str = Field(pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+    geometry: Geometry
+    id_column: str = "id"
+    datetime_column: str | None = None
+    properties: dict[str, Property]
+    style: Style = Field(default_factory=Style)
+    source: Literal["builtin", "imported"] = "builtin"
+    attribution: str | None = None
+    keywords: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names_known(self) -> Layer:
+        names = set(self.properties)
+        for column in self.properties:
+            if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", column):
+                raise ValueError(f"property name {column!r} is not a lower-case SQL identifier")
+        if self.id_column not in names:
+            raise ValueError(f"id_column {self.id_column!r} is not one of the properties")
+        if self.datetime_column and self.datetime_column not in names:
+            raise ValueError(f"datetime_column {self.datetime_column!r} is not one of the properties")
+        if self.datetime_column and self.properties[self.datetime_column].type not in (
+            PropertyType.datetime,
+            PropertyType.date,
+        ):
+            raise ValueError(f"datetime_column {self.datetime_column!r} is not a date or datetime property")
+        for field in ("color_by", "label"):
+            value = getattr(self.style, field)
+            if value and value not in names:
+                raise ValueError(f"style.{field} {value!r} is not one of the properties")
+        return self
+
+    @property
+    def schema_name(self) -> str:
+        """Schema of the table."""
+        return self.table.split(".")[0]
+
+    @property
+    def table_name(self) -> str:
+        """Table name without schema."""
+        return self.table.split(".")[1]
+
+    @property
+    def writable_properties(self) -> dict[str, Property]:
+        """Properties a client or a file may set."""
+        return {k: v for k, v in self.properties.items() if not v.read_only}
+
+    def property(self, name: str, param: str = "property") -> Property:
+        """A property by name; an unknown one is an error naming the parameter."""
+        from gis_ioc.errors import InvalidInput
+
+        try:
+            return self.properties[name]
+        except KeyError:
+            known = ", ".join(self.properties)
+            raise InvalidInput(
+                f"layer {self.id!r} has no property {name!r} (it has: {known})", param=param
+            ) from None
+
+
+def _format_errors(source: str, err: ValidationError) -> list[str]:
+    out = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        out.append(f"{source}: {where}: {e['msg']}")
+    return out
+
+
+def parse_layer(data: Any, source: str) -> Layer:
+    """Validate one layer definition; errors name the source and the field."""
+    if not isinstance(data, dict):
+        raise CatalogError(f"{source}: a layer file holds a mapping (id, title, table, …)")
+    try:
+        return Layer.model_validate(data)
+    except ValidationError as err:
+        raise CatalogError("\n".join(_format_errors(source, err))) from None
+
+
+def load_layer_file(path: Path) -> Layer:
+    """Read and validate one ``layers/*.yaml`` file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise CatalogError(f"{path}: {where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    layer = parse_layer(data, str(path))
+    if layer.id != path.stem:
+        raise CatalogError(f"{path}: id: {layer.id!r} differs from the file name {path.stem!r}")
+    return layer
+
+
+def validate_folder(folder: Path) -> tuple[list[Layer], list[str]]:
+    """Validate every layer file of a folder; return the layers and every problem found."""
+    layers, problems = [], []
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        problems.append(f"{folder}: no layer files (*.yaml)")
+    for path in files:
+        try:
+            layers.append(load_layer_file(path))
+        except CatalogError as err:
+            problems.extend(str(err).splitlines())
+    seen: dict[str, str] = {}
+    for layer in layers:
+        if layer.table in seen:
+            problems.append(f"{folder}/{layer.id}.yaml: table: {layer.table} is also layer {seen[layer.table]}")
+        seen[layer.table] = layer.id
+    return layers, problems
+
+
+class Catalog:
+    """Built-in layers plus those registered in the database."""
+
+    def __init__(self, builtin: list[Layer], engine: Engine | None = None) -> None:
+        self.builtin = {layer.id: layer for layer in builtin}
+        self.engine = engine
+
+    @classmethod
+    def from_folder(cls, folder: Path, engine: Engine | None = None) -> Catalog:
+        """Load and validate ``layers/``; an invalid file stops everything with its message."""
+        layers, problems = validate_folder(folder)
+        if problems:
+            raise CatalogError("\n".join(problems))
+        return cls(layers, engine)
+
+    def _imported(self, conn: Connection | None = None, layer_id: str | None = None) -> list[Layer]:
+        if conn is None:
+            if self.engine is None:
+                return []
+            with self.engine.connect() as c:
+                return self._imported(c, layer_id)
+        query = "SELECT id, definition FROM layer_registry"
+        params: dict[str, str] = {}
+        if layer_id is not None:
+            query += " WHERE id = :id"
+            params["id"] = layer_id
+        rows = conn.execute(sa.text(query + " ORDER BY id"), params)
+        return [parse_layer(row.definition, f"layer_registry[{row.id}]") for row in rows]
+
+    def layers(self, conn: Connection | None = None) -> list[Layer]:
+        """Every layer: built-in first, then imported ones by id."""
+        return [*self.builtin.values(), *self._imported(conn)]
+
+    def get(self, layer_id: str, conn: Connection | None = None) -> Layer:
+        """One layer by id; an unknown id raises ``LayerNotFound``."""
+        if layer_id in self.builtin:
+            return self.builtin[layer_id]
+        if re.match(LAYER_ID, layer_id):
+            found = self._imported(conn, layer_id)
+            if found:
+                return found[0]
+        known = ", ".join(layer.id for layer in self.layers(conn))
+        raise LayerNotFound(f"no layer {layer_id!r} (layers: {known})", param="layer")
+
+    def counts(self, conn: Connection) -> list[tuple[Layer, FeatureCount]]:
+        """Every layer with its feature count: exact up to ``EXACT_COUNT_LIMIT`` rows, else the
+        planner's estimate (said so), and the note on where its data came from."""
+        notes = dict(conn.execute(sa.text("SELECT layer_id, note FROM layer_notes")).all())
+        out = []
+        for layer in self.layers(conn):
+            estimate = conn.execute(
+                sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:t)"), {"t": layer.table}
+            ).scalar()
+            if estimate is not None and estimate > EXACT_COUNT_LIMIT:
+                count = FeatureCount(int(estimate), True, notes.get(layer.id))
+            else:
+                exact = conn.execute(sa.text(f"SELECT count(*) FROM {quote_table(layer.table)}")).scalar()
+                count = FeatureCount(int(exact or 0), False, notes.get(layer.id))
+            out.append((layer, count))
+        return out
+
+
+EXACT_COUNT_LIMIT = 2_000_000
+
+
+@dataclass(frozen=True)
+class FeatureCount:
+    """How many features a layer has, whether that is an estimate, and the data's note."""
+
+    value: int
+    estimated: bool
+    note: str | None = None
+
+
+def quote_table(table: str) -> str:
+    """``schema.table`` quoted for SQL (names come from the catalog, never from a request)."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in table.split("."))
+
+
+def layer_json_schema() -> dict[str, Any]:
+    """JSON Schema of a layer file (for editors and documentation)."""
+    return Layer.model_json_schema()

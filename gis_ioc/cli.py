@@ -1,0 +1,384 @@
+"""The ``gis-ioc`` command line (typer). Errors are one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from gis_ioc.errors import GisIocError, InvalidInput
+from gis_ioc.settings import Settings
+
+try:  # typer >= 0.20 vendors click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef,attr-defined]
+
+app = typer.Typer(
+    help="gis-ioc: the spatial operations service of a provincial Intelligent Operations Center.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+db_app = typer.Typer(help="The database: migrations and the private PostGIS cluster.", no_args_is_help=True)
+layers_app = typer.Typer(help="The layer catalog.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (printed figures, not tests).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(layers_app, name="layers")
+app.add_typer(bench_app, name="bench")
+
+out = Console()
+err_console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _engine(settings: Settings, migrate: bool = True):  # type: ignore[no-untyped-def]
+    from gis_ioc import db
+
+    engine = db.connect(settings)
+    if migrate:
+        db.migrate(engine, settings.migrations_dir)
+    return engine
+
+
+def _catalog(settings: Settings, engine):  # type: ignore[no-untyped-def]
+    from gis_ioc.catalog import Catalog
+
+    return Catalog.from_folder(settings.layers_dir, engine)
+
+
+class _Bar:
+    """A rich progress bar for long loads, only on a terminal and only past a few thousand rows."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.progress: Progress | None = None
+        self.task: int | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < 20_000 or not err_console.is_terminal:
+            return
+        if self.progress is None:
+            self.progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), console=err_console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task(self.label, total=total)
+        assert self.task is not None
+        self.progress.update(self.task, completed=done)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [GIS_IOC_HOST, 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [GIS_IOC_PORT, 8000].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [GIS_IOC_WORKERS, 1].")] = None,
+    demo_if_empty: Annotated[bool, typer.Option(help="Load the demo province when the layers are empty.")] = False,
+) -> None:
+    """Serve the API (applies pending migrations first)."""
+    import uvicorn
+
+    from gis_ioc import db, demo
+
+    settings = _settings()
+    url = db.database_url(settings)
+    engine = _engine(settings.model_copy(update={"database_url": url}))
+    if demo_if_empty and demo.is_empty(engine):
+        err_console.print("gis-ioc: the layers are empty, loading the Kon Tum demo…")
+        demo.load_demo(engine, _catalog(settings, engine))
+    engine.dispose()
+    host = host or settings.host
+    port = port or settings.port
+    os.environ["GIS_IOC_DATABASE_URL"] = url  # workers connect to the same database
+    err_console.print(f"gis-ioc: serving on http://{host}:{port}/ (Ctrl-C stops)")
+    uvicorn.run("gis_ioc.web.app:create_app", factory=True, host=host, port=port,
+                workers=workers or settings.workers, log_level="warning")
+
+
+# -- db ----------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations (idempotent)."""
+    from gis_ioc import db
+
+    settings = _settings()
+    engine = _engine(settings, migrate=False)
+    applied = db.migrate(engine, settings.migrations_dir)
+    if applied:
+        for m in applied:
+            out.print(f"applied {m.path.name}")
+    else:
+        out.print("database is up to date")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Where the database is, and which migrations are pending."""
+    from gis_ioc import db
+    from gis_ioc.cluster import PrivateCluster
+
+    settings = _settings()
+    if settings.database_url:
+        out.print("database: GIS_IOC_DATABASE_URL")
+    else:
+        state = PrivateCluster(settings.home).status()
+        out.print(f"private cluster: {state['data_dir']} "
+                  f"({'running on port ' + str(state['port']) if state['running'] else 'stopped'})")
+    engine = _engine(settings, migrate=False)
+    pending = db.pending_migrations(engine, settings.migrations_dir)
+    out.print(f"pending migrations: {', '.join(m.path.name for m in pending) or 'none'}")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the database URL (starting the private cluster if needed), for psql, QGIS or ogr2ogr."""
+    from gis_ioc import db
+
+    out.print(db.database_url(_settings()), highlight=False, soft_wrap=True)
+
+
+@db_app.command("start")
+def db_start() -> None:
+    """Start the private cluster."""
+    from gis_ioc.cluster import PrivateCluster
+
+    settings = _settings()
+    if settings.database_url:
+        raise InvalidInput("GIS_IOC_DATABASE_URL is set: there is no private cluster to start")
+    PrivateCluster(settings.home).ensure_running()
+    out.print(f"private cluster running ({PrivateCluster(settings.home).status()['port']})")
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the private cluster."""
+    from gis_ioc.cluster import PrivateCluster
+
+    settings = _settings()
+    stopped = PrivateCluster(settings.home).stop()
+    out.print("private cluster stopped" if stopped else "private cluster was not running")
+
+
+# -- load, demo --------------------------------------------------------------------------------
+
+
+def _parse_map(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        src, sep, dst = pair.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise InvalidInput(f"--map {pair!r}: write it as SOURCE_COLUMN=LAYER_PROPERTY", param="map")
+        mapping[src.strip()] = dst.strip()
+    return mapping
+
+
+def _print_report(report) -> None:  # type: ignore[no-untyped-def]
+    table = Table(title=f"loaded into {report.layer} ({report.mode})", show_header=False)
+    for label, value in (
+        ("rows read", f"{report.rows_read:,}"),
+        ("loaded", f"{report.rows_loaded:,}"),
+        ("repaired", f"{report.repaired:,}"),
+        ("refused", f"{report.refused:,}"),
+        ("source CRS", report.source_crs or "?"),
+        ("seconds", f"{report.seconds:.2f}"),
+        ("rows/s", f"{report.rows_per_second:,.0f}"),
+    ):
+        table.add_row(label, value)
+    if report.ignored_columns:
+        table.add_row("ignored columns", ", ".join(report.ignored_columns))
+    out.print(table)
+
+
+@app.command()
+def load(
+    file: Annotated[Path, typer.Argument(help="GeoJSON, GeoPackage, Shapefile (folder or .zip), FlatGeobuf, KML "
+                                              "or CSV (lon/lat or WKT columns).")],
+    layer: Annotated[str, typer.Option("--layer", "-l", help="Layer to load into.")],
+    crs: Annotated[str | None, typer.Option(help="CRS of the file, e.g. EPSG:9216 (overrides the file's).")] = None,
+    mode: Annotated[str, typer.Option(help="append, replace or upsert (by the layer's id).")] = "append",
+    map_: Annotated[list[str] | None, typer.Option("--map", help="Rename a column: SRC=DST (repeatable).")] = None,
+    strict: Annotated[bool, typer.Option(help="Refuse invalid geometries instead of repairing them.")] = False,
+    ignore_unknown: Annotated[bool, typer.Option(help="Leave out columns the layer does not have.")] = False,
+    source_layer: Annotated[str | None, typer.Option(help="Layer of a multi-layer file.")] = None,
+) -> None:
+    """Load a file into a layer, in one transaction."""
+    from gis_ioc import ingest
+
+    if mode not in ingest.MODES:
+        raise InvalidInput(f"--mode: {mode!r} is not one of {', '.join(ingest.MODES)}", param="mode")
+    settings = _settings()
+    engine = _engine(settings)
+    bar = _Bar(f"loading {file.name}")
+    try:
+        report = ingest.load(
+            engine, _catalog(settings, engine), file, layer, crs=crs, mode=mode,  # type: ignore[arg-type]
+            mapping=_parse_map(map_ or []), strict=strict, ignore_unknown=ignore_unknown,
+            source_layer=source_layer, region=settings.region_extent, progress=bar,
+        )
+    finally:
+        bar.close()
+    _print_report(report)
+
+
+@app.command()
+def demo(
+    scale: Annotated[float, typer.Option(min=0.01, max=1000, help="1 = 200 cameras, 10,000 incidents; "
+                                                                  "100 = 20,000 and 1,000,000.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 62,
+    ref_time: Annotated[datetime | None, typer.Option(help="'Now' of the demo (default: now).")] = None,
+    if_empty: Annotated[bool, typer.Option(help="Only when a built-in layer is empty.")] = False,
+) -> None:
+    """Fill the built-in layers with the synthetic Kon Tum province (replaces their rows)."""
+    from gis_ioc import demo as demo_module
+
+    settings = _settings()
+    engine = _engine(settings)
+    if if_empty and not demo_module.is_empty(engine):
+        out.print("the layers hold data already: demo not loaded")
+        return
+    if ref_time is not None and ref_time.tzinfo is None:
+        from zoneinfo import ZoneInfo
+
+        ref_time = ref_time.replace(tzinfo=ZoneInfo(settings.timezone))
+    with err_console.status("generating the Kon Tum demo…") as status:
+        counts = demo_module.load_demo(
+            engine, _catalog(settings, engine), scale=scale, seed=seed, ref_time=ref_time,
+            step=lambda layer, n: status.update(f"loading {n:,} rows into {layer}…"),
+        )
+    table = Table(title=f"Kon Tum demo, scale {scale:g}, seed {seed}")
+    table.add_column("layer")
+    table.add_column("rows", justify="right")
+    for name, n in counts.items():
+        if name != "seconds":
+            table.add_row(name, f"{n:,}")
+    out.print(table)
+    out.print(f"{counts['seconds']} s")
+
+
+# -- layers ------------------------------------------------------------------------------------
+
+
+@layers_app.command("validate")
+def layers_validate(
+    folder: Annotated[Path | None, typer.Argument(help="Folder of layer files [GIS_IOC_LAYERS_DIR].")] = None,
+) -> None:
+    """Check every layer file against the schema; each problem names the file and the field."""
+    from gis_ioc.catalog import validate_folder
+
+    folder = folder or _settings().layers_dir
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder}: no such folder", param="folder")
+    layers, problems = validate_folder(folder)
+    for problem in problems:
+        err_console.print(problem, highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    out.print(f"{len(layers)} layer files valid: {', '.join(layer.id for layer in layers)}")
+
+
+@layers_app.command("list")
+def layers_list() -> None:
+    """The layers with their feature counts."""
+    settings = _settings()
+    engine = _engine(settings)
+    table = Table()
+    for col in ("id", "title", "geometry", "features", "source"):
+        table.add_column(col, justify="right" if col == "features" else "left")
+    with engine.connect() as conn:
+        for layer, count in _catalog(settings, engine).counts(conn):
+            table.add_row(layer.id, layer.title, ", ".join(t.value for t in layer.geometry.types),
+                          f"{'~' if count.estimated else ''}{count.value:,}", layer.source)
+    out.print(table)
+
+
+@layers_app.command("import")
+def layers_import(
+    file: Annotated[Path, typer.Argument(help="The file to import as a new layer.")],
+    layer_id: Annotated[str, typer.Option("--id", help="Id of the new layer (a-z, 0-9, _).")],
+    title: Annotated[str | None, typer.Option(help="Title of the new layer.")] = None,
+    crs: Annotated[str | None, typer.Option(help="CRS of the file, e.g. EPSG:9216.")] = None,
+    datetime_column: Annotated[str | None, typer.Option(help="Column holding each feature's time.")] = None,
+    source_layer: Annotated[str | None, typer.Option(help="Layer of a multi-layer file.")] = None,
+) -> None:
+    """Import a file as a new layer: a table from its columns, registered for every server process."""
+    from gis_ioc import ingest
+
+    settings = _settings()
+    engine = _engine(settings)
+    bar = _Bar(f"importing {file.name}")
+    try:
+        report = ingest.import_layer(
+            engine, _catalog(settings, engine), file, layer_id, title=title, crs=crs,
+            datetime_column=datetime_column, source_layer=source_layer, region=settings.region_extent, progress=bar,
+        )
+    finally:
+        bar.close()
+    _print_report(report)
+
+
+# -- bench -------------------------------------------------------------------------------------
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    rows: Annotated[int, typer.Option(min=1000, help="Points in the GeoPackage.")] = 1_000_000,
+    workdir: Annotated[Path, typer.Option(help="Where the GeoPackage and the COPY file go.")] = Path(
+        "/tmp/gis-ioc-bench"),
+    runs: Annotated[int, typer.Option(min=1, max=9, help="Runs of each loader; the median is printed.")] = 1,
+) -> None:
+    """Load N points from a GeoPackage: gis-ioc beside ogr2ogr and a plain COPY, same database."""
+    from gis_ioc import bench
+
+    settings = _settings()
+    results = bench.ingest_bench(settings, rows=rows, workdir=workdir, runs=runs, log=err_console.print)
+    table = Table(title=f"ingest of {rows:,} points from a GeoPackage (median of {runs})")
+    for col in ("loader", "seconds", "rows/s", "vs gis-ioc"):
+        table.add_column(col, justify="left" if col == "loader" else "right")
+    ours = results["gis-ioc load"]
+    for name, seconds in results.items():
+        table.add_row(name, f"{seconds:.2f}", f"{rows / seconds:,.0f}", f"{seconds / ours:.2f}×")
+    out.print(table)
+
+
+def main() -> None:
+    """Entry point: run the typer app, turning every known error into one line and an exit code."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=sys.argv[1:], prog_name="gis-ioc", standalone_mode=False)
+    except GisIocError as err:
+        for line in str(err).splitlines() or [type(err).__name__]:
+            err_console.print(f"gis-ioc: error: {line}", highlight=False, soft_wrap=True, markup=False)
+        sys.exit(2 if isinstance(err, InvalidInput) else 1)
+    except NoArgsIsHelpError as err:
+        print(err.ctx.get_help() if err.ctx else err.format_message())
+        sys.exit(0)
+    except ClickException as err:
+        err_console.print(f"gis-ioc: error: {err.format_message()}", highlight=False, soft_wrap=True, markup=False)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        err_console.print("gis-ioc: aborted")
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("gis-ioc: interrupted")
+        sys.exit(130)
