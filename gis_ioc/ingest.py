@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import queue
+import re
 import threading
 import time
+import unicodedata
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -180,9 +182,17 @@ def _first_rows(mask: np.ndarray, n: int = 3) -> str:
     return ", ".join(str(int(r) + 1) for r in rows)
 
 
+def column_slug(name: str) -> str:
+    """A file's column name as a property name: lower case ASCII (diacritics folded, đ → d), ``_``."""
+    folded = unicodedata.normalize("NFKD", str(name).strip().lower().replace("đ", "d"))
+    ascii_name = "".join(ch for ch in folded if not unicodedata.combining(ch))
+    slug = re.sub(r"[^a-z0-9_]+", "_", ascii_name).strip("_") or "column"
+    return (slug if re.match(r"^[a-z_]", slug) else f"c_{slug}")[:63]
+
+
 def _normalize_columns(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     geom = frame.geometry.name
-    renamed = {c: str(c).strip().lower() for c in frame.columns if c != geom}
+    renamed = {c: column_slug(c) for c in frame.columns if c != geom}
     lowered = list(renamed.values())
     dupes = {c for c in lowered if lowered.count(c) > 1}
     if dupes:
@@ -196,7 +206,7 @@ def _normalize_columns(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 def _apply_mapping(frame: gpd.GeoDataFrame, mapping: dict[str, str], layer: Layer) -> gpd.GeoDataFrame:
     rename = {}
     for src, dst in mapping.items():
-        src_l, dst_l = src.strip().lower(), dst.strip().lower()
+        src_l, dst_l = column_slug(src), dst.strip().lower()
         if src_l not in frame.columns:
             cols = ", ".join(c for c in frame.columns if c != "geometry")
             raise IngestError(f"--map {src}={dst}: the file has no column {src!r} (columns: {cols})", param="map")
@@ -353,6 +363,16 @@ def prepare(
             param="columns",
         )
     ignored += unknown
+    if layer.id_column in frame.columns and layer.properties[layer.id_column].type == PropertyType.integer:
+        ids = pd.to_numeric(frame[layer.id_column], errors="coerce")
+        if ids.isna().any() or (np.mod(ids, 1) != 0).any():
+            if not ignore_unknown:
+                raise IngestError(
+                    f"column {layer.id_column!r} holds values that are not whole numbers, so it cannot be the "
+                    f"layer's id; rename it with --map {layer.id_column}=OTHER or leave it out with --ignore-unknown",
+                    param=layer.id_column,
+                )
+            ignored.append(layer.id_column)
     columns = [c for c in layer.properties if c in frame.columns and c not in ignored]
     missing = [n for n, p in layer.properties.items() if p.required and n not in columns]
     if missing:
@@ -750,8 +770,6 @@ def import_layer(
     progress: Progress | None = None,
 ) -> LoadReport:
     """Create a new layer from a file: a table from the file's columns, registered, then loaded."""
-    import re
-
     started = time.perf_counter()
     if not re.match(LAYER_ID, layer_id):
         raise IngestError(
@@ -772,9 +790,7 @@ def import_layer(
     for column in frame.columns:
         if column == "geometry":
             continue
-        name = re.sub(r"[^a-z0-9_]", "_", column)
-        if not re.match(r"^[a-z_]", name):
-            name = f"c_{name}"
+        name = column
         if name in ("id", "geom", "created_at", "updated_at"):
             name = f"source_{name}"
         renames[column] = name[:63]
