@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyogrio
 import shapely
@@ -103,9 +104,10 @@ def ingest_bench(
         log(f"run {run + 1}/{runs}: plain COPY…")
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TABLE IF EXISTS bench_copy"))
-            conn.execute(sa.text("CREATE TABLE bench_copy (LIKE incidents INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY)"))
+            conn.execute(sa.text("CREATE TABLE bench_copy "
+                                 "(LIKE incidents INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY)"))
             conn.execute(sa.text("CHECKPOINT"))
-        raw = engine.raw_connection()
+        raw: Any = engine.raw_connection()
         try:
             with raw.cursor() as cur, open(csv_path, "rb") as fh:
                 started = time.perf_counter()

@@ -254,9 +254,12 @@ class Catalog:
         raise LayerNotFound(f"no layer {layer_id!r} (layers: {known})", param="layer")
 
     def counts(self, conn: Connection) -> list[tuple[Layer, FeatureCount]]:
-        """Every layer with its feature count: exact up to ``EXACT_COUNT_LIMIT`` rows, else the
-        planner's estimate (said so), and the note on where its data came from."""
-        notes = dict(conn.execute(sa.text("SELECT layer_id, note FROM layer_notes")).all())
+        """Every layer with its feature count and the note on where its data came from.
+
+        Counts are exact up to ``EXACT_COUNT_LIMIT`` rows, else the planner's estimate (said so).
+        """
+        rows = conn.execute(sa.text("SELECT layer_id, note FROM layer_notes"))
+        notes: dict[str, str] = {row[0]: row[1] for row in rows}
         out = []
         for layer in self.layers(conn):
             estimate = conn.execute(

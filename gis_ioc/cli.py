@@ -6,20 +6,23 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from gis_ioc.errors import GisIocError, InvalidInput
 from gis_ioc.settings import Settings
 
-try:  # typer >= 0.20 vendors click
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
-except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef,attr-defined]
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from gis_ioc.catalog import Catalog
+    from gis_ioc.ingest import LoadReport
+
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
 app = typer.Typer(
     help="gis-ioc: the spatial operations service of a provincial Intelligent Operations Center.",
@@ -43,7 +46,7 @@ def _settings() -> Settings:
     return Settings()
 
 
-def _engine(settings: Settings, migrate: bool = True):  # type: ignore[no-untyped-def]
+def _engine(settings: Settings, migrate: bool = True) -> Engine:
     from gis_ioc import db
 
     engine = db.connect(settings)
@@ -52,7 +55,7 @@ def _engine(settings: Settings, migrate: bool = True):  # type: ignore[no-untype
     return engine
 
 
-def _catalog(settings: Settings, engine):  # type: ignore[no-untyped-def]
+def _catalog(settings: Settings, engine: Engine) -> Catalog:
     from gis_ioc.catalog import Catalog
 
     return Catalog.from_folder(settings.layers_dir, engine)
@@ -64,7 +67,7 @@ class _Bar:
     def __init__(self, label: str) -> None:
         self.label = label
         self.progress: Progress | None = None
-        self.task: int | None = None
+        self.task: TaskID | None = None
 
     def __call__(self, done: int, total: int) -> None:
         if total < 20_000 or not err_console.is_terminal:
@@ -191,7 +194,7 @@ def _parse_map(pairs: list[str]) -> dict[str, str]:
     return mapping
 
 
-def _print_report(report) -> None:  # type: ignore[no-untyped-def]
+def _print_report(report: LoadReport) -> None:
     table = Table(title=f"loaded into {report.layer} ({report.mode})", show_header=False)
     for label, value in (
         ("rows read", f"{report.rows_read:,}"),
@@ -363,7 +366,9 @@ def main() -> None:
     """Entry point: run the typer app, turning every known error into one line and an exit code."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=sys.argv[1:], prog_name="gis-ioc", standalone_mode=False)
+        code = command.main(args=sys.argv[1:], prog_name="gis-ioc", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except GisIocError as err:
         for line in str(err).splitlines() or [type(err).__name__]:
             err_console.print(f"gis-ioc: error: {line}", highlight=False, soft_wrap=True, markup=False)

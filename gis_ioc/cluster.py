@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import hashlib
 import json
 import os
 import pwd
@@ -31,6 +32,7 @@ SUPERUSER = "gis_ioc"
 DATABASE = "gis_ioc"
 APT_PACKAGES = ("postgresql", "postgresql-postgis")
 RUN_AS_WHEN_ROOT = "postgres"
+FALLBACK_ROOT = Path("/var/lib/gis-ioc/clusters")
 
 # Settings for a single-machine service; JIT and parallel query slow tile and feature
 # queries down on small machines (see DESIGN.md, Performance).
@@ -129,9 +131,33 @@ class PrivateCluster:
 
     def __init__(self, home: Path) -> None:
         self.home = Path(home).resolve()
-        self.data_dir = self.home / "pgdata"
-        self.log_file = self.home / "log" / "postgresql.log"
         self.state_file = self.home / "cluster.json"
+
+    @property
+    def server_dir(self) -> Path:
+        """Where the server's own files live.
+
+        That is ``<home>`` itself, unless gis-ioc runs as root and the ``postgres`` user cannot reach
+        it (a home under /root, a private temp folder); then a folder of its own under
+        /var/lib/gis-ioc, recorded in ``cluster.json``.
+        """
+        recorded = self._state().get("server_dir")
+        return Path(recorded) if recorded else self.home
+
+    @property
+    def data_dir(self) -> Path:
+        """The PostgreSQL data folder."""
+        return self.server_dir / "pgdata"
+
+    @property
+    def log_file(self) -> Path:
+        """The server's log."""
+        return self.server_dir / "log" / "postgresql.log"
+
+    def _reachable_by_server_user(self, path: Path) -> bool:
+        if self._run_as() is None:
+            return True
+        return self._run(["test", "-x", str(path)], check=False).returncode == 0
 
     # -- who runs the server -------------------------------------------------------------
     def _run_as(self) -> pwd.struct_passwd | None:
@@ -222,12 +248,20 @@ class PrivateCluster:
     # -- lifecycle -----------------------------------------------------------------------
     def _init(self, install: PostgresInstall) -> None:
         user = self._run_as()
+        server_dir = self.home
+        if not self._reachable_by_server_user(self.home):
+            digest = hashlib.sha1(str(self.home).encode()).hexdigest()[:12]
+            server_dir = FALLBACK_ROOT / digest
+            server_dir.mkdir(parents=True, exist_ok=True)
+            if (server_dir / "pgdata").exists():
+                shutil.rmtree(server_dir / "pgdata")  # a half-made cluster of this home, never a foreign one
+        self._save_state({"server_dir": str(server_dir)})
         for folder in (self.data_dir, self.log_file.parent):
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o700)
             self._chown(folder)
-        if user is not None and not os.access(self.home, os.X_OK):
-            raise DatabaseUnavailable(f"{self.home} must be readable by the user {user.pw_name}")
+        if user is not None and not self._reachable_by_server_user(self.data_dir):
+            raise DatabaseUnavailable(f"{self.data_dir} must be reachable by the user {user.pw_name}")
         password = secrets.token_urlsafe(24)
         with tempfile.NamedTemporaryFile("w", dir=self.log_file.parent, delete=False) as pw:
             pw.write(password + "\n")
@@ -246,7 +280,7 @@ class PrivateCluster:
         conf = "\n".join(f"{k} = {v}" for k, v in SERVER_SETTINGS.items())
         with open(self.data_dir / "postgresql.conf", "a") as fh:
             fh.write(f"\n# gis-ioc private cluster\n{conf}\n")
-        self._save_state({"password": password, "port": _free_port()})
+        self._save_state({"server_dir": str(server_dir), "password": password, "port": _free_port()})
 
     def ensure_running(self) -> str:
         """Create and start the cluster if needed; return the URL of the gis_ioc database."""
@@ -255,7 +289,10 @@ class PrivateCluster:
             if port is None:
                 install = ensure_postgres_installed()
                 if not self.exists:
-                    if self.data_dir.exists() and any(self.data_dir.iterdir()):
+                    half_made = bool(self._state()) and not self._state().get("password")
+                    if half_made and self.data_dir.exists():
+                        shutil.rmtree(self.data_dir)  # our own earlier attempt that failed
+                    elif self.data_dir.exists() and any(self.data_dir.iterdir()):
                         raise DatabaseUnavailable(
                             f"{self.data_dir} is not an empty folder nor a gis-ioc cluster; move it away"
                         )
@@ -301,6 +338,17 @@ class PrivateCluster:
                 raise DatabaseUnavailable("PostgreSQL binaries not found: cannot stop the cluster")
             self._run([install.tool("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
             return True
+
+    def remove(self) -> None:
+        """Stop the server and delete the cluster with all its data."""
+        self.stop()
+        with self._lock():
+            server_dir = self.server_dir
+            for path in (server_dir / "pgdata", server_dir / "log"):
+                shutil.rmtree(path, ignore_errors=True)
+            if server_dir != self.home:
+                shutil.rmtree(server_dir, ignore_errors=True)
+            self.state_file.unlink(missing_ok=True)
 
     def status(self) -> dict:
         """What a user wants to know: created, running, port, data folder."""

@@ -6,6 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import sqlalchemy as sa
@@ -119,7 +120,8 @@ def migrate(engine: Engine, folder: Path) -> list[Migration]:
                 continue
             try:
                 # No parameters: psycopg2 then sends the file as it is (its % signs included).
-                with conn.connection.cursor() as cur:
+                cursor: Any = conn.connection.cursor()
+                with cursor as cur:
                     cur.execute(migration.sql)
             except psycopg2.Error as err:
                 reason = str(err).strip().splitlines()[0]

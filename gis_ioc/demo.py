@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import geopandas as gpd
 import numpy as np
@@ -270,9 +270,11 @@ def build_admin(rng: np.random.Generator) -> tuple[gpd.GeoDataFrame, pd.DataFram
 
 
 def _reform(communes: list[dict], rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
-    """The 2025 reform: neighbouring communes of a district merge (about three into one), one is
-    split between two new communes, one is only renamed. A new unit reuses the code of its first
-    member, so the same code now names a different area."""
+    """The 2025 reform: neighbouring communes of a district merge, about three into one.
+
+    One is split between two new communes, one is only renamed. A new unit reuses the code of its
+    first member, so the same code now names a different area.
+    """
     groups: list[list[int]] = []
     by_district: dict[str, list[int]] = {}
     for i, c in enumerate(communes):
@@ -424,7 +426,7 @@ def build_infrastructure(rng: np.random.Generator, admin: gpd.GeoDataFrame, road
 
 
 def _points_along(lines: list[LineString], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """n points on the lines (chosen by length), and the bearing of the line at each, in degrees."""
+    """N points on the lines (chosen by length), and the bearing of the line at each, in degrees."""
     lengths = np.array([ln.length for ln in lines])
     which = rng.choice(len(lines), size=n, p=lengths / lengths.sum())
     frac = rng.random(n)
@@ -443,8 +445,10 @@ def _points_along(lines: list[LineString], n: int, rng: np.random.Generator) -> 
 
 def _spread(n: int, rng: np.random.Generator, outline: Polygon, roads: list[LineString],
             shares: tuple[float, float, float], town_sd: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """n points: a share around towns, along national roads and spread over the province.
-    Returns points, the setting of each (0 town, 1 road, 2 rural) and a bearing for road points."""
+    """N points: a share around towns, along national roads and spread over the province.
+
+    Returns points, the setting of each (0 town, 1 road, 2 rural) and a bearing for road points.
+    """
     counts = rng.multinomial(n, shares)
     names = list(TOWN_WEIGHT)
     towns = rng.choice(len(names), size=counts[0], p=np.array(list(TOWN_WEIGHT.values())))
@@ -453,7 +457,9 @@ def _spread(n: int, rng: np.random.Generator, outline: Polygon, roads: list[Line
     angle = rng.uniform(0, 2 * np.pi, counts[0])
     town_xy = centre + np.column_stack([radius * np.cos(angle), radius * np.sin(angle)])
     road_pts, road_bearing = _points_along(roads, counts[1], rng)
-    road_xy = shapely.get_coordinates(road_pts) + rng.normal(0, 0.0003, (counts[1], 2)) if counts[1] else np.empty((0, 2))
+    road_xy = np.empty((0, 2))
+    if counts[1]:
+        road_xy = shapely.get_coordinates(road_pts) + rng.normal(0, 0.0003, (counts[1], 2))
     xmin, ymin, xmax, ymax = outline.bounds
     rural: list[np.ndarray] = []
     while sum(len(r) for r in rural) < counts[2]:
@@ -512,8 +518,10 @@ def build_cameras(rng: np.random.Generator, n: int, outline: Polygon, roads: gpd
 
 def build_incidents(rng: np.random.Generator, n: int, outline: Polygon, roads: gpd.GeoDataFrame,
                     admin: gpd.GeoDataFrame, ref_time: datetime) -> gpd.GeoDataFrame:
-    """Incidents of the last 90 days (85 %) and of spring 2025, before the reform (15 %), with a
-    daily rhythm, clustered in towns and on roads; floods and forest fires are often areas."""
+    """Incidents of the last 90 days (85 %) and of spring 2025, before the reform (15 %).
+
+    They follow a daily rhythm, cluster in towns and on roads; floods and forest fires are often areas.
+    """
     lines = list(roads[roads.road_class != "district"].geometry)
     pts, setting, _ = _spread(n, rng, outline, lines, (0.65, 0.25, 0.10), 0.02)
     type_idx = np.empty(n, dtype=int)
@@ -652,7 +660,7 @@ def load_demo(
                 "relation, area_share) VALUES (:old_code, :old_valid_from, :new_code, :new_valid_from, "
                 ":effective_date, :relation, :area_share)"
             ),
-            data.lineage.to_dict("records"),
+            [{str(k): v for k, v in row.items()} for row in data.lineage.to_dict("records")],
         )
         note = NOTE.format(seed=seed, scale=scale)
         for layer_id in loaded:

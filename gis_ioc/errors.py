@@ -72,5 +72,5 @@ def http_status(err: GisIocError) -> int:
     """The HTTP status for a domain error (most specific class wins)."""
     for cls in type(err).__mro__:
         if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]  # type: ignore[index]
+            return HTTP_STATUS[cls]
     return 500

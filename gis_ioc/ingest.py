@@ -28,7 +28,6 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyogrio
 import shapely
-import sqlalchemy as sa
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 from sqlalchemy.engine import Engine
@@ -142,8 +141,8 @@ def read_file(path: Path | str, source_layer: str | None = None) -> gpd.GeoDataF
     try:
         layers = pyogrio.list_layers(target)
         if source_layer is None and len(layers) > 1 and suffix != ".kml":
-            names = ", ".join(str(n) for n in layers[:, 0])
-            raise IngestError(f"{path}: holds several layers ({names}); choose one with --source-layer")
+            layer_names = ", ".join(str(n) for n in layers[:, 0])
+            raise IngestError(f"{path}: holds several layers ({layer_names}); choose one with --source-layer")
         frame = pyogrio.read_dataframe(target, layer=source_layer, use_arrow=True, **kwargs)
     except IngestError:
         raise
@@ -658,7 +657,7 @@ def load_frame(
     """Write prepared rows in one transaction; on any error the layer is left as it was."""
     if mode not in MODES:
         raise IngestError(f"--mode: {mode!r} is not one of {', '.join(MODES)}", param="mode")
-    raw = engine.raw_connection()
+    raw: Any = engine.raw_connection()
     try:
         with raw.cursor() as cur:
             written = write_rows(cur, layer, prepared, mode, progress)
@@ -825,7 +824,7 @@ def import_layer(
         "created_at timestamptz NOT NULL DEFAULT now(),\n"
         "updated_at timestamptz NOT NULL DEFAULT now())"
     )
-    raw = engine.raw_connection()
+    raw: Any = engine.raw_connection()
     try:
         with raw.cursor() as cur:
             cur.execute(ddl)

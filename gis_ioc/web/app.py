@@ -20,12 +20,12 @@ from gis_ioc.settings import Settings
 
 def get_engine(request: Request) -> Engine:
     """The app's engine."""
-    return request.app.state.engine  # type: ignore[no-any-return]
+    return request.app.state.engine
 
 
 def get_catalog(request: Request) -> Catalog:
     """The app's layer catalog."""
-    return request.app.state.catalog  # type: ignore[no-any-return]
+    return request.app.state.catalog
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]

@@ -1,0 +1,65 @@
+"""The HTTP service as far as this stage goes: health and the layer list with counts."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from gis_ioc.settings import Settings
+from gis_ioc.web.app import create_app
+
+
+def test_health_and_layer_list_on_the_demo(demo_url, demo_engine, tmp_path):
+    app = create_app(Settings(database_url=demo_url, home=tmp_path))
+    with TestClient(app) as client:
+        health = client.get("/health")
+        assert health.status_code == 200
+        assert health.json()["status"] == "ok" and health.json()["postgis"].startswith("3.")
+        listing = client.get("/collections")
+        assert listing.status_code == 200
+        layers = {c["id"]: c for c in listing.json()["collections"]}
+        landing = client.get("/").json()
+        assert any(link["rel"] == "data" for link in landing["links"])
+    assert set(layers) == {"admin_units", "cameras", "incidents", "infrastructure"}
+    with demo_engine.connect() as conn:
+        for layer_id, entry in layers.items():
+            expected = conn.execute(sa.text(f"SELECT count(*) FROM {layer_id}")).scalar()
+            assert entry["numberOfFeatures"] == expected > 0
+            assert entry["countIsEstimate"] is False
+    assert "not surveyed" in layers["admin_units"]["note"]
+
+
+def test_health_says_unavailable_when_the_database_goes(db_url, server_url, tmp_path):
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    app = create_app(Settings(database_url=db_url, home=tmp_path))
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        name = make_url(db_url).database
+        admin = psycopg2.connect(make_url(server_url).set(database="postgres").render_as_string(hide_password=False))
+        admin.autocommit = True
+        admin.cursor().execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        admin.cursor().execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        try:
+            response = client.get("/health")
+            assert response.status_code == 503
+            assert response.json()["status"] == "unavailable"
+        finally:
+            admin.cursor().execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+            admin.close()
+
+
+def test_an_imported_layer_appears_in_the_running_service(db_url, engine, catalog, settings, tmp_path):
+    from gis_ioc import ingest
+
+    from .factories import sample, write
+
+    app = create_app(Settings(database_url=db_url, home=tmp_path))
+    with TestClient(app) as client:
+        before = {c["id"] for c in client.get("/collections").json()["collections"]}
+        ingest.import_layer(engine, catalog, write(sample("cameras"), "gpkg", tmp_path), "camera_plan",
+                            region=settings.region_extent)
+        after = {c["id"]: c for c in client.get("/collections").json()["collections"]}
+    assert "camera_plan" not in before
+    assert after["camera_plan"]["numberOfFeatures"] == 3 and after["camera_plan"]["source"] == "imported"
