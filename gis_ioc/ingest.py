@@ -8,6 +8,7 @@ growing it row by row.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import queue
 import re
@@ -395,7 +396,9 @@ def prepare(
             geoseries = geoseries.to_crs(WGS84)
         except Exception as err:
             raise IngestError(f"cannot reproject from {_crs_label(CRS(source_crs))}: {err}", param="crs") from None
-    geoms = shapely.force_2d(np.asarray(geoseries.values, dtype=object))
+    geoms = np.asarray(geoseries.values, dtype=object)
+    if shapely.has_z(geoms).any():
+        geoms = shapely.force_2d(geoms)
 
     # -- geometry: empty, invalid, type, extent
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
@@ -495,10 +498,11 @@ def prepare(
 
 def _csv_chunks(frame: pd.DataFrame, columns: Sequence[str]) -> Iterator[tuple[bytes, int]]:
     """COPY CSV (NULL = unquoted empty, strings quoted) in chunks, written by Arrow's C++ writer."""
-    table = pa.Table.from_pandas(frame[list(columns)], preserve_index=False)
     options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
-    for start in range(0, table.num_rows, CHUNK_ROWS):
-        part = table.slice(start, CHUNK_ROWS)
+    selected = frame[list(columns)]
+    for start in range(0, len(selected), CHUNK_ROWS):
+        # chunk by chunk, so the database parses one chunk while the next is converted
+        part = pa.Table.from_pandas(selected.iloc[start : start + CHUNK_ROWS], preserve_index=False)
         sink = io.BytesIO()
         pacsv.write_csv(part, sink, options)
         yield sink.getvalue(), part.num_rows
@@ -647,6 +651,27 @@ def write_rows(cur: Any, layer: Layer, prepared: Prepared, mode: Mode, progress:
     return n
 
 
+@contextlib.contextmanager
+def _transaction(engine: Engine) -> Iterator[Any]:
+    """One psycopg2 transaction: committed at the end, rolled back on any error.
+
+    Database errors become an ``IngestError`` carrying the database's first line.
+    """
+    raw: Any = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            yield cur
+        raw.commit()
+    except psycopg2.Error as err:
+        raw.rollback()
+        raise _db_error(err) from None
+    except BaseException:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()
+
+
 def load_frame(
     engine: Engine,
     layer: Layer,
@@ -657,22 +682,11 @@ def load_frame(
     """Write prepared rows in one transaction; on any error the layer is left as it was."""
     if mode not in MODES:
         raise IngestError(f"--mode: {mode!r} is not one of {', '.join(MODES)}", param="mode")
-    raw: Any = engine.raw_connection()
-    try:
-        with raw.cursor() as cur:
-            written = write_rows(cur, layer, prepared, mode, progress)
-            if written >= BULK_ROWS:
-                cur.execute(f"ANALYZE {_qualified(layer)}")
-        raw.commit()
-        return written
-    except psycopg2.Error as err:
-        raw.rollback()
-        raise _db_error(err) from None
-    except BaseException:
-        raw.rollback()
-        raise
-    finally:
-        raw.close()
+    with _transaction(engine) as cur:
+        written = write_rows(cur, layer, prepared, mode, progress)
+        if written >= BULK_ROWS:
+            cur.execute(f"ANALYZE {_qualified(layer)}")
+    return written
 
 
 def load(
@@ -824,29 +838,18 @@ def import_layer(
         "created_at timestamptz NOT NULL DEFAULT now(),\n"
         "updated_at timestamptz NOT NULL DEFAULT now())"
     )
-    raw: Any = engine.raw_connection()
-    try:
-        with raw.cursor() as cur:
-            cur.execute(ddl)
-            cur.execute(f"CREATE INDEX {_quote(layer_id + '_geom_idx')} ON {_qualified(layer)} USING gist (geom)")
-            if datetime_column:
-                cur.execute(f"CREATE INDEX ON {_qualified(layer)} ({_quote(datetime_column)})")
-            cur.execute("SELECT gis_ioc_track_layer(%s::regclass)", (layer.table,))
-            loaded = write_rows(cur, layer, prepared, "append", progress)
-            cur.execute(
-                "INSERT INTO layer_registry (id, definition, source) VALUES (%s, %s::jsonb, %s)",
-                (layer.id, layer.model_dump_json(), str(path)),
-            )
-            cur.execute(f"ANALYZE {_qualified(layer)}")
-        raw.commit()
-    except psycopg2.Error as err:
-        raw.rollback()
-        raise _db_error(err) from None
-    except BaseException:
-        raw.rollback()
-        raise
-    finally:
-        raw.close()
+    with _transaction(engine) as cur:
+        cur.execute(ddl)
+        cur.execute(f"CREATE INDEX {_quote(layer_id + '_geom_idx')} ON {_qualified(layer)} USING gist (geom)")
+        if datetime_column:
+            cur.execute(f"CREATE INDEX ON {_qualified(layer)} ({_quote(datetime_column)})")
+        cur.execute("SELECT gis_ioc_track_layer(%s::regclass)", (layer.table,))
+        loaded = write_rows(cur, layer, prepared, "append", progress)
+        cur.execute(
+            "INSERT INTO layer_registry (id, definition, source) VALUES (%s, %s::jsonb, %s)",
+            (layer.id, layer.model_dump_json(), str(path)),
+        )
+        cur.execute(f"ANALYZE {_qualified(layer)}")
     return LoadReport(
         layer=layer.id, mode="create", rows_read=prepared.rows_read, rows_loaded=loaded, repaired=prepared.repaired,
         refused=prepared.refused, seconds=time.perf_counter() - started, source_crs=prepared.source_crs,
