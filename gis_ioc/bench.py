@@ -76,7 +76,7 @@ def ingest_bench(
     prepared = ingest.prepare(pyogrio.read_dataframe(gpkg, use_arrow=True), layer, region=settings.region_extent)
     csv_path = workdir / f"incidents-{rows}.csv"
     with open(csv_path, "wb") as fh:
-        for chunk, _ in ingest._csv_chunks(prepared.frame, prepared.columns):
+        for chunk, _ in ingest._csv_chunks(ingest._chunks_of(prepared.frame), prepared.columns):
             fh.write(chunk)
     cols = ", ".join(f'"{c}"' for c in prepared.columns)
     pg = make_url(url)

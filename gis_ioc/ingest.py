@@ -16,7 +16,7 @@ import threading
 import time
 import unicodedata
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -334,7 +334,33 @@ def _repair(geoms: np.ndarray, allowed: set[GeometryType]) -> np.ndarray:
     return np.asarray(out, dtype=object)
 
 
-def prepare(
+@dataclass
+class Plan:
+    """What is decided once for a whole file: the columns to write and the source CRS."""
+
+    layer: Layer
+    columns: list[str]
+    ignored: list[str]
+    source_crs: CRS
+    strict: bool = False
+    region: tuple[float, float, float, float] | None = None
+
+    @property
+    def crs_label(self) -> str:
+        """The source CRS as a user writes it."""
+        return _crs_label(self.source_crs)
+
+
+@dataclass
+class Rows:
+    """One chunk of checked rows: the data to COPY (geometry as hex EWKB in ``geom``) and counts."""
+
+    data: pd.DataFrame
+    repaired: int
+    refused: int
+
+
+def plan_load(
     frame: gpd.GeoDataFrame,
     layer: Layer,
     *,
@@ -344,14 +370,11 @@ def prepare(
     ignore_unknown: bool = False,
     region: tuple[float, float, float, float] | None = None,
     source: str = "file",
-) -> Prepared:
-    """Check and convert a frame for a layer. Raises ``IngestError`` naming the problem."""
-    rows_read = len(frame)
-    if rows_read == 0:
+) -> tuple[gpd.GeoDataFrame, Plan]:
+    """Check a file's columns and CRS against a layer; return the renamed frame and the plan."""
+    if len(frame) == 0:
         raise IngestError(f"{source}: the file has no features", param="file")
     frame = _apply_mapping(_normalize_columns(frame), mapping or {}, layer)
-
-    # -- columns
     writable = set(layer.writable_properties) | {layer.id_column}
     ignored = [c for c in frame.columns if c in READ_ONLY_KEPT_BY_DB and c != layer.id_column]
     unknown = [c for c in frame.columns if c != "geometry" and c not in writable and c not in ignored]
@@ -373,6 +396,11 @@ def prepare(
                     param=layer.id_column,
                 )
             ignored.append(layer.id_column)
+        elif ids.duplicated().any():
+            raise IngestError(
+                f"column {layer.id_column!r}: duplicate ids, row(s) {_first_rows(ids.duplicated().to_numpy())}",
+                param=layer.id_column,
+            )
     columns = [c for c in layer.properties if c in frame.columns and c not in ignored]
     missing = [n for n, p in layer.properties.items() if p.required and n not in columns]
     if missing:
@@ -381,8 +409,6 @@ def prepare(
             "(rename one with --map SRC=DST)",
             param="columns",
         )
-
-    # -- CRS
     source_crs = crs or frame.crs
     if source_crs is None:
         raise IngestError(
@@ -390,12 +416,27 @@ def prepare(
             "(for example --crs EPSG:4326 for longitude/latitude, --crs EPSG:9216 for VN-2000 Kon Tum)",
             param="crs",
         )
-    geoseries = frame.geometry.set_crs(source_crs, allow_override=True)
-    if not CRS(source_crs).equals(WGS84):
+    return frame, Plan(layer, columns, ignored, CRS(source_crs), strict, region)
+
+
+_TYPE_IDS = {"Point": 0, "LineString": 1, "Polygon": 3, "MultiPoint": 4, "MultiLineString": 5, "MultiPolygon": 6}
+_TYPE_NAMES = ["Point", "LineString", "LinearRing", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon",
+               "GeometryCollection"]
+
+
+def check_rows(frame: gpd.GeoDataFrame, plan: Plan, offset: int = 0) -> Rows:
+    """Reproject, check and convert rows of a planned file; ``offset`` numbers rows in messages."""
+    layer = plan.layer
+
+    def rows_of(mask: np.ndarray, n: int = 3) -> str:
+        return ", ".join(str(int(r) + 1 + offset) for r in np.flatnonzero(mask)[:n])
+
+    geoseries = frame.geometry.set_crs(plan.source_crs, allow_override=True)
+    if not plan.source_crs.equals(WGS84):
         try:
             geoseries = geoseries.to_crs(WGS84)
         except Exception as err:
-            raise IngestError(f"cannot reproject from {_crs_label(CRS(source_crs))}: {err}", param="crs") from None
+            raise IngestError(f"cannot reproject from {plan.crs_label}: {err}", param="crs") from None
     geoms = np.asarray(geoseries.values, dtype=object)
     if shapely.has_z(geoms).any():
         geoms = shapely.force_2d(geoms)
@@ -404,130 +445,160 @@ def prepare(
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     finite = ~empty & np.isfinite(shapely.bounds(geoms)).all(axis=1)
     unusable = empty | ~finite
-    if unusable.any() and strict:
+    if unusable.any() and plan.strict:
         raise IngestError(f"--strict: {int(unusable.sum())} feature(s) have no usable geometry, "
-                          f"row(s) {_first_rows(unusable)}", param="geometry")
+                          f"row(s) {rows_of(unusable)}", param="geometry")
     allowed = set(layer.geometry.types)
     invalid = ~unusable & ~shapely.is_valid(geoms)
     repaired = int(invalid.sum())
     if repaired:
-        if strict:
+        if plan.strict:
             reason = shapely.is_valid_reason(geoms[invalid][0])
             raise IngestError(
                 f"--strict: {repaired} invalid geometr{'y' if repaired == 1 else 'ies'}, row(s) "
-                f"{_first_rows(invalid)} ({reason})",
+                f"{rows_of(invalid)} ({reason})",
                 param="geometry",
             )
         geoms[invalid] = _repair(geoms[invalid], allowed)
         unusable |= shapely.is_empty(geoms)
     geoms = _fix_geometry_types(geoms, allowed)
-    type_names = np.asarray(shapely.get_type_id(geoms))
-    allowed_ids = {
-        {"Point": 0, "LineString": 1, "Polygon": 3, "MultiPoint": 4, "MultiLineString": 5, "MultiPolygon": 6}[t]
-        for t in allowed
-    }
-    wrong = ~unusable & ~np.isin(type_names, list(allowed_ids))
+    wrong = ~unusable & ~np.isin(shapely.get_type_id(geoms), [_TYPE_IDS[t] for t in allowed])
     if wrong.any():
-        found = shapely.get_type_id(geoms[wrong][0])
-        found_name = ["Point", "LineString", "LinearRing", "Polygon", "MultiPoint", "MultiLineString",
-                      "MultiPolygon", "GeometryCollection"][found]
+        found = _TYPE_NAMES[shapely.get_type_id(geoms[wrong][0])]
         raise IngestError(
-            f"wrong geometry type: {int(wrong.sum())} feature(s) are {found_name} (first row "
-            f"{_first_rows(wrong, 1)}); layer {layer.id!r} takes {', '.join(t.value for t in layer.geometry.types)}",
+            f"wrong geometry type: {int(wrong.sum())} feature(s) are {found} (first row "
+            f"{rows_of(wrong, 1)}); layer {layer.id!r} takes {', '.join(t.value for t in layer.geometry.types)}",
             param="geometry",
         )
-    if region is not None:
+    if plan.region is not None:
         bounds = shapely.bounds(geoms)
-        xmin, ymin, xmax, ymax = region
+        xmin, ymin, xmax, ymax = plan.region
         outside = ~unusable & (
             (bounds[:, 0] < xmin) | (bounds[:, 2] > xmax) | (bounds[:, 1] < ymin) | (bounds[:, 3] > ymax)
         )
         if outside.any():
             first = int(np.flatnonzero(outside)[0])
-            x, y = bounds[first, 0], bounds[first, 1]
             raise IngestError(
-                f"{int(outside.sum())} feature(s) lie far outside the province (first: row {first + 1} at "
-                f"{x:.4f}, {y:.4f} after reprojection from {_crs_label(CRS(source_crs))}); "
+                f"{int(outside.sum())} feature(s) lie far outside the province (first: row {first + 1 + offset} at "
+                f"{bounds[first, 0]:.4f}, {bounds[first, 1]:.4f} after reprojection from {plan.crs_label}); "
                 "is the CRS right (--crs)?",
                 param="geometry",
             )
-    refused = int(unusable.sum())
     keep = ~unusable
-    if not keep.any():
-        raise IngestError(f"{source}: no feature has a usable geometry", param="geometry")
 
-    # -- attributes
+    # -- attributes (row numbers count every row of the file, refused ones too)
     data = pd.DataFrame(index=frame.index[keep])
-    for name in columns:
-        values = frame[name][keep]
-        converted = _convert(name, layer.properties[name], values)
+    kept_rows = np.flatnonzero(keep)
+    for name in plan.columns:
         prop = layer.properties[name]
+        converted = _convert(name, prop, frame[name][keep])
         if prop.enum is not None:
-            bad = converted.notna() & ~converted.isin(prop.enum)
+            bad = (converted.notna() & ~converted.isin(prop.enum)).to_numpy()
             if bad.any():
                 samples = ", ".join(repr(v) for v in pd.unique(converted[bad])[:3])
                 raise IngestError(
-                    f"column {name!r}: {samples} not allowed (row {_first_rows(bad.to_numpy(), 1)}); "
+                    f"column {name!r}: {samples} not allowed (row {kept_rows[bad][0] + 1 + offset}); "
                     f"allowed: {', '.join(prop.enum)}",
                     param=name,
                 )
         if prop.required and converted.isna().any():
+            empty_rows = kept_rows[converted.isna().to_numpy()][:3] + 1 + offset
             raise IngestError(
-                f"column {name!r} is required but empty in row(s) {_first_rows(converted.isna().to_numpy())}",
+                f"column {name!r} is required but empty in row(s) {', '.join(str(r) for r in empty_rows)}",
                 param=name,
             )
         data[name] = converted
-    if layer.id_column in data.columns and data[layer.id_column].duplicated().any():
-        dup = data[layer.id_column].duplicated().to_numpy()
-        raise IngestError(f"column {layer.id_column!r}: duplicate ids, row(s) {_first_rows(dup)}",
-                          param=layer.id_column)
     data["geom"] = shapely.to_wkb(shapely.set_srid(geoms[keep], 4326), hex=True, include_srid=True)
+    return Rows(data, repaired, int(unusable.sum()))
+
+
+def prepare(
+    frame: gpd.GeoDataFrame,
+    layer: Layer,
+    *,
+    crs: CRS | None = None,
+    mapping: dict[str, str] | None = None,
+    strict: bool = False,
+    ignore_unknown: bool = False,
+    region: tuple[float, float, float, float] | None = None,
+    source: str = "file",
+) -> Prepared:
+    """Check and convert a whole frame for a layer. Raises ``IngestError`` naming the problem."""
+    frame, plan = plan_load(frame, layer, crs=crs, mapping=mapping, strict=strict, ignore_unknown=ignore_unknown,
+                            region=region, source=source)
+    rows = check_rows(frame, plan)
+    if rows.data.empty:
+        raise IngestError(f"{source}: no feature has a usable geometry", param="geometry")
     return Prepared(
-        frame=data,
-        columns=[*columns, "geom"],
-        rows_read=rows_read,
-        repaired=repaired,
-        refused=refused,
-        source_crs=_crs_label(CRS(source_crs)),
-        ignored_columns=ignored,
+        frame=rows.data,
+        columns=[*plan.columns, "geom"],
+        rows_read=len(frame),
+        repaired=rows.repaired,
+        refused=rows.refused,
+        source_crs=plan.crs_label,
+        ignored_columns=plan.ignored,
     )
 
 
 # -- writing -----------------------------------------------------------------------------------
 
 
-def _csv_chunks(frame: pd.DataFrame, columns: Sequence[str]) -> Iterator[tuple[bytes, int]]:
-    """COPY CSV (NULL = unquoted empty, strings quoted) in chunks, written by Arrow's C++ writer."""
+def _csv_chunks(frames: Iterable[pd.DataFrame], columns: Sequence[str]) -> Iterator[tuple[bytes, int]]:
+    """COPY CSV (NULL = unquoted empty, strings quoted) per chunk, written by Arrow's C++ writer."""
     options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
-    selected = frame[list(columns)]
-    for start in range(0, len(selected), CHUNK_ROWS):
-        # chunk by chunk, so the database parses one chunk while the next is converted
-        part = pa.Table.from_pandas(selected.iloc[start : start + CHUNK_ROWS], preserve_index=False)
+    for frame in frames:
+        selected = frame[list(columns)]
+        # Arrow writes zone-aware timestamps ~15x slower than naive ones: write UTC wall time, which
+        # the COPY reads under ``SET LOCAL timezone = 'UTC'`` (see write_rows).
+        aware = [c for c in selected.columns if isinstance(selected[c].dtype, pd.DatetimeTZDtype)]
+        if aware:
+            selected = selected.assign(**{c: selected[c].dt.tz_convert("UTC").dt.tz_localize(None) for c in aware})
         sink = io.BytesIO()
-        pacsv.write_csv(part, sink, options)
-        yield sink.getvalue(), part.num_rows
+        pacsv.write_csv(pa.Table.from_pandas(selected, preserve_index=False), sink, options)
+        yield sink.getvalue(), len(selected)
+
+
+def _chunks_of(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    for start in range(0, len(frame), CHUNK_ROWS):
+        yield frame.iloc[start : start + CHUNK_ROWS]
 
 
 class _ChunkReader(io.RawIOBase):
-    """A file-like object fed by a producer thread, so CSV is written while PostgreSQL parses."""
+    """A file-like object fed by a producer thread.
+
+    Rows are checked and written as CSV while PostgreSQL parses the previous chunk. An error in
+    the producer surfaces in ``read`` and so aborts the COPY.
+    """
 
     def __init__(self, chunks: Iterator[tuple[bytes, int]], progress: Progress | None, total: int) -> None:
         self._queue: queue.Queue[tuple[bytes, int] | BaseException | None] = queue.Queue(maxsize=4)
         self._buffer = b""
-        self._done = 0
+        self.rows = 0
         self._total = total
         self._progress = progress
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, args=(chunks,), daemon=True)
         self._thread.start()
 
     def _produce(self, chunks: Iterator[tuple[bytes, int]]) -> None:
         try:
             for chunk in chunks:
-                self._queue.put(chunk)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
         except BaseException as err:  # handed to the reading side
             self._queue.put(err)
             return
         self._queue.put(None)
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()
 
     def readable(self) -> bool:
         return True
@@ -541,9 +612,9 @@ class _ChunkReader(io.RawIOBase):
             if isinstance(item, BaseException):
                 raise item
             self._buffer, rows = item
-            self._done += rows
+            self.rows += rows
             if self._progress:
-                self._progress(self._done, self._total)
+                self._progress(self.rows, self._total)
         if size is None or size < 0 or size >= len(self._buffer):
             out, self._buffer = self._buffer, b""
         else:
@@ -565,10 +636,10 @@ def _db_error(err: psycopg2.Error) -> IngestError:
     return IngestError(f"the database refused the rows: {first.removeprefix('ERROR:').strip()}")
 
 
-def _apply_db_defaults(cur: Any, layer: Layer, prepared: Prepared) -> Prepared:
-    """Empty values of NOT NULL columns take the column's default, as an INSERT would give them.
+def _db_defaults(cur: Any, layer: Layer, columns: Sequence[str]) -> dict[str, str]:
+    """Defaults of the NOT NULL columns being written, evaluated by the database once.
 
-    COPY writes an explicit NULL; the defaults are evaluated by the database itself.
+    COPY writes an explicit NULL where a value is empty; an INSERT would have used the default.
     """
     cur.execute(
         "SELECT column_name, column_default FROM information_schema.columns "
@@ -576,44 +647,55 @@ def _apply_db_defaults(cur: Any, layer: Layer, prepared: Prepared) -> Prepared:
         "AND is_identity = 'NO'",
         (layer.schema_name, layer.table_name),
     )
-    frame, columns = prepared.frame, list(prepared.columns)
-    for column, default in cur.fetchall():
-        if column not in columns or not frame[column].isna().any():
-            continue
-        if frame[column].isna().all():
-            columns.remove(column)
-            continue
-        cur.execute(f"SELECT ({default})::text")
-        text = cur.fetchone()[0]
+    defaults = {}
+    for column, expression in cur.fetchall():
+        if column in columns:
+            cur.execute(f"SELECT ({expression})::text")
+            defaults[column] = cur.fetchone()[0]
+    return defaults
+
+
+def _fill_defaults(frame: pd.DataFrame, defaults: dict[str, str]) -> pd.DataFrame:
+    filled = {}
+    for column, text in defaults.items():
         values = frame[column]
+        if not values.isna().any():
+            continue
         value: Any = text
         if pd.api.types.is_datetime64_any_dtype(values):
             value = pd.Timestamp(text).tz_convert("UTC")
         elif pd.api.types.is_numeric_dtype(values):
             value = pd.to_numeric(text)
-        if frame is prepared.frame:
-            frame = frame.copy()
-        frame[column] = values.fillna(value)
-    if frame is prepared.frame and columns == prepared.columns:
-        return prepared
-    return Prepared(frame, columns, prepared.rows_read, prepared.repaired, prepared.refused, prepared.source_crs,
-                    prepared.ignored_columns)
+        filled[column] = values.fillna(value)
+    return frame.assign(**filled) if filled else frame
 
 
-def write_rows(cur: Any, layer: Layer, prepared: Prepared, mode: Mode, progress: Progress | None = None) -> int:
-    """COPY prepared rows into a layer's table on an open transaction; return rows written."""
+def write_rows(
+    cur: Any,
+    layer: Layer,
+    columns: Sequence[str],
+    frames: Iterable[pd.DataFrame],
+    total: int,
+    mode: Mode,
+    progress: Progress | None = None,
+) -> int:
+    """COPY checked rows into a layer's table on an open transaction; return rows written.
+
+    ``frames`` may be lazy: checking and CSV writing then run beside the COPY, and an error in
+    any chunk aborts it (the caller's transaction rolls everything back).
+    """
     table = _qualified(layer)
-    prepared = _apply_db_defaults(cur, layer, prepared)
-    cols = ", ".join(_quote(c) for c in prepared.columns)
-    n = len(prepared.frame)
-    if mode == "upsert" and layer.id_column not in prepared.columns:
+    cols = ", ".join(_quote(c) for c in columns)
+    if mode == "upsert" and layer.id_column not in columns:
         raise IngestError(f"--mode upsert needs the id column {layer.id_column!r} in the file", param="mode")
+    cur.execute("SET LOCAL timezone = 'UTC'")  # timestamps in the COPY stream are UTC wall time
+    defaults = _db_defaults(cur, layer, columns)
     if mode == "replace":
         cur.execute(f"DELETE FROM {table}")
     cur.execute(f"SELECT count(*) FROM {table}")
     existing = cur.fetchone()[0]
     rebuild: list[tuple[str, str]] = []
-    if mode != "upsert" and n >= BULK_ROWS and n > existing:
+    if mode != "upsert" and total >= BULK_ROWS and total > existing:
         cur.execute(
             "SELECT i.indexname, i.indexdef FROM pg_indexes i "
             "JOIN pg_class c ON c.relname = i.indexname AND c.relnamespace = to_regnamespace(i.schemaname) "
@@ -624,21 +706,27 @@ def write_rows(cur: Any, layer: Layer, prepared: Prepared, mode: Mode, progress:
         rebuild = list(cur.fetchall())
         for name, _ in rebuild:
             cur.execute(f"DROP INDEX {_quote(layer.schema_name)}.{_quote(name)}")
-    reader = _ChunkReader(_csv_chunks(prepared.frame, prepared.columns), progress, n)
+    filled = (_fill_defaults(frame, defaults) for frame in frames)
+    reader = _ChunkReader(_csv_chunks(filled, columns), progress, total)
     target = table
     if mode == "upsert":
         cur.execute(f"CREATE TEMP TABLE _gis_ioc_load (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
         target = "_gis_ioc_load"
-    cur.copy_expert(f"COPY {target} ({cols}) FROM STDIN WITH (FORMAT csv)", reader, size=1 << 20)
+    try:
+        cur.copy_expert(f"COPY {target} ({cols}) FROM STDIN WITH (FORMAT csv)", reader, size=1 << 20)
+    finally:
+        reader.close()
+    if reader.rows == 0:
+        raise IngestError("no feature has a usable geometry: nothing to load", param="geometry")
     if mode == "upsert":
-        updates = ", ".join(f"{_quote(c)} = EXCLUDED.{_quote(c)}" for c in prepared.columns if c != layer.id_column)
+        updates = ", ".join(f"{_quote(c)} = EXCLUDED.{_quote(c)}" for c in columns if c != layer.id_column)
         cur.execute(
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _gis_ioc_load "
             f"ON CONFLICT ({_quote(layer.id_column)}) DO UPDATE SET {updates}"
         )
     for _, definition in rebuild:
         cur.execute(definition)
-    if layer.id_column in prepared.columns:
+    if layer.id_column in columns:
         cur.execute(
             "SELECT pg_get_serial_sequence(%s, %s)", (f"{layer.schema_name}.{layer.table_name}", layer.id_column)
         )
@@ -648,7 +736,9 @@ def write_rows(cur: Any, layer: Layer, prepared: Prepared, mode: Mode, progress:
                 f"SELECT setval(%s, GREATEST((SELECT max({_quote(layer.id_column)}) FROM {table}), 1))",
                 (sequence,),
             )
-    return n
+    if reader.rows >= BULK_ROWS:
+        cur.execute(f"ANALYZE {table}")
+    return reader.rows
 
 
 @contextlib.contextmanager
@@ -683,10 +773,8 @@ def load_frame(
     if mode not in MODES:
         raise IngestError(f"--mode: {mode!r} is not one of {', '.join(MODES)}", param="mode")
     with _transaction(engine) as cur:
-        written = write_rows(cur, layer, prepared, mode, progress)
-        if written >= BULK_ROWS:
-            cur.execute(f"ANALYZE {_qualified(layer)}")
-    return written
+        return write_rows(cur, layer, prepared.columns, _chunks_of(prepared.frame), len(prepared.frame), mode,
+                          progress)
 
 
 def load(
@@ -704,23 +792,32 @@ def load(
     region: tuple[float, float, float, float] | None = None,
     progress: Progress | None = None,
 ) -> LoadReport:
-    """Load a file into a layer (the ``gis-ioc load`` command, from Python)."""
+    """Load a file into a layer (the ``gis-ioc load`` command, from Python).
+
+    Columns and CRS are checked for the whole file first; rows are checked chunk by chunk while
+    the previous chunk is copied, all in one transaction.
+    """
     started = time.perf_counter()
     if mode not in MODES:
         raise IngestError(f"--mode: {mode!r} is not one of {', '.join(MODES)}", param="mode")
     layer = catalog.get(layer_id)
     source_crs = parse_crs(crs)
-    frame = read_file(path, source_layer)
-    prepared = prepare(
-        frame, layer, crs=source_crs, mapping=mapping, strict=strict, ignore_unknown=ignore_unknown,
-        region=region, source=str(path),
-    )
-    loaded = load_frame(engine, layer, prepared, mode, progress)
-    return LoadReport(
-        layer=layer.id, mode=mode, rows_read=prepared.rows_read, rows_loaded=loaded, repaired=prepared.repaired,
-        refused=prepared.refused, seconds=time.perf_counter() - started, source_crs=prepared.source_crs,
-        ignored_columns=prepared.ignored_columns,
-    )
+    frame, plan = plan_load(read_file(path, source_layer), layer, crs=source_crs, mapping=mapping, strict=strict,
+                            ignore_unknown=ignore_unknown, region=region, source=str(path))
+    report = LoadReport(layer=layer.id, mode=mode, rows_read=len(frame), source_crs=plan.crs_label,
+                        ignored_columns=plan.ignored)
+
+    def checked() -> Iterator[pd.DataFrame]:
+        for start in range(0, len(frame), CHUNK_ROWS):
+            rows = check_rows(frame.iloc[start : start + CHUNK_ROWS], plan, offset=start)
+            report.repaired += rows.repaired
+            report.refused += rows.refused
+            yield rows.data
+
+    with _transaction(engine) as cur:
+        report.rows_loaded = write_rows(cur, layer, [*plan.columns, "geom"], checked(), len(frame), mode, progress)
+    report.seconds = time.perf_counter() - started
+    return report
 
 
 # -- importing a file as a new layer -----------------------------------------------------------
@@ -844,7 +941,8 @@ def import_layer(
         if datetime_column:
             cur.execute(f"CREATE INDEX ON {_qualified(layer)} ({_quote(datetime_column)})")
         cur.execute("SELECT gis_ioc_track_layer(%s::regclass)", (layer.table,))
-        loaded = write_rows(cur, layer, prepared, "append", progress)
+        loaded = write_rows(cur, layer, prepared.columns, _chunks_of(prepared.frame), len(prepared.frame), "append",
+                            progress)
         cur.execute(
             "INSERT INTO layer_registry (id, definition, source) VALUES (%s, %s::jsonb, %s)",
             (layer.id, layer.model_dump_json(), str(path)),

@@ -292,3 +292,28 @@ def test_cli_load_prints_a_summary(engine, settings, tmp_path, run_cli):
     for word in ("rows read", "loaded", "repaired", "refused", "seconds"):
         assert word in out
     assert _count(engine, "cameras") == 3
+
+
+def test_an_error_in_a_later_chunk_aborts_the_copy_and_keeps_the_old_rows(engine, catalog, settings, monkeypatch,
+                                                                         tmp_path):
+    """Rows are checked while earlier chunks are already being copied; a bad third row still changes nothing."""
+    ingest.load(engine, catalog, write(sample("cameras"), "gpkg", tmp_path, "ok"), "cameras",
+                region=settings.region_extent)
+    before = table_snapshot(engine, "cameras")
+    monkeypatch.setattr(ingest, "CHUNK_ROWS", 1)
+    bad = sample("cameras").assign(status=["online", "offline", "exploded"])
+    with pytest.raises(IngestError, match=r"'exploded' not allowed \(row 3\)"):
+        ingest.load(engine, catalog, write(bad, "gpkg", tmp_path, "bad"), "cameras", mode="replace",
+                    region=settings.region_extent)
+    assert table_snapshot(engine, "cameras") == before
+
+
+def test_a_file_of_only_unusable_geometries_loads_nothing(engine, catalog, settings, tmp_path):
+    ingest.load(engine, catalog, write(sample("cameras"), "gpkg", tmp_path, "ok"), "cameras",
+                region=settings.region_extent)
+    before = table_snapshot(engine, "cameras")
+    frame = gpd.GeoDataFrame({"name": ["A", "B"]}, geometry=[None, None], crs=4326)
+    with pytest.raises(IngestError, match="no feature has a usable geometry"):
+        ingest.load(engine, catalog, write(frame, "gpkg", tmp_path, "empty"), "cameras", mode="replace",
+                    region=settings.region_extent)
+    assert table_snapshot(engine, "cameras") == before
