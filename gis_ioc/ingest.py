@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import queue
 import re
 import threading
@@ -113,12 +114,32 @@ class Prepared:
 # -- reading -----------------------------------------------------------------------------------
 
 
-def read_file(path: Path | str, source_layer: str | None = None) -> gpd.GeoDataFrame:
-    """Read a vector file with pyogrio; a missing, unreadable or empty file is an ``IngestError``."""
+@dataclass(frozen=True)
+class Source:
+    """A file checked for reading: what GDAL opens, with which options."""
+
+    path: Path
+    target: str
+    layer: str | None
+    options: dict[str, Any]
+
+    def fail(self, err: Exception) -> IngestError:
+        """A GDAL error while reading, as one line naming the file."""
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return IngestError(f"{self.path}: cannot read the file: {reason}", param="file")
+
+    def no_geometry(self) -> IngestError:
+        """The file has no geometry column."""
+        hint = " (a CSV needs lon/lat columns or a WKT column)" if self.path.suffix.lower() == ".csv" else ""
+        return IngestError(f"{self.path}: the file has no geometry{hint}", param="file")
+
+
+def open_source(path: Path | str, source_layer: str | None = None) -> Source:
+    """Check that a file exists, has a known format and one layer (or a chosen one)."""
     path = Path(path)
     if not path.exists():
         raise IngestError(f"{path}: no such file", param="file")
-    kwargs: dict[str, Any] = {}
+    options: dict[str, Any] = {}
     target: str = str(path)
     suffix = path.suffix.lower()
     if path.is_dir():
@@ -133,29 +154,55 @@ def read_file(path: Path | str, source_layer: str | None = None) -> gpd.GeoDataF
             raise IngestError(f"{path}: the zip file holds no Shapefile (.shp)", param="file")
         target = f"/vsizip/{path}"
     elif suffix == ".csv":
-        kwargs.update(CSV_OPTIONS)
+        options.update(CSV_OPTIONS)
     elif suffix not in SUFFIXES:
         known = ", ".join(sorted(SUFFIXES))
         raise IngestError(f"{path}: unknown format {suffix or '(no suffix)'} (known: {known})", param="file")
     if path.is_file() and path.stat().st_size == 0:
         raise IngestError(f"{path}: the file is empty", param="file")
+    source = Source(path, target, source_layer, options)
     try:
         layers = pyogrio.list_layers(target)
-        if source_layer is None and len(layers) > 1 and suffix != ".kml":
-            layer_names = ", ".join(str(n) for n in layers[:, 0])
-            raise IngestError(f"{path}: holds several layers ({layer_names}); choose one with --source-layer")
-        frame = pyogrio.read_dataframe(target, layer=source_layer, use_arrow=True, **kwargs)
+    except Exception as err:  # pyogrio raises several GDAL error types
+        raise source.fail(err) from None
+    if source_layer is None and len(layers) > 1 and suffix != ".kml":
+        layer_names = ", ".join(str(n) for n in layers[:, 0])
+        raise IngestError(f"{path}: holds several layers ({layer_names}); choose one with --source-layer")
+    return source
+
+
+def read_file(path: Path | str, source_layer: str | None = None) -> gpd.GeoDataFrame:
+    """Read a whole vector file with pyogrio; a missing, unreadable or empty file is an ``IngestError``."""
+    source = open_source(path, source_layer)
+    try:
+        frame = pyogrio.read_dataframe(source.target, layer=source_layer, use_arrow=True, **source.options)
+    except Exception as err:
+        raise source.fail(err) from None
+    if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame:
+        raise source.no_geometry()
+    if len(frame) == 0:
+        raise IngestError(f"{source.path}: the file has no features", param="file")
+    return frame
+
+
+def read_batches(source: Source, batch_rows: int) -> Iterator[gpd.GeoDataFrame]:
+    """Read a file in batches (GDAL's Arrow stream), so a large file is loaded while it is read."""
+    try:
+        with pyogrio.open_arrow(source.target, layer=source.layer, batch_size=batch_rows, use_pyarrow=True,
+                                **source.options) as (meta, reader):
+            geometry = meta["geometry_name"] or "wkb_geometry"
+            if meta["geometry_type"] is None:
+                raise source.no_geometry()
+            for batch in reader:
+                table = pa.Table.from_batches([batch])
+                geoms = shapely.from_wkb(table.column(geometry).to_numpy(zero_copy_only=False))
+                frame = table.drop_columns([geometry]).to_pandas(types_mapper={pa.large_string(): pd.StringDtype(),
+                                                                               pa.string(): pd.StringDtype()}.get)
+                yield gpd.GeoDataFrame(frame, geometry=geoms, crs=meta["crs"])
     except IngestError:
         raise
-    except Exception as err:  # pyogrio raises several GDAL error types
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise IngestError(f"{path}: cannot read the file: {reason}", param="file") from None
-    if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame:
-        hint = " (a CSV needs lon/lat columns or a WKT column)" if suffix == ".csv" else ""
-        raise IngestError(f"{path}: the file has no geometry{hint}", param="file")
-    if len(frame) == 0:
-        raise IngestError(f"{path}: the file has no features", param="file")
-    return frame
+    except Exception as err:
+        raise source.fail(err) from None
 
 
 # -- preparing ---------------------------------------------------------------------------------
@@ -802,20 +849,34 @@ def load(
         raise IngestError(f"--mode: {mode!r} is not one of {', '.join(MODES)}", param="mode")
     layer = catalog.get(layer_id)
     source_crs = parse_crs(crs)
-    frame, plan = plan_load(read_file(path, source_layer), layer, crs=source_crs, mapping=mapping, strict=strict,
+    source = open_source(path, source_layer)
+    batches = read_batches(source, CHUNK_ROWS)
+    first = next(batches, None)
+    if first is None or len(first) == 0:
+        raise IngestError(f"{source.path}: the file has no features", param="file")
+    first, plan = plan_load(first, layer, crs=source_crs, mapping=mapping, strict=strict,
                             ignore_unknown=ignore_unknown, region=region, source=str(path))
-    report = LoadReport(layer=layer.id, mode=mode, rows_read=len(frame), source_crs=plan.crs_label,
-                        ignored_columns=plan.ignored)
+    try:
+        total = int(pyogrio.read_info(source.target, layer=source_layer, **source.options)["features"])
+    except Exception:  # a count is only needed for the progress bar and the bulk decision
+        total = -1
+    report = LoadReport(layer=layer.id, mode=mode, source_crs=plan.crs_label, ignored_columns=plan.ignored)
 
     def checked() -> Iterator[pd.DataFrame]:
-        for start in range(0, len(frame), CHUNK_ROWS):
-            rows = check_rows(frame.iloc[start : start + CHUNK_ROWS], plan, offset=start)
+        offset = 0
+        for number, batch in enumerate(itertools.chain([first], batches)):
+            if number:
+                batch = _apply_mapping(_normalize_columns(batch), mapping or {}, layer)
+            rows = check_rows(batch, plan, offset=offset)
+            offset += len(batch)
+            report.rows_read = offset
             report.repaired += rows.repaired
             report.refused += rows.refused
             yield rows.data
 
     with _transaction(engine) as cur:
-        report.rows_loaded = write_rows(cur, layer, [*plan.columns, "geom"], checked(), len(frame), mode, progress)
+        report.rows_loaded = write_rows(cur, layer, [*plan.columns, "geom"], checked(), max(total, len(first)),
+                                        mode, progress)
     report.seconds = time.perf_counter() - started
     return report
 
