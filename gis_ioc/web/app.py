@@ -4,32 +4,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.engine import Engine
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 import gis_ioc
 from gis_ioc import db
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, http_status
 from gis_ioc.settings import Settings
+from gis_ioc.web import ogc
+from gis_ioc.web.deps import EngineDep
 
 
-def get_engine(request: Request) -> Engine:
-    """The app's engine."""
-    return request.app.state.engine
-
-
-def get_catalog(request: Request) -> Catalog:
-    """The app's layer catalog."""
-    return request.app.state.catalog
-
-
-EngineDep = Annotated[Engine, Depends(get_engine)]
-CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+def _operation_id(route: APIRoute) -> str:
+    return route.name
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,8 +45,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="gis-ioc",
         version=gis_ioc.__version__,
-        description="Spatial operations service of a provincial Intelligent Operations Center.",
+        description="Spatial operations service of a provincial Intelligent Operations Center: "
+        "OGC API – Features over PostGIS layers (administrative units, cameras, incidents, infrastructure).",
         lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
     )
 
     @app.exception_handler(GisIocError)
@@ -62,20 +58,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             body["parameter"] = err.param
         return JSONResponse(body, status_code=http_status(err))
 
-    @app.get("/", summary="Landing page", operation_id="getLandingPage")
-    def landing(request: Request) -> dict[str, Any]:
-        return {
-            "title": "gis-ioc",
-            "description": "Spatial operations service of a provincial Intelligent Operations Center",
-            "links": [
-                {"rel": "self", "href": str(request.url_for("landing")), "type": "application/json"},
-                {"rel": "data", "href": str(request.url_for("layers")), "type": "application/json"},
-                {"rel": "service-status", "href": str(request.url_for("health")), "type": "application/json"},
-            ],
-        }
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {"loc": ["request"], "msg": "invalid"}
+        param = str(first["loc"][-1])
+        return JSONResponse({"code": "invalid_input", "description": f"{param}: {first['msg']}", "parameter": param},
+                            status_code=400)
 
-    @app.get("/health", summary="Service and database health", operation_id="getHealth")
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "error")
+        return JSONResponse({"code": code, "description": str(err.detail)}, status_code=err.status_code,
+                            headers=getattr(err, "headers", None))
+
+    @app.get("/health", summary="Service and database health", operation_id="getHealth", tags=["Service"])
     def health(engine: EngineDep) -> JSONResponse:
+        """Whether the service can reach its database (liveness for monitoring)."""
         try:
             with engine.connect() as conn:
                 postgis = conn.execute(sa.text("SELECT postgis_lib_version()")).scalar()
@@ -88,27 +86,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              "version": gis_ioc.__version__}
         )
 
-    @app.get("/collections", summary="The layers, with their feature counts", operation_id="getCollections")
-    def layers(request: Request, engine: EngineDep, catalog: CatalogDep) -> dict[str, Any]:
-        with engine.connect() as conn:
-            entries = []
-            for layer, count in catalog.counts(conn):
-                entries.append(
-                    {
-                        "id": layer.id,
-                        "title": layer.title,
-                        "description": layer.description,
-                        "itemType": "feature",
-                        "geometryTypes": [t.value for t in layer.geometry.types],
-                        "numberOfFeatures": count.value,
-                        "countIsEstimate": count.estimated,
-                        "source": layer.source,
-                        "note": count.note,
-                    }
-                )
-        return {
-            "collections": entries,
-            "links": [{"rel": "self", "href": str(request.url_for("layers")), "type": "application/json"}],
-        }
+    @app.get("/ready", summary="Ready to serve", operation_id="getReady", tags=["Service"])
+    def ready(request: Request, engine: EngineDep) -> JSONResponse:
+        """Ready when the database answers, the schema is current and the layers are readable."""
+        try:
+            with engine.connect() as conn:
+                pending = db.pending_migrations(engine, settings.migrations_dir)
+                for layer in request.app.state.catalog.layers(conn):
+                    conn.execute(sa.text(f"SELECT 1 FROM {layer.table} LIMIT 1"))
+        except sa.exc.SQLAlchemyError as err:
+            reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        if pending:
+            return JSONResponse({"ready": False, "reason": f"{len(pending)} pending migrations"}, status_code=503)
+        return JSONResponse({"ready": True})
 
+    app.include_router(ogc.router)
     return app

@@ -1,0 +1,78 @@
+"""Reading features: runs the statements of ``queries`` (used by the API, the CLI and notebooks)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import geopandas as gpd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from gis_ioc import queries
+from gis_ioc.catalog import Layer
+from gis_ioc.queries import Crs, ItemsRequest
+
+
+@dataclass
+class Page:
+    """One page of features: the GeoJSON features as JSON text, and the counts."""
+
+    features: str
+    returned: int
+    matched: int | None
+    matched_is_estimate: bool
+
+
+def items_page(conn: Connection, layer: Layer, req: ItemsRequest) -> Page:
+    """The features of one page, as JSON built by PostgreSQL, and how many match in all.
+
+    The count is exact up to ``queries.COUNT_BOUND``; above it the planner's estimate is
+    returned and marked as such (an exact count costs more than the page itself).
+    """
+    features, returned = conn.execute(queries.items_statement(layer, req)).one()
+    if req.offset == 0 and returned < req.limit:
+        return Page(features, returned, returned, False)
+    counted = conn.execute(queries.count_statement(layer, req)).scalar_one()
+    if counted <= queries.COUNT_BOUND:
+        return Page(features, returned, counted, False)
+    compiled = queries.match_statement(layer, req).compile(conn, compile_kwargs={"render_postcompile": True})
+    plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar_one()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    estimate = int(plan[0]["Plan"]["Plan Rows"])
+    return Page(features, returned, max(estimate, counted), True)
+
+
+def item(conn: Connection, layer: Layer, feature_id: Any, crs: Crs = queries.CRS84) -> str | None:
+    """One feature as GeoJSON text, or None."""
+    return conn.execute(queries.item_statement(layer, feature_id, crs)).scalar_one_or_none()
+
+
+def extent(conn: Connection, layer: Layer) -> dict[str, Any]:
+    """Spatial (CRS84) and temporal extent of a layer."""
+    table = queries.table_of(layer)
+    geom = table.c[layer.geometry.column]
+    box = conn.execute(
+        sa.select(sa.func.ST_XMin(sa.func.ST_Extent(geom)), sa.func.ST_YMin(sa.func.ST_Extent(geom)),
+                  sa.func.ST_XMax(sa.func.ST_Extent(geom)), sa.func.ST_YMax(sa.func.ST_Extent(geom)))
+    ).one()
+    result: dict[str, Any] = {}
+    if box[0] is not None:
+        result["spatial"] = {"bbox": [[round(v, 6) for v in box]], "crs": queries.CRS84.uri}
+    if layer.datetime_column:
+        column = table.c[layer.datetime_column]
+        low, high = conn.execute(sa.select(sa.func.min(column), sa.func.max(column))).one()
+        if low is not None:
+            result["temporal"] = {"interval": [[low.isoformat(), high.isoformat()]], "trs":
+                                  "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"}
+    return result
+
+
+def to_frame(features_json: str, crs: Crs = queries.CRS84) -> gpd.GeoDataFrame:
+    """GeoJSON features (as built by the database) as a GeoDataFrame."""
+    features = json.loads(features_json)
+    frame = gpd.GeoDataFrame.from_features(features, crs=4326 if crs.srid == 4326 else crs.srid)
+    if features:
+        frame.insert(0, "id", [f.get("id") for f in features])
+    return frame

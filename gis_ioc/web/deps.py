@@ -1,0 +1,44 @@
+"""Typed dependencies for the routers: settings, engine, catalog, the layer named in the path."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from sqlalchemy.engine import Engine
+
+from gis_ioc.catalog import Catalog, Layer
+from gis_ioc.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_engine(request: Request) -> Engine:
+    """The app's engine."""
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_catalog(request: Request) -> Catalog:
+    """The app's layer catalog."""
+    catalog: Catalog = request.app.state.catalog
+    return catalog
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+
+
+def get_layer(
+    catalog: CatalogDep, collection_id: Annotated[str, Path(description="Layer id, e.g. `incidents`.")]
+) -> Layer:
+    """The layer named in the path; an unknown one is a 404."""
+    return catalog.get(collection_id)
+
+
+LayerDep = Annotated[Layer, Depends(get_layer)]

@@ -1,0 +1,42 @@
+"""Output formats, chosen by ``f=`` or by the ``Accept`` header."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from gis_ioc.errors import InvalidInput
+
+MEDIA = {
+    "json": "application/json",
+    "geojson": "application/geo+json",
+    "html": "text/html",
+    "csv": "text/csv",
+    "gpkg": "application/geopackage+sqlite3",
+}
+
+
+def negotiate(request: Request, offered: tuple[str, ...]) -> str:
+    """The format a client asked for among ``offered`` (the first is the default)."""
+    asked = request.query_params.get("f")
+    if asked is not None:
+        if asked not in offered:
+            raise InvalidInput(f"f: {asked!r} is not one of {', '.join(offered)}", param="f")
+        return asked
+    accept = request.headers.get("accept", "")
+    ranked = []
+    for part in accept.split(","):
+        media, _, params = part.strip().partition(";")
+        q = 1.0
+        for p in params.split(";"):
+            key, _, value = p.strip().partition("=")
+            if key == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        ranked.append((q, media.strip().lower()))
+    for _, media in sorted(ranked, key=lambda r: -r[0]):
+        for name in offered:
+            if media == MEDIA[name]:
+                return name
+    return offered[0]

@@ -1,0 +1,302 @@
+"""OGC API – Features: landing page, conformance, collections, items, queryables (Parts 1, 2, 3)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from gis_ioc import features, queries
+from gis_ioc.catalog import Layer, PropertyType
+from gis_ioc.errors import NotFound
+from gis_ioc.web import html
+from gis_ioc.web.deps import CatalogDep, EngineDep, LayerDep
+from gis_ioc.web.formats import MEDIA, negotiate
+
+router = APIRouter()
+
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
+    "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/temporal-functions",
+]
+GEOJSON = "application/geo+json"
+JSON_SCHEMA_TYPES = {
+    PropertyType.string: {"type": "string"},
+    PropertyType.integer: {"type": "integer"},
+    PropertyType.number: {"type": "number"},
+    PropertyType.boolean: {"type": "boolean"},
+    PropertyType.date: {"type": "string", "format": "date"},
+    PropertyType.datetime: {"type": "string", "format": "date-time"},
+}
+
+Text = Annotated[str | None, Query()]
+
+
+def _link(href: str, rel: str, media: str, title: str | None = None) -> dict[str, str]:
+    link = {"href": href, "rel": rel, "type": media}
+    if title:
+        link["title"] = title
+    return link
+
+
+def _alternates(url: str, formats: tuple[str, ...], current: str) -> list[dict[str, str]]:
+    base = url.split("?")[0]
+    return [_link(f"{base}?f={f}", "self" if f == current else "alternate", MEDIA[f], f"this document as {f}")
+            for f in formats]
+
+
+@router.get("/", summary="Landing page", operation_id="getLandingPage", tags=["Capabilities"])
+def landing(request: Request) -> Response:
+    """What this service offers, with links to the API description, conformance and the layers."""
+    fmt = negotiate(request, ("json", "html"))
+    body = {
+        "title": "gis-ioc",
+        "description": "Spatial operations service of a provincial Intelligent Operations Center (Kon Tum)",
+        "links": [
+            *_alternates(str(request.url_for("landing")), ("json", "html"), fmt),
+            _link(str(request.url_for("openapi")), "service-desc", "application/vnd.oai.openapi+json;version=3.0",
+                  "the API definition"),
+            _link(str(request.base_url) + "docs", "service-doc", "text/html", "the API documentation"),
+            _link(str(request.url_for("conformance")), "conformance", "application/json", "conformance classes"),
+            _link(str(request.url_for("collections")), "data", "application/json", "the layers"),
+            _link(str(request.url_for("health")), "service-status", "application/json", "health"),
+        ],
+    }
+    if fmt == "html":
+        return HTMLResponse(html.landing(body))
+    return JSONResponse(body)
+
+
+@router.get("/conformance", summary="Conformance classes", operation_id="getConformance", tags=["Capabilities"])
+def conformance(request: Request) -> Response:
+    """The OGC conformance classes this service implements."""
+    fmt = negotiate(request, ("json", "html"))
+    if fmt == "html":
+        return HTMLResponse(html.conformance(CONFORMANCE))
+    return JSONResponse({"conformsTo": CONFORMANCE})
+
+
+def _collection(request: Request, layer: Layer, extent: dict[str, Any] | None, count: Any = None) -> dict[str, Any]:
+    items = str(request.url_for("items", collection_id=layer.id))
+    body: dict[str, Any] = {
+        "id": layer.id,
+        "title": layer.title,
+        "description": layer.description,
+        "keywords": layer.keywords,
+        "itemType": "feature",
+        "crs": list(queries.SUPPORTED_CRS),
+        "storageCrs": queries.CRS84.uri,
+        "links": [
+            _link(str(request.url_for("collection", collection_id=layer.id)), "self", "application/json"),
+            _link(items, "items", GEOJSON, "the features as GeoJSON"),
+            _link(items + "?f=html", "items", "text/html", "the features as HTML"),
+            _link(items + "?f=csv", "items", "text/csv", "the features as CSV"),
+            _link(items + "?f=gpkg", "items", MEDIA["gpkg"], "the features as GeoPackage"),
+            _link(str(request.url_for("queryables", collection_id=layer.id)), "http://www.opengis.net/def/rel/ogc/1.0/"
+                  "queryables", "application/schema+json", "the queryable properties"),
+        ],
+        "geometryTypes": [t.value for t in layer.geometry.types],
+        "source": layer.source,
+    }
+    if extent:
+        body["extent"] = extent
+    if count is not None:
+        body["numberOfFeatures"] = count.value
+        body["countIsEstimate"] = count.estimated
+        if count.note:
+            body["note"] = count.note
+    return body
+
+
+@router.get("/collections", summary="The layers", operation_id="getCollections", tags=["Data"])
+def collections(request: Request, engine: EngineDep, catalog: CatalogDep) -> Response:
+    """Every layer (built-in and imported), with its feature count and extent."""
+    fmt = negotiate(request, ("json", "html"))
+    with engine.connect() as conn:
+        entries = [_collection(request, layer, features.extent(conn, layer), count)
+                   for layer, count in catalog.counts(conn)]
+    body = {
+        "collections": entries,
+        "links": _alternates(str(request.url_for("collections")), ("json", "html"), fmt),
+    }
+    if fmt == "html":
+        return HTMLResponse(html.collections(body))
+    return JSONResponse(body)
+
+
+@router.get("/collections/{collection_id}", summary="One layer", operation_id="getCollection", tags=["Data"])
+def collection(request: Request, layer: LayerDep, engine: EngineDep, catalog: CatalogDep) -> Response:
+    """A layer's description, extent and links."""
+    fmt = negotiate(request, ("json", "html"))
+    with engine.connect() as conn:
+        count = {lyr.id: c for lyr, c in catalog.counts(conn)}.get(layer.id)
+        body = _collection(request, layer, features.extent(conn, layer), count)
+    if fmt == "html":
+        return HTMLResponse(html.collection(body, layer))
+    return JSONResponse(body)
+
+
+@router.get("/collections/{collection_id}/queryables", summary="Queryable properties", tags=["Data"],
+            operation_id="getQueryables")
+def queryables(request: Request, layer: LayerDep) -> Response:
+    """The properties a filter may use, as JSON Schema."""
+    props: dict[str, Any] = {}
+    for name, prop in layer.properties.items():
+        entry: dict[str, Any] = {"title": prop.title or name, "description": prop.description,
+                                 **JSON_SCHEMA_TYPES[prop.type]}
+        if prop.enum:
+            entry["enum"] = prop.enum
+        props[name] = entry
+    kinds = [t.value for t in layer.geometry.types]
+    props[layer.geometry.column] = {"title": "geometry", "x-ogc-role": "primary-geometry",
+                                    "format": f"geometry-{kinds[0].lower()}" if len(kinds) == 1 else "geometry-any"}
+    body = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": str(request.url_for("queryables", collection_id=layer.id)),
+        "type": "object",
+        "title": layer.title,
+        "properties": props,
+        "additionalProperties": False,
+    }
+    return JSONResponse(body, media_type="application/schema+json")
+
+
+@router.get("/collections/{collection_id}/items", summary="Features of a layer", operation_id="getFeatures",
+            tags=["Data"], response_class=Response,
+            responses={200: {"content": {GEOJSON: {}, "text/html": {}, "text/csv": {}, MEDIA["gpkg"]: {}},
+                             "description": "A page of features"}})
+def items(
+    request: Request,
+    layer: LayerDep,
+    engine: EngineDep,
+    bbox: Annotated[str | None, Query(description="minlon,minlat,maxlon,maxlat (in bbox-crs)")] = None,
+    bbox_crs: Annotated[str | None, Query(alias="bbox-crs", description="CRS of bbox (URI)")] = None,
+    datetime_: Annotated[str | None, Query(alias="datetime", description="Instant or interval (a/b, ../b, a/..)")]
+    = None,
+    limit: Annotated[str | None, Query(description=f"1 to {queries.MAX_LIMIT}, default {queries.DEFAULT_LIMIT}")]
+    = None,
+    offset: Annotated[str | None, Query(description="Features to skip (see the next link)")] = None,
+    filter_: Annotated[str | None, Query(alias="filter", description="CQL2 text or JSON")] = None,
+    filter_lang: Annotated[str | None, Query(alias="filter-lang", description="cql2-text or cql2-json")] = None,
+    sortby: Annotated[str | None, Query(description="e.g. -reported_at,name")] = None,
+    properties: Annotated[str | None, Query(description="Properties to return, comma-separated")] = None,
+    crs: Annotated[str | None, Query(description="CRS of the response (URI)")] = None,
+    f: Annotated[str | None, Query(description="json, html, csv or gpkg")] = None,
+) -> Response:
+    """Features of a layer: bbox, datetime, property filters (``?status=online``), CQL2, sorting, paging, CRS."""
+    fmt = negotiate(request, ("json", "html", "csv", "gpkg"))
+    params = dict(request.query_params)
+    req = queries.parse_items(layer, params)
+    with engine.connect() as conn:
+        page = features.items_page(conn, layer, req)
+    headers = {"Content-Crs": f"<{req.crs.uri}>"}
+    if fmt == "csv":
+        frame = features.to_frame(page.features, req.crs)
+        frame["wkt"] = frame.geometry.to_wkt()
+        text = frame.drop(columns=frame.geometry.name).to_csv(index=False)
+        return Response(text, media_type="text/csv; charset=utf-8", headers={
+            **headers, "Content-Disposition": f'attachment; filename="{layer.id}.csv"'})
+    if fmt == "gpkg":
+        return Response(_geopackage(page.features, layer, req.crs), media_type=MEDIA["gpkg"], headers={
+            **headers, "Content-Disposition": f'attachment; filename="{layer.id}.gpkg"'})
+    links = _page_links(request, req, page, fmt)
+    if fmt == "html":
+        return HTMLResponse(html.items(layer, json.loads(page.features), page, links, req), headers=headers)
+    head = {
+        "type": "FeatureCollection",
+        "numberReturned": page.returned,
+        **({"numberMatched": page.matched} if page.matched is not None else {}),
+        **({"numberMatchedIsEstimate": True} if page.matched_is_estimate else {}),
+        "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "links": links,
+    }
+    # The features come from PostgreSQL as JSON text; they are spliced in, not parsed again.
+    body = json.dumps(head)[:-1] + ',"features":' + page.features + "}"
+    return Response(body, media_type=GEOJSON, headers=headers)
+
+
+def _page_links(request: Request, req: queries.ItemsRequest, page: features.Page, fmt: str) -> list[dict[str, str]]:
+    url = request.url
+    media = GEOJSON if fmt == "json" else MEDIA[fmt]
+    links = [_link(str(url), "self", media)]
+    for other in ("json", "html", "csv", "gpkg"):
+        if other != fmt:
+            links.append(_link(str(url.include_query_params(f=other)), "alternate",
+                               GEOJSON if other == "json" else MEDIA[other]))
+    more = page.returned == req.limit and (page.matched is None or req.offset + req.limit < page.matched)
+    if more:
+        links.append(_link(str(url.include_query_params(offset=req.offset + req.limit)), "next", media, "next page"))
+    if req.offset > 0:
+        links.append(_link(str(url.include_query_params(offset=max(0, req.offset - req.limit))), "prev", media,
+                           "previous page"))
+    links.append(_link(str(request.url_for("collection", collection_id=request.path_params["collection_id"])),
+                       "collection", "application/json"))
+    return links
+
+
+def _geopackage(features_json: str, layer: Layer, crs: queries.Crs) -> bytes:
+    frame = features.to_frame(features_json, crs)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{layer.id}.gpkg"
+        if len(frame):
+            frame.to_file(path, layer=layer.id, driver="GPKG", engine="pyogrio")
+        else:
+            import geopandas as gpd
+
+            gpd.GeoDataFrame({"id": []}, geometry=[], crs=frame.crs or 4326).to_file(
+                path, layer=layer.id, driver="GPKG", engine="pyogrio")
+        return path.read_bytes()
+
+
+@router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature", operation_id="getFeature",
+            tags=["Data"], response_class=Response,
+            responses={200: {"content": {GEOJSON: {}, "text/html": {}}, "description": "A feature"}})
+def item(
+    request: Request,
+    layer: LayerDep,
+    engine: EngineDep,
+    feature_id: str,
+    crs: Annotated[str | None, Query(description="CRS of the response (URI)")] = None,
+    f: Annotated[str | None, Query(description="json or html")] = None,
+) -> Response:
+    """One feature by id."""
+    fmt = negotiate(request, ("json", "html"))
+    out_crs = queries.parse_crs(crs)
+    key: Any = feature_id
+    if layer.properties[layer.id_column].type == PropertyType.integer:
+        try:
+            key = int(feature_id)
+        except ValueError:
+            raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId") from None
+    with engine.connect() as conn:
+        found = features.item(conn, layer, key, out_crs)
+    if found is None:
+        raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId")
+    feature = json.loads(found)
+    feature["links"] = [
+        _link(str(request.url), "self", GEOJSON),
+        _link(str(request.url_for("collection", collection_id=layer.id)), "collection", "application/json"),
+    ]
+    headers = {"Content-Crs": f"<{out_crs.uri}>"}
+    if fmt == "html":
+        return HTMLResponse(html.feature(layer, feature), headers=headers)
+    return Response(json.dumps(feature), media_type=GEOJSON, headers=headers)
