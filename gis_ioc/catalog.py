@@ -154,7 +154,7 @@ class Layer(BaseModel):
         except KeyError:
             known = ", ".join(self.properties)
             raise InvalidInput(
-                f"layer {self.id!r} has no property {name!r} (it has: {known})", param=param
+                f"{param}: layer {self.id!r} has no property {name!r} (it has: {known})", param=param
             ) from None
 
 

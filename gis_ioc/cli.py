@@ -338,6 +338,18 @@ def layers_import(
     _print_report(report)
 
 
+@app.command()
+def openapi(
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the document.")] = Path("api/openapi.json"),
+) -> None:
+    """Write the OpenAPI document of the HTTP API (the published contract)."""
+    from gis_ioc.web.app import openapi_document
+
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(openapi_document() + "\n", encoding="utf-8")
+    out.print(f"wrote {out_file}")
+
+
 # -- bench -------------------------------------------------------------------------------------
 
 

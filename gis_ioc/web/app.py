@@ -103,3 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(ogc.router)
     return app
+
+
+def openapi_document() -> str:
+    """The app's OpenAPI document as stable, indented JSON (no database needed to build it)."""
+    import json
+
+    return json.dumps(create_app(Settings()).openapi(), indent=2, ensure_ascii=False, sort_keys=False)

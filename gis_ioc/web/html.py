@@ -77,6 +77,19 @@ def collection(body: dict[str, Any], layer: Layer) -> str:
                  f"<table>{props}</table>")
 
 
+def _parts(kind: str, c: Any) -> list[Any]:
+    """The point groups or rings of a GeoJSON geometry, to draw one by one."""
+    if kind == "Point":
+        return [[c]]
+    if kind in ("MultiPoint", "LineString"):
+        return [c]
+    if kind in ("MultiLineString", "Polygon"):
+        return list(c)
+    if kind == "MultiPolygon":
+        return [ring for polygon in c for ring in polygon]
+    return []
+
+
 def _svg(features: list[dict[str, Any]], layer: Layer, width: int = 640, height: int = 420) -> str:
     """A small map of GeoJSON features (lon/lat), coloured like the layer's default style."""
     coords: list[tuple[float, float]] = []
@@ -110,8 +123,7 @@ def _svg(features: list[dict[str, Any]], layer: Layer, width: int = 640, height:
         value = (f.get("properties") or {}).get(style.color_by or "")
         color = style.colors.get(str(value), style.color)
         kind, c = geom["type"], geom["coordinates"]
-        parts = {"Point": [[c]], "MultiPoint": [c], "LineString": [c], "MultiLineString": c,
-                 "Polygon": c, "MultiPolygon": [r for p in c for r in p]}.get(kind, [])
+        parts = _parts(kind, c)
         for part in parts:
             if kind in ("Point", "MultiPoint"):
                 for p in part:

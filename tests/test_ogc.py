@@ -1,0 +1,302 @@
+"""OGC API – Features (Parts 1, 2 and 3) against the demo province, through the app and real clients."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import geopandas as gpd
+import httpx
+import pyogrio
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from pyproj import Geod, Transformer
+
+from gis_ioc.settings import Settings
+from gis_ioc.web.app import create_app
+
+CITY = (108.003, 14.350)
+BBOX = "107.95,14.30,108.06,14.40"
+
+
+@pytest.fixture(scope="module")
+def client(demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    app = create_app(Settings(database_url=demo_url, home=tmp_path_factory.mktemp("home")))
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def server(demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``gis-ioc serve`` in its own process on a free loopback port, for real clients (GDAL holds the GIL
+    while it fetches, so the server cannot share its process)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GIS_IOC_DATABASE_URL": demo_url, "GIS_IOC_HOME": str(tmp_path_factory.mktemp("home")),
+           "GIS_IOC_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "gis_ioc", "serve"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "server exited"
+            assert time.monotonic() < deadline, "the server did not start"
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _count(engine, sql: str, **params) -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(sql), params).scalar())
+
+
+def _all_pages(client: TestClient, url: str) -> list[dict]:  # type: ignore[type-arg]
+    features = []
+    while url:
+        page = client.get(url).json()
+        features += page["features"]
+        url = next((link["href"] for link in page["links"] if link["rel"] == "next"), None)
+    return features
+
+
+# -- Part 1: core ---------------------------------------------------------------------------------
+
+
+def test_landing_and_conformance(client):
+    landing = client.get("/").json()
+    rels = {link["rel"] for link in landing["links"]}
+    assert {"service-desc", "conformance", "data", "self"} <= rels
+    classes = client.get("/conformance").json()["conformsTo"]
+    assert "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core" in classes
+    assert "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter" in classes
+    assert client.get(next(li["href"] for li in landing["links"] if li["rel"] == "service-desc")).status_code == 200
+
+
+def test_collections_describe_every_layer(client, demo_engine):
+    body = client.get("/collections").json()
+    layers = {c["id"]: c for c in body["collections"]}
+    assert set(layers) == {"admin_units", "cameras", "incidents", "infrastructure"}
+    incidents = client.get("/collections/incidents").json()
+    xmin, ymin, xmax, ymax = incidents["extent"]["spatial"]["bbox"][0]
+    assert 107.3 <= xmin < xmax <= 108.6 and 13.9 <= ymin < ymax <= 15.45
+    assert incidents["extent"]["temporal"]["interval"][0][0].startswith("2025-")
+    assert "http://www.opengis.net/def/crs/EPSG/0/9216" in incidents["crs"]
+    queryables = client.get("/collections/incidents/queryables").json()
+    assert queryables["properties"]["severity"]["enum"][0] == "extreme"
+    assert queryables["properties"]["reported_at"]["format"] == "date-time"
+
+
+def test_paging_is_stable_and_complete(client, demo_engine):
+    features = _all_pages(client, "/collections/cameras/items?limit=40")
+    ids = [f["id"] for f in features]
+    with demo_engine.connect() as conn:
+        expected = [r[0] for r in conn.execute(sa.text("SELECT id FROM cameras ORDER BY id"))]
+    assert ids == expected
+    first = client.get("/collections/cameras/items?limit=40").json()
+    assert first["numberMatched"] == len(expected) and first["numberReturned"] == 40
+    second = client.get("/collections/cameras/items?limit=40&offset=40").json()
+    assert any(link["rel"] == "prev" for link in second["links"])
+
+
+def test_one_feature_and_unknown_ones(client):
+    feature = client.get("/collections/cameras/items/1").json()
+    assert feature["type"] == "Feature" and feature["id"] == 1 and feature["geometry"]["type"] == "Point"
+    assert client.get("/collections/cameras/items/999999").status_code == 404
+    assert client.get("/collections/cameras/items/abc").status_code == 404
+    missing = client.get("/collections/bridges/items")
+    assert missing.status_code == 404 and missing.json()["code"] == "layer_not_found"
+
+
+def test_bbox_datetime_and_property_filters(client, demo_engine):
+    page = client.get(f"/collections/incidents/items?bbox={BBOX}&limit=10000").json()
+    expected = _count(demo_engine, "SELECT count(*) FROM incidents WHERE "
+                                   "ST_Intersects(geom, ST_MakeEnvelope(107.95, 14.30, 108.06, 14.40, 4326))")
+    assert page["numberReturned"] == page["numberMatched"] == expected > 0
+    interval = "2026-11-01T00:00:00Z/2026-11-15T00:00:00Z"
+    page = client.get(f"/collections/incidents/items?datetime={interval}&limit=1").json()
+    assert page["numberMatched"] == _count(
+        demo_engine, "SELECT count(*) FROM incidents WHERE reported_at BETWEEN '2026-11-01Z' AND '2026-11-15Z'")
+    open_end = client.get("/collections/incidents/items?datetime=2026-11-20T00:00:00Z/..&limit=1").json()
+    assert open_end["numberMatched"] == _count(
+        demo_engine, "SELECT count(*) FROM incidents WHERE reported_at >= '2026-11-20Z'")
+    online = client.get("/collections/cameras/items?status=online&limit=10000").json()
+    assert {f["properties"]["status"] for f in online["features"]} == {"online"}
+    assert online["numberMatched"] == _count(demo_engine, "SELECT count(*) FROM cameras WHERE status = 'online'")
+
+
+def test_sortby_and_properties(client):
+    page = client.get("/collections/incidents/items?sortby=-reported_at&properties=severity,reported_at"
+                      "&limit=50").json()
+    times = [f["properties"]["reported_at"] for f in page["features"]]
+    assert times == sorted(times, reverse=True)
+    assert set(page["features"][0]["properties"]) == {"severity", "reported_at"}
+
+
+def test_bbox_crs_and_output_crs(client):
+    to_3857 = Transformer.from_crs(4326, 3857, always_xy=True)
+    x0, y0 = to_3857.transform(107.95, 14.30)
+    x1, y1 = to_3857.transform(108.06, 14.40)
+    in_3857 = client.get(f"/collections/cameras/items?bbox={x0},{y0},{x1},{y1}&bbox-crs="
+                         "http://www.opengis.net/def/crs/EPSG/0/3857&limit=10000").json()
+    in_crs84 = client.get(f"/collections/cameras/items?bbox={BBOX}&limit=10000").json()
+    assert {f["id"] for f in in_3857["features"]} == {f["id"] for f in in_crs84["features"]}
+
+    lon, lat = client.get("/collections/cameras/items/1").json()["geometry"]["coordinates"]
+    for uri, expect in (
+        ("http://www.opengis.net/def/crs/EPSG/0/4326", (lat, lon)),
+        ("http://www.opengis.net/def/crs/EPSG/0/3857", to_3857.transform(lon, lat)),
+        ("http://www.opengis.net/def/crs/EPSG/0/9216", Transformer.from_crs(4326, 9216, always_xy=True)
+         .transform(lon, lat)),
+    ):
+        response = client.get(f"/collections/cameras/items/1?crs={uri}")
+        assert response.headers["content-crs"] == f"<{uri}>"
+        assert response.json()["geometry"]["coordinates"] == pytest.approx(list(expect), abs=0.01)
+
+
+CQL_CASES = [
+    ("severity = 'extreme' AND status <> 'closed'",
+     "severity = 'extreme' AND status <> 'closed'"),
+    ("title LIKE 'Cháy%'", "title LIKE 'Cháy%'"),
+    ("type IN ('fire','flood')", "type IN ('fire','flood')"),
+    ("reported_at BETWEEN TIMESTAMP('2026-11-01T00:00:00Z') AND TIMESTAMP('2026-11-10T00:00:00Z')",
+     "reported_at BETWEEN '2026-11-01Z' AND '2026-11-10Z'"),
+    ("verified_at IS NULL", "verified_at IS NULL"),
+    ("NOT (severity = 'minor')", "NOT (severity = 'minor')"),
+    ("S_INTERSECTS(geom, POLYGON((107.95 14.30, 108.06 14.30, 108.06 14.40, 107.95 14.40, 107.95 14.30)))",
+     "ST_Intersects(geom, ST_MakeEnvelope(107.95, 14.30, 108.06, 14.40, 4326))"),
+    ("S_WITHIN(geom, BBOX(107.95, 14.30, 108.06, 14.40))",
+     "ST_Within(geom, ST_MakeEnvelope(107.95, 14.30, 108.06, 14.40, 4326))"),
+    ("T_AFTER(reported_at, TIMESTAMP('2026-11-20T00:00:00Z'))", "reported_at > '2026-11-20Z'"),
+    ("T_BEFORE(reported_at, TIMESTAMP('2025-04-01T00:00:00Z'))", "reported_at < '2025-04-01Z'"),
+    ("T_INTERSECTS(reported_at, INTERVAL('2026-11-01T00:00:00Z', '2026-11-02T00:00:00Z'))",
+     "reported_at BETWEEN '2026-11-01Z' AND '2026-11-02Z'"),
+]
+
+
+@pytest.mark.parametrize(("cql", "sql"), CQL_CASES)
+def test_cql2_text_matches_the_same_sql(client, demo_engine, cql, sql):
+    page = client.get(f"/collections/incidents/items?filter={quote(cql)}&limit=1").json()
+    assert page["numberMatched"] == _count(demo_engine, f"SELECT count(*) FROM incidents WHERE {sql}")
+
+
+def test_cql2_json_and_text_agree(client):
+    text = client.get("/collections/incidents/items?filter=" + quote("type = 'fire' AND severity = 'severe'")
+                      + "&limit=1").json()
+    expr = {"op": "and", "args": [{"op": "=", "args": [{"property": "type"}, "fire"]},
+                                  {"op": "=", "args": [{"property": "severity"}, "severe"]}]}
+    as_json = client.get(f"/collections/incidents/items?filter-lang=cql2-json&filter={quote(json.dumps(expr))}"
+                         "&limit=1").json()
+    assert as_json["numberMatched"] == text["numberMatched"] > 0
+
+
+def test_s_contains_finds_the_commune_of_a_point(client):
+    cql = f"S_CONTAINS(geom, POINT({CITY[0]} {CITY[1]})) AND level = 'commune' AND valid_to IS NULL"
+    page = client.get(f"/collections/admin_units/items?filter={quote(cql)}").json()
+    assert page["numberReturned"] == 1
+
+
+def test_s_dwithin_counts_metres_on_the_ellipsoid(client):
+    cql = f"S_DWITHIN(geom, POINT({CITY[0]} {CITY[1]}), 1500)"
+    inside = client.get(f"/collections/cameras/items?filter={quote(cql)}&limit=10000").json()["features"]
+    everything = client.get("/collections/cameras/items?limit=10000").json()["features"]
+    geod = Geod(ellps="WGS84")
+
+    def metres(f: dict) -> float:  # type: ignore[type-arg]
+        return geod.inv(CITY[0], CITY[1], *f["geometry"]["coordinates"])[2]
+
+    assert inside and all(metres(f) <= 1500.5 for f in inside)
+    assert {f["id"] for f in everything if metres(f) <= 1499.5} <= {f["id"] for f in inside}
+
+
+def test_output_formats(client):
+    csv = client.get(f"/collections/cameras/items?bbox={BBOX}&f=csv&limit=10000")
+    assert csv.headers["content-type"].startswith("text/csv")
+    header = csv.text.splitlines()[0].split(",")
+    assert "wkt" in header and "name" in header
+    gpkg = client.get(f"/collections/cameras/items?bbox={BBOX}&f=gpkg&limit=10000")
+    frame = pyogrio.read_dataframe(io.BytesIO(gpkg.content))
+    assert len(frame) == len(csv.text.splitlines()) - 1 > 0
+    page = client.get("/collections/incidents/items?limit=20", headers={"Accept": "text/html"})
+    assert page.headers["content-type"].startswith("text/html") and "<svg" in page.text
+    for url in ("/?f=html", "/collections?f=html", "/collections/cameras?f=html", "/collections/cameras/items/1?f=html",
+                "/conformance?f=html"):
+        assert client.get(url).headers["content-type"].startswith("text/html"), url
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ("bbox=1,2,3", "bbox"),
+        ("bbox=108,15,107,14", "bbox"),
+        ("datetime=yesterday", "datetime"),
+        ("datetime=2026-11-20T00:00:00Z/2026-11-01T00:00:00Z", "datetime"),
+        ("filter=severity%20%3D", "filter"),
+        ("filter=colour%20%3D%20'red'", "filter"),
+        ("filter-lang=sql&filter=a", "filter-lang"),
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=10001", "limit"),
+        ("crs=EPSG:2154", "crs"),
+        ("bbox=1,2,3,4&bbox-crs=urn:nope", "bbox-crs"),
+        ("sortby=colour", "sortby"),
+        ("properties=colour", "properties"),
+        ("colour=red", "colour"),
+        ("severity=catastrophic", "severity"),
+        ("f=xml", "f"),
+    ],
+)
+def test_bad_parameters_are_400_naming_the_parameter(client, query, param):
+    response = client.get(f"/collections/incidents/items?{query}")
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["code"] == "invalid_input" and body["parameter"] == param
+    assert param in body["description"]
+
+
+def test_health_and_ready(client):
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/ready").json() == {"ready": True}
+
+
+# -- real clients -----------------------------------------------------------------------------------
+
+
+def test_owslib_lists_collections_and_pages_items(server, demo_engine):
+    from owslib.ogcapi.features import Features
+
+    service = Features(server)
+    ids = {c["id"] for c in service.collections()["collections"]}
+    assert {"admin_units", "cameras", "incidents", "infrastructure"} <= ids
+    first = service.collection_items("cameras", limit=25)
+    second = service.collection_items("cameras", limit=25, offset=25)
+    assert first["numberReturned"] == second["numberReturned"] == 25
+    assert not {f["id"] for f in first["features"]} & {f["id"] for f in second["features"]}
+    assert first["numberMatched"] == _count(demo_engine, "SELECT count(*) FROM cameras")
+
+
+def test_gdal_reads_a_collection_with_the_right_count(server, demo_engine):
+    frame = pyogrio.read_dataframe(f"OAPIF:{server}", layer="cameras")
+    assert len(frame) == _count(demo_engine, "SELECT count(*) FROM cameras")
+    assert frame.crs.equals("OGC:CRS84")
+
+
+def test_geopandas_reads_an_items_url(server):
+    frame = gpd.read_file(f"{server}/collections/infrastructure/items?kind=hospital&limit=1000")
+    assert len(frame) > 0 and set(frame["kind"]) == {"hospital"}
