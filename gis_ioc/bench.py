@@ -132,3 +132,102 @@ def ingest_bench(
         conn.execute(sa.text("TRUNCATE incidents"))
     engine.dispose()
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+# -- features: items pages under load ------------------------------------------------------------
+
+
+def bbox_list(n: int = 200, seed: int = 20261128) -> list[tuple[float, float, float, float]]:
+    """A fixed list of bboxes over Kon Tum: 75 % around towns, sides 0.5–30 km (most under 8 km)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    towns = np.array(list(demo.TOWNS.values()))
+    weights = np.array([demo.TOWN_WEIGHT[t] for t in demo.TOWNS])
+    out = []
+    xmin, ymin, xmax, ymax = demo.PROVINCE_BBOX
+    for _ in range(n):
+        if rng.random() < 0.75:
+            cx, cy = towns[rng.choice(len(towns), p=weights / weights.sum())] + rng.normal(0, 0.02, 2)
+        else:
+            cx, cy = rng.uniform(xmin, xmax), rng.uniform(ymin, ymax)
+        size = rng.random()
+        km = rng.uniform(0.5, 2) if size < 0.4 else rng.uniform(2, 8) if size < 0.8 else rng.uniform(8, 30)
+        half_lat, half_lon = km / 2 / 110.6, km / 2 / 107.6
+        out.append((round(cx - half_lon, 5), round(cy - half_lat, 5), round(cx + half_lon, 5), round(cy + half_lat, 5)))
+    return out
+
+
+async def _load(urls: list[str], concurrency: int, seconds: float, warmup: float) -> dict[str, float]:
+    import asyncio
+
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    position = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers={"Accept-Encoding": "gzip"}) as client:
+
+        async def worker(until: float, record: bool) -> None:
+            nonlocal position, errors
+            while time.perf_counter() < until:
+                url = urls[position % len(urls)]
+                position += 1
+                started = time.perf_counter()
+                try:
+                    response = await client.get(url)
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if record:
+                    latencies.append(time.perf_counter() - started)
+                    errors += 0 if ok else 1
+
+        end_warmup = time.perf_counter() + warmup
+        await asyncio.gather(*(worker(end_warmup, False) for _ in range(concurrency)))
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(started + seconds, True) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return {"concurrency": concurrency, "requests": len(latencies), "rate": len(latencies) / elapsed,
+            "p50_ms": pct(0.5), "p99_ms": pct(0.99), "errors": errors}
+
+
+def features_bench(
+    base_url: str, collection: str, concurrency: tuple[int, ...] = (1, 4, 16), seconds: float = 20,
+    warmup: float = 3, limit: int = 1000,
+) -> list[dict[str, float]]:
+    """Items pages (one bbox of the fixed list each, ``limit`` features) at each concurrency."""
+    import asyncio
+
+    urls = [f"{base_url}/collections/{collection}/items?bbox={','.join(map(str, b))}&limit={limit}"
+            for b in bbox_list()]
+    return [asyncio.run(_load(urls, c, seconds, warmup)) for c in concurrency]
+
+
+def serve_for_bench(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+    """Start ``gis-ioc serve`` in its own process and wait until it answers."""
+    import os
+    import sys
+
+    import httpx
+
+    env = {**os.environ, "GIS_IOC_DATABASE_URL": db.database_url(settings), "GIS_IOC_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "gis_ioc", "serve"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise InvalidInput("the server did not start (see `gis-ioc serve`)")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.terminate()
+    raise InvalidInput("the server did not answer within 60 s")

@@ -34,9 +34,11 @@ app = typer.Typer(
 db_app = typer.Typer(help="The database: migrations and the private PostGIS cluster.", no_args_is_help=True)
 layers_app = typer.Typer(help="The layer catalog.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (printed figures, not tests).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: viewer, operator, admin.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(layers_app, name="layers")
 app.add_typer(bench_app, name="bench")
+app.add_typer(keys_app, name="keys")
 
 out = Console()
 err_console = Console(stderr=True)
@@ -338,6 +340,47 @@ def layers_import(
     _print_report(report)
 
 
+# -- keys --------------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key, e.g. 'operator-desk-1'.")],
+    role: Annotated[str, typer.Option(help="viewer, operator or admin.")] = "operator",
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    from gis_ioc import auth
+
+    key = auth.create_key(_engine(_settings()), name, role)
+    out.print(key, highlight=False, soft_wrap=True)
+    err_console.print(f"gis-ioc: key {name!r} ({role}) created; it is shown only now. "
+                      "Send it as 'Authorization: Bearer KEY'.")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The keys: name, role, prefix, when created, last used, revoked."""
+    from gis_ioc import auth
+
+    table = Table()
+    for col in ("name", "role", "prefix", "created", "last used", "revoked"):
+        table.add_column(col)
+    for k in auth.list_keys(_engine(_settings())):
+        table.add_row(k["name"], k["role"], k["key_prefix"] + "…", f"{k['created_at']:%Y-%m-%d %H:%M}",
+                      f"{k['last_used_at']:%Y-%m-%d %H:%M}" if k["last_used_at"] else "",
+                      f"{k['revoked_at']:%Y-%m-%d %H:%M}" if k["revoked_at"] else "")
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="Name of the key.")]) -> None:
+    """Revoke a key: it stops working at once."""
+    from gis_ioc import auth
+
+    auth.revoke_key(_engine(_settings()), name)
+    out.print(f"key {name!r} revoked")
+
+
 @app.command()
 def openapi(
     out_file: Annotated[Path, typer.Option("--out", help="Where to write the document.")] = Path("api/openapi.json"),
@@ -371,6 +414,41 @@ def bench_ingest(
     ours = results["gis-ioc load"]
     for name, seconds in results.items():
         table.add_row(name, f"{seconds:.2f}", f"{rows / seconds:,.0f}", f"{seconds / ours:.2f}×")
+    out.print(table)
+
+
+@bench_app.command("features")
+def bench_features(
+    url: Annotated[str | None, typer.Option(help="Measure this running server instead of starting gis-ioc.")] = None,
+    collection: Annotated[str, typer.Option(help="Collection id on that server.")] = "incidents",
+    seconds: Annotated[float, typer.Option(min=1, help="Measured seconds per concurrency.")] = 20,
+    concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,4,16",
+    port: Annotated[int, typer.Option(help="Port for the gis-ioc server it starts.")] = 8090,
+) -> None:
+    """Items pages (bbox, limit 1000) at concurrency 1, 4 and 16: requests/s, p50, p99."""
+    from gis_ioc import bench
+
+    try:
+        levels = tuple(int(c) for c in concurrency.split(","))
+    except ValueError:
+        raise InvalidInput(f"--concurrency: {concurrency!r} is not a list of whole numbers",
+                           param="concurrency") from None
+    server = None
+    if url is None:
+        server = bench.serve_for_bench(_settings(), port)
+        url = f"http://127.0.0.1:{port}"
+    try:
+        rows = bench.features_bench(url.rstrip("/"), collection, levels, seconds)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=20)
+    table = Table(title=f"items pages, bbox + limit 1000, {url}/collections/{collection}")
+    for col in ("concurrency", "requests/s", "p50 ms", "p99 ms", "requests", "errors"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["concurrency"]), f"{r['rate']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
+                      str(r["requests"]), str(r["errors"]))
     out.print(table)
 
 

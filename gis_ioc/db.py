@@ -35,7 +35,7 @@ def make_engine(url: str, pool_size: int = 8) -> Engine:
     return sa.create_engine(
         _sqlalchemy_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,  # a hard cap: more queries at once than cores only makes each slower
         pool_pre_ping=True,
         connect_args={"options": SESSION_OPTIONS, "application_name": "gis-ioc"},
     )

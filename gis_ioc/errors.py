@@ -38,6 +38,30 @@ class IngestError(InvalidInput):
     code = "ingest_error"
 
 
+class Unauthorized(GisIocError):
+    """No valid API key was given."""
+
+    code = "unauthorized"
+
+
+class Forbidden(GisIocError):
+    """The API key's role is too weak."""
+
+    code = "forbidden"
+
+
+class PreconditionFailed(GisIocError):
+    """``If-Match`` named another version of the feature than the current one."""
+
+    code = "precondition_failed"
+
+
+class PayloadTooLarge(GisIocError):
+    """A request body over the configured size."""
+
+    code = "payload_too_large"
+
+
 class CatalogError(GisIocError):
     """A layer definition is invalid."""
 
@@ -57,6 +81,10 @@ class MigrationError(GisIocError):
 
 
 HTTP_STATUS: dict[type[GisIocError], int] = {
+    Unauthorized: 401,
+    Forbidden: 403,
+    PreconditionFailed: 412,
+    PayloadTooLarge: 413,
     LayerNotFound: 404,
     NotFound: 404,
     IngestError: 400,

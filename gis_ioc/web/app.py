@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -18,8 +18,8 @@ from gis_ioc import db
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, http_status
 from gis_ioc.settings import Settings
-from gis_ioc.web import ogc
-from gis_ioc.web.deps import EngineDep
+from gis_ioc.web import edit, ogc
+from gis_ioc.web.deps import EngineDep, require_read
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -101,7 +101,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"ready": False, "reason": f"{len(pending)} pending migrations"}, status_code=503)
         return JSONResponse({"ready": True})
 
-    app.include_router(ogc.router)
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            return JSONResponse({"code": "payload_too_large", "parameter": "body",
+                                 "description": f"body: {int(length):,} bytes is over the limit of "
+                                                f"{settings.max_body_bytes:,} (GIS_IOC_MAX_BODY_BYTES)"},
+                                status_code=413)
+        return await call_next(request)
+
+    app.include_router(ogc.router, dependencies=[Depends(require_read)])
+    app.include_router(edit.router)
     return app
 
 

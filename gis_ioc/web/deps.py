@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from sqlalchemy.engine import Engine
 
+from gis_ioc import auth
+from gis_ioc.auth import Principal
 from gis_ioc.catalog import Catalog, Layer
 from gis_ioc.settings import Settings
 
@@ -42,3 +44,22 @@ def get_layer(
 
 
 LayerDep = Annotated[Layer, Depends(get_layer)]
+
+
+def get_principal(request: Request, engine: EngineDep) -> Principal | None:
+    """The caller, from ``Authorization: Bearer KEY`` or ``X-API-Key`` (None without a key)."""
+    header = request.headers.get("authorization", "")
+    key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
+    if not key:
+        return None
+    with engine.begin() as conn:
+        return auth.authenticate(conn, key)
+
+
+PrincipalDep = Annotated[Principal | None, Depends(get_principal)]
+
+
+def require_read(settings: SettingsDep, principal: PrincipalDep) -> None:
+    """Reads are anonymous when GIS_IOC_PUBLIC_READ is true; otherwise they need a viewer key."""
+    if not settings.public_read:
+        auth.require(principal, "viewer", "reading")

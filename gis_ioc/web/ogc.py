@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from gis_ioc import features, queries
+from gis_ioc import edits, features, queries
 from gis_ioc.catalog import Layer, PropertyType
 from gis_ioc.errors import NotFound
 from gis_ioc.web import html
@@ -289,6 +289,7 @@ def item(
             raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId") from None
     with engine.connect() as conn:
         found = features.item(conn, layer, key, out_crs)
+        tag = edits.etag(conn, layer, key) if found is not None else None
     if found is None:
         raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId")
     feature = json.loads(found)
@@ -296,7 +297,7 @@ def item(
         _link(str(request.url), "self", GEOJSON),
         _link(str(request.url_for("collection", collection_id=layer.id)), "collection", "application/json"),
     ]
-    headers = {"Content-Crs": f"<{out_crs.uri}>"}
+    headers = {"Content-Crs": f"<{out_crs.uri}>", "ETag": tag or ""}
     if fmt == "html":
         return HTMLResponse(html.feature(layer, feature), headers=headers)
     return Response(json.dumps(feature), media_type=GEOJSON, headers=headers)
