@@ -19,6 +19,13 @@ def test_every_endpoint_is_in_the_contract():
                  "/collections/{collection_id}/items", "/collections/{collection_id}/items/{feature_id}",
                  "/collections/{collection_id}/queryables", "/health", "/ready"):
         assert path in paths, path
+    writes = {("/collections/{collection_id}/items", "post"),
+              ("/collections/{collection_id}/items/{feature_id}", "put"),
+              ("/collections/{collection_id}/items/{feature_id}", "patch"),
+              ("/collections/{collection_id}/items/{feature_id}", "delete"),
+              ("/collections/{collection_id}/import", "post"), ("/collections", "post")}
+    for path, method in writes:
+        assert method in paths[path], (path, method)
     items = paths["/collections/{collection_id}/items"]["get"]
     assert {p["name"] for p in items["parameters"]} >= {"bbox", "bbox-crs", "datetime", "limit", "offset", "filter",
                                                          "filter-lang", "sortby", "properties", "crs", "f"}
