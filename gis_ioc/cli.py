@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -35,10 +35,12 @@ db_app = typer.Typer(help="The database: migrations and the private PostGIS clus
 layers_app = typer.Typer(help="The layer catalog.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (printed figures, not tests).", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: viewer, operator, admin.", no_args_is_help=True)
+query_app = typer.Typer(help="Spatial operations: locate, nearest, within, seeing, stats.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(layers_app, name="layers")
 app.add_typer(bench_app, name="bench")
 app.add_typer(keys_app, name="keys")
+app.add_typer(query_app, name="query")
 
 out = Console()
 err_console = Console(stderr=True)
@@ -338,6 +340,155 @@ def layers_import(
     finally:
         bar.close()
     _print_report(report)
+
+
+# -- query -------------------------------------------------------------------------------------
+
+OutOption = Annotated[Path | None, typer.Option("--out", help="Write the features as GeoJSON to this file.")]
+
+
+def _date_option(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"--at: {value!r} is not a date (YYYY-MM-DD)", param="at") from None
+
+
+def _features_out(result: dict, out_file: Path | None, columns: list[str]) -> None:
+    import json
+
+    if out_file is not None:
+        body = {"type": "FeatureCollection", "features": result["features"]}
+        out_file.write_text(json.dumps(body, ensure_ascii=False, default=str), encoding="utf-8")
+        out.print(f"wrote {len(result['features'])} features to {out_file}")
+        return
+    table = Table()
+    table.add_column("id", justify="right")
+    for col in columns:
+        table.add_column(col, justify="right" if col == "distance_m" else "left")
+    for f in result["features"]:
+        table.add_row(str(f["id"]), *[str(f["properties"].get(c, "")) for c in columns])
+    out.print(table)
+
+
+@query_app.command("locate")
+def query_locate(
+    lon: Annotated[float, typer.Argument(help="Longitude (CRS84).")],
+    lat: Annotated[float, typer.Argument(help="Latitude.")],
+    at: Annotated[str | None, typer.Option(help="Date of the boundaries (YYYY-MM-DD), default today.")] = None,
+) -> None:
+    """The commune, district and province containing a point."""
+    from gis_ioc import analysis
+
+    with _engine(_settings()).connect() as conn:
+        found = analysis.locate(conn, lon, lat, _date_option(at))
+    if not found["inside"]:
+        out.print(f"{lon}, {lat} lies outside every administrative unit in force on {found['at']}")
+        return
+    table = Table(title=f"{lon}, {lat} on {found['at']}")
+    for col in ("level", "code", "type", "name"):
+        table.add_column(col)
+    for u in found["units"]:
+        table.add_row(u["level"], u["code"], u["unit_type"], u["name"])
+    out.print(table)
+
+
+@query_app.command("nearest")
+def query_nearest(
+    layer: Annotated[str, typer.Argument(help="Layer id, e.g. cameras.")],
+    lon: Annotated[float | None, typer.Option(help="From this longitude…")] = None,
+    lat: Annotated[float | None, typer.Option(help="…and latitude.")] = None,
+    incident: Annotated[int | None, typer.Option(help="From this incident instead.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="How many (1 to 1000).")] = 5,
+    max_distance_m: Annotated[float | None, typer.Option(help="No farther than this, in metres.")] = None,
+    filter_: Annotated[str | None, typer.Option("--filter", help="CQL2 text, e.g. \"status = 'online'\".")] = None,
+    out_file: OutOption = None,
+) -> None:
+    """The k nearest features with their geodesic distance."""
+    from gis_ioc import analysis
+
+    settings = _settings()
+    engine = _engine(settings)
+    with engine.connect() as conn:
+        result = analysis.nearest(conn, _catalog(settings, engine), layer, lon=lon, lat=lat, incident=incident, k=k,
+                                  max_distance_m=max_distance_m, filter_text=filter_)
+    label = "name" if result["features"] and "name" in result["features"][0]["properties"] else "title"
+    _features_out(result, out_file, ["distance_m", label])
+
+
+@query_app.command("within")
+def query_within(
+    layer: Annotated[str, typer.Argument(help="Layer id.")],
+    admin_code: Annotated[str | None, typer.Option(help="Inside this administrative unit…")] = None,
+    polygon: Annotated[str | None, typer.Option(help="…or this polygon (GeoJSON or WKT)…")] = None,
+    lon: Annotated[float | None, typer.Option(help="…or a circle around lon…")] = None,
+    lat: Annotated[float | None, typer.Option(help="…lat…")] = None,
+    radius_m: Annotated[float | None, typer.Option(help="…with this radius in metres.")] = None,
+    at: Annotated[str | None, typer.Option(help="Date the admin unit is in force.")] = None,
+    filter_: Annotated[str | None, typer.Option("--filter", help="CQL2 text.")] = None,
+    out_file: OutOption = None,
+) -> None:
+    """The features inside an area."""
+    from gis_ioc import analysis
+
+    settings = _settings()
+    engine = _engine(settings)
+    with engine.connect() as conn:
+        area = analysis.area_geometry(conn, admin_code=admin_code, polygon=polygon, lon=lon, lat=lat,
+                                      radius_m=radius_m, at=_date_option(at))
+        result = analysis.within(conn, _catalog(settings, engine), layer, area, filter_)
+    label = "name" if result["features"] and "name" in result["features"][0]["properties"] else "title"
+    _features_out(result, out_file, [label])
+
+
+@query_app.command("seeing")
+def query_seeing(
+    lon: Annotated[float, typer.Argument(help="Longitude.")],
+    lat: Annotated[float, typer.Argument(help="Latitude.")],
+    online: Annotated[bool, typer.Option(help="Online cameras only.")] = False,
+) -> None:
+    """The cameras whose field of view holds a point."""
+    from gis_ioc import analysis
+
+    with _engine(_settings()).connect() as conn:
+        cameras = analysis.cameras_seeing(conn, lon, lat, online)
+    table = Table(title=f"cameras seeing {lon}, {lat}")
+    for col in ("id", "name", "status", "distance_m"):
+        table.add_column(col)
+    for c in cameras:
+        table.add_row(str(c["id"]), c["name"], c["status"], f"{c['distance_m']:.1f}")
+    out.print(table)
+
+
+@query_app.command("stats")
+def query_stats(
+    layer: Annotated[str, typer.Argument(help="Layer id, e.g. incidents.")],
+    by: Annotated[str, typer.Option(help="province, district or commune.")] = "district",
+    at: Annotated[str | None, typer.Option(help="Date of the boundaries (YYYY-MM-DD).")] = None,
+    start: Annotated[str | None, typer.Option(help="Window start (RFC 3339).")] = None,
+    end: Annotated[str | None, typer.Option(help="Window end (RFC 3339).")] = None,
+    breakdown: Annotated[str | None, typer.Option(help="Break counts down by this property.")] = None,
+    filter_: Annotated[str | None, typer.Option("--filter", help="CQL2 text.")] = None,
+) -> None:
+    """Counts per administrative unit, per km², and by one property."""
+    from gis_ioc import analysis, queries
+
+    window = analysis.Window(queries.parse_datetime(start, "start")[0] if start else None,
+                             queries.parse_datetime(end, "end")[0] if end else None)
+    settings = _settings()
+    engine = _engine(settings)
+    with engine.connect() as conn:
+        result = analysis.stats(conn, _catalog(settings, engine), layer, by, filter_text=filter_, window=window,
+                                at=_date_option(at), breakdown=breakdown)
+    table = Table(title=f"{layer} per {by} on {result['at']}: {result['total']:,}")
+    for col in ("code", "name", "count", "per km²", *(["breakdown"] if breakdown else [])):
+        table.add_column(col, justify="right" if col in ("count", "per km²") else "left")
+    for u in result["units"]:
+        extra = [", ".join(f"{k} {v}" for k, v in u["breakdown"].items())] if breakdown else []
+        table.add_row(u["code"], u["name"], f"{u['count']:,}", f"{u['per_km2']:.3f}", *extra)
+    out.print(table)
 
 
 # -- keys --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from gis_ioc import db
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, http_status
 from gis_ioc.settings import Settings
-from gis_ioc.web import edit, ogc
+from gis_ioc.web import analysis, edit, ogc
 from gis_ioc.web.deps import EngineDep, require_read
 
 
@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(ogc.router, dependencies=[Depends(require_read)])
     app.include_router(edit.router)
+    app.include_router(analysis.router, dependencies=[Depends(require_read)])
     return app
 
 

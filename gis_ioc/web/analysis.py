@@ -1,0 +1,172 @@
+"""The IOC spatial operations over HTTP (``/analysis/…``): the same functions as the CLI and notebooks."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Annotated, Any
+
+import shapely.geometry
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from gis_ioc import analysis, queries
+from gis_ioc.errors import InvalidInput
+from gis_ioc.web.deps import CatalogDep, EngineDep
+
+router = APIRouter(prefix="/analysis", tags=["Analysis"])
+GEOJSON = "application/geo+json"
+
+
+def _date(value: str | None, param: str = "at") -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{param}: {value!r} is not a date (YYYY-MM-DD)", param=param) from None
+
+
+def _number(value: str | None, param: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise InvalidInput(f"{param}: {value!r} is not a number", param=param) from None
+
+
+def _int(value: str | None, param: str, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"{param}: {value!r} is not a whole number", param=param) from None
+
+
+def _collection(result: dict[str, Any]) -> Response:
+    body = {"type": "FeatureCollection", **{k: v for k, v in result.items() if k != "features"},
+            "features": result["features"]}
+    return Response(json.dumps(body, default=str), media_type=GEOJSON)
+
+
+Text = Annotated[str | None, Query()]
+
+
+@router.get("/locate", summary="Which commune, district and province", operation_id="locate")
+def locate(engine: EngineDep, lon: Text = None, lat: Text = None,
+           at: Annotated[str | None, Query(description="Date (YYYY-MM-DD); default today")] = None) -> JSONResponse:
+    """The administrative units containing a point, as in force on a date (before or after the 2025 reform)."""
+    x, y = _number(lon, "lon"), _number(lat, "lat")
+    if x is None or y is None:
+        raise InvalidInput("lon, lat: both are needed", param="lon" if x is None else "lat")
+    with engine.connect() as conn:
+        return JSONResponse(analysis.locate(conn, x, y, _date(at)))
+
+
+@router.get("/nearest", summary="The k nearest features", operation_id="nearest")
+def nearest(engine: EngineDep, catalog: CatalogDep,
+            layer: Annotated[str, Query(description="Layer id, e.g. cameras")],
+            lon: Text = None, lat: Text = None,
+            incident: Annotated[str | None, Query(description="From this incident instead of a point")] = None,
+            k: Annotated[str | None, Query(description=f"1 to {analysis.MAX_K}, default 5")] = None,
+            max_distance_m: Text = None,
+            filter: Annotated[str | None, Query(description="CQL2 text, e.g. status = 'online'")] = None,
+            ) -> Response:
+    """Nearest features with their geodesic distance in metres (GeoJSON, nearest first)."""
+    with engine.connect() as conn:
+        result = analysis.nearest(
+            conn, catalog, layer, lon=_number(lon, "lon"), lat=_number(lat, "lat"),
+            incident=_int(incident, "incident", 0) if incident is not None else None, k=_int(k, "k", 5),
+            max_distance_m=_number(max_distance_m, "max_distance_m"), filter_text=filter)
+    return _collection(result)
+
+
+@router.get("/within", summary="Features inside an area", operation_id="within")
+def within(engine: EngineDep, catalog: CatalogDep,
+           layer: Annotated[str, Query(description="Layer id")],
+           admin_code: Annotated[str | None, Query(description="An administrative unit's code")] = None,
+           polygon: Annotated[str | None, Query(description="A polygon, GeoJSON or WKT (CRS84)")] = None,
+           lon: Text = None, lat: Text = None, radius_m: Text = None,
+           at: Annotated[str | None, Query(description="Date the admin unit is in force")] = None,
+           filter: Annotated[str | None, Query(description="CQL2 text")] = None) -> Response:
+    """Features inside an admin unit, a polygon or a circle."""
+    with engine.connect() as conn:
+        area = analysis.area_geometry(conn, admin_code=admin_code, polygon=polygon, lon=_number(lon, "lon"),
+                                      lat=_number(lat, "lat"), radius_m=_number(radius_m, "radius_m"), at=_date(at))
+        result = analysis.within(conn, catalog, layer, area, filter)
+    return _collection(result)
+
+
+@router.get("/cameras/fov", summary="Camera fields of view as polygons", operation_id="cameraFov")
+def camera_fov(engine: EngineDep,
+               bbox: Annotated[str | None, Query(description="minlon,minlat,maxlon,maxlat")] = None,
+               status: Annotated[str | None, Query(description="online, offline or maintenance")] = None,
+               limit: Annotated[str | None, Query(description="At most this many cameras (default 5000)")] = None,
+               ) -> Response:
+    """The field-of-view sector of each camera (a layer the map can show)."""
+    import sqlalchemy as sa
+
+    where: list[str] = ["TRUE"]
+    params: dict[str, Any] = {}
+    if bbox is not None:
+        xmin, ymin, xmax, ymax = queries.parse_bbox(bbox)
+        where.append("geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)")
+        params.update({"x0": xmin, "y0": ymin, "x1": xmax, "y1": ymax})
+    if status is not None:
+        if status not in ("online", "offline", "maintenance"):
+            raise InvalidInput(f"status: {status!r} is not online, offline or maintenance", param="status")
+        where.append("status = :status")
+        params["status"] = status
+    count = _int(limit, "limit", 5000)
+    if not 1 <= count <= 50_000:
+        raise InvalidInput(f"limit: {count} is not between 1 and 50000", param="limit")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT id, name, status, heading_deg, fov_deg, range_m, ST_X(geom) AS x, ST_Y(geom) AS y FROM cameras "
+            f"WHERE {' AND '.join(where)} ORDER BY id LIMIT {count}"), params).mappings().all()
+    features = [
+        {"type": "Feature", "id": r["id"],
+         "geometry": shapely.geometry.mapping(analysis.fov_sector(r["x"], r["y"], r["heading_deg"] or 0,
+                                                                  r["fov_deg"] or 360, r["range_m"] or 50)),
+         "properties": {"name": r["name"], "status": r["status"], "heading_deg": r["heading_deg"],
+                        "fov_deg": r["fov_deg"], "range_m": r["range_m"]}}
+        for r in rows
+    ]
+    return _collection({"features": features})
+
+
+@router.get("/cameras/seeing", summary="Cameras that see a point", operation_id="camerasSeeing")
+def cameras_seeing(engine: EngineDep, lon: Text = None, lat: Text = None,
+                   online: Annotated[bool, Query(description="Online cameras only")] = False) -> JSONResponse:
+    """The cameras whose field of view holds a point, nearest first."""
+    x, y = _number(lon, "lon"), _number(lat, "lat")
+    if x is None or y is None:
+        raise InvalidInput("lon, lat: both are needed", param="lon" if x is None else "lat")
+    with engine.connect() as conn:
+        return JSONResponse({"lon": x, "lat": y, "cameras": analysis.cameras_seeing(conn, x, y, online)})
+
+
+@router.get("/stats", summary="Counts per administrative unit", operation_id="stats")
+def stats(engine: EngineDep, catalog: CatalogDep,
+          layer: Annotated[str, Query(description="Layer id, e.g. incidents")],
+          by: Annotated[str, Query(description="province, district or commune")] = "district",
+          start: Annotated[str | None, Query(description="Window start (RFC 3339)")] = None,
+          end: Annotated[str | None, Query(description="Window end (RFC 3339)")] = None,
+          at: Annotated[str | None, Query(description="Date of the boundaries (default today)")] = None,
+          breakdown: Annotated[str | None, Query(description="A property to break counts down by")] = None,
+          filter: Annotated[str | None, Query(description="CQL2 text")] = None) -> Response:
+    """Count, per km² and a breakdown by one property, for every unit of a level."""
+    window = analysis.Window(_moment(start, "start"), _moment(end, "end"))
+    with engine.connect() as conn:
+        result = analysis.stats(conn, catalog, layer, by, filter_text=filter, window=window, at=_date(at),
+                                breakdown=breakdown)
+    return Response(json.dumps(result), media_type="application/json")
+
+
+def _moment(value: str | None, param: str) -> datetime | None:
+    if value is None:
+        return None
+    start, _ = queries.parse_datetime(value, param)
+    return start

@@ -1,0 +1,216 @@
+"""The IOC spatial operations, checked against pyproj's Geod (GeographicLib) and brute force."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+import shapely
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from pyproj import Geod
+from shapely.geometry import Point, shape
+
+from gis_ioc import analysis
+from gis_ioc.catalog import Catalog
+from gis_ioc.errors import InvalidInput
+from gis_ioc.settings import PROJECT_ROOT, Settings
+from gis_ioc.web.app import create_app
+
+GEOD = Geod(ellps="WGS84")
+CITY = (108.003, 14.350)
+BEFORE, AFTER = date(2025, 6, 30), date(2025, 7, 1)
+
+
+@pytest.fixture(scope="module")
+def demo_catalog(demo_engine):  # type: ignore[no-untyped-def]
+    return Catalog.from_folder(PROJECT_ROOT / "layers", demo_engine)
+
+
+def test_locate_before_and_after_the_reform(demo_engine):
+    with demo_engine.connect() as conn:
+        before = analysis.locate(conn, *CITY, at=BEFORE)
+        after = analysis.locate(conn, *CITY, at=AFTER)
+    assert before["province"]["name"] == "Kon Tum" and before["district"]["code"] == "608"
+    assert after["province"]["name"] == "Quảng Ngãi" and after["district"] is None
+    assert before["commune"] and after["commune"]
+
+
+def test_a_point_outside_every_unit_says_so(demo_engine):
+    with demo_engine.connect() as conn:
+        found = analysis.locate(conn, 105.85, 21.03)
+    assert found["inside"] is False and found["commune"] is None
+
+
+def test_a_point_on_a_shared_boundary_belongs_to_both_units(demo_engine):
+    with demo_engine.connect() as conn:
+        x, y = conn.execute(sa.text(
+            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_LineInterpolatePoint(ST_GeometryN(ST_LineMerge("
+            "ST_Intersection(ST_Boundary(a.geom), ST_Boundary(b.geom))), 1), 0.5) AS p "
+            "FROM admin_units a JOIN admin_units b ON a.code = '608' AND b.code = '615' "
+            "AND a.level = 'district' AND b.level = 'district') s")).one()
+        found = analysis.locate(conn, x, y, at=BEFORE)
+    districts = sorted(u["code"] for u in found["units"] if u["level"] == "district")
+    assert districts == ["608", "615"]
+    assert found["district"]["code"] == "608"  # the smallest code first, every time
+
+
+def test_nearest_matches_brute_force_geodesic_distances(demo_engine, demo_catalog):
+    with demo_engine.connect() as conn:
+        result = analysis.nearest(conn, demo_catalog, "cameras", lon=CITY[0], lat=CITY[1], k=5,
+                                  filter_text="status = 'online'")
+        everything = conn.execute(sa.text(
+            "SELECT id, ST_X(geom), ST_Y(geom) FROM cameras WHERE status = 'online'")).all()
+    brute = sorted((GEOD.inv(*CITY, x, y)[2], i) for i, x, y in everything)[:5]
+    assert [f["id"] for f in result["features"]] == [i for _, i in brute]
+    for feature, (metres, _) in zip(result["features"], brute, strict=True):
+        assert feature["properties"]["distance_m"] == pytest.approx(metres, rel=1e-3)
+        assert feature["properties"]["status"] == "online"
+
+
+def test_nearest_from_an_incident_with_a_limit_and_k_above_the_layer(demo_engine, demo_catalog):
+    with demo_engine.connect() as conn:
+        hospitals = analysis.nearest(conn, demo_catalog, "infrastructure", incident=1, k=1000,
+                                     filter_text="kind = 'hospital'")
+        count = conn.execute(sa.text("SELECT count(*) FROM infrastructure WHERE kind = 'hospital'")).scalar()
+        near = analysis.nearest(conn, demo_catalog, "cameras", incident=1, k=50, max_distance_m=2000)
+    distances = [f["properties"]["distance_m"] for f in hospitals["features"]]
+    assert len(distances) == count and distances == sorted(distances)
+    assert all(f["properties"]["distance_m"] <= 2000 for f in near["features"])
+
+
+def test_nearest_on_an_empty_layer(engine, catalog):
+    with engine.connect() as conn:
+        assert analysis.nearest(conn, catalog, "cameras", lon=CITY[0], lat=CITY[1], k=3)["features"] == []
+
+
+def test_within_a_circle_agrees_with_geod(demo_engine, demo_catalog):
+    with demo_engine.connect() as conn:
+        area = analysis.area_geometry(conn, lon=CITY[0], lat=CITY[1], radius_m=1500)
+        inside = analysis.within(conn, demo_catalog, "cameras", area)
+        everything = conn.execute(sa.text("SELECT id, ST_X(geom), ST_Y(geom) FROM cameras")).all()
+    found = {f["id"] for f in inside["features"]}
+    clearly_in = {i for i, x, y in everything if GEOD.inv(*CITY, x, y)[2] < 1490}
+    clearly_out = {i for i, x, y in everything if GEOD.inv(*CITY, x, y)[2] > 1510}
+    assert clearly_in <= found and not (found & clearly_out)
+
+
+def test_within_an_admin_unit_on_a_date(demo_engine, demo_catalog):
+    with demo_engine.connect() as conn:
+        area = analysis.area_geometry(conn, admin_code="608", at=BEFORE)
+        inside = analysis.within(conn, demo_catalog, "infrastructure", area, "kind = 'hospital'")
+        with pytest.raises(InvalidInput, match="admin_code"):
+            analysis.area_geometry(conn, admin_code="608", at=AFTER)  # no districts after the reform
+    names = {f["properties"]["name"] for f in inside["features"]}
+    assert "Bệnh viện Đa khoa tỉnh Kon Tum" in names
+
+
+def test_fov_sector_is_geodesic_and_wraps_across_north():
+    sector = analysis.fov_sector(*CITY, heading_deg=350, fov_deg=60, range_m=200)
+    assert sector.is_valid
+    for azimuth, inside in ((10, True), (335, True), (25, False), (300, False), (170, False)):
+        x, y, _ = GEOD.fwd(*CITY, azimuth, 150)
+        assert sector.contains(Point(x, y)) is inside, azimuth
+        assert analysis.sees(*CITY, 350, 60, 200, x, y)[0] is inside, azimuth
+    area, _ = GEOD.geometry_area_perimeter(analysis.fov_sector(*CITY, 0, 90, 1000, step_deg=0.5))
+    assert abs(area) == pytest.approx(3.141592653589793 * 1000**2 / 4, rel=5e-3)
+    dome = analysis.fov_sector(*CITY, heading_deg=0, fov_deg=360, range_m=50)
+    assert abs(GEOD.geometry_area_perimeter(dome)[0]) == pytest.approx(3.141592653589793 * 50**2, rel=5e-3)
+
+
+def test_cameras_seeing_a_point(engine, catalog):
+    with engine.begin() as conn:
+        for name, heading, fov, status in (("north", 0, 60, "online"), ("south", 180, 60, "online"),
+                                           ("dome", 0, 360, "offline")):
+            conn.execute(sa.text(
+                "INSERT INTO cameras (name, heading_deg, fov_deg, range_m, status, geom) "
+                "VALUES (:n, :h, :f, 300, :s, ST_SetSRID(ST_MakePoint(:x, :y), 4326))"),
+                {"n": name, "h": heading, "f": fov, "s": status, "x": CITY[0], "y": CITY[1]})
+    x, y, _ = GEOD.fwd(*CITY, 5, 200)  # 200 m north
+    with engine.connect() as conn:
+        seeing = {c["name"] for c in analysis.cameras_seeing(conn, x, y)}
+        online = {c["name"] for c in analysis.cameras_seeing(conn, x, y, online_only=True)}
+        far = analysis.cameras_seeing(conn, *GEOD.fwd(*CITY, 5, 400)[:2])
+    assert seeing == {"north", "dome"} and online == {"north"} and far == []
+
+
+def test_stats_per_district_before_the_reform(demo_engine, demo_catalog):
+    with demo_engine.connect() as conn:
+        result = analysis.stats(conn, demo_catalog, "incidents", "district", at=BEFORE, breakdown="severity")
+        total = conn.execute(sa.text("SELECT count(*) FROM incidents")).scalar()
+        outline = conn.execute(sa.text("SELECT ST_AsGeoJSON(geom) FROM admin_units WHERE code = '608' "
+                                       "AND level = 'district'")).scalar()
+    assert len(result["units"]) == 10 and result["total"] == total
+    city = next(u for u in result["units"] if u["code"] == "608")
+    assert sum(city["breakdown"].values()) == city["count"]
+    area, _ = GEOD.geometry_area_perimeter(shape(json.loads(outline)))
+    assert city["area_km2"] == pytest.approx(abs(area) / 1e6, rel=5e-3)
+    assert city["per_km2"] == pytest.approx(city["count"] / city["area_km2"], rel=1e-3)
+    with demo_engine.connect() as conn, pytest.raises(InvalidInput, match="abolished"):
+        analysis.stats(conn, demo_catalog, "incidents", "district", at=AFTER)
+
+
+def test_stats_with_a_window_and_a_filter(demo_engine, demo_catalog):
+    window = analysis.Window(start="2026-11-01T00:00:00Z", end="2026-11-15T00:00:00Z")
+    with demo_engine.connect() as conn:
+        result = analysis.stats(conn, demo_catalog, "incidents", "commune", window=window, filter_text="type = 'fire'")
+        expected = conn.execute(sa.text(
+            "SELECT count(*) FROM incidents WHERE type = 'fire' AND reported_at >= '2026-11-01Z' "
+            "AND reported_at < '2026-11-15Z'")).scalar()
+    assert result["total"] == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "param"),
+    [
+        ("/analysis/locate?lon=200&lat=14", "lon"),
+        ("/analysis/locate?lon=108&lat=-95", "lat"),
+        ("/analysis/nearest?layer=cameras&lon=108&lat=14.3&k=0", "k"),
+        ("/analysis/nearest?layer=cameras&lon=108&lat=14.3&k=1001", "k"),
+        ("/analysis/nearest?layer=bridges&lon=108&lat=14.3", "layer"),
+        ("/analysis/nearest?layer=cameras&incident=99999999", "incident"),
+        ("/analysis/nearest?layer=cameras&lon=108&lat=14.3&filter=colour%3D'red'", "filter"),
+        ("/analysis/within?layer=cameras&lon=108&lat=14.3&radius_m=-5", "radius_m"),
+        ("/analysis/within?layer=cameras&admin_code=99999", "admin_code"),
+        ("/analysis/within?layer=cameras&polygon=POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))", "polygon"),
+        ("/analysis/stats?layer=incidents&breakdown=colour", "breakdown"),
+        ("/analysis/stats?layer=incidents&by=village", "by"),
+    ],
+)
+def test_bad_input_is_400_naming_the_parameter(demo_url, tmp_path, url, param):
+    with TestClient(create_app(Settings(database_url=demo_url, home=tmp_path))) as client:
+        response = client.get(url)
+    assert response.status_code == 400, response.text
+    assert response.json()["parameter"] == param
+
+
+def test_http_operations_answer_geojson(demo_url, tmp_path):
+    with TestClient(create_app(Settings(database_url=demo_url, home=tmp_path))) as client:
+        near = client.get(f"/analysis/nearest?layer=cameras&lon={CITY[0]}&lat={CITY[1]}&k=3").json()
+        fov = client.get("/analysis/cameras/fov?limit=5").json()
+        stats = client.get("/analysis/stats?layer=incidents&by=commune").json()
+    assert near["type"] == "FeatureCollection" and len(near["features"]) == 3
+    assert all(shapely.geometry.shape(f["geometry"]).is_valid for f in fov["features"])
+    assert stats["by"] == "commune" and stats["total"] > 0
+
+
+def test_query_commands(demo_url, run_cli, tmp_path):
+    env = {"GIS_IOC_DATABASE_URL": demo_url}
+    code, out, err = run_cli("query", "locate", "108.003", "14.35", "--at", "2025-06-30", env=env)
+    assert code == 0 and "Kon Tum" in out and "608" in out, err
+    code, out, _ = run_cli("query", "nearest", "cameras", "--lon", "108.003", "--lat", "14.35", "-k", "3",
+                           "--filter", "status = 'online'", env=env)
+    assert code == 0 and "distance_m" in out
+    target = tmp_path / "hospitals.geojson"
+    code, out, _ = run_cli("query", "within", "infrastructure", "--admin-code", "608", "--at", "2025-06-30",
+                           "--filter", "kind = 'hospital'", "--out", str(target), env=env)
+    assert code == 0 and json.loads(target.read_text())["features"]
+    code, out, _ = run_cli("query", "stats", "incidents", "--by", "district", "--at", "2025-06-30", env=env)
+    assert code == 0 and "Đắk Glei" in out
+    for args, message in ((["query", "locate", "200", "14"], "lon: 200.0"),
+                          (["query", "nearest", "bridges", "--lon", "108", "--lat", "14.3"], "layer: no layer"),
+                          (["query", "nearest", "cameras", "--lon", "108", "--lat", "14.3", "-k", "0"], "k: 0"),
+                          (["query", "stats", "incidents", "--by", "district"], "abolished")):
+        code, out, err = run_cli(*args, env=env)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
