@@ -287,6 +287,20 @@ def cameras_seeing(conn: Connection, lon: float, lat: float, online_only: bool =
 # -- statistics ------------------------------------------------------------------------------------
 
 
+# The commune a feature was recorded in (t.commune_code, in force on its report date), carried to the
+# commune in force on :on through admin_lineage; a split old commune goes to the new unit holding it.
+_LINEAGE_CODE = """coalesce((
+    SELECT l.new_code FROM admin_units o
+    JOIN admin_lineage l ON l.old_code = o.code AND l.old_valid_from = o.valid_from
+    JOIN admin_units n ON n.code = l.new_code AND n.valid_from = l.new_valid_from
+    WHERE o.code = t.commune_code AND o.level = 'commune'
+      AND o.valid_from <= ({when} AT TIME ZONE 'Asia/Ho_Chi_Minh')::date
+      AND (o.valid_to IS NULL OR o.valid_to > ({when} AT TIME ZONE 'Asia/Ho_Chi_Minh')::date)
+      AND n.valid_from <= :on AND (n.valid_to IS NULL OR n.valid_to > :on)
+    ORDER BY (l.relation = 'split' AND NOT ST_Intersects(n.geom, {point})), l.area_share DESC
+    LIMIT 1), t.commune_code)"""
+
+
 @dataclass(frozen=True)
 class Window:
     """A time window on a layer's datetime column (either end may be open)."""
@@ -297,10 +311,13 @@ class Window:
 
 def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district", *,
           filter_text: str | None = None, window: Window | None = None, at: date | None = None,
-          breakdown: str | None = None) -> dict[str, Any]:
+          breakdown: str | None = None, through_lineage: bool = False) -> dict[str, Any]:
     """Count, count per km² and a breakdown by one property, per administrative unit.
 
     Units are those of level ``by`` in force on ``at``; every unit is listed, those with nothing too.
+    Features count where they lie, or, with ``through_lineage`` (incidents by commune), by the
+    commune recorded when they were reported, carried to the units of ``at`` through
+    ``admin_lineage`` (a split commune's incidents go to the new unit that holds them).
     """
     layer = _layer(catalog, conn, layer_id)
     if by not in LEVELS:
@@ -310,31 +327,27 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
         if prop.type not in (PropertyType.string, PropertyType.integer, PropertyType.boolean):
             raise InvalidInput(f"breakdown: {breakdown!r} is a {prop.type.value}; choose a category", param="breakdown")
     on = at or date.today()
-    where, params = _condition(layer, filter_text)
+    where, params = _windowed(layer, *_condition(layer, filter_text), window)
     geom = f"t.{_ident(layer.geometry.column)}"
-    if window is not None and (window.start is not None or window.end is not None):
-        if not layer.datetime_column:
-            raise InvalidInput(f"window: layer {layer.id!r} has no time column", param="window")
-        column = f"t.{_ident(layer.datetime_column)}"
-        if window.start is not None:
-            where += f" AND {column} >= :w_start"
-            params["w_start"] = window.start
-        if window.end is not None:
-            where += f" AND {column} < :w_end"
-            params["w_end"] = window.end
     params.update({"level": by, "on": on})
     only_points = [t.value for t in layer.geometry.types] == ["Point"]
     point = geom if only_points else f"ST_PointOnSurface({geom})"  # a feature counts in one unit
-    group = f", t.{_ident(breakdown)}::text" if breakdown else ", NULL::text"
-    sql = (
-        "WITH units AS (SELECT code, name, geom, ST_Area(geom::geography) / 1e6 AS km2 FROM admin_units "
-        "WHERE level = :level AND valid_from <= :on AND (valid_to IS NULL OR valid_to > :on)), "
-        f"hits AS (SELECT u.code, {group.lstrip(', ')} AS category, count(*) AS n FROM units u "
-        f"JOIN {quote_table(layer.table)} t ON ST_Intersects(u.geom, {point}) WHERE {where} "
-        "GROUP BY u.code, category) "
-        "SELECT u.code, u.name, u.km2, h.category, coalesce(h.n, 0) AS n FROM units u "
-        "LEFT JOIN hits h ON h.code = u.code ORDER BY u.code, h.category"
-    )
+    category = f"t.{_ident(breakdown)}::text" if breakdown else "NULL::text"
+    units_cte = ("WITH units AS (SELECT code, name, geom, ST_Area(geom::geography) / 1e6 AS km2 FROM admin_units "
+                 "WHERE level = :level AND valid_from <= :on AND (valid_to IS NULL OR valid_to > :on)), ")
+    if through_lineage:
+        if by != "commune" or "commune_code" not in layer.properties or not layer.datetime_column:
+            raise InvalidInput("through_lineage: only for a layer with commune_code and a time column, by commune",
+                               param="through_lineage")
+        hits = (f"hits AS (SELECT {_LINEAGE_CODE.format(point=point, when=f't.{_ident(layer.datetime_column)}')} "
+                f"AS code, {category} AS category, count(*) AS n FROM {quote_table(layer.table)} t WHERE {where} "
+                "GROUP BY 1, 2) ")
+    else:
+        hits = (f"hits AS (SELECT u.code, {category} AS category, count(*) AS n FROM units u "
+                f"JOIN {quote_table(layer.table)} t ON ST_Intersects(u.geom, {point}) WHERE {where} "
+                "GROUP BY u.code, category) ")
+    sql = (units_cte + hits + "SELECT u.code, u.name, u.km2, h.category, coalesce(h.n, 0) AS n FROM units u "
+           "LEFT JOIN hits h ON h.code = u.code ORDER BY u.code, h.category")
     per_unit: dict[str, dict[str, Any]] = {}
     for r in conn.execute(sa.text(sql), params).mappings():
         entry = per_unit.setdefault(r["code"], {"code": r["code"], "name": r["name"], "area_km2": round(r["km2"], 3),
@@ -352,5 +365,202 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
         u["per_km2"] = round(u["count"] / u["area_km2"], 4) if u["area_km2"] else None
         if not breakdown:
             del u["breakdown"]
-    return {"layer": layer.id, "by": by, "at": on.isoformat(), "units": units,
+    return {"layer": layer.id, "by": by, "at": on.isoformat(), "through_lineage": through_lineage, "units": units,
             "total": sum(u["count"] for u in units)}
+
+
+# -- camera coverage ----------------------------------------------------------------------------------
+
+
+def geodesic_km2(geom: shapely.Geometry) -> float:
+    """Area on the ellipsoid, in km²."""
+    if geom.is_empty:
+        return 0.0
+    area, _ = GEOD.geometry_area_perimeter(geom)
+    return abs(area) / 1e6
+
+
+def _sectors(conn: Connection, area: shapely.Geometry, online_only: bool) -> list[dict[str, Any]]:
+    """The cameras whose field of view may reach into an area, with their sectors."""
+    longest = conn.execute(sa.text("SELECT coalesce(max(range_m), 0) FROM cameras")).scalar() or 0
+    lat = abs(area.centroid.y) + 1
+    degrees = float(longest) / (111_000 * math.cos(math.radians(min(lat, 89))))
+    status = " AND status = 'online'" if online_only else ""
+    rows = conn.execute(sa.text(
+        "SELECT id, heading_deg, fov_deg, range_m, ST_X(geom) AS x, ST_Y(geom) AS y FROM cameras "
+        "WHERE geom && ST_Expand(ST_SetSRID(ST_GeomFromGeoJSON(:area), 4326), :deg)"
+        f" AND ST_DWithin(geom::geography, ST_SetSRID(ST_GeomFromGeoJSON(:area), 4326)::geography, range_m){status}"),
+        {"area": json.dumps(shapely.geometry.mapping(area)), "deg": degrees}).mappings().all()
+    return [{"id": r["id"], "sector": fov_sector(r["x"], r["y"], r["heading_deg"] or 0, r["fov_deg"] or 360,
+                                                 r["range_m"] or 50)} for r in rows]
+
+
+def coverage(conn: Connection, area_geojson: str, *, online_only: bool = False, by: str | None = None,
+             at: date | None = None) -> dict[str, Any]:
+    """How much of an area the cameras see: covered share, the uncovered parts, and per unit.
+
+    Sectors are geodesic; areas are measured on the ellipsoid. ``by`` (commune or district) adds the
+    covered share of each unit of that level in force on ``at`` that overlaps the area.
+    """
+    area = shapely.make_valid(shapely.geometry.shape(json.loads(area_geojson)))
+    cameras = _sectors(conn, area, online_only)
+    seen = shapely.union_all([c["sector"] for c in cameras]) if cameras else shapely.Polygon()
+    covered = shapely.intersection(area, seen)
+    uncovered = shapely.difference(area, seen)
+    total = geodesic_km2(area)
+    result: dict[str, Any] = {
+        "area_km2": round(total, 4),
+        "covered_km2": round(geodesic_km2(covered), 4),
+        "covered_share": round(geodesic_km2(covered) / total, 6) if total else 0.0,
+        "cameras": len(cameras),
+        "online_only": online_only,
+        "uncovered": shapely.geometry.mapping(uncovered) if not uncovered.is_empty else None,
+    }
+    if by is not None:
+        if by not in ("district", "commune"):
+            raise InvalidInput(f"by: {by!r} is not district or commune", param="by")
+        on = at or date.today()
+        units = conn.execute(sa.text(
+            "SELECT code, name, ST_AsGeoJSON(geom) AS g FROM admin_units WHERE level = :level AND valid_from <= :on "
+            "AND (valid_to IS NULL OR valid_to > :on) AND ST_Intersects(geom, ST_SetSRID(ST_GeomFromGeoJSON(:a), 4326))"
+            " ORDER BY code"), {"level": by, "on": on, "a": area_geojson}).mappings().all()
+        per_unit = []
+        for u in units:
+            part = shapely.intersection(shapely.geometry.shape(json.loads(u["g"])), area)
+            size = geodesic_km2(part)
+            if size < 1e-9:  # a neighbour that only touches the area's edge
+                continue
+            seen_part = geodesic_km2(shapely.intersection(part, seen))
+            per_unit.append({"code": u["code"], "name": u["name"], "area_km2": round(size, 4),
+                             "covered_km2": round(seen_part, 4),
+                             "covered_share": round(seen_part / size, 6) if size else 0})
+        result["units"] = per_unit
+    return result
+
+
+# -- incident impact ---------------------------------------------------------------------------------
+
+
+def impact(conn: Connection, catalog: Catalog, *, incident: int | None = None, polygon: str | None = None,
+           radius_m: float = 1000, layers: tuple[str, ...] = ("infrastructure",)) -> dict[str, Any]:
+    """What an incident reaches, with geodesic distances.
+
+    Features of ``layers`` within ``radius_m`` of it (0 m when they touch its area); for an area (a
+    flood, a forest fire) also the length of each road it cuts.
+    """
+    if not (math.isfinite(radius_m) and radius_m >= 0):
+        raise InvalidInput(f"radius_m: {radius_m} is not a distance in metres >= 0", param="radius_m")
+    if (incident is None) == (polygon is None):
+        raise InvalidInput("incident, polygon: give one of them", param="incident")
+    if incident is not None:
+        source = conn.execute(sa.text("SELECT ST_AsGeoJSON(geom) FROM incidents WHERE id = :i"),
+                              {"i": incident}).scalar()
+        if source is None:
+            raise InvalidInput(f"incident: no incident {incident}", param="incident")
+    else:
+        assert polygon is not None
+        source = area_geometry(conn, polygon=polygon)
+    shape_ = shapely.geometry.shape(json.loads(source))
+    lat = abs(shape_.centroid.y) + 1
+    degrees = radius_m / (111_000 * math.cos(math.radians(min(lat, 89))))
+    out: dict[str, Any] = {"incident": incident, "radius_m": radius_m, "geometry": json.loads(source), "layers": {}}
+    for layer_id in layers:
+        layer = _layer(catalog, conn, layer_id)
+        geom = f"t.{_ident(layer.geometry.column)}"
+        area = "ST_SetSRID(ST_GeomFromGeoJSON(:src), 4326)"
+        where = (f"{geom} && ST_Expand({area}, :deg) AND ST_DWithin({geom}::geography, {area}::geography, :r)"
+                 + (" AND t.id <> :skip" if layer.id == "incidents" and incident is not None else ""))
+        rows = _feature_rows(conn, layer, where, {"src": source, "deg": degrees, "r": radius_m, "skip": incident},
+                             f"ST_Distance({geom}::geography, {area}::geography), t.{_ident(layer.id_column)}", 10_000,
+                             f"ST_Distance({geom}::geography, {area}::geography)")
+        out["layers"][layer.id] = [_feature(r) for r in rows]
+    if shape_.geom_type in ("Polygon", "MultiPolygon"):
+        roads = conn.execute(sa.text(
+            "SELECT id, name, road_class, ST_Length(ST_Intersection(geom, a)::geography) AS cut_m, "
+            "ST_Length(geom::geography) AS length_m FROM infrastructure, "
+            "(SELECT ST_SetSRID(ST_GeomFromGeoJSON(:src), 4326) AS a) s "
+            "WHERE kind = 'road' AND geom && a AND ST_Intersects(geom, a) ORDER BY cut_m DESC"),
+            {"src": source}).mappings().all()
+        out["roads_cut"] = [{"id": r["id"], "name": r["name"], "road_class": r["road_class"],
+                             "cut_m": round(r["cut_m"], 1), "length_m": round(r["length_m"], 1)} for r in roads]
+    return out
+
+
+# -- hotspots -----------------------------------------------------------------------------------------
+
+HOTSPOT_METHODS = ("dbscan", "grid", "h3")
+
+
+def hotspots(conn: Connection, catalog: Catalog, layer_id: str, *, method: str = "dbscan", eps_m: float = 300,
+             min_points: int = 5, cell_m: float = 1000, h3_resolution: int = 8, window: Window | None = None,
+             filter_text: str | None = None, metric_srid: int = 9216, limit: int = 50) -> dict[str, Any]:
+    """Clusters of features, ranked by count, each with its centroid and hull.
+
+    ``dbscan`` (PostGIS ST_ClusterDBSCAN, ``eps_m`` metres, ``min_points``) and ``grid`` (square
+    cells of ``cell_m`` metres) work in a metric CRS (VN-2000 / TM-3 107-30 for Kon Tum); ``h3``
+    groups by H3 cells of ``h3_resolution``.
+    """
+    layer = _layer(catalog, conn, layer_id)
+    if method not in HOTSPOT_METHODS:
+        raise InvalidInput(f"method: {method!r} is not one of {', '.join(HOTSPOT_METHODS)}", param="method")
+    for value, name in ((eps_m, "eps_m"), (cell_m, "cell_m")):
+        if not (math.isfinite(value) and value > 0):
+            raise InvalidInput(f"{name}: {value} is not a positive distance in metres", param=name)
+    if min_points < 1:
+        raise InvalidInput(f"min_points: {min_points} is below 1", param="min_points")
+    if not 1 <= limit <= 1000:
+        raise InvalidInput(f"limit: {limit} is not between 1 and 1000", param="limit")
+    if not 0 <= h3_resolution <= 15:
+        raise InvalidInput(f"h3_resolution: {h3_resolution} is not between 0 and 15", param="h3_resolution")
+    where, params = _condition(layer, filter_text)
+    where, params = _windowed(layer, where, params, window)
+    geom = f"t.{_ident(layer.geometry.column)}"
+    point = f"ST_PointOnSurface({geom})"
+    params.update({"srid": metric_srid, "eps": eps_m, "minpts": min_points, "cell": cell_m})
+    source = f"SELECT {point} AS p FROM {quote_table(layer.table)} t WHERE {where}"
+    if method == "h3":
+        import h3
+
+        coords = conn.execute(sa.text(f"SELECT ST_Y(p), ST_X(p) FROM ({source}) s"), params).all()
+        groups: dict[str, list[tuple[float, float]]] = {}
+        for y, x in coords:
+            groups.setdefault(h3.latlng_to_cell(y, x, h3_resolution), []).append((x, y))
+        clusters = []
+        for cell, pts in groups.items():
+            if len(pts) >= min_points:
+                ring = [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
+                xs, ys = zip(*pts, strict=True)
+                clusters.append({"count": len(pts), "centroid": {"type": "Point", "coordinates": [
+                    sum(xs) / len(xs), sum(ys) / len(ys)]}, "hull": shapely.geometry.mapping(Polygon(ring)),
+                    "cell": cell})
+        clusters.sort(key=lambda c: -c["count"])
+    else:
+        if method == "dbscan":
+            grouped = (f"SELECT ST_ClusterDBSCAN(ST_Transform(p, :srid), eps => :eps, minpoints => :minpts) "
+                       f"OVER () AS cid, p FROM ({source}) s")
+        else:
+            grouped = (f"SELECT floor(ST_X(ST_Transform(p, :srid)) / :cell)::bigint || ':' || "
+                       f"floor(ST_Y(ST_Transform(p, :srid)) / :cell)::bigint AS cid, p FROM ({source}) s")
+        rows = conn.execute(sa.text(
+            f"SELECT cid::text AS cid, count(*) AS n, ST_AsGeoJSON(ST_Centroid(ST_Collect(p)), 7) AS centroid, "
+            f"ST_AsGeoJSON(ST_ConvexHull(ST_Collect(p)), 7) AS hull FROM ({grouped}) g WHERE cid IS NOT NULL "
+            f"GROUP BY cid HAVING count(*) >= :minpts ORDER BY n DESC LIMIT {int(limit)}"), params).mappings().all()
+        clusters = [{"count": int(r["n"]), "centroid": json.loads(r["centroid"]), "hull": json.loads(r["hull"]),
+                     "cell": r["cid"] if method == "grid" else None} for r in rows]
+    ranked = [{"rank": i + 1, **c} for i, c in enumerate(clusters[:limit])]
+    return {"layer": layer.id, "method": method, "clusters": ranked}
+
+
+def _windowed(layer: Layer, where: str, params: dict[str, Any], window: Window | None) -> tuple[str, dict[str, Any]]:
+    if window is None or (window.start is None and window.end is None):
+        return where, params
+    if not layer.datetime_column:
+        raise InvalidInput(f"window: layer {layer.id!r} has no time column", param="window")
+    column = f"t.{_ident(layer.datetime_column)}"
+    if window.start is not None:
+        where += f" AND {column} >= :w_start"
+        params["w_start"] = window.start
+    if window.end is not None:
+        where += f" AND {column} < :w_end"
+        params["w_end"] = window.end
+    return where, params

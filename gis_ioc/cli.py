@@ -471,6 +471,8 @@ def query_stats(
     end: Annotated[str | None, typer.Option(help="Window end (RFC 3339).")] = None,
     breakdown: Annotated[str | None, typer.Option(help="Break counts down by this property.")] = None,
     filter_: Annotated[str | None, typer.Option("--filter", help="CQL2 text.")] = None,
+    through_lineage: Annotated[bool, typer.Option(help="Count by recorded commune, carried through the lineage "
+                                                       "table to the units of --at.")] = False,
 ) -> None:
     """Counts per administrative unit, per km², and by one property."""
     from gis_ioc import analysis, queries
@@ -481,13 +483,107 @@ def query_stats(
     engine = _engine(settings)
     with engine.connect() as conn:
         result = analysis.stats(conn, _catalog(settings, engine), layer, by, filter_text=filter_, window=window,
-                                at=_date_option(at), breakdown=breakdown)
+                                at=_date_option(at), breakdown=breakdown, through_lineage=through_lineage)
     table = Table(title=f"{layer} per {by} on {result['at']}: {result['total']:,}")
     for col in ("code", "name", "count", "per km²", *(["breakdown"] if breakdown else [])):
         table.add_column(col, justify="right" if col in ("count", "per km²") else "left")
     for u in result["units"]:
         extra = [", ".join(f"{k} {v}" for k, v in u["breakdown"].items())] if breakdown else []
         table.add_row(u["code"], u["name"], f"{u['count']:,}", f"{u['per_km2']:.3f}", *extra)
+    out.print(table)
+
+
+@query_app.command("coverage")
+def query_coverage(
+    admin_code: Annotated[str | None, typer.Option(help="Coverage of this administrative unit…")] = None,
+    polygon: Annotated[str | None, typer.Option(help="…or of this polygon (GeoJSON or WKT).")] = None,
+    at: Annotated[str | None, typer.Option(help="Date of the boundaries.")] = None,
+    by: Annotated[str | None, typer.Option(help="district or commune: per unit too.")] = None,
+    online: Annotated[bool, typer.Option(help="Online cameras only.")] = False,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the uncovered parts as GeoJSON.")] = None,
+) -> None:
+    """How much of an area the cameras see."""
+    import json
+
+    from gis_ioc import analysis
+
+    with _engine(_settings()).connect() as conn:
+        area = analysis.area_geometry(conn, admin_code=admin_code, polygon=polygon, at=_date_option(at))
+        result = analysis.coverage(conn, area, online_only=online, by=by, at=_date_option(at))
+    out.print(f"{result['covered_km2']:.3f} of {result['area_km2']:.3f} km² seen "
+              f"({100 * result['covered_share']:.2f} %) by {result['cameras']} cameras")
+    if result.get("units"):
+        table = Table()
+        for col in ("code", "name", "km²", "covered km²", "share %"):
+            table.add_column(col)
+        for u in result["units"]:
+            table.add_row(u["code"], u["name"], f"{u['area_km2']:.3f}", f"{u['covered_km2']:.3f}",
+                          f"{100 * u['covered_share']:.2f}")
+        out.print(table)
+    if out_file is not None and result["uncovered"]:
+        feature = {"type": "Feature", "properties": {"uncovered": True}, "geometry": result["uncovered"]}
+        out_file.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}), encoding="utf-8")
+        out.print(f"wrote the uncovered parts to {out_file}")
+
+
+@query_app.command("impact")
+def query_impact(
+    incident: Annotated[int | None, typer.Option(help="The incident…")] = None,
+    polygon: Annotated[str | None, typer.Option(help="…or an area (GeoJSON or WKT).")] = None,
+    radius_m: Annotated[float, typer.Option(help="Metres around it.")] = 1000,
+    layers: Annotated[str, typer.Option(help="Layers to look in, comma-separated.")] = "infrastructure",
+) -> None:
+    """What an incident reaches: features within a radius, roads an area cuts."""
+    from gis_ioc import analysis
+
+    settings = _settings()
+    engine = _engine(settings)
+    with engine.connect() as conn:
+        result = analysis.impact(conn, _catalog(settings, engine), incident=incident, polygon=polygon,
+                                 radius_m=radius_m, layers=tuple(x.strip() for x in layers.split(",") if x.strip()))
+    for layer_id, found in result["layers"].items():
+        table = Table(title=f"{layer_id} within {radius_m:g} m")
+        for col in ("id", "kind/name", "distance_m"):
+            table.add_column(col)
+        for f in found:
+            p = f["properties"]
+            table.add_row(str(f["id"]), str(p.get("kind") or "") + " " + str(p.get("name") or p.get("title") or ""),
+                          f"{p['distance_m']:.1f}")
+        out.print(table)
+    for road in result.get("roads_cut", []):
+        out.print(f"road {road['name']} ({road['road_class']}): {road['cut_m']:.0f} m under the area")
+
+
+@query_app.command("hotspots")
+def query_hotspots(
+    layer: Annotated[str, typer.Argument(help="Layer id.")] = "incidents",
+    method: Annotated[str, typer.Option(help="dbscan, grid or h3.")] = "dbscan",
+    eps_m: Annotated[float, typer.Option(help="DBSCAN distance in metres.")] = 300,
+    min_points: Annotated[int, typer.Option(help="Smallest cluster.")] = 5,
+    cell_m: Annotated[float, typer.Option(help="Grid cell in metres.")] = 1000,
+    h3_resolution: Annotated[int, typer.Option(help="H3 resolution.")] = 8,
+    start: Annotated[str | None, typer.Option(help="Window start (RFC 3339).")] = None,
+    end: Annotated[str | None, typer.Option(help="Window end (RFC 3339).")] = None,
+    filter_: Annotated[str | None, typer.Option("--filter", help="CQL2 text.")] = None,
+    limit: Annotated[int, typer.Option(help="How many clusters.")] = 20,
+) -> None:
+    """Clusters of features, ranked by count."""
+    from gis_ioc import analysis, queries
+
+    window = analysis.Window(queries.parse_datetime(start, "start")[0] if start else None,
+                             queries.parse_datetime(end, "end")[0] if end else None)
+    settings = _settings()
+    engine = _engine(settings)
+    with engine.connect() as conn:
+        result = analysis.hotspots(conn, _catalog(settings, engine), layer, method=method, eps_m=eps_m,
+                                   min_points=min_points, cell_m=cell_m, h3_resolution=h3_resolution, window=window,
+                                   filter_text=filter_, limit=limit)
+    table = Table(title=f"{layer} hotspots ({method})")
+    for col in ("rank", "count", "lon", "lat"):
+        table.add_column(col, justify="right")
+    for c in result["clusters"]:
+        x, y = c["centroid"]["coordinates"]
+        table.add_row(str(c["rank"]), str(c["count"]), f"{x:.5f}", f"{y:.5f}")
     out.print(table)
 
 

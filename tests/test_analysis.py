@@ -214,3 +214,119 @@ def test_query_commands(demo_url, run_cli, tmp_path):
                           (["query", "stats", "incidents", "--by", "district"], "abolished")):
         code, out, err = run_cli(*args, env=env)
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def _camera(conn, name, x, y, heading=0.0, fov=360.0, range_m=100.0, status="online"):  # type: ignore[no-untyped-def]
+    conn.execute(sa.text("INSERT INTO cameras (name, heading_deg, fov_deg, range_m, status, geom) VALUES "
+                         "(:n, :h, :f, :r, :s, ST_SetSRID(ST_MakePoint(:x, :y), 4326))"),
+                 {"n": name, "h": heading, "f": fov, "r": range_m, "s": status, "x": x, "y": y})
+
+
+def test_coverage_of_a_circle_by_one_dome(engine):
+    with engine.begin() as conn:
+        _camera(conn, "dome", *CITY, range_m=100)
+        _camera(conn, "broken", CITY[0] + 0.003, CITY[1], range_m=100, status="offline")
+    with engine.connect() as conn:
+        area = analysis.area_geometry(conn, lon=CITY[0], lat=CITY[1], radius_m=1000)
+        everything = analysis.coverage(conn, area)
+        online = analysis.coverage(conn, area, online_only=True)
+    assert online["cameras"] == 1 and everything["cameras"] == 2
+    assert online["covered_share"] == pytest.approx(0.01, rel=5e-3)
+    assert everything["covered_share"] == pytest.approx(0.02, rel=5e-3)
+    uncovered = analysis.geodesic_km2(shape(online["uncovered"]))
+    assert uncovered == pytest.approx(online["area_km2"] - online["covered_km2"], rel=1e-4)
+
+
+def test_coverage_per_commune(demo_engine):
+    with demo_engine.connect() as conn:
+        area = analysis.area_geometry(conn, admin_code="608", at=BEFORE)
+        result = analysis.coverage(conn, area, by="commune", at=BEFORE)
+    assert len(result["units"]) == 21
+    assert all(0 <= u["covered_share"] <= 1 for u in result["units"])
+    assert sum(u["covered_km2"] for u in result["units"]) == pytest.approx(result["covered_km2"], rel=1e-3)
+
+
+def test_impact_of_a_flood_on_roads_and_services(engine, catalog):
+    x, y = CITY
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO infrastructure (kind, name, road_class, geom) VALUES ('road', 'QL14', "
+                             "'national', ST_SetSRID(ST_MakeLine(ST_MakePoint(:x0, :y), ST_MakePoint(:x1, :y)), "
+                             "4326))"),
+                     {"x0": x - 0.02, "x1": x + 0.02, "y": y})
+        conn.execute(sa.text("INSERT INTO infrastructure (kind, name, geom) VALUES ('hospital', 'BV', "
+                             "ST_SetSRID(ST_MakePoint(:x, :y), 4326))"), {"x": x, "y": y + 0.01})
+        flood = conn.execute(sa.text(
+            "INSERT INTO incidents (type, title, geom) VALUES ('flood', 'Ngập', ST_MakeEnvelope(:x0, :y0, :x1, :y1, "
+            "4326)) RETURNING id"), {"x0": x - 0.005, "y0": y - 0.002, "x1": x + 0.005, "y1": y + 0.002}).scalar()
+    with engine.connect() as conn:
+        result = analysis.impact(conn, catalog, incident=flood, radius_m=2000)
+    (road,) = result["roads_cut"]
+    assert road["cut_m"] == pytest.approx(GEOD.inv(x - 0.005, y, x + 0.005, y)[2], rel=1e-3)
+    by_name = {f["properties"]["name"]: f["properties"]["distance_m"] for f in result["layers"]["infrastructure"]}
+    assert by_name["QL14"] == 0
+    assert by_name["BV"] == pytest.approx(GEOD.inv(x, y + 0.002, x, y + 0.01)[2], rel=1e-3)
+
+
+def test_hotspots_find_the_clusters(engine, catalog):
+    rng = __import__("numpy").random.default_rng(1)
+    a, b = CITY, (CITY[0] + 0.05, CITY[1] + 0.05)
+    rows = [(a[0] + dx, a[1] + dy) for dx, dy in rng.normal(0, 0.0002, (10, 2))]
+    rows += [(b[0] + dx, b[1] + dy) for dx, dy in rng.normal(0, 0.0002, (6, 2))]
+    rows += [(CITY[0] + 0.1 * i, CITY[1] - 0.1) for i in range(-3, 4)]
+    with engine.begin() as conn:
+        for x, y in rows:
+            conn.execute(sa.text("INSERT INTO incidents (type, title, geom) VALUES ('fire', 't', "
+                                 "ST_SetSRID(ST_MakePoint(:x, :y), 4326))"), {"x": float(x), "y": float(y)})
+    with engine.connect() as conn:
+        dbscan = analysis.hotspots(conn, catalog, "incidents", method="dbscan", eps_m=200, min_points=5)
+        grid = analysis.hotspots(conn, catalog, "incidents", method="grid", cell_m=2000, min_points=5)
+        hexes = analysis.hotspots(conn, catalog, "incidents", method="h3", h3_resolution=7, min_points=5)
+    assert [c["count"] for c in dbscan["clusters"]] == [10, 6]
+    centre = dbscan["clusters"][0]["centroid"]["coordinates"]
+    assert GEOD.inv(*a, *centre)[2] < 100
+    assert shape(dbscan["clusters"][0]["hull"]).buffer(1e-9).contains(Point(*centre))
+    assert grid["clusters"][0]["count"] >= 10 - 2 and hexes["clusters"][0]["count"] >= 10 - 2
+
+
+def test_stats_through_lineage_match_where_incidents_lie(demo_engine, demo_catalog):
+    with demo_engine.connect() as conn:
+        spatial = analysis.stats(conn, demo_catalog, "incidents", "commune", at=AFTER)
+        lineage = analysis.stats(conn, demo_catalog, "incidents", "commune", at=AFTER, through_lineage=True)
+        historic = conn.execute(sa.text("SELECT count(*) FROM incidents WHERE reported_at < '2025-07-01'")).scalar()
+    assert historic > 0  # pre-reform incidents recorded with old commune codes are carried over
+    assert {u["code"]: u["count"] for u in lineage["units"]} == {u["code"]: u["count"] for u in spatial["units"]}
+    with demo_engine.connect() as conn, pytest.raises(InvalidInput, match="through_lineage"):
+        analysis.stats(conn, demo_catalog, "cameras", "commune", at=AFTER, through_lineage=True)
+
+
+@pytest.mark.parametrize(
+    ("url", "param"),
+    [
+        ("/analysis/hotspots?method=kmeans", "method"),
+        ("/analysis/hotspots?eps_m=-1", "eps_m"),
+        ("/analysis/hotspots?min_points=0", "min_points"),
+        ("/analysis/hotspots?layer=bridges", "layer"),
+        ("/analysis/impact?radius_m=100", "incident"),
+        ("/analysis/impact?incident=1&radius_m=-3", "radius_m"),
+        ("/analysis/impact?incident=99999999", "incident"),
+        ("/analysis/cameras/coverage?admin_code=608&at=2025-01-01&by=village", "by"),
+        ("/analysis/cameras/coverage", "area"),
+    ],
+)
+def test_more_bad_input_is_400_naming_the_parameter(demo_url, tmp_path, url, param):
+    with TestClient(create_app(Settings(database_url=demo_url, home=tmp_path))) as client:
+        response = client.get(url)
+    assert response.status_code == 400, response.text
+    assert response.json()["parameter"] == param
+
+
+def test_more_operations_over_http(demo_url, tmp_path):
+    with TestClient(create_app(Settings(database_url=demo_url, home=tmp_path))) as client:
+        coverage = client.get("/analysis/cameras/coverage?admin_code=608&at=2025-01-01&by=commune").json()
+        hot = client.get("/analysis/hotspots?method=grid&limit=3").json()
+        impact = client.get("/analysis/impact?incident=1&radius_m=3000").json()
+        lineage = client.get("/analysis/stats?layer=incidents&by=commune&through_lineage=true").json()
+    assert 0 < coverage["covered_share"] < 1 and coverage["units"]
+    assert len(hot["clusters"]) == 3 and hot["clusters"][0]["rank"] == 1
+    assert "infrastructure" in impact["layers"]
+    assert lineage["through_lineage"] is True and lineage["total"] > 0

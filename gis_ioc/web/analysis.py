@@ -156,12 +156,66 @@ def stats(engine: EngineDep, catalog: CatalogDep,
           end: Annotated[str | None, Query(description="Window end (RFC 3339)")] = None,
           at: Annotated[str | None, Query(description="Date of the boundaries (default today)")] = None,
           breakdown: Annotated[str | None, Query(description="A property to break counts down by")] = None,
-          filter: Annotated[str | None, Query(description="CQL2 text")] = None) -> Response:
+          filter: Annotated[str | None, Query(description="CQL2 text")] = None,
+          through_lineage: Annotated[bool, Query(description="Count incidents by their recorded commune, carried to "
+                                                             "the units of `at` through the lineage table")] = False,
+          ) -> Response:
     """Count, per km² and a breakdown by one property, for every unit of a level."""
     window = analysis.Window(_moment(start, "start"), _moment(end, "end"))
     with engine.connect() as conn:
         result = analysis.stats(conn, catalog, layer, by, filter_text=filter, window=window, at=_date(at),
-                                breakdown=breakdown)
+                                breakdown=breakdown, through_lineage=through_lineage)
+    return Response(json.dumps(result), media_type="application/json")
+
+
+@router.get("/cameras/coverage", summary="Camera coverage of an area", operation_id="cameraCoverage")
+def camera_coverage(engine: EngineDep,
+                    admin_code: Annotated[str | None, Query(description="An administrative unit's code")] = None,
+                    polygon: Annotated[str | None, Query(description="A polygon, GeoJSON or WKT")] = None,
+                    lon: Text = None, lat: Text = None, radius_m: Text = None,
+                    at: Annotated[str | None, Query(description="Date of the boundaries")] = None,
+                    by: Annotated[str | None, Query(description="district or commune: per unit too")] = None,
+                    online: Annotated[bool, Query(description="Online cameras only")] = False) -> Response:
+    """Covered share of an area (geodesic), the uncovered parts as polygons, and per unit."""
+    with engine.connect() as conn:
+        area = analysis.area_geometry(conn, admin_code=admin_code, polygon=polygon, lon=_number(lon, "lon"),
+                                      lat=_number(lat, "lat"), radius_m=_number(radius_m, "radius_m"), at=_date(at))
+        result = analysis.coverage(conn, area, online_only=online, by=by, at=_date(at))
+    return Response(json.dumps(result), media_type="application/json")
+
+
+@router.get("/impact", summary="What an incident reaches", operation_id="impact")
+def impact(engine: EngineDep, catalog: CatalogDep,
+           incident: Annotated[str | None, Query(description="An incident id")] = None,
+           polygon: Annotated[str | None, Query(description="Or an area, GeoJSON or WKT")] = None,
+           radius_m: Annotated[str | None, Query(description="Metres around it (default 1000)")] = None,
+           layers: Annotated[str, Query(description="Layers to look in, comma-separated")] = "infrastructure",
+           ) -> Response:
+    """Features within a radius of an incident (with distances) and, for an area, the roads it cuts."""
+    with engine.connect() as conn:
+        result = analysis.impact(conn, catalog, incident=_int(incident, "incident", 0) if incident else None,
+                                 polygon=polygon, radius_m=_number(radius_m, "radius_m") or 1000.0,
+                                 layers=tuple(x.strip() for x in layers.split(",") if x.strip()))
+    return Response(json.dumps(result, default=str), media_type="application/json")
+
+
+@router.get("/hotspots", summary="Clusters of features, ranked", operation_id="hotspots")
+def hotspots(engine: EngineDep, catalog: CatalogDep,
+             layer: Annotated[str, Query(description="Layer id, e.g. incidents")] = "incidents",
+             method: Annotated[str, Query(description="dbscan, grid or h3")] = "dbscan",
+             eps_m: Text = None, min_points: Text = None, cell_m: Text = None, h3_resolution: Text = None,
+             start: Annotated[str | None, Query(description="Window start (RFC 3339)")] = None,
+             end: Annotated[str | None, Query(description="Window end (RFC 3339)")] = None,
+             filter: Annotated[str | None, Query(description="CQL2 text")] = None,
+             limit: Text = None) -> Response:
+    """Hotspots with count, centroid and hull, largest first."""
+    with engine.connect() as conn:
+        result = analysis.hotspots(
+            conn, catalog, layer, method=method, eps_m=_number(eps_m, "eps_m") or 300.0,
+            min_points=_int(min_points, "min_points", 5), cell_m=_number(cell_m, "cell_m") or 1000.0,
+            h3_resolution=_int(h3_resolution, "h3_resolution", 8),
+            window=analysis.Window(_moment(start, "start"), _moment(end, "end")), filter_text=filter,
+            limit=_int(limit, "limit", 50))
     return Response(json.dumps(result), media_type="application/json")
 
 
