@@ -35,12 +35,14 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def check_point(lon: float, lat: float) -> None:
-    """Longitude and latitude in range, or a 400 naming the parameter."""
+def check_point(lon: float, lat: float) -> tuple[float, float]:
+    """Longitude and latitude as plain floats (numpy values welcome), in range, or a 400 naming them."""
+    lon, lat = float(lon), float(lat)
     if not (math.isfinite(lon) and -180 <= lon <= 180):
         raise InvalidInput(f"lon: {lon} is not a longitude between -180 and 180", param="lon")
     if not (math.isfinite(lat) and -90 <= lat <= 90):
         raise InvalidInput(f"lat: {lat} is not a latitude between -90 and 90", param="lat")
+    return lon, lat
 
 
 def _point_sql(lon: float, lat: float) -> str:
@@ -57,7 +59,7 @@ def locate(conn: Connection, lon: float, lat: float, at: date | None = None) -> 
     rounding does not pick a side) belongs to every unit it touches; the one with the smallest code is
     returned first (``units`` lists them all). A point outside every unit says so.
     """
-    check_point(lon, lat)
+    lon, lat = check_point(lon, lat)
     on = at or date.today()
     rows = conn.execute(
         sa.text(
@@ -109,7 +111,7 @@ def _origin(conn: Connection, catalog: Catalog, lon: float | None, lat: float | 
         return float(row[0]), float(row[1]), incident
     if lon is None or lat is None:
         raise InvalidInput("lon, lat: give a point (lon and lat) or an incident id", param="lon")
-    check_point(lon, lat)
+    lon, lat = check_point(lon, lat)
     return lon, lat, None
 
 
@@ -210,7 +212,8 @@ def area_geometry(conn: Connection, *, admin_code: str | None = None, polygon: s
         raise InvalidInput(f"radius_m: {radius_m} is not a positive distance in metres", param="radius_m")
     if lon is None or lat is None:
         raise InvalidInput("lon, lat: a circle needs its centre", param="lon")
-    check_point(lon, lat)
+    lon, lat = check_point(lon, lat)
+    radius_m = float(radius_m)
     return json.dumps(shapely.geometry.mapping(geodesic_circle(lon, lat, radius_m)))
 
 
@@ -252,6 +255,34 @@ def fov_sector(lon: float, lat: float, heading_deg: float, fov_deg: float, range
     return Polygon([(lon, lat), *zip(xs, ys, strict=True), (lon, lat)])
 
 
+def fov_layer(conn: Connection, *, bbox: tuple[float, float, float, float] | None = None,
+              status: str | None = None, limit: int = 5000) -> list[dict[str, Any]]:
+    """Every camera's field-of-view sector as a GeoJSON feature (the layer the wall map shows)."""
+    where: list[str] = ["TRUE"]
+    params: dict[str, Any] = {}
+    if bbox is not None:
+        where.append("geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)")
+        params.update(dict(zip(("x0", "y0", "x1", "y1"), bbox, strict=True)))
+    if status is not None:
+        if status not in ("online", "offline", "maintenance"):
+            raise InvalidInput(f"status: {status!r} is not online, offline or maintenance", param="status")
+        where.append("status = :status")
+        params["status"] = status
+    if not 1 <= limit <= 50_000:
+        raise InvalidInput(f"limit: {limit} is not between 1 and 50000", param="limit")
+    rows = conn.execute(sa.text(
+        "SELECT id, name, status, heading_deg, fov_deg, range_m, ST_X(geom) AS x, ST_Y(geom) AS y FROM cameras "
+        f"WHERE {' AND '.join(where)} ORDER BY id LIMIT {int(limit)}"), params).mappings().all()
+    return [
+        {"type": "Feature", "id": r["id"],
+         "geometry": shapely.geometry.mapping(fov_sector(r["x"], r["y"], r["heading_deg"] or 0, r["fov_deg"] or 360,
+                                                         r["range_m"] or 50)),
+         "properties": {"name": r["name"], "status": r["status"], "heading_deg": r["heading_deg"],
+                        "fov_deg": r["fov_deg"], "range_m": r["range_m"]}}
+        for r in rows
+    ]
+
+
 def sees(cam_lon: float, cam_lat: float, heading_deg: float, fov_deg: float, range_m: float,
          lon: float, lat: float) -> tuple[bool, float]:
     """Whether a camera sees a point, and the geodesic distance to it."""
@@ -266,7 +297,7 @@ def sees(cam_lon: float, cam_lat: float, heading_deg: float, fov_deg: float, ran
 
 def cameras_seeing(conn: Connection, lon: float, lat: float, online_only: bool = False) -> list[dict[str, Any]]:
     """The cameras whose field of view holds a point, nearest first."""
-    check_point(lon, lat)
+    lon, lat = check_point(lon, lat)
     longest = conn.execute(sa.text("SELECT coalesce(max(range_m), 0) FROM cameras")).scalar() or 0
     if not longest:
         return []
@@ -311,13 +342,15 @@ class Window:
 
 def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district", *,
           filter_text: str | None = None, window: Window | None = None, at: date | None = None,
-          breakdown: str | None = None, through_lineage: bool = False) -> dict[str, Any]:
+          breakdown: str | None = None, through_lineage: bool = False,
+          statement_only: bool = False) -> dict[str, Any]:
     """Count, count per km² and a breakdown by one property, per administrative unit.
 
     Units are those of level ``by`` in force on ``at``; every unit is listed, those with nothing too.
     Features count where they lie, or, with ``through_lineage`` (incidents by commune), by the
     commune recorded when they were reported, carried to the units of ``at`` through
     ``admin_lineage`` (a split commune's incidents go to the new unit that holds them).
+    ``statement_only`` returns the SQL and its parameters instead (for benchmarks against psql).
     """
     layer = _layer(catalog, conn, layer_id)
     if by not in LEVELS:
@@ -343,11 +376,18 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
                 f"AS code, {category} AS category, count(*) AS n FROM {quote_table(layer.table)} t WHERE {where} "
                 "GROUP BY 1, 2) ")
     else:
-        hits = (f"hits AS (SELECT u.code, {category} AS category, count(*) AS n FROM units u "
-                f"JOIN {quote_table(layer.table)} t ON ST_Intersects(u.geom, {point}) WHERE {where} "
-                "GROUP BY u.code, category) ")
+        # Units cut into small pieces make each point-in-polygon test cheap; `&&` on the indexed
+        # column lets the GiST index find the candidates; DISTINCT ON counts a feature on a shared
+        # boundary once, in the unit with the smallest code (as locate does).
+        hits = ("pieces AS (SELECT code, ST_Subdivide(geom, 32) AS geom FROM units), "
+                f"placed AS (SELECT DISTINCT ON (t.{_ident(layer.id_column)}) p.code, {category} AS category "
+                f"FROM pieces p JOIN {quote_table(layer.table)} t ON {geom} && p.geom AND ST_Intersects(p.geom, "
+                f"{point}) WHERE {where} ORDER BY t.{_ident(layer.id_column)}, p.code), "
+                "hits AS (SELECT code, category, count(*) AS n FROM placed GROUP BY code, category) ")
     sql = (units_cte + hits + "SELECT u.code, u.name, u.km2, h.category, coalesce(h.n, 0) AS n FROM units u "
            "LEFT JOIN hits h ON h.code = u.code ORDER BY u.code, h.category")
+    if statement_only:
+        return {"sql": sql, "params": params}
     per_unit: dict[str, dict[str, Any]] = {}
     for r in conn.execute(sa.text(sql), params).mappings():
         entry = per_unit.setdefault(r["code"], {"code": r["code"], "name": r["name"], "area_km2": round(r["km2"], 3),

@@ -154,7 +154,8 @@ def bbox_list(n: int = 200, seed: int = 20261128) -> list[tuple[float, float, fl
         size = rng.random()
         km = rng.uniform(0.5, 2) if size < 0.4 else rng.uniform(2, 8) if size < 0.8 else rng.uniform(8, 30)
         half_lat, half_lon = km / 2 / 110.6, km / 2 / 107.6
-        out.append((round(cx - half_lon, 5), round(cy - half_lat, 5), round(cx + half_lon, 5), round(cy + half_lat, 5)))
+        x0, y0, x1, y1 = (round(float(v), 5) for v in (cx - half_lon, cy - half_lat, cx + half_lon, cy + half_lat))
+        out.append((x0, y0, x1, y1))
     return out
 
 
@@ -231,3 +232,83 @@ def serve_for_bench(settings: Settings, port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.3)
     proc.terminate()
     raise InvalidInput("the server did not answer within 60 s")
+
+
+# -- analysis: the spatial operations, one at a time ----------------------------------------------
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
+    return {"n": len(ordered), "p50_ms": ordered[len(ordered) // 2] * 1000,
+            "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000}
+
+
+def _psql_ms(url: str, sql: str, runs: int) -> list[float]:
+    """Times of the same SQL run by psql (its timing switch), in seconds."""
+    import re
+
+    args = ["psql", url, "-X", "-q", "-o", "/dev/null", "-c", "\\timing on"]
+    for _ in range(runs):
+        args += ["-c", sql]
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    return [float(m) / 1000 for m in re.findall(r"Time: ([\d.]+) ms", done.stdout)]
+
+
+def analysis_bench(settings: Settings, runs: int = 200, heavy_runs: int = 7) -> list[dict[str, Any]]:
+    """p50/p99 of each operation on the configured database (load ``gis-ioc demo --scale 100`` first)."""
+    from datetime import date
+
+    from gis_ioc import analysis
+
+    engine = db.connect(settings)
+    catalog = Catalog.from_folder(settings.layers_dir, engine)
+    points = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in bbox_list(runs)]
+    before = date(2025, 6, 30)
+    rows: list[dict[str, Any]] = []
+    with engine.connect() as conn:
+        incident_ids = [r[0] for r in conn.execute(sa.text(
+            "SELECT id FROM incidents ORDER BY id DESC LIMIT :n"), {"n": runs})]
+        if not incident_ids:
+            raise InvalidInput("the database has no incidents: run `gis-ioc demo --scale 100` first")
+        count = conn.execute(sa.text("SELECT count(*) FROM incidents")).scalar()
+
+        def timed(name: str, call: Any, items: list[Any]) -> None:
+            call(items[0])  # warm
+            seconds = []
+            for item in items:
+                started = time.perf_counter()
+                call(item)
+                seconds.append(time.perf_counter() - started)
+            rows.append({"operation": name, **_percentiles(seconds)})
+
+        timed("locate", lambda p: analysis.locate(conn, p[0], p[1]), points)
+        timed("locate (before the reform)", lambda p: analysis.locate(conn, p[0], p[1], before), points)
+        timed("nearest 5 online cameras", lambda p: analysis.nearest(
+            conn, catalog, "cameras", lon=p[0], lat=p[1], k=5, filter_text="status = 'online'"), points)
+        timed("nearest hospital from an incident", lambda i: analysis.nearest(
+            conn, catalog, "infrastructure", incident=i, k=1, filter_text="kind = 'hospital'"), incident_ids)
+        timed("within 500 m (cameras)", lambda p: analysis.within(
+            conn, catalog, "cameras", analysis.area_geometry(conn, lon=p[0], lat=p[1], radius_m=500)), points)
+        timed("cameras seeing a point", lambda p: analysis.cameras_seeing(conn, p[0], p[1]), points)
+        timed("impact 1 km (infrastructure)", lambda i: analysis.impact(conn, catalog, incident=i, radius_m=1000),
+              incident_ids)
+        communes = [r[0] for r in conn.execute(sa.text(
+            "SELECT code FROM admin_units WHERE level = 'commune' AND valid_to IS NULL ORDER BY code"))]
+        timed("coverage of a commune", lambda c: analysis.coverage(
+            conn, analysis.area_geometry(conn, admin_code=c)), communes[:heavy_runs])
+        timed("hotspots dbscan, 30 days", lambda _: analysis.hotspots(
+            conn, catalog, "incidents", window=analysis.Window(start=_days_ago(30))), list(range(heavy_runs)))
+        timed(f"stats by district, {count:,} incidents", lambda _: analysis.stats(
+            conn, catalog, "incidents", "district", at=before), list(range(heavy_runs)))
+    statement = analysis.stats(engine.connect(), catalog, "incidents", "district", at=before, statement_only=True)
+    sql = str(statement["sql"]).replace(":level", "'district'").replace(":on", f"'{before.isoformat()}'::date")
+    psql = _psql_ms(db.database_url(settings), sql, heavy_runs + 1)[1:]
+    rows.append({"operation": "  the same stats SQL in psql", **_percentiles(psql)})
+    engine.dispose()
+    return rows
+
+
+def _days_ago(days: int) -> Any:
+    from datetime import UTC, datetime, timedelta
+
+    return datetime.now(UTC) - timedelta(days=days)

@@ -443,6 +443,25 @@ def query_within(
     _features_out(result, out_file, [label])
 
 
+@query_app.command("fov")
+def query_fov(
+    out_file: Annotated[Path, typer.Option("--out", help="GeoJSON file to write the sectors to.")],
+    bbox: Annotated[str | None, typer.Option(help="minlon,minlat,maxlon,maxlat")] = None,
+    status: Annotated[str | None, typer.Option(help="online, offline or maintenance.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many cameras.")] = 5000,
+) -> None:
+    """Write every camera's field-of-view sector as GeoJSON."""
+    import json
+
+    from gis_ioc import analysis, queries
+
+    box = queries.parse_bbox(bbox, "--bbox") if bbox else None
+    with _engine(_settings()).connect() as conn:
+        features = analysis.fov_layer(conn, bbox=box, status=status, limit=limit)
+    out_file.write_text(json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
+    out.print(f"wrote {len(features)} field-of-view sectors to {out_file}")
+
+
 @query_app.command("seeing")
 def query_seeing(
     lon: Annotated[float, typer.Argument(help="Longitude.")],
@@ -696,6 +715,23 @@ def bench_features(
     for r in rows:
         table.add_row(str(r["concurrency"]), f"{r['rate']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
                       str(r["requests"]), str(r["errors"]))
+    out.print(table)
+
+
+@bench_app.command("analysis")
+def bench_analysis(
+    runs: Annotated[int, typer.Option(min=10, max=5000, help="Calls of each light operation.")] = 200,
+    heavy_runs: Annotated[int, typer.Option(min=2, max=100, help="Calls of coverage, hotspots and stats.")] = 7,
+) -> None:
+    """p50/p99 of each spatial operation, and stats beside the same SQL in psql."""
+    from gis_ioc import bench
+
+    rows = bench.analysis_bench(_settings(), runs, heavy_runs)
+    table = Table(title="spatial operations (one connection, one call at a time)")
+    for col in ("operation", "calls", "p50 ms", "p99 ms"):
+        table.add_column(col, justify="left" if col == "operation" else "right")
+    for r in rows:
+        table.add_row(r["operation"], str(r["n"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}")
     out.print(table)
 
 

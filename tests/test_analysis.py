@@ -208,6 +208,9 @@ def test_query_commands(demo_url, run_cli, tmp_path):
     assert code == 0 and json.loads(target.read_text())["features"]
     code, out, _ = run_cli("query", "stats", "incidents", "--by", "district", "--at", "2025-06-30", env=env)
     assert code == 0 and "Đắk Glei" in out
+    sectors = tmp_path / "fov.geojson"
+    code, out, _ = run_cli("query", "fov", "--out", str(sectors), "--status", "online", env=env)
+    assert code == 0 and all(f["properties"]["status"] == "online" for f in json.loads(sectors.read_text())["features"])
     for args, message in ((["query", "locate", "200", "14"], "lon: 200.0"),
                           (["query", "nearest", "bridges", "--lon", "108", "--lat", "14.3"], "layer: no layer"),
                           (["query", "nearest", "cameras", "--lon", "108", "--lat", "14.3", "-k", "0"], "k: 0"),
@@ -330,3 +333,22 @@ def test_more_operations_over_http(demo_url, tmp_path):
     assert len(hot["clusters"]) == 3 and hot["clusters"][0]["rank"] == 1
     assert "infrastructure" in impact["layers"]
     assert lineage["through_lineage"] is True and lineage["total"] > 0
+
+
+def test_an_incident_outside_every_unit(engine, catalog):
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO admin_units (code, level, unit_type, name, valid_from, geom) VALUES "
+                             "('62', 'province', 'tỉnh', 'Kon Tum', '2008-01-01', "
+                             "ST_Multi(ST_MakeEnvelope(107.9, 14.3, 108.1, 14.4, 4326)))"))
+        outside = conn.execute(sa.text(
+            "INSERT INTO incidents (type, title, geom) VALUES ('fire', 'ngoài tỉnh', "
+            "ST_SetSRID(ST_MakePoint(108.3, 14.9), 4326)) RETURNING id, commune_code")).one()
+    assert outside.commune_code is None
+    with engine.connect() as conn:
+        where = conn.execute(sa.text("SELECT ST_X(geom), ST_Y(geom) FROM incidents WHERE id = :i"),
+                             {"i": outside.id}).one()
+        assert analysis.locate(conn, *where)["inside"] is False
+        counted = analysis.stats(conn, catalog, "incidents", "province", at=BEFORE)
+        near = analysis.nearest(conn, catalog, "incidents", incident=outside.id, k=3)
+    assert counted["total"] == 0 and counted["units"][0]["count"] == 0
+    assert near["features"] == []  # the incident itself is not its own neighbour

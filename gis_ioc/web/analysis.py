@@ -6,7 +6,6 @@ import json
 from datetime import date, datetime
 from typing import Annotated, Any
 
-import shapely.geometry
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
@@ -106,34 +105,10 @@ def camera_fov(engine: EngineDep,
                limit: Annotated[str | None, Query(description="At most this many cameras (default 5000)")] = None,
                ) -> Response:
     """The field-of-view sector of each camera (a layer the map can show)."""
-    import sqlalchemy as sa
-
-    where: list[str] = ["TRUE"]
-    params: dict[str, Any] = {}
-    if bbox is not None:
-        xmin, ymin, xmax, ymax = queries.parse_bbox(bbox)
-        where.append("geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)")
-        params.update({"x0": xmin, "y0": ymin, "x1": xmax, "y1": ymax})
-    if status is not None:
-        if status not in ("online", "offline", "maintenance"):
-            raise InvalidInput(f"status: {status!r} is not online, offline or maintenance", param="status")
-        where.append("status = :status")
-        params["status"] = status
     count = _int(limit, "limit", 5000)
-    if not 1 <= count <= 50_000:
-        raise InvalidInput(f"limit: {count} is not between 1 and 50000", param="limit")
+    box = queries.parse_bbox(bbox) if bbox is not None else None
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT id, name, status, heading_deg, fov_deg, range_m, ST_X(geom) AS x, ST_Y(geom) AS y FROM cameras "
-            f"WHERE {' AND '.join(where)} ORDER BY id LIMIT {count}"), params).mappings().all()
-    features = [
-        {"type": "Feature", "id": r["id"],
-         "geometry": shapely.geometry.mapping(analysis.fov_sector(r["x"], r["y"], r["heading_deg"] or 0,
-                                                                  r["fov_deg"] or 360, r["range_m"] or 50)),
-         "properties": {"name": r["name"], "status": r["status"], "heading_deg": r["heading_deg"],
-                        "fov_deg": r["fov_deg"], "range_m": r["range_m"]}}
-        for r in rows
-    ]
+        features = analysis.fov_layer(conn, bbox=box, status=status, limit=count)
     return _collection({"features": features})
 
 
