@@ -91,6 +91,18 @@ class Style(BaseModel):
         return self
 
 
+class TileOptions(BaseModel):
+    """How a layer goes into vector tiles."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cluster_below_zoom: int | None = Field(default=None, ge=0, le=24,
+                                           description="Below this zoom, points are grid clusters with counts")
+    cluster_cell_px: int = Field(default=48, ge=8, le=256, description="Cluster cell size in screen pixels")
+    properties: list[str] = Field(default_factory=list, description="Properties in tiles besides style ones")
+    max_features: int = Field(default=20_000, ge=1, le=200_000, description="Features per layer and tile")
+
+
 class Layer(BaseModel):
     """A geographic layer: a table, the properties it exposes, and how it is drawn."""
 
@@ -105,6 +117,7 @@ class Layer(BaseModel):
     datetime_column: str | None = None
     properties: dict[str, Property]
     style: Style = Field(default_factory=Style)
+    tiles: TileOptions = Field(default_factory=TileOptions)
     source: Literal["builtin", "imported"] = "builtin"
     attribution: str | None = None
     keywords: list[str] = Field(default_factory=list)
@@ -124,6 +137,9 @@ class Layer(BaseModel):
             PropertyType.date,
         ):
             raise ValueError(f"datetime_column {self.datetime_column!r} is not a date or datetime property")
+        for column in self.tiles.properties:
+            if column not in names:
+                raise ValueError(f"tiles.properties: {column!r} is not one of the properties")
         for field in ("color_by", "label"):
             value = getattr(self.style, field)
             if value and value not in names:

@@ -18,7 +18,9 @@ from gis_ioc import db
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, http_status
 from gis_ioc.settings import Settings
+from gis_ioc.tiles import TileCache
 from gis_ioc.web import analysis, edit, ogc
+from gis_ioc.web import tiles as tiles_router
 from gis_ioc.web.deps import EngineDep, require_read
 
 
@@ -37,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.catalog = Catalog.from_folder(settings.layers_dir, engine)
+        app.state.tile_cache = TileCache(settings.home / "tiles")
         try:
             yield
         finally:
@@ -114,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ogc.router, dependencies=[Depends(require_read)])
     app.include_router(edit.router)
     app.include_router(analysis.router, dependencies=[Depends(require_read)])
+    app.include_router(tiles_router.router, dependencies=[Depends(require_read)])
     return app
 
 

@@ -1,0 +1,250 @@
+"""Vector tiles: one SQL statement per tile over one or several layers, clustered at low zoom, cached.
+
+Tiles are keyed by the layers' versions (``layer_versions``, bumped by the database on any change), so an
+API write, an ingest or plain SQL invalidates that layer's tiles at once. Cached tiles live in memory and
+on disk under ``GIS_IOC_HOME/tiles``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import psycopg2 as postgresql_psycopg2
+from sqlalchemy.engine import Connection
+
+from gis_ioc import queries
+from gis_ioc.catalog import Catalog, Layer, quote_table
+from gis_ioc.errors import InvalidInput
+
+EXTENT = 4096
+BUFFER = 64
+MAX_ZOOM = 22
+WORLD_M = 40_075_016.685578488
+_NAMED = postgresql_psycopg2.dialect(paramstyle="named")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile's bytes (uncompressed MVT), gzip-compressed bytes, and its ETag."""
+
+    data: bytes
+    gzipped: bytes
+    etag: str
+
+
+def check_tile(z: int, x: int, y: int) -> None:
+    """z/x/y inside WebMercatorQuad, or a 400 naming the parameter."""
+    if not 0 <= z <= MAX_ZOOM:
+        raise InvalidInput(f"z: {z} is not between 0 and {MAX_ZOOM}", param="z")
+    top = 2**z - 1
+    if not 0 <= x <= top:
+        raise InvalidInput(f"x: {x} is not between 0 and {top} at zoom {z}", param="x")
+    if not 0 <= y <= top:
+        raise InvalidInput(f"y: {y} is not between 0 and {top} at zoom {z}", param="y")
+
+
+def resolve_layers(catalog: Catalog, conn: Connection, names: str) -> list[Layer]:
+    """Layers named in a comma-separated list (an unknown one is a 404)."""
+    ids = [n.strip() for n in names.split(",") if n.strip()]
+    if not ids:
+        raise InvalidInput("layers: name at least one layer", param="layers")
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("layers: a layer is named twice", param="layers")
+    return [catalog.get(layer_id, conn) for layer_id in ids]
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _tile_properties(layer: Layer) -> list[str]:
+    wanted = [layer.style.color_by, layer.style.label, *layer.tiles.properties]
+    return [p for p in dict.fromkeys(wanted) if p and p in layer.properties and p != layer.id_column]
+
+
+def _conditions(layer: Layer, params: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+    """Item filters (property values, ``filter``, ``datetime``) as SQL on alias ``t``."""
+    allowed = {k: v for k, v in params.items() if k not in ("f",)}
+    for name in allowed:
+        if name in ("bbox", "bbox-crs", "limit", "offset", "sortby", "properties", "crs"):
+            raise InvalidInput(f"{name}: not a tile parameter (tiles take property filters, filter and datetime)",
+                               param=name)
+    req = queries.parse_items(layer, allowed)
+    table = queries.table_of(layer).alias("t")
+    where = queries.conditions(layer, req, table)  # type: ignore[arg-type]
+    if not where:
+        return "TRUE", {}
+    compiled = sa.and_(*where).compile(dialect=_NAMED, compile_kwargs={"render_postcompile": True})
+    return str(compiled), dict(compiled.params)
+
+
+def layer_sql(layer: Layer, z: int, where: str) -> str:
+    """The part of the tile statement for one layer.
+
+    An ``ST_AsMVT`` of its features, or of grid clusters with counts below ``cluster_below_zoom``.
+    """
+    geom = f"t.{_ident(layer.geometry.column)}"
+    table = quote_table(layer.table)
+    name = layer.id.replace("'", "''")
+    props = _tile_properties(layer)
+    only_points = [g.value for g in layer.geometry.types] == ["Point"]
+    point = geom if only_points else f"ST_PointOnSurface({geom})"
+    cluster = layer.tiles.cluster_below_zoom
+    if cluster is not None and z < cluster:
+        cell = WORLD_M / 2**z * layer.tiles.cluster_cell_px / 256
+        mode = (f", mode() WITHIN GROUP (ORDER BY t.{_ident(layer.style.color_by)}) AS {_ident(layer.style.color_by)}"
+                if layer.style.color_by else "")
+        inner = (f"SELECT ST_AsMVTGeom(ST_Centroid(ST_Collect(ST_Transform({point}, 3857))), env.e, {EXTENT}, "
+                 f"{BUFFER}, true) AS geom, count(*) AS count, true AS cluster{mode} "
+                 f"FROM {table} t, env WHERE {geom} && env.e4326 AND {where} "
+                 f"GROUP BY env.e, ST_SnapToGrid(ST_Transform({point}, 3857), {cell!r})")
+    else:
+        columns = "".join(f", t.{_ident(p)}" for p in props)
+        shape = f"ST_Transform({geom}, 3857)"
+        if not only_points:
+            tolerance = WORLD_M / 2**z / EXTENT  # one tile pixel: finer detail is not drawn
+            shape = f"ST_Simplify({shape}, {tolerance!r}, true)"
+        inner = (f"SELECT ST_AsMVTGeom({shape}, env.e, {EXTENT}, {BUFFER}, true) AS geom, "
+                 f"t.{_ident(layer.id_column)} AS id{columns} FROM {table} t, env "
+                 f"WHERE {geom} && env.e4326 AND {where} LIMIT {layer.tiles.max_features}")
+    return f"(SELECT coalesce(ST_AsMVT(q, '{name}', {EXTENT}, 'geom'), ''::bytea) FROM ({inner}) q)"
+
+
+def tile_statement(layers: list[Layer], z: int, x: int, y: int,
+                   params: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+    """One statement for the whole tile: every layer's MVT concatenated."""
+    parts, bind = [], {"z": z, "x": x, "y": y, "margin": BUFFER / EXTENT}
+    for index, layer in enumerate(layers):
+        where, values = _conditions(layer, params) if params else ("TRUE", {})
+        renamed = {}
+        for key in sorted(values, key=len, reverse=True):  # :status_10 before :status_1
+            new = f"l{index}_{key}"
+            where = where.replace(f":{key}", f":{new}")
+            renamed[new] = values[key]
+        bind.update(renamed)
+        parts.append(layer_sql(layer, z, where))
+    sql = ("WITH env AS (SELECT ST_TileEnvelope(:z, :x, :y) AS e, "
+           "ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => :margin), 4326) AS e4326) "
+           f"SELECT {' || '.join(parts)}")
+    return sql, bind
+
+
+class TileCache:
+    """Tiles in memory (least recently used out first) and on disk, keyed by layer versions."""
+
+    def __init__(self, folder: Path | None, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self._memory: OrderedDict[str, Tile] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Tile | None:
+        """A cached tile, from memory or disk."""
+        with self._lock:
+            tile = self._memory.get(key)
+            if tile is not None:
+                self._memory.move_to_end(key)
+                return tile
+        if self.folder is not None:
+            path = self.folder / key[:2] / f"{key}.mvt.gz"
+            if path.exists():
+                gzipped = path.read_bytes()
+                tile = Tile(gzip.decompress(gzipped), gzipped, f'"{key}"')
+                self._remember(key, tile)
+                return tile
+        return None
+
+    def put(self, key: str, data: bytes) -> Tile:
+        """Keep a tile (and its gzip bytes) in memory and on disk."""
+        tile = Tile(data, gzip.compress(data, compresslevel=5), f'"{key}"')
+        self._remember(key, tile)
+        if self.folder is not None:
+            path = self.folder / key[:2] / f"{key}.mvt.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(tile.gzipped)
+            tmp.replace(path)
+        return tile
+
+    def _remember(self, key: str, tile: Tile) -> None:
+        with self._lock:
+            if key in self._memory:
+                return
+            self._memory[key] = tile
+            self._size += len(tile.data) + len(tile.gzipped)
+            while self._size > self.max_bytes and self._memory:
+                _, old = self._memory.popitem(last=False)
+                self._size -= len(old.data) + len(old.gzipped)
+
+
+def versions(conn: Connection, layers: list[Layer]) -> list[int]:
+    """The current version of each layer (bumped by the database on any change)."""
+    found = conn.execute(sa.text("SELECT table_name, version FROM layer_versions WHERE table_name = ANY(:t)"),
+                         {"t": [layer.table for layer in layers]}).all()
+    rows: dict[str, int] = {str(row[0]): int(row[1]) for row in found}
+    return [int(rows.get(layer.table, 0)) for layer in layers]
+
+
+def tile_key(layers: list[Layer], z: int, x: int, y: int, params: Mapping[str, str], layer_versions: list[int]) -> str:
+    """A cache key and ETag: the layers, their versions, the tile and the filters."""
+    text = "|".join([",".join(f"{lyr.id}@{v}" for lyr, v in zip(layers, layer_versions, strict=True)),
+                     f"{z}/{x}/{y}", "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "f")])
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names: str, z: int, x: int, y: int,
+             params: Mapping[str, str]) -> Tile:
+    """A tile, from the cache when the layers have not changed since it was made."""
+    check_tile(z, x, y)
+    layers = resolve_layers(catalog, conn, names)
+    if params and len(layers) > 1:
+        raise InvalidInput("filters apply to a tile of one layer; ask for each layer's tiles on their own",
+                           param="layers")
+    key = tile_key(layers, z, x, y, params, versions(conn, layers))
+    if cache is not None:
+        found = cache.get(key)
+        if found is not None:
+            return found
+    sql, bind = tile_statement(layers, z, x, y, params)
+    data = bytes(conn.execute(sa.text(sql), bind).scalar_one() or b"")
+    if cache is None:
+        return Tile(data, gzip.compress(data, compresslevel=5), f'"{key}"')
+    return cache.put(key, data)
+
+
+def tilejson(base_url: str, layers: list[Layer], conn: Connection) -> dict[str, Any]:
+    """TileJSON 3.0.0 for one or several layers."""
+    names = ",".join(layer.id for layer in layers)
+    bounds = conn.execute(sa.text(
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) AS e FROM ("
+        + " UNION ALL ".join(f"SELECT {_ident(layer.geometry.column)} AS geom FROM {quote_table(layer.table)}"
+                             for layer in layers) + ") g) s")).one()
+    box = [round(v, 6) for v in bounds] if bounds[0] is not None else [-180, -85.05, 180, 85.05]
+    vector_layers = []
+    for layer in layers:
+        fields = {p: layer.properties[p].description or layer.properties[p].type.value for p in _tile_properties(layer)}
+        fields["id"] = "feature id"
+        if layer.tiles.cluster_below_zoom is not None:
+            fields["count"] = f"features in a cluster (below zoom {layer.tiles.cluster_below_zoom})"
+            fields["cluster"] = "true for a cluster"
+        vector_layers.append({"id": layer.id, "description": layer.title, "minzoom": layer.style.min_zoom,
+                              "maxzoom": layer.style.max_zoom, "fields": fields})
+    return {
+        "tilejson": "3.0.0",
+        "name": names,
+        "tiles": [f"{base_url}/tiles/{names}/{{z}}/{{x}}/{{y}}.mvt"],
+        "minzoom": 0,
+        "maxzoom": MAX_ZOOM,
+        "bounds": box,
+        "center": [round((box[0] + box[2]) / 2, 5), round((box[1] + box[3]) / 2, 5), 9],
+        "vector_layers": vector_layers,
+    }

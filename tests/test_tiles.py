@@ -1,0 +1,135 @@
+"""Vector tiles: contents (decoded by GDAL), clustering, filters, caching and invalidation, errors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyogrio
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from gis_ioc.settings import Settings
+from gis_ioc.web.app import create_app
+
+CITY = (108.003, 14.350)
+
+
+def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
+    n = 2**z
+    return int((lon + 180) / 360 * n), int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+
+
+def decode(data: bytes, z: int, x: int, y: int, folder: Path) -> dict[str, object]:
+    """Each layer of a tile as a GeoDataFrame in EPSG:3857, decoded by GDAL's MVT driver."""
+    path = folder / f"{z}-{x}-{y}.mvt"
+    path.write_bytes(data)
+    if not data:
+        return {}
+    return {name: pyogrio.read_dataframe(path, layer=name, X=str(x), Y=str(y), Z=str(z), CLIP="NO")
+            for name in pyogrio.list_layers(path)[:, 0]}
+
+
+@pytest.fixture(scope="module")
+def client(demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(database_url=demo_url, home=tmp_path_factory.mktemp("home")))) as c:
+        yield c
+
+
+def _in_tile(engine, table: str, z: int, x: int, y: int, extra: str = "TRUE") -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(
+            f"SELECT count(*) FROM {table} WHERE ST_Intersects(geom, ST_Transform(ST_TileEnvelope(:z, :x, :y, "
+            f"margin => 64.0 / 4096), 4326)) AND {extra}"), {"z": z, "x": x, "y": y}).scalar())
+
+
+def test_one_tile_holds_several_layers(client, demo_engine, tmp_path):
+    z, (x, y) = 15, tile_of(*CITY, 15)
+    response = client.get(f"/tiles/incidents,cameras,infrastructure,admin_units/{z}/{x}/{y}.mvt",
+                          headers={"Accept-Encoding": "identity"})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/vnd.mapbox-vector-tile"
+    layers = decode(response.content, z, x, y, tmp_path)
+    assert set(layers) == {"incidents", "cameras", "infrastructure", "admin_units"}
+    assert len(layers["incidents"]) == _in_tile(demo_engine, "incidents", z, x, y)
+    assert len(layers["cameras"]) == _in_tile(demo_engine, "cameras", z, x, y)
+    assert {"id", "severity", "type", "status"} <= set(layers["incidents"].columns)
+
+
+def test_low_zoom_points_are_clusters_with_counts(client, demo_engine, tmp_path):
+    z, (x, y) = 8, tile_of(*CITY, 8)
+    layers = decode(client.get(f"/tiles/incidents/{z}/{x}/{y}.mvt", headers={"Accept-Encoding": "identity"}).content,
+                    z, x, y, tmp_path)
+    clusters = layers["incidents"]
+    assert clusters["cluster"].all() and len(clusters) < 200
+    assert clusters["count"].sum() == _in_tile(demo_engine, "incidents", z, x, y)
+    assert set(clusters["severity"]) <= {"extreme", "severe", "moderate", "minor", "unknown"}
+
+
+def test_filters_apply_to_tiles(client, demo_engine, tmp_path):
+    z, (x, y) = 15, tile_of(*CITY, 15)
+    response = client.get(f"/tiles/incidents/{z}/{x}/{y}.mvt?severity=severe", headers={"Accept-Encoding": "identity"})
+    layers = decode(response.content, z, x, y, tmp_path)
+    expected = _in_tile(demo_engine, "incidents", z, x, y, "severity = 'severe'")
+    assert len(layers.get("incidents", [])) == expected
+    if expected:
+        assert set(layers["incidents"]["severity"]) == {"severe"}
+    cql = client.get(f"/tiles/incidents/{z}/{x}/{y}.mvt?filter=type%20%3D%20'fire'")
+    assert cql.status_code == 200
+
+
+def test_etag_304_gzip_cache_and_invalidation(demo_url, tmp_path):
+    home = tmp_path / "home"
+    z, (x, y) = 15, tile_of(*CITY, 15)
+    url = f"/tiles/cameras/{z}/{x}/{y}.mvt"
+    with TestClient(create_app(Settings(database_url=demo_url, home=home))) as client:
+        first = client.get(url)
+        assert first.headers["content-encoding"] == "gzip" and "max-age" in first.headers["cache-control"]
+        tag = first.headers["etag"]
+        assert client.get(url, headers={"If-None-Match": tag}).status_code == 304
+        assert list((home / "tiles").rglob("*.mvt.gz")), "tiles are kept on disk"
+        engine = sa.create_engine(demo_url.replace("postgresql://", "postgresql+psycopg2://"))
+        with engine.begin() as conn:
+            new_id = conn.execute(sa.text("INSERT INTO cameras (name, geom) VALUES ('CAM mới', "
+                                          "ST_SetSRID(ST_MakePoint(:x, :y), 4326)) RETURNING id"),
+                                  {"x": CITY[0], "y": CITY[1]}).scalar()
+        try:
+            after = client.get(url, headers={"If-None-Match": tag, "Accept-Encoding": "identity"})
+            assert after.status_code == 200 and after.headers["etag"] != tag  # the write changed the layer version
+            ids = set(decode(after.content, z, x, y, tmp_path)["cameras"]["id"])
+            assert new_id in ids
+        finally:
+            with engine.begin() as conn:
+                conn.execute(sa.text("DELETE FROM cameras WHERE id = :i"), {"i": new_id})
+            engine.dispose()
+
+
+def test_tilejson(client):
+    body = client.get("/tiles/incidents,cameras.json").json()
+    assert body["tilejson"] == "3.0.0"
+    assert body["tiles"][0].endswith("/tiles/incidents,cameras/{z}/{x}/{y}.mvt")
+    assert [v["id"] for v in body["vector_layers"]] == ["incidents", "cameras"]
+    assert "count" in body["vector_layers"][0]["fields"]
+    xmin, ymin, xmax, ymax = body["bounds"]
+    assert 107.3 <= xmin < xmax <= 108.6 and 13.9 <= ymin < ymax <= 15.45
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "param"),
+    [
+        ("/tiles/incidents/23/0/0.mvt", 400, "z"),
+        ("/tiles/incidents/8/256/0.mvt", 400, "x"),
+        ("/tiles/incidents/8/0/-1.mvt", 400, "y"),
+        ("/tiles/incidents/8/a/0.mvt", 400, "x"),
+        ("/tiles/bridges/8/0/0.mvt", 404, "layer"),
+        ("/tiles/incidents,cameras/8/0/0.mvt?status=online", 400, "layers"),
+        ("/tiles/incidents/8/0/0.mvt?filter=colour%3D1", 400, "filter"),
+        ("/tiles/incidents/8/0/0.mvt?limit=5", 400, "limit"),
+        ("/tiles/bridges.json", 404, "layer"),
+    ],
+)
+def test_bad_tile_requests(client, url, status, param):
+    response = client.get(url)
+    assert response.status_code == status, response.text
+    assert response.json()["parameter"] == param
