@@ -736,6 +736,7 @@ def write_rows(
     if mode == "upsert" and layer.id_column not in columns:
         raise IngestError(f"--mode upsert needs the id column {layer.id_column!r} in the file", param="mode")
     cur.execute("SET LOCAL timezone = 'UTC'")  # timestamps in the COPY stream are UTC wall time
+    cur.execute("SET LOCAL gis_ioc.bulk = 'on'")  # one 'reload' event for the load, not one per row
     defaults = _db_defaults(cur, layer, columns)
     if mode == "replace":
         cur.execute(f"DELETE FROM {table}")

@@ -17,9 +17,11 @@ import gis_ioc
 from gis_ioc import db
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, http_status
+from gis_ioc.events import ChangeListener
 from gis_ioc.settings import Settings
 from gis_ioc.tiles import TileCache
 from gis_ioc.web import analysis, edit, ogc
+from gis_ioc.web import events as events_router
 from gis_ioc.web import tiles as tiles_router
 from gis_ioc.web.deps import EngineDep, require_read
 
@@ -39,10 +41,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.catalog = Catalog.from_folder(settings.layers_dir, engine)
-        app.state.tile_cache = TileCache(settings.home / "tiles")
+        app.state.tile_cache = TileCache(settings.home / "tiles") if settings.tile_cache else None
+        url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        app.state.listener = ChangeListener(url)
+        app.state.listener.start()
         try:
             yield
         finally:
+            app.state.listener.stop()
             engine.dispose()
 
     app = FastAPI(
@@ -118,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(edit.router)
     app.include_router(analysis.router, dependencies=[Depends(require_read)])
     app.include_router(tiles_router.router, dependencies=[Depends(require_read)])
+    app.include_router(events_router.router, dependencies=[Depends(require_read)])
     return app
 
 

@@ -1,0 +1,143 @@
+"""Live changes: PostgreSQL LISTEN/NOTIFY → every server process → server-sent events.
+
+One listener thread per process holds its own connection on the channel ``gis_ioc_changes`` (filled by
+the triggers of migration 004), reconnects when the database restarts, numbers the events, keeps the
+last few hundred for clients that reconnect with ``Last-Event-ID``, and hands each event to the
+subscribers' asyncio queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import select
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+CHANNEL = "gis_ioc_changes"
+KEEP = 500
+log = logging.getLogger("gis_ioc.events")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change: a sequence number (the SSE id), the layer, the feature id and the operation."""
+
+    seq: int
+    layer: str
+    op: str
+    id: Any = None
+    feature: Any = None  # the new row as a GeoJSON Feature, when it fitted in the message
+
+
+@dataclass
+class _Subscriber:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Change] = field(default_factory=lambda: asyncio.Queue(maxsize=1000))
+
+
+class ChangeListener:
+    """LISTEN on the changes channel in a thread; fan the changes out to subscribers."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._seq = 0
+        self._recent: deque[Change] = deque(maxlen=KEEP)
+        self._subscribers: list[_Subscriber] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gis-ioc-listen", daemon=True)
+        self.connected = threading.Event()
+        self.connections = 0  # how often LISTEN was (re)established
+
+    def start(self) -> None:
+        """Start listening (returns at once)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening and close the connection."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def subscribe(self, loop: asyncio.AbstractEventLoop, after: int | None = None) -> tuple[_Subscriber, list[Change]]:
+        """A queue of future changes, and the kept changes after ``after`` (a Last-Event-ID)."""
+        subscriber = _Subscriber(loop)
+        with self._lock:
+            self._subscribers.append(subscriber)
+            missed = [c for c in self._recent if after is not None and c.seq > after]
+        return subscriber, missed
+
+    def unsubscribe(self, subscriber: _Subscriber) -> None:
+        """Forget a subscriber."""
+        with self._lock:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+
+    def _publish(self, payload: str) -> None:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return
+        with self._lock:
+            self._seq += 1
+            change = Change(self._seq, str(data.get("layer")), str(data.get("op")), data.get("id"),
+                            data.get("feature"))
+            self._recent.append(change)
+            subscribers = list(self._subscribers)
+        for sub in subscribers:
+            sub.loop.call_soon_threadsafe(_offer, sub.queue, change)
+
+    def _run(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                conn = psycopg2.connect(self.url)
+                conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+                with conn.cursor() as cur:
+                    cur.execute(f"LISTEN {CHANNEL}")
+                self.connections += 1
+                if self.connections > 1:
+                    # changes made while we were away were not heard: clients must reload
+                    self._publish(json.dumps({"layer": "*", "op": "reload"}))
+                self.connected.set()
+                delay = 0.5
+                last_check = time.monotonic()
+                while not self._stop.is_set():
+                    if select.select([conn], [], [], 0.2)[0]:
+                        conn.poll()
+                        while conn.notifies:
+                            self._publish(conn.notifies.pop(0).payload)
+                    elif conn.closed:
+                        raise psycopg2.OperationalError("connection closed")
+                    elif time.monotonic() - last_check > 2:
+                        with conn.cursor() as cur:  # notices a dead server while nothing happens
+                            cur.execute("SELECT 1")
+                        last_check = time.monotonic()
+                conn.close()
+            except (psycopg2.Error, OSError) as err:
+                self.connected.clear()
+                log.warning("change listener lost the database (%s); listening again in %.1f s", err, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+
+
+def _offer(queue: asyncio.Queue[Change], change: Change) -> None:
+    if queue.full():  # a client too slow to keep up misses old changes, not new ones
+        queue.get_nowait()
+    queue.put_nowait(change)
+
+
+def wait_connected(listener: ChangeListener, seconds: float = 10) -> bool:
+    """Whether the listener is listening within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if listener.connected.wait(0.1):
+            return True
+    return False

@@ -1,0 +1,68 @@
+"""``/events``: changes of incidents and cameras as server-sent events, for the wall."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette.sse import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from gis_ioc import features
+from gis_ioc.catalog import Catalog
+from gis_ioc.errors import InvalidInput
+from gis_ioc.events import Change, ChangeListener
+
+router = APIRouter(tags=["Live"])
+LIVE_LAYERS = ("incidents", "cameras")
+
+
+def _feature(engine: Any, catalog: Catalog, change: Change) -> Any:
+    if change.feature is not None or change.op not in ("insert", "update") or change.id is None:
+        return change.feature
+    with engine.connect() as conn:
+        found = features.item(conn, catalog.get(change.layer, conn), change.id)
+    return json.loads(found) if found else None
+
+
+@router.get("/events", summary="Live changes (server-sent events)", operation_id="getEvents",
+            responses={200: {"content": {"text/event-stream": {}}, "description": "A stream of changes"}})
+async def events(
+    request: Request,
+    layers: Annotated[str | None, Query(description="incidents, cameras or both (default both)")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> EventSourceResponse:
+    """Changes of incidents and cameras as server-sent events.
+
+    Each insert, update and delete is an event ``change`` with the layer, id, operation and the new
+    feature; a bulk load is one ``reload``. A browser that reconnects sends ``Last-Event-ID`` and gets
+    what it missed (the last 500 changes are kept).
+    """
+    wanted = tuple(x.strip() for x in (layers or ",".join(LIVE_LAYERS)).split(",") if x.strip())
+    unknown = [x for x in wanted if x not in LIVE_LAYERS]
+    if unknown:
+        raise InvalidInput(f"layers: {unknown[0]!r} has no live events (live: {', '.join(LIVE_LAYERS)})",
+                           param="layers")
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    listener: ChangeListener = request.app.state.listener
+    subscriber, missed = listener.subscribe(asyncio.get_running_loop(), after)
+    engine, catalog = request.app.state.engine, request.app.state.catalog
+
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        try:
+            backlog = list(missed)
+            while True:
+                change = backlog.pop(0) if backlog else await subscriber.queue.get()
+                if change.layer not in wanted and change.layer != "*":
+                    continue
+                feature = await run_in_threadpool(_feature, engine, catalog, change)
+                data = {"layer": change.layer, "id": change.id, "op": change.op, "feature": feature}
+                yield {"id": str(change.seq), "event": "change", "data": json.dumps(data, default=str),
+                       "retry": 2000}
+        finally:
+            listener.unsubscribe(subscriber)
+
+    return EventSourceResponse(stream(), ping=15)

@@ -1,0 +1,150 @@
+"""Live changes: a write to incidents reaches an open /events stream, with the new feature."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from gis_ioc import auth, db, ingest
+from gis_ioc.catalog import Catalog
+from gis_ioc.settings import PROJECT_ROOT
+
+from .factories import sample, write
+
+
+@pytest.fixture
+def server(db_url: str, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GIS_IOC_DATABASE_URL": db_url, "GIS_IOC_HOME": str(tmp_path / "home"),
+           "GIS_IOC_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "gis_ioc", "serve"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _events(url: str, count: int, action, headers=None, seconds: float = 10) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Open the stream, run ``action``, and collect ``count`` change events (bounded in time)."""
+    found: list[dict] = []  # type: ignore[type-arg]
+    with httpx.stream("GET", f"{url}/events", headers=headers or {}, timeout=seconds) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        time.sleep(0.5)  # the subscription is in place once the headers are sent
+        action()
+        event: dict = {}  # type: ignore[type-arg]
+        deadline = time.monotonic() + seconds
+        for line in response.iter_lines():
+            if line.startswith("id:"):
+                event["id"] = int(line[3:].strip())
+            elif line.startswith("data:"):
+                event["data"] = json.loads(line[5:].strip())
+            elif not line and "data" in event:
+                found.append(event)
+                event = {}
+                if len(found) >= count:
+                    break
+            assert time.monotonic() < deadline, "no event in time"
+    return found
+
+
+def test_a_new_incident_reaches_the_stream(server, engine):
+    key = auth.create_key(engine, "desk", "operator")
+    body = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [108.003, 14.35]},
+            "properties": {"type": "fire", "severity": "severe", "title": "Cháy chợ", "source": "114"}}
+
+    def post() -> None:
+        r = httpx.post(f"{server}/collections/incidents/items", json=body, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 201
+
+    started = time.monotonic()
+    (event,) = _events(server, 1, post)
+    assert time.monotonic() - started < 5
+    data = event["data"]
+    assert (data["layer"], data["op"]) == ("incidents", "insert")
+    assert data["feature"]["properties"]["title"] == "Cháy chợ"
+
+
+def test_updates_deletes_bulk_loads_and_resuming(server, engine, tmp_path):
+    with engine.begin() as conn:
+        cam = conn.execute(sa.text("INSERT INTO cameras (name, geom) VALUES ('c', "
+                                   "ST_SetSRID(ST_MakePoint(108, 14.35), 4326)) RETURNING id")).scalar()
+
+    def changes() -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE cameras SET status = 'offline' WHERE id = :i"), {"i": cam})
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM cameras WHERE id = :i"), {"i": cam})
+        catalog = Catalog.from_folder(PROJECT_ROOT / "layers", engine)
+        ingest.load(engine, catalog, write(sample("cameras"), "gpkg", tmp_path), "cameras")
+
+    events = _events(server, 3, changes)
+    assert [(e["data"]["op"], e["data"]["id"]) for e in events] == [("update", cam), ("delete", cam),
+                                                                     ("reload", None)]
+    assert events[0]["data"]["feature"]["properties"]["status"] == "offline"
+    # a browser that reconnects with Last-Event-ID gets what it missed, in order
+    resumed = _events(server, 2, lambda: None, headers={"Last-Event-ID": str(events[0]["id"])})
+    assert [e["id"] for e in resumed] == [events[1]["id"], events[2]["id"]]
+
+
+def test_unknown_live_layer(server):
+    response = httpx.get(f"{server}/events?layers=bridges")
+    assert response.status_code == 400 and response.json()["parameter"] == "layers"
+
+
+def test_the_listener_survives_a_lost_connection(db_url, engine):
+    from gis_ioc.events import ChangeListener, wait_connected
+
+    listener = ChangeListener(db_url)
+    listener.start()
+    try:
+        assert wait_connected(listener)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE query LIKE 'LISTEN%' OR (datname = current_database() AND pid <> "
+                                 "pg_backend_pid() AND application_name = '')"))
+            conn.commit()
+        import asyncio
+
+        loop = asyncio.new_event_loop()
+        subscriber, _ = listener.subscribe(loop)
+        deadline = time.monotonic() + 20
+        while listener.connections < 2:
+            assert time.monotonic() < deadline, "the listener did not listen again"
+            time.sleep(0.1)
+        reload = loop.run_until_complete(asyncio.wait_for(subscriber.queue.get(), 10))
+        assert (reload.layer, reload.op) == ("*", "reload")  # what happened while away was not heard
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO cameras (name, geom) VALUES ('after', "
+                                 "ST_SetSRID(ST_MakePoint(108, 14.35), 4326))"))
+        change = loop.run_until_complete(asyncio.wait_for(subscriber.queue.get(), 10))
+        assert change.layer == "cameras" and change.op == "insert"
+        loop.close()
+    finally:
+        listener.stop()
+
+
+def test_migrations_include_the_change_triggers(engine):
+    assert db.pending_migrations(engine, PROJECT_ROOT / "db") == []
