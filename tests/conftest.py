@@ -3,13 +3,18 @@ database migrated once, and a fresh copy of it for each test that writes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import psycopg2
 import pytest
 import sqlalchemy as sa
@@ -162,3 +167,30 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
         return code, captured.out, captured.err
 
     return run
+
+
+@contextlib.contextmanager
+def served(database_url: str, home: Path) -> Iterator[str]:
+    """``gis-ioc serve`` in its own process on a free loopback port (real clients; GDAL holds the GIL
+    while it fetches, so a server in the test's own process could not answer it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GIS_IOC_DATABASE_URL": database_url, "GIS_IOC_HOME": str(home), "GIS_IOC_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "gis_ioc", "serve"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "the server did not start"
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

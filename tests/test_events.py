@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -18,32 +14,14 @@ from gis_ioc import auth, db, ingest
 from gis_ioc.catalog import Catalog
 from gis_ioc.settings import PROJECT_ROOT
 
+from .conftest import served
 from .factories import sample, write
 
 
 @pytest.fixture
 def server(db_url: str, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "GIS_IOC_DATABASE_URL": db_url, "GIS_IOC_HOME": str(tmp_path / "home"),
-           "GIS_IOC_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "gis_ioc", "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with served(db_url, tmp_path / "home") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def _events(url: str, count: int, action, headers=None, seconds: float = 10) -> list[dict]:  # type: ignore[no-untyped-def]

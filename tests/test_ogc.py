@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import geopandas as gpd
-import httpx
 import pyogrio
 import pytest
 import sqlalchemy as sa
@@ -22,6 +16,8 @@ from pyproj import Geod, Transformer
 
 from gis_ioc.settings import Settings
 from gis_ioc.web.app import create_app
+
+from .conftest import served
 
 CITY = (108.003, 14.350)
 BBOX = "107.95,14.30,108.06,14.40"
@@ -36,30 +32,8 @@ def client(demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @pytest.fixture(scope="module")
 def server(demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``gis-ioc serve`` in its own process on a free loopback port, for real clients (GDAL holds the GIL
-    while it fetches, so the server cannot share its process)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "GIS_IOC_DATABASE_URL": demo_url, "GIS_IOC_HOME": str(tmp_path_factory.mktemp("home")),
-           "GIS_IOC_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "gis_ioc", "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "server exited"
-            assert time.monotonic() < deadline, "the server did not start"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with served(demo_url, tmp_path_factory.mktemp("home")) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def _count(engine, sql: str, **params) -> int:  # type: ignore[no-untyped-def]
