@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -86,7 +88,61 @@ def _conditions(layer: Layer, params: Mapping[str, str]) -> tuple[str, dict[str,
     return str(compiled), dict(compiled.params)
 
 
-def layer_sql(layer: Layer, z: int, where: str) -> str:
+def finest_cells(layer: Layer) -> float | None:
+    """Cells per world axis at the layer's finest cluster zoom (None: not clustered)."""
+    cluster = layer.tiles.cluster_below_zoom
+    if cluster is None or cluster < 1:
+        return None
+    return float(2 ** (cluster - 1) * 256 / layer.tiles.cluster_cell_px)
+
+
+def sync_cell_config(conn: Connection, catalog: Catalog) -> set[str]:
+    """Tell the database which layers keep pre-aggregated cells; return their tables.
+
+    Those are the layers clustered in the catalog whose table has the cell triggers (migration 005).
+    """
+    kept = set()
+    for layer in catalog.layers(conn):
+        cells = finest_cells(layer)
+        tracked = cells is not None and conn.execute(sa.text(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'track_cells' AND tgrelid = to_regclass(:t))"),
+            {"t": layer.table}).scalar()
+        if not tracked:
+            conn.execute(sa.text("DELETE FROM tile_cell_config WHERE layer_table = :t"), {"t": layer.table})
+            continue
+        conn.execute(sa.text(
+            "INSERT INTO tile_cell_config AS c (layer_table, cells, category_column) VALUES (:t, :cells, :cat) "
+            "ON CONFLICT (layer_table) DO UPDATE SET cells = EXCLUDED.cells, "
+            "category_column = EXCLUDED.category_column, stale = c.stale OR c.cells <> EXCLUDED.cells "
+            "OR c.category_column IS DISTINCT FROM EXCLUDED.category_column"),
+            {"t": layer.table, "cells": cells, "cat": layer.style.color_by})
+        kept.add(layer.table)
+    conn.commit()
+    return kept
+
+
+def _cells_sql(layer: Layer, z: int, x: int, y: int) -> str:
+    """Clusters of a low-zoom tile from the pre-aggregated cells (a few thousand rows, not every feature)."""
+    cells = finest_cells(layer)
+    assert cells is not None and layer.tiles.cluster_below_zoom is not None
+    factor = 2 ** (layer.tiles.cluster_below_zoom - 1 - z)
+    per_tile = cells / 2**z
+    x0, x1 = math.floor(x * per_tile) - 1, math.ceil((x + 1) * per_tile) + 1
+    y0, y1 = math.floor(y * per_tile) - 1, math.ceil((y + 1) * per_tile) + 1
+    table = layer.table.replace("'", "''")
+    colour = (f", (array_agg(category ORDER BY n DESC))[1] AS {_ident(layer.style.color_by)}"
+              if layer.style.color_by else "")
+    return (
+        "SELECT ST_AsMVTGeom(ST_Transform(ST_SetSRID(ST_MakePoint(sum(s_lon) / sum(n), sum(s_lat) / sum(n)), 4326), "
+        f"3857), env.e, {EXTENT}, {BUFFER}, true) AS geom, sum(n)::bigint AS count, true AS cluster{colour} FROM ("
+        f"SELECT floor(cx / {factor}) AS gx, floor(cy / {factor}) AS gy, category, sum(n) AS n, "
+        "sum(sum_lon) AS s_lon, sum(sum_lat) AS s_lat FROM tile_cells "
+        f"WHERE layer_table = '{table}' AND cx BETWEEN {x0} AND {x1} AND cy BETWEEN {y0} AND {y1} "
+        "GROUP BY 1, 2, 3) g, env GROUP BY env.e, gx, gy"
+    )
+
+
+def layer_sql(layer: Layer, z: int, where: str, cells_xy: tuple[int, int] | None = None) -> str:
     """The part of the tile statement for one layer.
 
     An ``ST_AsMVT`` of its features, or of grid clusters with counts below ``cluster_below_zoom``.
@@ -98,7 +154,9 @@ def layer_sql(layer: Layer, z: int, where: str) -> str:
     only_points = [g.value for g in layer.geometry.types] == ["Point"]
     point = geom if only_points else f"ST_PointOnSurface({geom})"
     cluster = layer.tiles.cluster_below_zoom
-    if cluster is not None and z < cluster:
+    if cluster is not None and z < cluster and cells_xy is not None:
+        inner = _cells_sql(layer, z, *cells_xy)
+    elif cluster is not None and z < cluster:
         cell = WORLD_M / 2**z * layer.tiles.cluster_cell_px / 256
         mode = (f", mode() WITHIN GROUP (ORDER BY t.{_ident(layer.style.color_by)}) AS {_ident(layer.style.color_by)}"
                 if layer.style.color_by else "")
@@ -118,9 +176,12 @@ def layer_sql(layer: Layer, z: int, where: str) -> str:
     return f"(SELECT coalesce(ST_AsMVT(q, '{name}', {EXTENT}, 'geom'), ''::bytea) FROM ({inner}) q)"
 
 
-def tile_statement(layers: list[Layer], z: int, x: int, y: int,
-                   params: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
-    """One statement for the whole tile: every layer's MVT concatenated."""
+def tile_statement(layers: list[Layer], z: int, x: int, y: int, params: Mapping[str, str],
+                   cell_tables: frozenset[str] = frozenset()) -> tuple[str, dict[str, Any]]:
+    """One statement for the whole tile: every layer's MVT concatenated.
+
+    Unfiltered low-zoom clusters of layers in ``cell_tables`` come from the pre-aggregated cells.
+    """
     parts, bind = [], {"z": z, "x": x, "y": y, "margin": BUFFER / EXTENT}
     for index, layer in enumerate(layers):
         where, values = _conditions(layer, params) if params else ("TRUE", {})
@@ -130,7 +191,8 @@ def tile_statement(layers: list[Layer], z: int, x: int, y: int,
             where = where.replace(f":{key}", f":{new}")
             renamed[new] = values[key]
         bind.update(renamed)
-        parts.append(layer_sql(layer, z, where))
+        use_cells = not params and layer.table in cell_tables
+        parts.append(layer_sql(layer, z, where, (x, y) if use_cells else None))
     sql = ("WITH env AS (SELECT ST_TileEnvelope(:z, :x, :y) AS e, "
            "ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => :margin), 4326) AS e4326) "
            f"SELECT {' || '.join(parts)}")
@@ -170,7 +232,8 @@ class TileCache:
         if self.folder is not None:
             path = self.folder / key[:2] / f"{key}.mvt.gz"
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            # one temporary name per writer: two requests may make the same tile at once
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_bytes(tile.gzipped)
             tmp.replace(path)
         return tile
@@ -214,7 +277,19 @@ def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names:
         found = cache.get(key)
         if found is not None:
             return found
-    sql, bind = tile_statement(layers, z, x, y, params)
+    cell_tables: frozenset[str] = frozenset()
+    clustered = [lyr.table for lyr in layers if lyr.tiles.cluster_below_zoom is not None
+                 and z < lyr.tiles.cluster_below_zoom]
+    if clustered and not params:
+        rows = conn.execute(sa.text(
+            "SELECT layer_table, stale FROM tile_cell_config WHERE layer_table = ANY(:t)"), {"t": clustered}).all()
+        config: dict[str, bool] = {str(r[0]): bool(r[1]) for r in rows}
+        for table, stale in config.items():
+            if stale:
+                conn.execute(sa.text("SELECT gis_ioc_rebuild_cells(:t)"), {"t": table})
+                conn.commit()
+        cell_tables = frozenset(config)
+    sql, bind = tile_statement(layers, z, x, y, params, cell_tables)
     data = bytes(conn.execute(sa.text(sql), bind).scalar_one() or b"")
     if cache is None:
         return Tile(data, gzip.compress(data, compresslevel=5), f'"{key}"')

@@ -19,7 +19,7 @@ from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, http_status
 from gis_ioc.events import ChangeListener
 from gis_ioc.settings import Settings
-from gis_ioc.tiles import TileCache
+from gis_ioc.tiles import TileCache, sync_cell_config
 from gis_ioc.web import analysis, edit, ogc
 from gis_ioc.web import events as events_router
 from gis_ioc.web import tiles as tiles_router
@@ -42,6 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.catalog = Catalog.from_folder(settings.layers_dir, engine)
         app.state.tile_cache = TileCache(settings.home / "tiles") if settings.tile_cache else None
+        with engine.connect() as conn:
+            sync_cell_config(conn, app.state.catalog)
         url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         app.state.listener = ChangeListener(url)
         app.state.listener.start()
