@@ -18,21 +18,16 @@ import shapely.geometry
 import sqlalchemy as sa
 from pyproj import Geod
 from shapely.geometry import Polygon
-from sqlalchemy.dialects.postgresql import psycopg2 as postgresql_psycopg2
 from sqlalchemy.engine import Connection
 
 from gis_ioc import queries
-from gis_ioc.catalog import Catalog, Layer, PropertyType, quote_table
+from gis_ioc.catalog import Catalog, Layer, PropertyType, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput, LayerNotFound
 
 GEOD = Geod(ellps="WGS84")
 MAX_K = 1000
 LEVELS = ("province", "district", "commune")
 ON_BOUNDARY_DEG = 1e-9
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def check_point(lon: float, lat: float) -> tuple[float, float]:
@@ -86,11 +81,7 @@ def _condition(layer: Layer, filter_text: str | None) -> tuple[str, dict[str, An
         return "TRUE", {}
     table = queries.table_of(layer).alias("t")
     expression = queries.Cql2ToSql(layer, table)(queries.parse_filter(filter_text, None))  # type: ignore[arg-type]
-    compiled = expression.compile(dialect=_NAMED, compile_kwargs={"render_postcompile": True})
-    return str(compiled), dict(compiled.params)
-
-
-_NAMED = postgresql_psycopg2.dialect(paramstyle="named")
+    return queries.compile_where(expression)
 
 
 def _layer(catalog: Catalog, conn: Connection, layer_id: str) -> Layer:
@@ -117,9 +108,9 @@ def _origin(conn: Connection, catalog: Catalog, lon: float | None, lat: float | 
 
 def _feature_rows(conn: Connection, layer: Layer, where: str, params: dict[str, Any], order: str, limit: int,
                   distance_sql: str) -> list[dict[str, Any]]:
-    props = ", ".join(f"'{name}', t.{_ident(name)}" for name in layer.properties if name != layer.id_column)
-    sql = (f"SELECT t.{_ident(layer.id_column)} AS id, json_build_object({props}) AS properties, "
-           f"ST_AsGeoJSON(t.{_ident(layer.geometry.column)}, 7)::json AS geometry, {distance_sql} AS distance_m "
+    props = ", ".join(f"'{name}', t.{quote_ident(name)}" for name in layer.properties if name != layer.id_column)
+    sql = (f"SELECT t.{quote_ident(layer.id_column)} AS id, json_build_object({props}) AS properties, "
+           f"ST_AsGeoJSON(t.{quote_ident(layer.geometry.column)}, 7)::json AS geometry, {distance_sql} AS distance_m "
            f"FROM {quote_table(layer.table)} t WHERE {where} ORDER BY {order} LIMIT {int(limit)}")
     return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
 
@@ -143,7 +134,7 @@ def nearest(conn: Connection, catalog: Catalog, layer_id: str, *, lon: float | N
     if skip is not None and layer.id == "incidents":
         where += " AND t.id <> :skip"
         params["skip"] = skip
-    geom = f"t.{_ident(layer.geometry.column)}"
+    geom = f"t.{quote_ident(layer.geometry.column)}"
     point = _point_sql(x, y)
     exact = f"ST_Distance({geom}::geography, {point}::geography)"
     if max_distance_m is not None:
@@ -156,15 +147,14 @@ def nearest(conn: Connection, catalog: Catalog, layer_id: str, *, lon: float | N
     else:
         bound = sorted(candidates)[min(k, len(candidates)) - 1] if len(candidates) >= k else None
         final_where = where if bound is None else f"{where} AND {_within_sql(geom, x, y, bound + 0.001)}"
-        rows = _feature_rows(conn, layer, final_where, params, f"{exact}, t.{_ident(layer.id_column)}", k, exact)
+        rows = _feature_rows(conn, layer, final_where, params, f"{exact}, t.{quote_ident(layer.id_column)}", k, exact)
     return {"layer": layer.id, "origin": {"lon": x, "lat": y, "incident": incident}, "k": k,
             "features": [_feature(r) for r in rows]}
 
 
 def _within_sql(geom: str, lon: float, lat: float, metres: float) -> str:
     """Within a geodesic distance: a lon/lat box on the index first, then the exact test."""
-    reach = min(89.0, abs(lat) + metres / 110_000)
-    degrees = metres / (111_000 * math.cos(math.radians(reach)))
+    degrees = queries.box_degrees(metres, abs(lat))
     point = _point_sql(lon, lat)
     return (f"{geom} && ST_Expand({point}, {degrees!r}) "
             f"AND ST_DWithin({geom}::geography, {point}::geography, {float(metres)!r})")
@@ -223,9 +213,9 @@ def within(conn: Connection, catalog: Catalog, layer_id: str, area_geojson: str,
     layer = _layer(catalog, conn, layer_id)
     where, params = _condition(layer, filter_text)
     params["area"] = area_geojson
-    geom = f"t.{_ident(layer.geometry.column)}"
+    geom = f"t.{quote_ident(layer.geometry.column)}"
     where += f" AND ST_Intersects({geom}, ST_SetSRID(ST_GeomFromGeoJSON(:area), 4326))"
-    rows = _feature_rows(conn, layer, where, params, f"t.{_ident(layer.id_column)}", limit, "NULL")
+    rows = _feature_rows(conn, layer, where, params, f"t.{quote_ident(layer.id_column)}", limit, "NULL")
     return {"layer": layer.id, "numberReturned": len(rows), "features": [_feature(r) for r in rows]}
 
 
@@ -361,18 +351,17 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
             raise InvalidInput(f"breakdown: {breakdown!r} is a {prop.type.value}; choose a category", param="breakdown")
     on = at or date.today()
     where, params = _windowed(layer, *_condition(layer, filter_text), window)
-    geom = f"t.{_ident(layer.geometry.column)}"
+    geom = f"t.{quote_ident(layer.geometry.column)}"
     params.update({"level": by, "on": on})
-    only_points = [t.value for t in layer.geometry.types] == ["Point"]
-    point = geom if only_points else f"ST_PointOnSurface({geom})"  # a feature counts in one unit
-    category = f"t.{_ident(breakdown)}::text" if breakdown else "NULL::text"
+    point = geom if layer.points_only else f"ST_PointOnSurface({geom})"  # a feature counts in one unit
+    category = f"t.{quote_ident(breakdown)}::text" if breakdown else "NULL::text"
     units_cte = ("WITH units AS (SELECT code, name, geom, ST_Area(geom::geography) / 1e6 AS km2 FROM admin_units "
                  "WHERE level = :level AND valid_from <= :on AND (valid_to IS NULL OR valid_to > :on)), ")
     if through_lineage:
         if by != "commune" or "commune_code" not in layer.properties or not layer.datetime_column:
             raise InvalidInput("through_lineage: only for a layer with commune_code and a time column, by commune",
                                param="through_lineage")
-        hits = (f"hits AS (SELECT {_LINEAGE_CODE.format(point=point, when=f't.{_ident(layer.datetime_column)}')} "
+        hits = (f"hits AS (SELECT {_LINEAGE_CODE.format(point=point, when=f't.{quote_ident(layer.datetime_column)}')} "
                 f"AS code, {category} AS category, count(*) AS n FROM {quote_table(layer.table)} t WHERE {where} "
                 "GROUP BY 1, 2) ")
     else:
@@ -380,9 +369,9 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
         # column lets the GiST index find the candidates; DISTINCT ON counts a feature on a shared
         # boundary once, in the unit with the smallest code (as locate does).
         hits = ("pieces AS (SELECT code, ST_Subdivide(geom, 32) AS geom FROM units), "
-                f"placed AS (SELECT DISTINCT ON (t.{_ident(layer.id_column)}) p.code, {category} AS category "
+                f"placed AS (SELECT DISTINCT ON (t.{quote_ident(layer.id_column)}) p.code, {category} AS category "
                 f"FROM pieces p JOIN {quote_table(layer.table)} t ON {geom} && p.geom AND ST_Intersects(p.geom, "
-                f"{point}) WHERE {where} ORDER BY t.{_ident(layer.id_column)}, p.code), "
+                f"{point}) WHERE {where} ORDER BY t.{quote_ident(layer.id_column)}, p.code), "
                 "hits AS (SELECT code, category, count(*) AS n FROM placed GROUP BY code, category) ")
     sql = (units_cte + hits + "SELECT u.code, u.name, u.km2, h.category, coalesce(h.n, 0) AS n FROM units u "
            "LEFT JOIN hits h ON h.code = u.code ORDER BY u.code, h.category")
@@ -423,8 +412,7 @@ def geodesic_km2(geom: shapely.Geometry) -> float:
 def _sectors(conn: Connection, area: shapely.Geometry, online_only: bool) -> list[dict[str, Any]]:
     """The cameras whose field of view may reach into an area, with their sectors."""
     longest = conn.execute(sa.text("SELECT coalesce(max(range_m), 0) FROM cameras")).scalar() or 0
-    lat = abs(area.centroid.y) + 1
-    degrees = float(longest) / (111_000 * math.cos(math.radians(min(lat, 89))))
+    degrees = queries.box_degrees(float(longest), max(abs(area.bounds[1]), abs(area.bounds[3])))
     status = " AND status = 'online'" if online_only else ""
     rows = conn.execute(sa.text(
         "SELECT id, heading_deg, fov_deg, range_m, ST_X(geom) AS x, ST_Y(geom) AS y FROM cameras "
@@ -501,18 +489,17 @@ def impact(conn: Connection, catalog: Catalog, *, incident: int | None = None, p
         assert polygon is not None
         source = area_geometry(conn, polygon=polygon)
     shape_ = shapely.geometry.shape(json.loads(source))
-    lat = abs(shape_.centroid.y) + 1
-    degrees = radius_m / (111_000 * math.cos(math.radians(min(lat, 89))))
+    degrees = queries.box_degrees(radius_m, max(abs(shape_.bounds[1]), abs(shape_.bounds[3])))
     out: dict[str, Any] = {"incident": incident, "radius_m": radius_m, "geometry": json.loads(source), "layers": {}}
     for layer_id in layers:
         layer = _layer(catalog, conn, layer_id)
-        geom = f"t.{_ident(layer.geometry.column)}"
+        geom = f"t.{quote_ident(layer.geometry.column)}"
         area = "ST_SetSRID(ST_GeomFromGeoJSON(:src), 4326)"
         where = (f"{geom} && ST_Expand({area}, :deg) AND ST_DWithin({geom}::geography, {area}::geography, :r)"
                  + (" AND t.id <> :skip" if layer.id == "incidents" and incident is not None else ""))
+        distance = f"ST_Distance({geom}::geography, {area}::geography)"
         rows = _feature_rows(conn, layer, where, {"src": source, "deg": degrees, "r": radius_m, "skip": incident},
-                             f"ST_Distance({geom}::geography, {area}::geography), t.{_ident(layer.id_column)}", 10_000,
-                             f"ST_Distance({geom}::geography, {area}::geography)")
+                             f"{distance}, t.{quote_ident(layer.id_column)}", 10_000, distance)
         out["layers"][layer.id] = [_feature(r) for r in rows]
     if shape_.geom_type in ("Polygon", "MultiPolygon"):
         roads = conn.execute(sa.text(
@@ -554,7 +541,7 @@ def hotspots(conn: Connection, catalog: Catalog, layer_id: str, *, method: str =
         raise InvalidInput(f"h3_resolution: {h3_resolution} is not between 0 and 15", param="h3_resolution")
     where, params = _condition(layer, filter_text)
     where, params = _windowed(layer, where, params, window)
-    geom = f"t.{_ident(layer.geometry.column)}"
+    geom = f"t.{quote_ident(layer.geometry.column)}"
     point = f"ST_PointOnSurface({geom})"
     params.update({"srid": metric_srid, "eps": eps_m, "minpts": min_points, "cell": cell_m})
     source = f"SELECT {point} AS p FROM {quote_table(layer.table)} t WHERE {where}"
@@ -596,7 +583,7 @@ def _windowed(layer: Layer, where: str, params: dict[str, Any], window: Window |
         return where, params
     if not layer.datetime_column:
         raise InvalidInput(f"window: layer {layer.id!r} has no time column", param="window")
-    column = f"t.{_ident(layer.datetime_column)}"
+    column = f"t.{quote_ident(layer.datetime_column)}"
     if window.start is not None:
         where += f" AND {column} >= :w_start"
         params["w_start"] = window.start

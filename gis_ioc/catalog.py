@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy.engine import Connection, Engine
 
-from gis_ioc.errors import CatalogError, LayerNotFound
+from gis_ioc.errors import CatalogError, LayerNotFound, NotFound
 
 LAYER_ID = r"^[a-z][a-z0-9_]{0,62}$"
 IMPORTED_SCHEMA = "user_layers"
@@ -157,6 +157,20 @@ class Layer(BaseModel):
         return self.table.split(".")[1]
 
     @property
+    def points_only(self) -> bool:
+        """Whether every feature is a single point (else a point on its surface stands for it)."""
+        return [t.value for t in self.geometry.types] == ["Point"]
+
+    def feature_key(self, feature_id: str) -> Any:
+        """A feature id from a URL, typed like the id column; one that cannot exist is a 404."""
+        if self.properties[self.id_column].type != PropertyType.integer:
+            return feature_id
+        try:
+            return int(feature_id)
+        except ValueError:
+            raise NotFound(f"layer {self.id!r} has no feature {feature_id!r}", param="featureId") from None
+
+    @property
     def writable_properties(self) -> dict[str, Property]:
         """Properties a client or a file may set."""
         return {k: v for k, v in self.properties.items() if not v.read_only}
@@ -276,19 +290,22 @@ class Catalog:
         """
         rows = conn.execute(sa.text("SELECT layer_id, note FROM layer_notes"))
         notes: dict[str, str] = {row[0]: row[1] for row in rows}
-        out = []
-        for layer in self.layers(conn):
-            estimate = conn.execute(
-                sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:t)"), {"t": layer.table}
-            ).scalar()
-            if estimate is not None and estimate > EXACT_COUNT_LIMIT:
-                count = FeatureCount(int(estimate), True, notes.get(layer.id))
-            else:
-                exact = conn.execute(sa.text(f"SELECT count(*) FROM {quote_table(layer.table)}")).scalar()
-                count = FeatureCount(int(exact or 0), False, notes.get(layer.id))
-            out.append((layer, count))
-        return out
+        return [(layer, self._count(conn, layer, notes.get(layer.id))) for layer in self.layers(conn)]
 
+    def count(self, conn: Connection, layer: Layer) -> FeatureCount:
+        """One layer's feature count and note (see ``counts``)."""
+        note = conn.execute(sa.text("SELECT note FROM layer_notes WHERE layer_id = :l"), {"l": layer.id}).scalar()
+        return self._count(conn, layer, note)
+
+    @staticmethod
+    def _count(conn: Connection, layer: Layer, note: str | None) -> FeatureCount:
+        estimate = conn.execute(
+            sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:t)"), {"t": layer.table}
+        ).scalar()
+        if estimate is not None and estimate > EXACT_COUNT_LIMIT:
+            return FeatureCount(int(estimate), True, note)
+        exact = conn.execute(sa.text(f"SELECT count(*) FROM {quote_table(layer.table)}")).scalar()
+        return FeatureCount(int(exact or 0), False, note)
 
 EXACT_COUNT_LIMIT = 2_000_000
 
@@ -302,9 +319,14 @@ class FeatureCount:
     note: str | None = None
 
 
+def quote_ident(name: str) -> str:
+    """An identifier quoted for SQL (names come from the catalog, never from a request)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def quote_table(table: str) -> str:
     """``schema.table`` quoted for SQL (names come from the catalog, never from a request)."""
-    return ".".join('"' + part.replace('"', '""') + '"' for part in table.split("."))
+    return ".".join(quote_ident(part) for part in table.split("."))
 
 
 def layer_json_schema() -> dict[str, Any]:

@@ -364,6 +364,8 @@ def _features_out(result: dict, out_file: Path | None, columns: list[str]) -> No
         out_file.write_text(json.dumps(body, ensure_ascii=False, default=str), encoding="utf-8")
         out.print(f"wrote {len(result['features'])} features to {out_file}")
         return
+    features = result["features"]
+    columns = [*columns, "name" if features and "name" in features[0]["properties"] else "title"]
     table = Table()
     table.add_column("id", justify="right")
     for col in columns:
@@ -414,8 +416,7 @@ def query_nearest(
     with engine.connect() as conn:
         result = analysis.nearest(conn, _catalog(settings, engine), layer, lon=lon, lat=lat, incident=incident, k=k,
                                   max_distance_m=max_distance_m, filter_text=filter_)
-    label = "name" if result["features"] and "name" in result["features"][0]["properties"] else "title"
-    _features_out(result, out_file, ["distance_m", label])
+    _features_out(result, out_file, ["distance_m"])
 
 
 @query_app.command("within")
@@ -439,8 +440,7 @@ def query_within(
         area = analysis.area_geometry(conn, admin_code=admin_code, polygon=polygon, lon=lon, lat=lat,
                                       radius_m=radius_m, at=_date_option(at))
         result = analysis.within(conn, _catalog(settings, engine), layer, area, filter_)
-    label = "name" if result["features"] and "name" in result["features"][0]["properties"] else "title"
-    _features_out(result, out_file, [label])
+    _features_out(result, out_file, [])
 
 
 @query_app.command("fov")

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from gis_ioc import auth, ingest, queries
 from gis_ioc.auth import Principal
-from gis_ioc.catalog import Layer, quote_table
+from gis_ioc.catalog import Layer, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput, NotFound, PreconditionFailed
 
 LIFECYCLE: dict[str, tuple[str, ...]] = {
@@ -36,11 +36,6 @@ LIFECYCLE: dict[str, tuple[str, ...]] = {
 LIFECYCLE_FIELDS = {"status", "reported_at", "verified_at", "dispatched_at", "resolved_at", "closed_at"}
 STAMPS = {"verified": "verified_at", "dispatched": "dispatched_at", "resolved": "resolved_at", "closed": "closed_at"}
 INCIDENTS = "incidents"
-
-
-def quote_ident(name: str) -> str:
-    """An identifier from the catalog, quoted for SQL."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def writer_role(layer: Layer) -> str:

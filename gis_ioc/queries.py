@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import psycopg2 as postgresql_psycopg2
 from sqlalchemy.sql.elements import ColumnElement
 
 from gis_ioc.catalog import Layer, PropertyType
@@ -373,12 +374,29 @@ class Cql2ToSql:
             raise self.fail("S_DWITHIN needs a geometry as its second argument")
         literal = self.value(geometry)
         latitudes = [abs(c) for c in _coordinates(geometry)[1::2]] or [0.0]
-        reach = min(89.0, max(latitudes) + metres / 110_000)
-        degrees = metres / (111_000 * math.cos(math.radians(reach)))
+        degrees = box_degrees(metres, max(latitudes))
         return sa.and_(
             column.op("&&")(sa.func.ST_Expand(literal, degrees)),
             sa.func.ST_DWithin(sa.func.geography(column), sa.func.geography(literal), metres),
         )
+
+
+def box_degrees(metres: float, max_abs_lat: float) -> float:
+    """Degrees that surely span ``metres`` around a geometry reaching latitude ``max_abs_lat``.
+
+    The box test on the GiST index that comes before an exact geodesic test.
+    """
+    reach = min(89.0, max_abs_lat + metres / 110_000)
+    return metres / (111_000 * math.cos(math.radians(reach)))
+
+
+_NAMED = postgresql_psycopg2.dialect(paramstyle="named")
+
+
+def compile_where(condition: ColumnElement[Any]) -> tuple[str, dict[str, Any]]:
+    """A condition as SQL text with ``:named`` parameters (for statements assembled around it)."""
+    compiled = condition.compile(dialect=_NAMED, compile_kwargs={"render_postcompile": True})
+    return str(compiled), dict(compiled.params)
 
 
 def _coordinates(geometry: dict[str, Any]) -> list[float]:

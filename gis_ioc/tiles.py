@@ -19,18 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import psycopg2 as postgresql_psycopg2
 from sqlalchemy.engine import Connection
 
 from gis_ioc import queries
-from gis_ioc.catalog import Catalog, Layer, quote_table
+from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput
 
 EXTENT = 4096
 BUFFER = 64
 MAX_ZOOM = 22
 WORLD_M = 40_075_016.685578488
-_NAMED = postgresql_psycopg2.dialect(paramstyle="named")
 
 
 @dataclass(frozen=True)
@@ -63,10 +61,6 @@ def resolve_layers(catalog: Catalog, conn: Connection, names: str) -> list[Layer
     return [catalog.get(layer_id, conn) for layer_id in ids]
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _tile_properties(layer: Layer) -> list[str]:
     wanted = [layer.style.color_by, layer.style.label, *layer.tiles.properties]
     return [p for p in dict.fromkeys(wanted) if p and p in layer.properties and p != layer.id_column]
@@ -84,8 +78,7 @@ def _conditions(layer: Layer, params: Mapping[str, str]) -> tuple[str, dict[str,
     where = queries.conditions(layer, req, table)  # type: ignore[arg-type]
     if not where:
         return "TRUE", {}
-    compiled = sa.and_(*where).compile(dialect=_NAMED, compile_kwargs={"render_postcompile": True})
-    return str(compiled), dict(compiled.params)
+    return queries.compile_where(sa.and_(*where))
 
 
 def finest_cells(layer: Layer) -> float | None:
@@ -130,7 +123,7 @@ def _cells_sql(layer: Layer, z: int, x: int, y: int) -> str:
     x0, x1 = math.floor(x * per_tile) - 1, math.ceil((x + 1) * per_tile) + 1
     y0, y1 = math.floor(y * per_tile) - 1, math.ceil((y + 1) * per_tile) + 1
     table = layer.table.replace("'", "''")
-    colour = (f", (array_agg(category ORDER BY n DESC))[1] AS {_ident(layer.style.color_by)}"
+    colour = (f", (array_agg(category ORDER BY n DESC))[1] AS {quote_ident(layer.style.color_by)}"
               if layer.style.color_by else "")
     return (
         "SELECT ST_AsMVTGeom(ST_Transform(ST_SetSRID(ST_MakePoint(sum(s_lon) / sum(n), sum(s_lat) / sum(n)), 4326), "
@@ -147,31 +140,30 @@ def layer_sql(layer: Layer, z: int, where: str, cells_xy: tuple[int, int] | None
 
     An ``ST_AsMVT`` of its features, or of grid clusters with counts below ``cluster_below_zoom``.
     """
-    geom = f"t.{_ident(layer.geometry.column)}"
+    geom = f"t.{quote_ident(layer.geometry.column)}"
     table = quote_table(layer.table)
     name = layer.id.replace("'", "''")
     props = _tile_properties(layer)
-    only_points = [g.value for g in layer.geometry.types] == ["Point"]
-    point = geom if only_points else f"ST_PointOnSurface({geom})"
+    point = geom if layer.points_only else f"ST_PointOnSurface({geom})"
     cluster = layer.tiles.cluster_below_zoom
     if cluster is not None and z < cluster and cells_xy is not None:
         inner = _cells_sql(layer, z, *cells_xy)
     elif cluster is not None and z < cluster:
         cell = WORLD_M / 2**z * layer.tiles.cluster_cell_px / 256
-        mode = (f", mode() WITHIN GROUP (ORDER BY t.{_ident(layer.style.color_by)}) AS {_ident(layer.style.color_by)}"
-                if layer.style.color_by else "")
+        colour = quote_ident(layer.style.color_by) if layer.style.color_by else ""
+        mode = f", mode() WITHIN GROUP (ORDER BY t.{colour}) AS {colour}" if colour else ""
         inner = (f"SELECT ST_AsMVTGeom(ST_Centroid(ST_Collect(ST_Transform({point}, 3857))), env.e, {EXTENT}, "
                  f"{BUFFER}, true) AS geom, count(*) AS count, true AS cluster{mode} "
                  f"FROM {table} t, env WHERE {geom} && env.e4326 AND {where} "
                  f"GROUP BY env.e, ST_SnapToGrid(ST_Transform({point}, 3857), {cell!r})")
     else:
-        columns = "".join(f", t.{_ident(p)}" for p in props)
+        columns = "".join(f", t.{quote_ident(p)}" for p in props)
         shape = f"ST_Transform({geom}, 3857)"
-        if not only_points:
+        if not layer.points_only:
             tolerance = WORLD_M / 2**z / EXTENT  # one tile pixel: finer detail is not drawn
             shape = f"ST_Simplify({shape}, {tolerance!r}, true)"
         inner = (f"SELECT ST_AsMVTGeom({shape}, env.e, {EXTENT}, {BUFFER}, true) AS geom, "
-                 f"t.{_ident(layer.id_column)} AS id{columns} FROM {table} t, env "
+                 f"t.{quote_ident(layer.id_column)} AS id{columns} FROM {table} t, env "
                  f"WHERE {geom} && env.e4326 AND {where} LIMIT {layer.tiles.max_features}")
     return f"(SELECT coalesce(ST_AsMVT(q, '{name}', {EXTENT}, 'geom'), ''::bytea) FROM ({inner}) q)"
 
@@ -301,7 +293,7 @@ def tilejson(base_url: str, layers: list[Layer], conn: Connection) -> dict[str, 
     names = ",".join(layer.id for layer in layers)
     bounds = conn.execute(sa.text(
         "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) AS e FROM ("
-        + " UNION ALL ".join(f"SELECT {_ident(layer.geometry.column)} AS geom FROM {quote_table(layer.table)}"
+        + " UNION ALL ".join(f"SELECT {quote_ident(layer.geometry.column)} AS geom FROM {quote_table(layer.table)}"
                              for layer in layers) + ") g) s")).one()
     box = [round(v, 6) for v in bounds] if bounds[0] is not None else [-180, -85.05, 180, 85.05]
     vector_layers = []

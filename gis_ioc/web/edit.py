@@ -11,8 +11,8 @@ from fastapi import APIRouter, File, Form, Header, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from gis_ioc import auth, edits, features, ingest
-from gis_ioc.catalog import Layer, PropertyType
-from gis_ioc.errors import InvalidInput, NotFound, PayloadTooLarge
+from gis_ioc.catalog import Layer
+from gis_ioc.errors import InvalidInput, PayloadTooLarge
 from gis_ioc.web.deps import CatalogDep, EngineDep, LayerDep, PrincipalDep, SettingsDep
 
 router = APIRouter(tags=["Edit"])
@@ -22,15 +22,6 @@ FEATURE_BODY = {
     "content": {GEOJSON: {"schema": {"type": "object", "description": "A GeoJSON Feature"}},
                 "application/json": {"schema": {"type": "object", "description": "A GeoJSON Feature"}}},
 }
-
-
-def _key(layer: Layer, feature_id: str) -> Any:
-    if layer.properties[layer.id_column].type == PropertyType.integer:
-        try:
-            return int(feature_id)
-        except ValueError:
-            raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId") from None
-    return feature_id
 
 
 async def _body(request: Request, limit: int) -> Any:
@@ -65,7 +56,7 @@ async def _change(request: Request, layer: Layer, engine: Any, settings: Any, pr
                   if_match: str | None, partial: bool) -> Response:
     who = auth.require(principal, edits.writer_role(layer), f"writing to {layer.id}")
     body = await _body(request, settings.max_body_bytes)
-    key = _key(layer, feature_id)
+    key = layer.feature_key(feature_id)
     with engine.begin() as conn:
         edits.change(conn, layer, key, body, who, if_match, settings.region_extent, partial=partial)
     return _feature_response(request, engine, layer, key, 200)
@@ -96,7 +87,7 @@ def delete_feature(layer: LayerDep, engine: EngineDep, principal: PrincipalDep, 
     """Delete a feature; with ``If-Match`` only if it has not changed since (else 412)."""
     who = auth.require(principal, edits.writer_role(layer), f"writing to {layer.id}")
     with engine.begin() as conn:
-        edits.delete(conn, layer, _key(layer, feature_id), who, if_match)
+        edits.delete(conn, layer, layer.feature_key(feature_id), who, if_match)
     return Response(status_code=204)
 
 

@@ -148,8 +148,7 @@ def collection(request: Request, layer: LayerDep, engine: EngineDep, catalog: Ca
     """A layer's description, extent and links."""
     fmt = negotiate(request, ("json", "html"))
     with engine.connect() as conn:
-        count = {lyr.id: c for lyr, c in catalog.counts(conn)}.get(layer.id)
-        body = _collection(request, layer, features.extent(conn, layer), count)
+        body = _collection(request, layer, features.extent(conn, layer), catalog.count(conn, layer))
     if fmt == "html":
         return HTMLResponse(html.collection(body, layer))
     return JSONResponse(body)
@@ -281,12 +280,7 @@ def item(
     """One feature by id."""
     fmt = negotiate(request, ("json", "html"))
     out_crs = queries.parse_crs(crs)
-    key: Any = feature_id
-    if layer.properties[layer.id_column].type == PropertyType.integer:
-        try:
-            key = int(feature_id)
-        except ValueError:
-            raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId") from None
+    key = layer.feature_key(feature_id)
     with engine.connect() as conn:
         found = features.item(conn, layer, key, out_crs)
         tag = edits.etag(conn, layer, key) if found is not None else None
