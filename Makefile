@@ -5,9 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian/Ubuntu packages the project needs; installed with apt when missing (as root).
-SYSTEM_PACKAGES := postgresql postgresql-postgis gdal-bin
+SYSTEM_PACKAGES := postgresql postgresql-postgis gdal-bin chromium
+# Browser libraries kept in gis_ioc/static/vendor (the views make no request outside the server).
+LEAFLET := leaflet@1.9.4
+VECTORGRID := leaflet.vectorgrid@1.3.0
 
-.PHONY: setup sysdeps run test lint typecheck pytest bench-ingest db-stop clean
+.PHONY: setup sysdeps run test lint typecheck pytest bench-ingest bench-tiles db-stop clean vendor
 
 setup: sysdeps $(STAMP)
 
@@ -18,6 +21,7 @@ sysdeps:
 	command -v ogr2ogr >/dev/null || need="$$need gdal-bin"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$$need postgresql"; \
 	ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || need="$$need postgresql-postgis"; \
+	test -x /usr/bin/chromium || need="$$need chromium"; \
 	if [ -n "$$need" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages:$$need"; \
@@ -35,7 +39,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/gis-ioc serve --demo-if-empty
+	@echo "gis-ioc: the wall will be at http://$${GIS_IOC_HOST:-127.0.0.1}:$${GIS_IOC_PORT:-8000}/views/wall"
+	$(BIN)/gis-ioc serve --demo-if-empty --open-wall
 
 lint: setup
 	$(BIN)/ruff check gis_ioc tests
@@ -51,6 +56,20 @@ test: lint typecheck pytest
 
 bench-ingest: setup
 	$(BIN)/gis-ioc bench ingest
+
+bench-tiles: setup
+	$(BIN)/gis-ioc bench tiles
+
+# Refresh the vendored browser libraries from the npm registry (needs npm; not part of setup).
+vendor:
+	rm -rf build/vendor && mkdir -p build/vendor && cd build/vendor && npm pack -q $(LEAFLET) $(VECTORGRID) \
+	  && for f in *.tgz; do mkdir -p $${f%.tgz} && tar xzf $$f -C $${f%.tgz}; done
+	cp build/vendor/leaflet-1.9.4/package/dist/leaflet.js build/vendor/leaflet-1.9.4/package/dist/leaflet.css \
+	  build/vendor/leaflet-1.9.4/package/LICENSE gis_ioc/static/vendor/leaflet-1.9.4/
+	cp build/vendor/leaflet-1.9.4/package/dist/images/* gis_ioc/static/vendor/leaflet-1.9.4/images/
+	sed -i '/sourceMappingURL/d' gis_ioc/static/vendor/leaflet-1.9.4/leaflet.js
+	cp build/vendor/leaflet.vectorgrid-1.3.0/package/dist/Leaflet.VectorGrid.bundled.min.js \
+	  gis_ioc/static/vendor/leaflet.vectorgrid-1.3.0/
 
 db-stop:
 	-$(BIN)/gis-ioc db stop

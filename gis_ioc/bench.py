@@ -211,14 +211,14 @@ def features_bench(
     return [asyncio.run(_load(urls, c, seconds, warmup)) for c in concurrency]
 
 
-def serve_for_bench(settings: Settings, port: int) -> subprocess.Popen[bytes]:
-    """Start ``gis-ioc serve`` in its own process and wait until it answers."""
+def serve_for_bench(settings: Settings, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``gis-ioc serve`` in its own process (``env``: more variables) and wait until it answers."""
     import os
     import sys
 
     import httpx
 
-    env = {**os.environ, "GIS_IOC_DATABASE_URL": db.database_url(settings), "GIS_IOC_PORT": str(port)}
+    env = {**os.environ, "GIS_IOC_DATABASE_URL": db.database_url(settings), "GIS_IOC_PORT": str(port), **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "gis_ioc", "serve"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -312,3 +312,106 @@ def _days_ago(days: int) -> Any:
     from datetime import UTC, datetime, timedelta
 
     return datetime.now(UTC) - timedelta(days=days)
+
+
+# -- tiles: HTTP uncached and cached, beside the same tile SQL through pgbench -----------------------
+
+# Tiles per zoom: 2,000 in all, 80 % at z10–14 (the wall's zooms).
+TILE_ZOOMS = {8: 30, 9: 60, 10: 200, 11: 300, 12: 400, 13: 400, 14: 300, 15: 170, 16: 140}
+
+
+def tile_list(seed: int = 20261128) -> list[tuple[int, int, int]]:
+    """A fixed, shuffled list of z/x/y over Kon Tum: centres 75 % around towns, 25 % anywhere."""
+    import morecantile
+    import numpy as np
+
+    tms = morecantile.tms.get("WebMercatorQuad")
+    rng = np.random.default_rng(seed)
+    towns = np.array(list(demo.TOWNS.values()))
+    weights = np.array([demo.TOWN_WEIGHT[t] for t in demo.TOWNS])
+    xmin, ymin, xmax, ymax = demo.PROVINCE_BBOX
+    out = []
+    for z, n in TILE_ZOOMS.items():
+        for _ in range(n):
+            if rng.random() < 0.75:
+                lon, lat = towns[rng.choice(len(towns), p=weights / weights.sum())] + rng.normal(0, 0.03, 2)
+            else:
+                lon, lat = rng.uniform(xmin, xmax), rng.uniform(ymin, ymax)
+            t = tms.tile(float(lon), float(lat), z)
+            out.append((t.z, t.x, t.y))
+    order = rng.permutation(len(out))
+    return [out[i] for i in order]
+
+
+def tiles_http_bench(base_url: str, layers: str, concurrency: tuple[int, ...], seconds: float,
+                     warmup: float = 5, prime: bool = False) -> list[dict[str, float]]:
+    """The tile list over HTTP at each concurrency (``prime``: fetch every tile once first, for the cache)."""
+    import asyncio
+
+    urls = [f"{base_url}/tiles/{layers}/{z}/{x}/{y}.mvt" for z, x, y in tile_list()]
+    if prime:
+        import httpx
+
+        with httpx.Client(timeout=120) as client:
+            for url in dict.fromkeys(urls):
+                client.get(url)
+    return [asyncio.run(_load(urls, c, seconds, warmup)) for c in concurrency]
+
+
+def _literal_sql(sql: str, bind: dict[str, Any]) -> str:
+    import re
+
+    def value(match: re.Match[str]) -> str:
+        v = bind[match.group(1)]
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return "'" + str(v).replace("'", "''") + "'"
+        return repr(v)
+
+    return re.sub(r"(?<![:\w]):(\w+)", value, sql)
+
+
+def tiles_sql_bench(url: str, catalog: Catalog, layers: str, concurrency: tuple[int, ...], seconds: float,
+                    warmup: float = 5) -> list[dict[str, float]]:
+    """The limit without HTTP: the server's own tile statements, one per pgbench transaction (random tile)."""
+    import tempfile
+
+    from gis_ioc import tiles
+
+    engine = db.make_engine(url, pool_size=1)
+    tiles_ = tile_list()
+    try:
+        with engine.begin() as conn:
+            resolved = tiles.resolve_layers(catalog, conn, layers)
+            for table in conn.execute(sa.text("SELECT layer_table FROM tile_cell_config WHERE stale")).scalars():
+                conn.execute(sa.text("SELECT gis_ioc_rebuild_cells(:t)"), {"t": table})
+            cells = frozenset(conn.execute(sa.text("SELECT layer_table FROM tile_cell_config")).scalars())
+            conn.execute(sa.text("DROP TABLE IF EXISTS gis_ioc_bench_tiles"))
+            conn.execute(sa.text("CREATE TABLE gis_ioc_bench_tiles (i int PRIMARY KEY, q text NOT NULL)"))
+            rows = [{"i": i + 1, "q": _literal_sql(*tiles.tile_statement(resolved, z, x, y, {}, cells))}
+                    for i, (z, x, y) in enumerate(tiles_)]
+            conn.execute(sa.text("INSERT INTO gis_ioc_bench_tiles (i, q) VALUES (:i, :q)"), rows)
+        libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        out = []
+        with tempfile.TemporaryDirectory(prefix="gis-ioc-pgbench-") as tmp:
+            script = Path(tmp) / "tile.pgbench"
+            script.write_text(f"\\set i random(1, {len(tiles_)})\n"
+                              "SELECT q FROM gis_ioc_bench_tiles WHERE i = :i \\gset\n:q\n")
+            for c in concurrency:
+                base = ["pgbench", "-n", "-M", "simple", "-f", str(script), "-c", str(c), "-j", str(min(c, 2))]
+                subprocess.run([*base, "-T", str(max(1, int(warmup))), libpq], capture_output=True, check=True)
+                for old in Path(tmp).glob("txlog*"):
+                    old.unlink()
+                done = subprocess.run([*base, "-T", str(int(seconds)), "-l", "--log-prefix", f"{tmp}/txlog", libpq],
+                                      capture_output=True, text=True, check=True)
+                micros = sorted(int(line.split()[2]) for log in Path(tmp).glob("txlog*")
+                                for line in log.read_text().splitlines())
+                tps = float(next(line.split()[2] for line in done.stdout.splitlines() if line.startswith("tps = ")))
+                out.append({"concurrency": c, "requests": len(micros), "rate": tps,
+                            "p50_ms": micros[len(micros) // 2] / 1000 if micros else float("nan"),
+                            "p99_ms": micros[min(len(micros) - 1, int(0.99 * len(micros)))] / 1000
+                            if micros else float("nan"), "errors": 0})
+        return out
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS gis_ioc_bench_tiles"))
+        engine.dispose()

@@ -36,11 +36,13 @@ layers_app = typer.Typer(help="The layer catalog.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (printed figures, not tests).", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: viewer, operator, admin.", no_args_is_help=True)
 query_app = typer.Typer(help="Spatial operations: locate, nearest, within, seeing, stats.", no_args_is_help=True)
+tiles_app = typer.Typer(help="Vector tiles: offline archives.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(layers_app, name="layers")
 app.add_typer(bench_app, name="bench")
 app.add_typer(keys_app, name="keys")
 app.add_typer(query_app, name="query")
+app.add_typer(tiles_app, name="tiles")
 
 out = Console()
 err_console = Console(stderr=True)
@@ -98,8 +100,10 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port [GIS_IOC_PORT, 8000].")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [GIS_IOC_WORKERS, 1].")] = None,
     demo_if_empty: Annotated[bool, typer.Option(help="Load the demo province when the layers are empty.")] = False,
+    open_wall: Annotated[bool, typer.Option(help="Open the wall full screen in Chromium when there is a display.")]
+    = False,
 ) -> None:
-    """Serve the API (applies pending migrations first)."""
+    """Serve the API and the map views (applies pending migrations first)."""
     import uvicorn
 
     from gis_ioc import db, demo
@@ -115,8 +119,39 @@ def serve(
     port = port or settings.port
     os.environ["GIS_IOC_DATABASE_URL"] = url  # workers connect to the same database
     err_console.print(f"gis-ioc: serving on http://{host}:{port}/ (Ctrl-C stops)")
+    wall = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/views/wall"
+    err_console.print(f"gis-ioc: the wall map is at {wall}", highlight=False)
+    if open_wall:
+        _open_wall_when_ready(wall)
     uvicorn.run("gis_ioc.web.app:create_app", factory=True, host=host, port=port,
                 workers=workers or settings.workers, log_level="warning")
+
+
+def _open_wall_when_ready(url: str) -> None:
+    """On a machine with a display, open the wall in Chromium's kiosk mode once the server answers."""
+    import shutil
+    import subprocess
+    import threading
+    import time
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or browser is None:
+        err_console.print("gis-ioc: no display here; open the wall URL above in a browser", highlight=False)
+        return
+
+    def wait_then_open() -> None:
+        import httpx
+
+        for _ in range(300):
+            try:
+                if httpx.get(url.replace("/views/wall", "/health"), timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        subprocess.Popen([browser, "--kiosk", "--no-first-run", "--disable-background-networking", url],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    threading.Thread(target=wait_then_open, daemon=True).start()
 
 
 # -- db ----------------------------------------------------------------------------------------
@@ -733,6 +768,134 @@ def bench_analysis(
     for r in rows:
         table.add_row(r["operation"], str(r["n"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}")
     out.print(table)
+
+
+@bench_app.command("tiles")
+def bench_tiles(
+    layers: Annotated[str, typer.Option(help="Layers of each tile, comma-separated.")] = "incidents",
+    seconds: Annotated[float, typer.Option(min=1, help="Measured seconds per concurrency.")] = 20,
+    concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,4,16",
+    port: Annotated[int, typer.Option(help="Port for the gis-ioc servers it starts.")] = 8090,
+    sql: Annotated[bool, typer.Option(help="Also the same tile SQL through pgbench (the limit without HTTP).")] = True,
+) -> None:
+    """The fixed list of 2,000 tiles over Kon Tum (z8–16): uncached, cached, and the SQL through pgbench."""
+    import tempfile
+
+    from gis_ioc import bench, db
+
+    try:
+        levels = tuple(int(c) for c in concurrency.split(","))
+    except ValueError:
+        raise InvalidInput(f"--concurrency: {concurrency!r} is not a list of whole numbers",
+                           param="concurrency") from None
+    settings = _settings()
+    url = f"http://127.0.0.1:{port}"
+    results: list[tuple[str, dict]] = []
+    with tempfile.TemporaryDirectory(prefix="gis-ioc-bench-tiles-") as home:
+        for label, env, prime in (("uncached", {"GIS_IOC_TILE_CACHE": "false"}, False),
+                                  ("cached", {"GIS_IOC_TILE_CACHE": "true", "GIS_IOC_HOME": home}, True)):
+            err_console.print(f"gis-ioc: tiles {label}…")
+            server = bench.serve_for_bench(settings, port, env)
+            try:
+                results += [(label, r) for r in bench.tiles_http_bench(url, layers, levels, seconds, prime=prime)]
+            finally:
+                server.terminate()
+                server.wait(timeout=20)
+    if sql:
+        err_console.print("gis-ioc: the same tile SQL through pgbench…")
+        engine = _engine(settings)
+        catalog = _catalog(settings, engine)
+        engine.dispose()
+        results += [("SQL (pgbench)", r)
+                    for r in bench.tiles_sql_bench(db.database_url(settings), catalog, layers, levels, seconds)]
+    table = Table(title=f"tiles of {layers}: 2,000 z/x/y over Kon Tum, z8–16")
+    for col in ("path", "concurrency", "tiles/s", "p50 ms", "p99 ms", "tiles", "errors"):
+        table.add_column(col, justify="left" if col == "path" else "right")
+    for label, r in results:
+        table.add_row(label, str(r["concurrency"]), f"{r['rate']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                      str(r["requests"]), str(r["errors"]))
+    out.print(table)
+
+
+# -- tiles and views -----------------------------------------------------------------------------
+
+
+ALL_WALL_LAYERS = "admin_units,infrastructure,cameras,incidents"
+
+
+def _bbox_option(value: str | None, settings: Settings) -> tuple[float, float, float, float]:
+    from gis_ioc import queries
+
+    if value is None:
+        return settings.region_bbox
+    return queries.parse_bbox(value)
+
+
+@tiles_app.command("export")
+def tiles_export(
+    out_file: Annotated[Path, typer.Option("--out", help="The archive to write (.pmtiles).")],
+    layers: Annotated[str, typer.Option(help="Layers, comma-separated.")] = ALL_WALL_LAYERS,
+    bbox: Annotated[str | None, typer.Option(help="minlon,minlat,maxlon,maxlat [the province].")] = None,
+    zooms: Annotated[str, typer.Option(help="Zoom range, e.g. 8-14.")] = "8-14",
+) -> None:
+    """Write an offline tile archive (PMTiles v3) for a wall or a field laptop without the server."""
+    from gis_ioc import tiles
+
+    settings = _settings()
+    box = _bbox_option(bbox, settings)
+    levels = tiles.parse_zooms(zooms)
+    engine = _engine(settings)
+    bar = _Bar("tiles")
+    try:
+        with engine.connect() as conn:
+            report = tiles.export_pmtiles(conn, _catalog(settings, engine), layers, box, levels, out_file,
+                                          progress=lambda done, total: bar(done * 10, total * 10))
+    finally:
+        bar.close()
+        engine.dispose()
+    out.print(f"wrote {report['out']}: {report['tiles']:,} tiles ({report['empty']:,} empty left out), "
+              f"zooms {report['zooms'][0]}-{report['zooms'][1]}, {report['bytes'] / 1e6:,.1f} MB")
+
+
+@app.command()
+def render(
+    name: Annotated[str, typer.Argument(help="wall, incident or choropleth.")],
+    out_file: Annotated[Path, typer.Option("--out", help="The HTML file to write.")],
+    incident: Annotated[int | None, typer.Option(help="The incident (view incident).")] = None,
+    layer: Annotated[str, typer.Option(help="Layer counted (choropleth).")] = "incidents",
+    level: Annotated[str, typer.Option(help="district or commune (choropleth).")] = "district",
+    window: Annotated[str, typer.Option(help="How far back, e.g. 24h, 30d (choropleth).")] = "30d",
+    measure: Annotated[str, typer.Option(help="count or per_km2 (choropleth).")] = "count",
+    server: Annotated[str | None, typer.Option(help="The gis-ioc server the wall takes tiles and live changes "
+                                                    "from [http://GIS_IOC_HOST:GIS_IOC_PORT].")] = None,
+) -> None:
+    """Write a map view as one self-contained HTML file (libraries inside; no request to the internet)."""
+    from gis_ioc import maps
+
+    if name not in maps.VIEWS:
+        raise InvalidInput(f"name: {name!r} is not one of {', '.join(maps.VIEWS)}", param="name")
+    if name == "incident" and incident is None:
+        raise InvalidInput("--incident: the incident view needs an incident id", param="incident")
+    settings = _settings()
+    engine = _engine(settings)
+    catalog = _catalog(settings, engine)
+    try:
+        with engine.connect() as conn:
+            if name == "wall":
+                base = (server or f"http://{settings.host}:{settings.port}").rstrip("/")
+                m = maps.wall(conn, catalog, settings, server=base, assets=maps.INLINE)
+            elif name == "incident":
+                assert incident is not None
+                m = maps.incident(conn, catalog, settings, incident, assets=maps.INLINE)
+            else:
+                m = maps.choropleth(conn, catalog, settings, layer=layer, level=level, window=window,
+                                    measure=measure, assets=maps.INLINE)
+            text = maps.page(m)
+    finally:
+        engine.dispose()
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(text, encoding="utf-8")
+    out.print(f"wrote {out_file} ({len(text.encode()) / 1e3:,.0f} kB)")
 
 
 def main() -> None:

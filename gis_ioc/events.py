@@ -22,6 +22,7 @@ import psycopg2
 import psycopg2.extensions
 
 CHANNEL = "gis_ioc_changes"
+VERSIONS = "gis_ioc_versions"  # '<table> <version>' from migration 006
 KEEP = 500
 log = logging.getLogger("gis_ioc.events")
 
@@ -56,6 +57,28 @@ class ChangeListener:
         self._thread = threading.Thread(target=self._run, name="gis-ioc-listen", daemon=True)
         self.connected = threading.Event()
         self.connections = 0  # how often LISTEN was (re)established
+        self._versions: dict[str, int] = {}
+
+    def versions(self) -> dict[str, int] | None:
+        """Every layer table's version as last announced, or None while not listening (ask the database)."""
+        if not self.connected.is_set():
+            return None
+        return self._versions
+
+    def reload_versions(self, engine: Any) -> None:
+        """Read the versions now (after this process wrote: its next read must not wait for the NOTIFY)."""
+        import sqlalchemy as sa
+
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT table_name, version FROM layer_versions")).all()
+        with self._lock:
+            self._versions = {**self._versions, **{str(t): int(v) for t, v in rows}}
+
+    def _version(self, payload: str) -> None:
+        table, _, number = payload.rpartition(" ")
+        if table and number.isdigit():
+            with self._lock:  # a new dict, so readers never see one half-updated
+                self._versions = {**self._versions, table: int(number)}
 
     def start(self) -> None:
         """Start listening (returns at once)."""
@@ -101,7 +124,16 @@ class ChangeListener:
                 conn = psycopg2.connect(self.url)
                 conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
                 with conn.cursor() as cur:
-                    cur.execute(f"LISTEN {CHANNEL}")
+                    cur.execute(f"LISTEN {CHANNEL}; LISTEN {VERSIONS}")
+                    # after LISTEN, so no bump falls between reading the versions and hearing of the next
+                    cur.execute("SELECT to_regclass('layer_versions') IS NOT NULL")
+                    found = cur.fetchone()
+                    rows = []
+                    if found and found[0]:
+                        cur.execute("SELECT table_name, version FROM layer_versions")
+                        rows = cur.fetchall()
+                with self._lock:
+                    self._versions = {str(t): int(v) for t, v in rows}
                 self.connections += 1
                 if self.connections > 1:
                     # changes made while we were away were not heard: clients must reload
@@ -113,7 +145,11 @@ class ChangeListener:
                     if select.select([conn], [], [], 0.2)[0]:
                         conn.poll()
                         while conn.notifies:
-                            self._publish(conn.notifies.pop(0).payload)
+                            note = conn.notifies.pop(0)
+                            if note.channel == VERSIONS:
+                                self._version(note.payload)
+                            else:
+                                self._publish(note.payload)
                     elif conn.closed:
                         raise psycopg2.OperationalError("connection closed")
                     elif time.monotonic() - last_check > 2:

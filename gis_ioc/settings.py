@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64, description="Server worker processes.")
     public_read: bool = Field(default=True, description="Allow reads without an API key.")
     layers_dir: Path = Field(default=PROJECT_ROOT / "layers", description="Folder of layer YAML files.")
+    styles_dir: Path = Field(default=PROJECT_ROOT / "tiles" / "styles", description="Folder of MapLibre styles.")
     migrations_dir: Path = Field(default=PROJECT_ROOT / "db", description="Folder of SQL migrations.")
     region_bbox: tuple[float, float, float, float] = Field(
         default=KON_TUM_BBOX, description="The province's extent (lon/lat); data must fall near it."
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=200 * 1024 * 1024, ge=1024, description="Largest request body or upload.")
     timezone: str = Field(default="Asia/Ho_Chi_Minh", description="Local time zone of the province.")
     pool_size: int = Field(default=4, ge=1, le=200, description="Database connections per process (a hard cap).")
+    basemap_url: str | None = Field(
+        default=None, description="Raster basemap tile URL ({z}/{x}/{y}) under the map views (none: our layers only)."
+    )
+    basemap_attribution: str = Field(default="", description="Attribution shown for the basemap.")
 
     @property
     def region_extent(self) -> tuple[float, float, float, float]:

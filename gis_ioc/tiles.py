@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import math
 import os
 import threading
@@ -23,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from gis_ioc import queries
 from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
-from gis_ioc.errors import InvalidInput
+from gis_ioc.errors import InvalidInput, NotFound
 
 EXTENT = 4096
 BUFFER = 64
@@ -256,6 +257,24 @@ def tile_key(layers: list[Layer], z: int, x: int, y: int, params: Mapping[str, s
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
+def cached_tile(catalog: Catalog, cache: TileCache | None, names: str, z: int, x: int, y: int,
+                params: Mapping[str, str], known: Mapping[str, int] | None) -> Tile | None:
+    """A cached tile found without the database: built-in layers, versions as the listener last heard them.
+
+    None when that cannot be told here (no cache, no versions, an imported layer, not cached yet).
+    """
+    if cache is None or known is None:
+        return None
+    ids = [n.strip() for n in names.split(",") if n.strip()]
+    if not ids or any(i not in catalog.builtin for i in ids) or len(set(ids)) != len(ids):
+        return None
+    check_tile(z, x, y)
+    layers = [catalog.builtin[i] for i in ids]
+    if any(layer.table not in known for layer in layers):
+        return None
+    return cache.get(tile_key(layers, z, x, y, params, [known[layer.table] for layer in layers]))
+
+
 def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names: str, z: int, x: int, y: int,
              params: Mapping[str, str]) -> Tile:
     """A tile, from the cache when the layers have not changed since it was made."""
@@ -315,3 +334,103 @@ def tilejson(base_url: str, layers: list[Layer], conn: Connection) -> dict[str, 
         "center": [round((box[0] + box[2]) / 2, 5), round((box[1] + box[3]) / 2, 5), 9],
         "vector_layers": vector_layers,
     }
+
+
+def style_document(folder: Path, name: str, base_url: str) -> dict[str, Any]:
+    """A MapLibre style from ``folder``, relative URLs (``/tiles/…``) made absolute against ``base_url``."""
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise NotFound(f"name: no style {name!r}", param="name")
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.json")))
+        raise NotFound(f"name: no style {name!r} (styles: {known})", param="name")
+    doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+
+    def absolute(url: str) -> str:
+        return base_url + url if url.startswith("/") else url
+
+    for source in doc.get("sources", {}).values():
+        if "url" in source:
+            source["url"] = absolute(source["url"])
+        if "tiles" in source:
+            source["tiles"] = [absolute(u) for u in source["tiles"]]
+    for key in ("glyphs", "sprite"):
+        if isinstance(doc.get(key), str):
+            doc[key] = absolute(doc[key])
+    return doc
+
+
+def parse_zooms(text: str) -> list[int]:
+    """``8-14`` or ``10`` or ``8,10,12`` as a list of zooms (400 naming ``zooms`` otherwise)."""
+    try:
+        if "-" in text:
+            low, high = (int(v) for v in text.split("-", 1))
+            zooms = list(range(low, high + 1))
+        else:
+            zooms = sorted({int(v) for v in text.split(",")})
+    except ValueError:
+        raise InvalidInput(f"zooms: {text!r} is not a range like 8-14", param="zooms") from None
+    if not zooms or zooms[0] < 0 or zooms[-1] > MAX_ZOOM:
+        raise InvalidInput(f"zooms: {text!r} is not within 0-{MAX_ZOOM}", param="zooms")
+    return zooms
+
+
+def export_pmtiles(conn: Connection, catalog: Catalog, names: str, bbox: tuple[float, float, float, float],
+                   zooms: list[int], out: Path, progress: Any = None, max_tiles: int = 200_000) -> dict[str, Any]:
+    """Write the tiles of ``names`` over ``bbox`` at ``zooms`` into a PMTiles v3 archive (gzip MVT).
+
+    The tiles are the ones the server makes (clusters at low zoom and all); empty tiles are left out. The
+    archive is written beside ``out`` and renamed into place, so a failed export leaves nothing behind.
+    """
+    import morecantile
+    from pmtiles.tile import Compression, TileType, zxy_to_tileid
+    from pmtiles.writer import Writer
+
+    layers = resolve_layers(catalog, conn, names)
+    west, south, east, north = bbox
+    if not (-180 <= west < east <= 180 and -85.06 <= south < north <= 85.06):
+        raise InvalidInput(f"bbox: {bbox} is not minlon,minlat,maxlon,maxlat in degrees", param="bbox")
+    tms = morecantile.tms.get("WebMercatorQuad")
+    wanted = sorted(((t.z, t.x, t.y) for t in tms.tiles(west, south, east, north, zooms)),
+                    key=lambda t: zxy_to_tileid(*t))
+    if len(wanted) > max_tiles:
+        raise InvalidInput(f"zooms: {len(wanted):,} tiles is over {max_tiles:,}; narrow the bbox or the zooms",
+                           param="zooms")
+    for table in conn.execute(sa.text("SELECT layer_table FROM tile_cell_config WHERE stale AND layer_table = ANY(:t)"),
+                              {"t": [lyr.table for lyr in layers]}).scalars().all():
+        conn.execute(sa.text("SELECT gis_ioc_rebuild_cells(:t)"), {"t": table})
+        conn.commit()
+    cells = frozenset(conn.execute(sa.text("SELECT layer_table FROM tile_cell_config")).scalars())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    written = size = 0
+    try:
+        with partial.open("wb") as f:
+            writer = Writer(f)
+            for done, (z, x, y) in enumerate(wanted, 1):
+                sql, bind = tile_statement(layers, z, x, y, {}, cells)
+                data = bytes(conn.execute(sa.text(sql), bind).scalar_one() or b"")
+                if data:
+                    packed = gzip.compress(data, compresslevel=6, mtime=0)
+                    writer.write_tile(zxy_to_tileid(z, x, y), packed)
+                    written += 1
+                    size += len(packed)
+                if progress is not None:
+                    progress(done, len(wanted))
+            if not written:
+                raise InvalidInput(f"bbox: no features of {names} in {bbox} at zooms {zooms[0]}-{zooms[-1]}",
+                                   param="bbox")
+            meta = tilejson("", layers, conn)
+            writer.finalize(
+                {"tile_type": TileType.MVT, "tile_compression": Compression.GZIP,
+                 "min_lon_e7": int(west * 1e7), "min_lat_e7": int(south * 1e7),
+                 "max_lon_e7": int(east * 1e7), "max_lat_e7": int(north * 1e7),
+                 "center_zoom": zooms[0], "center_lon_e7": int((west + east) / 2 * 1e7),
+                 "center_lat_e7": int((south + north) / 2 * 1e7)},
+                {"name": names, "description": "gis-ioc vector tiles", "format": "pbf", "type": "overlay",
+                 "vector_layers": meta["vector_layers"]})
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return {"tiles": written, "empty": len(wanted) - written, "bytes": out.stat().st_size, "tile_bytes": size,
+            "zooms": [zooms[0], zooms[-1]], "out": str(out)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,7 +121,13 @@ def test_etag_304_gzip_cache_and_invalidation(demo_url, tmp_path):
                                           "ST_SetSRID(ST_MakePoint(:x, :y), 4326)) RETURNING id"),
                                   {"x": CITY[0], "y": CITY[1]}).scalar()
         try:
-            after = client.get(url, headers={"If-None-Match": tag, "Accept-Encoding": "identity"})
+            # the new version reaches the server by NOTIFY (at commit): milliseconds, not a request later
+            deadline = time.monotonic() + 2
+            while True:
+                after = client.get(url, headers={"If-None-Match": tag, "Accept-Encoding": "identity"})
+                if after.status_code == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
             assert after.status_code == 200 and after.headers["etag"] != tag  # the write changed the layer version
             ids = set(decode(after.content, z, x, y, tmp_path)["cameras"]["id"])
             assert new_id in ids

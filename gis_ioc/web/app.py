@@ -11,16 +11,18 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 import gis_ioc
-from gis_ioc import db
+from gis_ioc import db, maps
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, http_status
 from gis_ioc.events import ChangeListener
 from gis_ioc.settings import Settings
 from gis_ioc.tiles import TileCache, sync_cell_config
-from gis_ioc.web import analysis, edit, ogc
+from gis_ioc.web import analysis, edit, ogc, views
 from gis_ioc.web import events as events_router
 from gis_ioc.web import tiles as tiles_router
 from gis_ioc.web.deps import EngineDep, require_read
@@ -122,11 +124,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                 status_code=413)
         return await call_next(request)
 
+    @app.middleware("http")
+    async def read_your_writes(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and response.status_code < 400:
+            # tiles take layer versions from NOTIFY; a client's next read after its own write must not
+            # race that message, so this process reads the versions again before answering
+            await run_in_threadpool(request.app.state.listener.reload_versions, request.app.state.engine)
+        return response
+
     app.include_router(ogc.router, dependencies=[Depends(require_read)])
     app.include_router(edit.router)
     app.include_router(analysis.router, dependencies=[Depends(require_read)])
     app.include_router(tiles_router.router, dependencies=[Depends(require_read)])
     app.include_router(events_router.router, dependencies=[Depends(require_read)])
+    app.include_router(views.router, dependencies=[Depends(require_read)])
+    app.mount("/static", StaticFiles(directory=maps.STATIC), name="static")
     return app
 
 

@@ -37,6 +37,12 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
     "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
     "http://www.opengis.net/spec/cql2/1.0/conf/temporal-functions",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/oas30",
 ]
 GEOJSON = "application/geo+json"
 JSON_SCHEMA_TYPES = {
@@ -78,6 +84,9 @@ def landing(request: Request) -> Response:
             _link(str(request.base_url) + "docs", "service-doc", "text/html", "the API documentation"),
             _link(str(request.url_for("conformance")), "conformance", "application/json", "conformance classes"),
             _link(str(request.url_for("collections")), "data", "application/json", "the layers"),
+            _link(str(request.url_for("tile_matrix_sets")), "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes",
+                  "application/json", "tile matrix sets"),
+            _link(str(request.base_url) + "views/wall", "alternate", "text/html", "the wall map"),
             _link(str(request.url_for("health")), "service-status", "application/json", "health"),
         ],
     }
@@ -113,6 +122,8 @@ def _collection(request: Request, layer: Layer, extent: dict[str, Any] | None, c
             _link(items + "?f=gpkg", "items", MEDIA["gpkg"], "the features as GeoPackage"),
             _link(str(request.url_for("queryables", collection_id=layer.id)), "http://www.opengis.net/def/rel/ogc/1.0/"
                   "queryables", "application/schema+json", "the queryable properties"),
+            _link(str(request.url_for("collection_tilesets", collection_id=layer.id)),
+                  "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector", "application/json", "vector tiles"),
         ],
         "geometryTypes": [t.value for t in layer.geometry.types],
         "source": layer.source,

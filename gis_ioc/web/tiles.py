@@ -1,12 +1,19 @@
-"""Vector tiles over HTTP: ``/tiles/{layers}/{z}/{x}/{y}.mvt`` and TileJSON."""
+"""Vector tiles over HTTP: ``/tiles/{layers}/{z}/{x}/{y}.mvt``, TileJSON, OGC API – Tiles, MapLibre styles."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import morecantile
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
 
 from gis_ioc import tiles
-from gis_ioc.web.deps import CatalogDep, EngineDep
+from gis_ioc.catalog import Catalog
+from gis_ioc.errors import NotFound
+from gis_ioc.web.deps import CatalogDep, EngineDep, SettingsDep
 
 router = APIRouter(tags=["Tiles"])
 MVT = "application/vnd.mapbox-vector-tile"
@@ -16,21 +23,36 @@ MVT = "application/vnd.mapbox-vector-tile"
             operation_id="getTile", response_class=Response,
             responses={200: {"content": {MVT: {}}, "description": "Mapbox Vector Tile"},
                        304: {"description": "The tile has not changed (If-None-Match)"}})
-def tile(request: Request, engine: EngineDep, catalog: CatalogDep, layers: str, z: int, x: int, y: int) -> Response:
+async def tile(request: Request, engine: EngineDep, catalog: CatalogDep, layers: str, z: int, x: int,
+               y: int) -> Response:
     """A vector tile: layers comma-separated (``incidents,cameras``), WebMercatorQuad z/x/y.
 
     Item filters (property values, ``filter``, ``datetime``) apply to a one-layer tile. ETag and
     ``If-None-Match``; gzip when accepted.
     """
-    params = dict(request.query_params)
-    with engine.connect() as conn:
-        found = tiles.get_tile(conn, catalog, request.app.state.tile_cache, layers, z, x, y, params)
+    return await tile_response(request, engine, catalog, layers, z, x, y)
+
+
+async def tile_response(request: Request, engine: Engine, catalog: Catalog, layers: str, z: int, x: int,
+                        y: int) -> Response:
+    """A tile answered from the cache when the listener knows the versions, else made in a worker thread."""
+    params = {k: v for k, v in request.query_params.items() if k != "f"}
+    cache = request.app.state.tile_cache
+    found = tiles.cached_tile(catalog, cache, layers, z, x, y, params, request.app.state.listener.versions())
+    if found is None:
+        found = await run_in_threadpool(_make_tile, engine, catalog, cache, layers, z, x, y, params)
     headers = {"ETag": found.etag, "Cache-Control": "public, max-age=5", "Vary": "Accept-Encoding"}
     if request.headers.get("if-none-match") == found.etag:
         return Response(status_code=304, headers=headers)
     if "gzip" in request.headers.get("accept-encoding", ""):
         return Response(found.gzipped, media_type=MVT, headers={**headers, "Content-Encoding": "gzip"})
     return Response(found.data, media_type=MVT, headers=headers)
+
+
+def _make_tile(engine: Engine, catalog: Catalog, cache: tiles.TileCache | None, layers: str, z: int, x: int, y: int,
+               params: dict[str, str]) -> tiles.Tile:
+    with engine.connect() as conn:
+        return tiles.get_tile(conn, catalog, cache, layers, z, x, y, params)
 
 
 @router.get("/tiles/{layers}.json", summary="TileJSON of one or several layers", operation_id="getTileJson")
@@ -40,3 +62,118 @@ def tilejson(request: Request, engine: EngineDep, catalog: CatalogDep, layers: s
         resolved = tiles.resolve_layers(catalog, conn, layers)
         body = tiles.tilejson(str(request.base_url).rstrip("/"), resolved, conn)
     return JSONResponse(body)
+
+
+# -- OGC API – Tiles -----------------------------------------------------------------------------------
+
+OGC_REL = "http://www.opengis.net/def/rel/ogc/1.0/"
+TMS_ID = "WebMercatorQuad"
+
+
+def _tms() -> dict[str, Any]:
+    return morecantile.tms.get(TMS_ID).model_dump(mode="json", exclude_none=True, by_alias=True)
+
+
+@router.get("/tileMatrixSets", summary="Tile matrix sets", operation_id="tileMatrixSets")
+def tile_matrix_sets(request: Request) -> JSONResponse:
+    """The tiling schemes tiles are offered in (WebMercatorQuad)."""
+    href = str(request.url_for("tile_matrix_set", tile_matrix_set_id=TMS_ID))
+    return JSONResponse({"tileMatrixSets": [{"id": TMS_ID, "title": "Google Maps Compatible for the World",
+                                             "uri": _tms()["uri"], "links": [{"href": href, "rel": "self",
+                                                                              "type": "application/json"}]}]})
+
+
+@router.get("/tileMatrixSets/{tile_matrix_set_id}", summary="A tile matrix set", operation_id="tileMatrixSet")
+def tile_matrix_set(tile_matrix_set_id: str) -> JSONResponse:
+    """The definition of a tiling scheme (OGC Two Dimensional Tile Matrix Set 2.0)."""
+    if tile_matrix_set_id != TMS_ID:
+        raise NotFound(f"tileMatrixSetId: {tile_matrix_set_id!r} is not offered (only {TMS_ID})",
+                       param="tileMatrixSetId")
+    return JSONResponse(_tms())
+
+
+def _tileset(request: Request, engine: Engine, catalog: Catalog, collection_id: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        layer = catalog.get(collection_id, conn)
+        meta = tiles.tilejson(str(request.base_url).rstrip("/"), [layer], conn)
+    west, south, east, north = meta["bounds"]
+    vector = meta["vector_layers"][0]
+    dimension = {"Point": 0, "MultiPoint": 0, "LineString": 1, "MultiLineString": 1}
+    dims = {dimension.get(t.value, 2) for t in layer.geometry.types}
+    base = str(request.url_for("collection_tileset", collection_id=layer.id, tile_matrix_set_id=TMS_ID))
+    return {
+        "title": f"{layer.title} (vector tiles)",
+        "dataType": "vector",
+        "crs": "http://www.opengis.net/def/crs/EPSG/0/3857",
+        "tileMatrixSetURI": _tms()["uri"],
+        "boundingBox": {"lowerLeft": [west, south], "upperRight": [east, north],
+                        "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"},
+        "links": [
+            {"href": base, "rel": "self", "type": "application/json", "title": "this tileset"},
+            {"href": str(request.url_for("tile_matrix_set", tile_matrix_set_id=TMS_ID)),
+             "rel": OGC_REL + "tiling-scheme", "type": "application/json", "title": TMS_ID},
+            {"href": str(request.url_for("collection", collection_id=layer.id)), "rel": "collection",
+             "type": "application/json", "title": layer.title},
+            {"href": base + "/{tileMatrix}/{tileRow}/{tileCol}", "rel": "item", "templated": True,
+             "type": MVT, "title": "a tile (Mapbox Vector Tile)"},
+        ],
+        "layers": [{"id": layer.id, "title": layer.title, "dataType": "vector",
+                    "geometryDimension": dims.pop() if len(dims) == 1 else None,
+                    "minTileMatrix": str(vector["minzoom"]), "maxTileMatrix": str(vector["maxzoom"]),
+                    "propertiesSchema": {"type": "object", "properties": {
+                        k: {"description": v} for k, v in vector["fields"].items()}}}],
+    }
+
+
+@router.get("/collections/{collection_id}/tiles", summary="A layer's tilesets", operation_id="collectionTilesets")
+def collection_tilesets(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: str) -> JSONResponse:
+    """The vector tilesets of a layer (one, in WebMercatorQuad)."""
+    tileset = _tileset(request, engine, catalog, collection_id)
+    return JSONResponse({"tilesets": [{k: tileset[k] for k in ("title", "dataType", "crs", "tileMatrixSetURI",
+                                                                "links")}],
+                         "links": [{"href": str(request.url), "rel": "self", "type": "application/json"}]})
+
+
+@router.get("/collections/{collection_id}/tiles/{tile_matrix_set_id}", summary="A layer's tileset metadata",
+            operation_id="collectionTileset")
+def collection_tileset(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: str,
+                       tile_matrix_set_id: str) -> JSONResponse:
+    """Tileset metadata (OGC API – Tiles): bounds, layers and fields, the tile URL template."""
+    if tile_matrix_set_id != TMS_ID:
+        raise NotFound(f"tileMatrixSetId: {tile_matrix_set_id!r} is not offered (only {TMS_ID})",
+                       param="tileMatrixSetId")
+    return JSONResponse(_tileset(request, engine, catalog, collection_id))
+
+
+@router.get("/collections/{collection_id}/tiles/{tile_matrix_set_id}/{tile_matrix}/{tile_row}/{tile_col}",
+            summary="A layer's vector tile (OGC API – Tiles)", operation_id="collectionTile", response_class=Response,
+            responses={200: {"content": {MVT: {}}, "description": "Mapbox Vector Tile"},
+                       304: {"description": "The tile has not changed (If-None-Match)"}})
+async def collection_tile(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: str,
+                          tile_matrix_set_id: str, tile_matrix: int, tile_row: int, tile_col: int) -> Response:
+    """The same tile as ``/tiles/{collection_id}/{z}/{x}/{y}.mvt`` (row = y, column = x), with the same filters."""
+    if tile_matrix_set_id != TMS_ID:
+        raise NotFound(f"tileMatrixSetId: {tile_matrix_set_id!r} is not offered (only {TMS_ID})",
+                       param="tileMatrixSetId")
+    if "," in collection_id:
+        raise NotFound(f"collectionId: no layer {collection_id!r} (one layer per collection)", param="collectionId")
+    return await tile_response(request, engine, catalog, collection_id, tile_matrix, tile_col, tile_row)
+
+
+# -- MapLibre styles -----------------------------------------------------------------------------------
+
+@router.get("/styles", summary="Map styles", operation_id="getStyles")
+def styles_list(request: Request, settings: SettingsDep) -> JSONResponse:
+    """The MapLibre style documents kept in ``tiles/styles``."""
+    names = sorted(p.stem for p in settings.styles_dir.glob("*.json"))
+    return JSONResponse({"styles": [{"id": n, "links": [{"href": str(request.url_for("style", name=n)),
+                                                        "rel": "stylesheet",
+                                                        "type": "application/vnd.mapbox.style+json"}]}
+                                    for n in names]})
+
+
+@router.get("/styles/{name}.json", summary="A MapLibre style document", operation_id="getStyle")
+def style(request: Request, settings: SettingsDep, name: str) -> JSONResponse:
+    """A style from ``tiles/styles``, its relative source and glyph URLs made absolute for this server."""
+    return JSONResponse(tiles.style_document(settings.styles_dir, name, str(request.base_url).rstrip("/")),
+                        media_type="application/vnd.mapbox.style+json")

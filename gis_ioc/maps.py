@@ -1,0 +1,512 @@
+"""Generated map views (folium): the wall, one incident, a choropleth; and their offline asset bundle.
+
+Each builder returns a ``folium.Map`` (a notebook shows it inline) and ``page()`` makes the HTML. Every
+view loads with no request outside the server: Leaflet, Leaflet.VectorGrid and our own scripts and styles
+are served from ``/static`` (``assets=ServerAssets``) or written into the page (``assets=INLINE``, what
+``gis-ioc render`` uses, so a saved file opens anywhere). There are no web fonts and no icon fonts:
+symbols are drawn as circles, lines and polygons.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import folium
+import sqlalchemy as sa
+from branca.element import Element, Figure, MacroElement
+from jinja2 import Template
+from sqlalchemy.engine import Connection
+
+from gis_ioc import analysis, features
+from gis_ioc.catalog import Catalog, Layer
+from gis_ioc.errors import InvalidInput, NotFound
+from gis_ioc.settings import Settings
+
+STATIC = Path(__file__).parent / "static"
+# Browser libraries, in load order: (folium's name for it, file under STATIC).
+LIBRARIES_JS = [("leaflet", "vendor/leaflet-1.9.4/leaflet.js"),
+                ("vectorGrid", "vendor/leaflet.vectorgrid-1.3.0/Leaflet.VectorGrid.bundled.min.js"),
+                ("gis_ioc", "gis-ioc/views.js")]
+LIBRARIES_CSS = [("leaflet_css", "vendor/leaflet-1.9.4/leaflet.css"), ("gis_ioc_css", "gis-ioc/views.css")]
+# What folium would fetch from CDNs and the views do not use (no Bootstrap, jQuery or icon fonts).
+UNUSED = {"jquery", "bootstrap", "bootstrap_css", "glyphicons_css", "awesome_markers", "awesome_markers_css",
+          "awesome_markers_font_css", "awesome_rotate_css"}
+VIEWS = ("wall", "incident", "choropleth")
+ACTIVE_STATUSES = ("new", "verified", "dispatched", "in_progress", "reopened")
+SEVERITIES = ("extreme", "severe", "moderate", "minor", "unknown")
+BACKGROUND = "#0b1220"
+CLASS_COLOURS = ["#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026"]
+
+
+@dataclass(frozen=True)
+class Assets:
+    """Where a page finds the libraries: ``base`` URL prefix, or written into the page (``inline``)."""
+
+    base: str = ""
+    inline: bool = False
+
+
+INLINE = Assets(inline=True)
+
+
+def _walk(element: Any) -> Any:
+    yield element
+    for child in list(element._children.values()):
+        yield from _walk(child)
+
+
+def _root(m: folium.Map) -> Figure:
+    root = m.get_root()
+    assert isinstance(root, Figure)
+    return root
+
+
+def _offline(m: folium.Map, assets: Assets) -> None:
+    """Replace every CDN link folium would write with our own copies (or the files' text)."""
+    for element in _walk(m):
+        for attr in ("default_js", "default_css"):
+            links = getattr(element, attr, None)
+            if not links:
+                continue
+            unknown = [name for name, _ in links if name not in UNUSED | {n for n, _ in LIBRARIES_JS + LIBRARIES_CSS}]
+            if unknown:  # a folium feature we have not bundled: fail here, not with a CDN request on the wall
+                raise RuntimeError(f"map view uses {unknown}, which the offline bundle lacks")
+            setattr(element, attr, [])
+    header = _root(m).header
+    for name, path in LIBRARIES_JS:
+        if assets.inline:
+            text = (STATIC / path).read_text(encoding="utf-8").replace("</script", "<\\/script")
+            header.add_child(Element(f"<script>{text}</script>"), name=name)
+        else:
+            header.add_child(Element(f'<script src="{assets.base}/static/{path}"></script>'), name=name)
+    for name, path in LIBRARIES_CSS:
+        if assets.inline:
+            text = (STATIC / path).read_text(encoding="utf-8")
+            if name == "leaflet_css":  # the control icons, as data: URLs
+                text = _inline_images(text, (STATIC / path).parent)
+            header.add_child(Element(f"<style>{text}</style>"), name=name)
+        else:
+            header.add_child(Element(f'<link rel="stylesheet" href="{assets.base}/static/{path}">'), name=name)
+
+
+def _inline_images(css: str, folder: Path) -> str:
+    import base64
+
+    for image in sorted((folder / "images").glob("*.png")):
+        data = base64.b64encode(image.read_bytes()).decode()
+        css = css.replace(f"images/{image.name}", f"data:image/png;base64,{data}")
+    return css
+
+
+def page(m: folium.Map) -> str:
+    """The view's HTML page."""
+    return str(m.get_root().render())
+
+
+class _Script(MacroElement):
+    """A script run after every layer of the map exists (it is the map's last child)."""
+
+    _template = Template("{% macro script(this, kwargs) %}{{ this.code }}{% endmacro %}")
+
+    def __init__(self, code: str) -> None:
+        super().__init__()
+        self._name = "GisIocScript"
+        self.code = code
+
+
+def _base_map(settings: Settings, conn: Connection, title: str, zoom: int = 9,
+              location: tuple[float, float] | None = None) -> folium.Map:
+    if location is None:
+        box = conn.execute(sa.text(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) AS e FROM admin_units "
+            "WHERE valid_to IS NULL) s")).one()
+        if box[0] is None:
+            x0, y0, x1, y1 = settings.region_bbox
+        else:
+            x0, y0, x1, y1 = (float(v) for v in box)
+        location = ((y0 + y1) / 2, (x0 + x1) / 2)
+        fit = [[y0, x0], [y1, x1]]
+    else:
+        fit = None
+    m = folium.Map(location=location, zoom_start=zoom, tiles=None, control_scale=True, prefer_canvas=False,
+                   min_zoom=6, max_zoom=19, zoom_snap=0.25)
+    if fit is not None:  # the province fills the screen; at once, so no tiles load for the first zoom
+        _Script(f"{m.get_name()}.fitBounds({json.dumps(fit)}, {{animate: false, padding: [20, 20]}});").add_to(m)
+    if settings.basemap_url:
+        folium.TileLayer(tiles=settings.basemap_url, attr=settings.basemap_attribution, name="Basemap",
+                         overlay=False, control=True, max_zoom=19).add_to(m)
+    root = _root(m)
+    root.header.add_child(Element(f'<title>{html.escape(title)}</title><link rel="icon" href="data:,">'),
+                          name="title")
+    root.header.add_child(Element(f"<style>html, body, .leaflet-container {{ background: {BACKGROUND}; }}</style>"),
+                          name="background")
+    return m
+
+
+def _districts_on(conn: Connection) -> date:
+    """Today if districts are in force, else their last day (Kon Tum's were abolished on 2025-07-01)."""
+    today = date.today()
+    last = conn.execute(sa.text(
+        "SELECT bool_or(valid_to IS NULL OR valid_to > :d), max(valid_to) FROM admin_units WHERE level = 'district' "
+        "AND valid_from <= :d"), {"d": today}).one()
+    if last[0] or last[1] is None:
+        return today
+    return last[1] - timedelta(days=1)
+
+
+def _units(conn: Connection, level: str, on: date, tolerance: float = 0.0004) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.text(
+        "SELECT code, name, unit_type, ST_AsGeoJSON(ST_SimplifyPreserveTopology(geom, :tol), 6) AS g, "
+        "ST_X(ST_PointOnSurface(geom)) AS lx, ST_Y(ST_PointOnSurface(geom)) AS ly FROM admin_units "
+        "WHERE level = :level AND valid_from <= :on AND (valid_to IS NULL OR valid_to > :on) ORDER BY code"),
+        {"level": level, "on": on, "tol": tolerance}).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def _collection(units: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": u["code"], "geometry": json.loads(u["g"]),
+         "properties": {"code": u["code"], "name": u["name"], "unit_type": u["unit_type"],
+                        **{k: v.get(u["code"]) for k, v in extra.items()}}} for u in units]}
+
+
+def _labels(units: list[dict[str, Any]], css_class: str, name: str) -> folium.FeatureGroup:
+    group = folium.FeatureGroup(name=name, control=False)
+    for u in units:
+        folium.Marker((u["ly"], u["lx"]), icon=folium.DivIcon(
+            html=f'<div class="gis-label {css_class}">{html.escape(u["name"])}</div>', icon_size=(0, 0),
+            class_name="gis-label-anchor"), interactive=False).add_to(group)
+    return group
+
+
+def _style_colours(layer: Layer) -> dict[str, str]:
+    return dict(layer.style.colors)
+
+
+def _legend(title: str, rows: list[tuple[str, str, str]]) -> str:
+    """Legend rows of (shape class, colour, label)."""
+    items = "".join(f'<div class="gis-legend-row"><span class="gis-swatch {shape}" style="--c:{colour}"></span>'
+                    f"{html.escape(label)}</div>" for shape, colour, label in rows)
+    return f'<div class="gis-legend-block"><div class="gis-legend-title">{html.escape(title)}</div>{items}</div>'
+
+
+def _admin_layers(m: folium.Map, conn: Connection) -> dict[str, str]:
+    """Former districts (with names) and communes in force today (names from zoom 11), as GeoJSON."""
+    today = date.today()
+    communes = _units(conn, "commune", today)
+    district_day = _districts_on(conn)
+    districts = _units(conn, "district", district_day, tolerance=0.0008)
+    names = {}
+    district_title = "Districts" if district_day == today else f"Districts (until {district_day + timedelta(days=1)})"
+    if districts:
+        layer = folium.GeoJson(
+            _collection(districts), name=district_title,
+            style_function=lambda f: {"color": "#9fb3c8", "weight": 3, "opacity": 0.9, "fill": False,
+                                      "dashArray": "8 6", "className": "gis-admin gis-district"},
+            tooltip=folium.GeoJsonTooltip(fields=["name", "code"], aliases=["District", "Code"]))
+        layer.add_to(m)
+        names["districts"] = layer.get_name()
+        _labels(districts, "gis-district-label", "District names").add_to(m)
+    if communes:
+        layer = folium.GeoJson(
+            _collection(communes), name="Communes",
+            style_function=lambda f: {"color": "#52606d", "weight": 1.2, "opacity": 0.9, "fillColor": "#1f2933",
+                                      "fillOpacity": 0.35, "className": "gis-admin gis-commune"},
+            highlight_function=lambda f: {"weight": 2.5, "color": "#cbd2d9"},
+            tooltip=folium.GeoJsonTooltip(fields=["name", "unit_type", "code"], aliases=["Commune", "Type", "Code"]))
+        layer.add_to(m)
+        names["communes"] = layer.get_name()
+        _labels(communes, "gis-commune-label", "Commune names").add_to(m)
+    return names
+
+
+def _vector_layer(m: folium.Map, server: str, layer: Layer, name: str, style_fn: str) -> str:
+    from folium.plugins import VectorGridProtobuf
+
+    options = ("{" f'"vectorTileLayerStyles": {{"{layer.id}": {style_fn}}}, "interactive": true, '
+               '"rendererFactory": L.svg.tile, "maxNativeZoom": 19, "maxZoom": 19, '
+               '"fetchOptions": {"cache": "no-cache"}, '
+               f'"getFeatureId": function (f) {{ return f.properties.id; }}, "pane": "{layer.id}Pane"' "}")
+    grid = VectorGridProtobuf(f"{server}/tiles/{layer.id}/{{z}}/{{x}}/{{y}}.mvt", name, options)
+    grid.add_to(m)
+    return str(grid.get_name())
+
+
+def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str = "",
+         assets: Assets | None = None) -> folium.Map:
+    """The full-screen wall map: boundaries with names, infrastructure, cameras, incidents, live.
+
+    Big layers (incidents, cameras, infrastructure) come as vector tiles from ``server`` (the page's own
+    origin when empty); the page then follows ``/events`` and redraws only its data layers.
+    """
+    assets = assets or Assets(server)
+    m = _base_map(settings, conn, "gis-ioc — operations wall")
+    for pane, z in (("infrastructurePane", 420), ("camerasPane", 430), ("fovPane", 425), ("incidentsPane", 440),
+                    ("livePane", 450)):
+        folium.map.CustomPane(pane, z_index=z).add_to(m)
+    admin = _admin_layers(m, conn)
+    layers = {lid: catalog.get(lid, conn) for lid in ("infrastructure", "cameras", "incidents")}
+    grids = {
+        "infrastructure": _vector_layer(m, server, layers["infrastructure"], "Infrastructure",
+                                        "GisIocViews.infrastructureStyle"),
+        "cameras": _vector_layer(m, server, layers["cameras"], "Cameras", "GisIocViews.cameraStyle"),
+        "incidents": _vector_layer(m, server, layers["incidents"], "Incidents", "GisIocViews.incidentStyle"),
+    }
+    control = folium.LayerControl(collapsed=False, position="topright")
+    control.add_to(m)
+    config = {
+        "server": server, "timezone": settings.timezone, "clusterBelow": {
+            lid: layer.tiles.cluster_below_zoom for lid, layer in layers.items()},
+        "colors": {lid: _style_colours(layer) for lid, layer in layers.items()},
+        "active": list(ACTIVE_STATUSES), "fovFromZoom": 13, "communeLabelsFromZoom": 11,
+    }
+    legend = "".join([
+        _legend("Incidents (CAP severity)", [("gis-dot", c, s) for s, c in _style_colours(layers["incidents"]).items()]
+                + [("gis-dot gis-active", "#ffffff", "active: large, white ring"),
+                   ("gis-dot gis-faded", "#bdbdbd", "resolved / closed: faded"),
+                   ("gis-dot gis-cluster", "#fd8d3c", "cluster (count), below zoom "
+                    f"{layers['incidents'].tiles.cluster_below_zoom}")]),
+        _legend("Cameras", [("gis-dot", c, s) for s, c in _style_colours(layers["cameras"]).items()]
+                + [("gis-sector", "#2ecc71", f"field of view (zoom ≥ {config['fovFromZoom']})")]),
+        _legend("Infrastructure", [("gis-line" if k == "road" else "gis-square", c, k.replace("_", " "))
+                                   for k, c in _style_colours(layers["infrastructure"]).items()]),
+        _legend("Boundaries", [("gis-line gis-dashed", "#9fb3c8", "district (before the 2025 reform)"),
+                               ("gis-line", "#52606d", "commune")]),
+    ])
+    _root(m).html.add_child(Element(
+        '<div id="gis-clock" class="gis-panel"><div class="gis-time">--:--:--</div><div class="gis-date"></div>'
+        '<div id="gis-live" class="gis-live-off">connecting…</div></div>'
+        '<div id="gis-kpi" class="gis-panel"><div class="gis-panel-title">Operations</div>'
+        '<div class="gis-kpi-body">loading…</div></div>'
+        f'<div id="gis-legend" class="gis-panel gis-legend">{legend}</div>'))
+    _root(m).html.add_child(Element('<script>document.body.classList.add("gis-wall");</script>'))
+    _Script(f"GisIocViews.startWall({m.get_name()}, {{grids: {{{', '.join(f'{k}: {v}' for k, v in grids.items())}}}, "
+            f"admin: {{{', '.join(f'{k}: {v}' for k, v in admin.items())}}}, control: {control.get_name()}}}, "
+            f"{json.dumps(config)});").add_to(m)
+    _offline(m, assets)
+    return m
+
+
+def kpis(conn: Connection, catalog: Catalog, settings: Settings) -> dict[str, Any]:
+    """The wall's KPI panel: active incidents by severity, cameras online, incidents in 24 h per district."""
+    now = datetime.now(ZoneInfo(settings.timezone))
+    active: dict[str, int] = dict(conn.execute(sa.text(
+        "SELECT coalesce(severity, 'unknown'), count(*) FROM incidents WHERE status = ANY(:s) GROUP BY 1"),
+        {"s": list(ACTIVE_STATUSES)}).all())
+    cameras = conn.execute(sa.text(
+        "SELECT count(*) FILTER (WHERE status = 'online'), count(*) FROM cameras")).one()
+    district_day = _districts_on(conn)
+    window = analysis.Window(now - timedelta(hours=24), None)
+    try:
+        by_district = analysis.stats(conn, catalog, "incidents", "district", window=window, at=district_day)
+        last_24h = [{"code": u["code"], "name": u["name"], "count": u["count"]}
+                    for u in sorted(by_district["units"], key=lambda u: (-u["count"], u["code"]))]
+    except InvalidInput:  # no district level in the data at all
+        last_24h = []
+    total_24h = conn.execute(sa.text("SELECT count(*) FROM incidents WHERE reported_at >= :t"),
+                             {"t": now - timedelta(hours=24)}).scalar()
+    return {
+        "at": now.isoformat(timespec="seconds"),
+        "active_by_severity": {s: int(active.get(s, 0)) for s in SEVERITIES},
+        "active_total": int(sum(active.values())),
+        "cameras": {"online": int(cameras[0]), "total": int(cameras[1]),
+                    "online_pct": round(100 * cameras[0] / cameras[1], 1) if cameras[1] else None},
+        "last_24h_total": int(total_24h or 0),
+        "last_24h_by_district": last_24h,
+        "districts_on": district_day.isoformat(),
+    }
+
+
+def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id: int, *,
+             assets: Assets | None = None, cameras: int = 5, radius_m: float = 2000) -> folium.Map:
+    """One incident: its admin unit, its nearest online cameras and what they see, infrastructure within 2 km."""
+    layer = catalog.get("incidents", conn)
+    found = features.item(conn, layer, incident_id)
+    if found is None:
+        raise NotFound(f"incident {incident_id} does not exist")
+    feature = json.loads(found)
+    props = feature["properties"]
+    point = conn.execute(sa.text("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) AS p FROM incidents "
+                                 "WHERE id = :i) s"), {"i": incident_id}).one()
+    lon, lat = float(point[0]), float(point[1])
+    units = analysis.locate(conn, lon, lat)
+    near = analysis.nearest(conn, catalog, "cameras", incident=incident_id, k=cameras, filter_text="status = 'online'")
+    seeing = {c["id"] for c in analysis.cameras_seeing(conn, lon, lat, online_only=True)}
+    reach = analysis.impact(conn, catalog, incident=incident_id, radius_m=radius_m, layers=("infrastructure",))
+    m = _base_map(settings, conn, f"Incident {incident_id}: {props.get('title') or ''}", zoom=15, location=(lat, lon))
+    commune = units.get("commune")
+    if commune:
+        geom = conn.execute(sa.text(
+            "SELECT ST_AsGeoJSON(geom, 6) FROM admin_units WHERE code = :c AND valid_from = :f"),
+            {"c": commune["code"], "f": commune["valid_from"]}).scalar()
+        folium.GeoJson({"type": "Feature", "geometry": json.loads(str(geom)), "properties": {"name": commune["name"]}},
+                       name=f"Commune {commune['name']}",
+                       style_function=lambda f: {"color": "#9fb3c8", "weight": 2, "fillColor": "#1f2933",
+                                                 "fillOpacity": 0.35, "className": "gis-admin"}).add_to(m)
+    colours = _style_colours(layer)
+    camera_group = folium.FeatureGroup(name="Nearest online cameras")
+    camera_rows = []
+    reach_deg = radius_m / 111_000
+    corners = [(lat - reach_deg, lon - reach_deg), (lat + reach_deg, lon + reach_deg)]
+    for cam in near["features"]:
+        cp = cam["properties"]
+        x, y = cam["geometry"]["coordinates"][:2]
+        sees = cam["id"] in seeing
+        colour = "#2ecc71" if sees else "#7b8794"
+        sector = analysis.fov_sector(x, y, cp.get("heading_deg") or 0, cp.get("fov_deg") or 360,
+                                     cp.get("range_m") or 50)
+        folium.GeoJson(sector.__geo_interface__, style_function=lambda f, c=colour: {
+            "color": c, "weight": 1.5, "fillColor": c, "fillOpacity": 0.25, "className": "gis-fov"},
+        ).add_to(camera_group)
+        folium.CircleMarker((y, x), radius=8, color="#0b1220", weight=2, fill=True, fill_color=colour, fill_opacity=1,
+                            class_name="gis-camera",
+                            tooltip=folium.Tooltip(f"{html.escape(cp.get('name') or '')} · {cp['distance_m']:,.0f} m"
+                                                   f"{' · sees it' if sees else ''}", permanent=True,
+                                                   direction="right")).add_to(camera_group)
+        corners.append((y, x))
+        camera_rows.append((cp.get("name") or str(cam["id"]), cp["distance_m"], sees))
+    camera_group.add_to(m)
+    infra_group = folium.FeatureGroup(name="Infrastructure within 2 km")
+    infra_rows = []
+    infra_colours = _style_colours(catalog.get("infrastructure", conn))
+    for f in reach["layers"]["infrastructure"]:
+        fp = f["properties"]
+        colour = infra_colours.get(fp.get("kind"), "#5dade2")
+        label = f"{fp.get('kind', '').replace('_', ' ')}: {fp.get('name') or ''} — {fp['distance_m']:.0f} m"
+        folium.GeoJson(f, style_function=lambda _, c=colour: {"color": c, "weight": 3, "className": "gis-infra"},
+                       marker=folium.CircleMarker(radius=7, fill=True, fill_color=colour, color="#0b1220",
+                                                  fill_opacity=1, weight=2),
+                       tooltip=folium.Tooltip(html.escape(label), permanent=True, direction="right"),
+                       ).add_to(infra_group)
+        infra_rows.append((fp.get("kind", ""), fp.get("name") or "", fp["distance_m"]))
+    infra_group.add_to(m)
+    folium.Circle((lat, lon), radius=radius_m, color="#f5f7fa", weight=1, dash_array="6 6", fill=False,
+                  interactive=False).add_to(m)
+    severity_colour = colours.get(props.get("severity") or "unknown", "#bdbdbd")
+    folium.GeoJson(feature, name="Incident", style_function=lambda _: {
+        "color": "#ffffff", "weight": 3, "fillColor": severity_colour, "fillOpacity": 0.6, "className": "gis-incident"},
+        marker=folium.CircleMarker(radius=13, fill=True, fill_color=severity_colour, color="#ffffff", weight=3,
+                                   fill_opacity=1)).add_to(m)
+    folium.LayerControl(collapsed=False).add_to(m)
+    south, west = min(c[0] for c in corners), min(c[1] for c in corners)
+    north, east = max(c[0] for c in corners), max(c[1] for c in corners)
+    _Script(f"{m.get_name()}.fitBounds({json.dumps([[south, west], [north, east]])}, "
+            "{animate: false, paddingTopLeft: [440, 20], paddingBottomRight: [20, 20]});").add_to(m)
+    unit_line = " · ".join(f"{u['unit_type']} {u['name']} ({u['code']})" for u in (units.get("commune"),
+                                                                                    units.get("district")) if u)
+    rows_cam = "".join(f"<tr><td>{html.escape(n)}</td><td class='num'>{d:,.0f} m</td>"
+                       f"<td>{'sees it' if s else '—'}</td></tr>" for n, d, s in camera_rows) or \
+        "<tr><td colspan=3>no online camera</td></tr>"
+    rows_infra = "".join(f"<tr><td>{html.escape(k.replace('_', ' '))}</td><td>{html.escape(n)}</td>"
+                         f"<td class='num'>{d:,.0f} m</td></tr>" for k, n, d in infra_rows) or \
+        "<tr><td colspan=3>nothing within 2 km</td></tr>"
+    when = _local_time(props.get("reported_at"), settings.timezone)
+    _root(m).html.add_child(Element(
+        f'<div id="gis-incident" class="gis-panel gis-side"><div class="gis-panel-title">Incident {incident_id}</div>'
+        f'<h2>{html.escape(str(props.get("title") or ""))}</h2>'
+        f'<div class="gis-badge" style="--c:{severity_colour}">{html.escape(str(props.get("severity")))}</div> '
+        f'<span class="gis-status">{html.escape(str(props.get("status")))}</span>'
+        f'<p>{html.escape(str(props.get("type") or "").replace("_", " "))} · reported {html.escape(when)}</p>'
+        f'<p>{html.escape(unit_line) or "outside every administrative unit"}</p>'
+        f'<h3>Nearest online cameras</h3><table id="gis-cameras">{rows_cam}</table>'
+        f'<h3>Infrastructure within {radius_m / 1000:g} km</h3><table id="gis-infra">{rows_infra}</table></div>'))
+    _root(m).html.add_child(Element('<script>document.body.classList.add("gis-view");</script>'))
+    _offline(m, assets or Assets())
+    return m
+
+
+def _local_time(value: Any, timezone: str) -> str:
+    """An RFC 3339 time as local ``YYYY-MM-DD HH:MM (UTC+7)``."""
+    if not value:
+        return "unknown time"
+    moment = datetime.fromisoformat(str(value)).astimezone(ZoneInfo(timezone))
+    offset = moment.utcoffset() or timedelta()
+    return f"{moment:%Y-%m-%d %H:%M} (UTC{offset.total_seconds() / 3600:+g})"
+
+
+def parse_window(text: str) -> timedelta:
+    """``30d``, ``24h``, ``2w`` or ``90m`` as a duration (400 naming ``window`` otherwise)."""
+    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) <= 0:
+        raise InvalidInput(f"window: {text!r} is not a duration like 24h, 30d or 2w", param="window")
+    return timedelta(**{units[unit]: int(number)})
+
+
+def class_breaks(values: list[float], classes: int = 5) -> list[float]:
+    """Upper bounds of up to ``classes`` quantile classes (ties merged), the last being the maximum."""
+    ordered = sorted(values)
+    if not ordered:
+        return []
+    breaks: list[float] = []
+    for i in range(1, classes + 1):
+        value = ordered[min(len(ordered) - 1, math.ceil(i * len(ordered) / classes) - 1)]
+        if not breaks or value > breaks[-1]:
+            breaks.append(value)
+    return breaks
+
+
+def choropleth(conn: Connection, catalog: Catalog, settings: Settings, *, layer: str = "incidents",
+               level: str = "district", window: str = "30d", measure: str = "count",
+               assets: Assets | None = None) -> folium.Map:
+    """Counts per unit (or per km²) over a time window, in quantile classes with a legend."""
+    if level not in ("district", "commune"):
+        raise InvalidInput(f"level: {level!r} is not district or commune", param="level")
+    if measure not in ("count", "per_km2"):
+        raise InvalidInput(f"measure: {measure!r} is not count or per_km2", param="measure")
+    span = parse_window(window)
+    now = datetime.now(ZoneInfo(settings.timezone))
+    on = _districts_on(conn) if level == "district" else date.today()
+    result = analysis.stats(conn, catalog, layer, level, window=analysis.Window(now - span, None), at=on)
+    values = {u["code"]: (u["count"] if measure == "count" else u["per_km2"] or 0.0) for u in result["units"]}
+    breaks = class_breaks(list(values.values()))
+    colours = CLASS_COLOURS[-len(breaks):] if breaks else []
+
+    def colour(value: float) -> str:
+        for bound, c in zip(breaks, colours, strict=True):
+            if value <= bound:
+                return c
+        return colours[-1] if colours else "#52606d"
+
+    units = _units(conn, level, on)
+    counts = {u["code"]: u["count"] for u in result["units"]}
+    density = {u["code"]: u["per_km2"] for u in result["units"]}
+    title = f"{catalog.get(layer, conn).title} per {level}, last {window}"
+    title += " (per km²)" if measure != "count" else ""
+    m = _base_map(settings, conn, title)
+    folium.GeoJson(
+        _collection(units, count=counts, per_km2=density), name=title,
+        style_function=lambda f: {"color": "#0b1220", "weight": 1.2, "fillOpacity": 0.85,
+                                  "fillColor": colour(values.get(f["id"], 0)), "className": "gis-admin gis-unit"},
+        highlight_function=lambda f: {"weight": 3, "color": "#f5f7fa"},
+        tooltip=folium.GeoJsonTooltip(fields=["name", "count", "per_km2"],
+                                      aliases=[level.capitalize(), "Count", "Per km²"])).add_to(m)
+    _labels(units, f"gis-{level}-label gis-always", "Names").add_to(m)
+    lows = [0.0, *breaks[:-1]]
+    fmt = (lambda v: f"{v:,.0f}") if measure == "count" else (lambda v: f"{v:,.3f}")
+    if measure == "count":  # whole numbers: the next class starts one above the last
+        lows = [lo + 1 for lo in lows]
+    rows = [("gis-square", c, f"{fmt(lo)} – {fmt(hi)}" if i else f"≤ {fmt(hi)}")
+            for i, (lo, hi, c) in enumerate(zip(lows, breaks, colours, strict=True))]
+    _root(m).html.add_child(Element(
+        f'<div id="gis-legend" class="gis-panel gis-legend">{_legend(title, rows)}'
+        f'<div class="gis-note">Units in force on {on.isoformat()}; {result["total"]:,} features in all; '
+        f"quantile classes.</div></div>"))
+    _root(m).html.add_child(Element('<script>document.body.classList.add("gis-view");</script>'))
+    _offline(m, assets or Assets())
+    return m
+
+
+def not_found_page(what: str) -> str:
+    """A plain 404 page in the views' style (no external requests)."""
+    links = " · ".join(f'<a href="/views/{v}">{v}</a>' for v in ("wall", "choropleth"))
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Not found</title><style>body{{background:"
+            f"{BACKGROUND};color:#e4e7eb;font:20px/1.5 'DejaVu Sans',sans-serif;padding:3em}}a{{color:#7cc4fa}}"
+            f"</style></head><body><h1>Not found</h1><p>{html.escape(what)}</p><p>Views: {links}</p></body></html>")

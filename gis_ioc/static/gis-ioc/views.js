@@ -1,0 +1,237 @@
+/* gis-ioc map views: styles for the vector tile layers and the wall's live behaviour.
+   Loaded before the map script; GisIocViews.startWall() runs after every layer exists. */
+(function () {
+  "use strict";
+  var ACTIVE = {new: 1, verified: 1, dispatched: 1, in_progress: 1, reopened: 1};
+  var cfg = {colors: {}, clusterBelow: {}, server: ""};
+  var V = window.GisIocViews = {};
+
+  function colour(layer, value, fallback) {
+    var c = (cfg.colors[layer] || {})[value];
+    return c || fallback;
+  }
+  function clusterRadius(n) { return Math.min(22, 4 + 2.2 * Math.log(n + 1)); }
+  function esc(s) {
+    return String(s === null || s === undefined ? "" : s).replace(/[&<>"']/g, function (c) {
+      return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c];
+    });
+  }
+
+  V.incidentStyle = function (p, z) {
+    var c = colour("incidents", p.severity || "unknown", "#bdbdbd");
+    if (p.cluster) {
+      return {className: "gis-incident gis-cluster", radius: clusterRadius(p.count), fill: true, fillColor: c,
+              fillOpacity: 0.55, color: c, opacity: 0.9, weight: 1.5};
+    }
+    if (ACTIVE[p.status]) {
+      return {className: "gis-incident gis-active", radius: z >= 15 ? 11 : 8, fill: true, fillColor: c,
+              fillOpacity: 1, color: "#ffffff", weight: 2.5};
+    }
+    return {className: "gis-incident gis-faded", radius: z >= 15 ? 6 : 4, fill: true, fillColor: c,
+            fillOpacity: 0.3, color: c, opacity: 0.35, weight: 1};
+  };
+
+  V.cameraStyle = function (p, z) {
+    var c = colour("cameras", p.status, "#2ecc71");
+    if (p.cluster) {
+      return {className: "gis-camera gis-cluster", radius: clusterRadius(p.count) * 0.8, fill: true, fillColor: c,
+              fillOpacity: 0.55, color: c, weight: 1.5};
+    }
+    return {className: "gis-camera", radius: z >= 14 ? 7 : 5, fill: true, fillColor: c, fillOpacity: 0.95,
+            color: "#0b1220", weight: 2};
+  };
+
+  V.infrastructureStyle = function (p, z) {
+    var c = colour("infrastructure", p.kind, "#5dade2");
+    if (p.kind === "road") {
+      var w = {national: 4, provincial: 3, district: 2}[p.road_class] || 2;
+      return {className: "gis-infra gis-road", color: c, weight: z >= 12 ? w + 1 : w, opacity: 0.9, fill: false};
+    }
+    return {className: "gis-infra", radius: z >= 13 ? 7 : 5, fill: true, fillColor: c, fillOpacity: 0.9,
+            color: "#0b1220", weight: 1.5};
+  };
+
+  function debounce(fn, ms) {
+    var t = null;
+    return function () { clearTimeout(t); t = setTimeout(fn, ms); };
+  }
+
+  function popupHtml(layer, p) {
+    if (p.cluster) { return "<b>" + p.count + "</b> " + esc(layer) + " here — zoom in"; }
+    var rows = "";
+    Object.keys(p).forEach(function (k) {
+      if (k !== "cluster" && k !== "count") { rows += "<tr><th>" + esc(k) + "</th><td>" + esc(p[k]) + "</td></tr>"; }
+    });
+    var link = layer === "incidents" ? '<p><a href="' + cfg.server + "/views/incidents/" + p.id +
+      '" target="_blank">open the incident view</a></p>' : "";
+    return "<table>" + rows + "</table>" + link;
+  }
+
+  V.startWall = function (map, parts, config) {
+    cfg = config;
+    var state = {map: map, grids: parts.grids, live: {incidents: {}, cameras: {}}, kpi: null, events: 0,
+                 connected: false};
+    window.gisIocWall = state;
+    var container = map.getContainer();
+
+    // names: districts always, communes from zoom 11
+    function zoomClasses() {
+      container.classList.toggle("gis-zoom-low", map.getZoom() < cfg.communeLabelsFromZoom);
+    }
+    map.on("zoomend", zoomClasses);
+    zoomClasses();
+
+    // first full render: every tile layer loaded and the KPIs shown (performance.now(), ms from navigation)
+    var pending = {kpi: true};
+    function done(what) {
+      delete pending[what];
+      if (!Object.keys(pending).length && !state.renderedMs) { state.renderedMs = Math.round(performance.now()); }
+    }
+    Object.keys(parts.grids).forEach(function (name) {
+      pending[name] = true;
+      parts.grids[name].on("load", function () { done(name); });
+      parts.grids[name].on("click", function (e) {
+        L.popup().setLatLng(e.latlng).setContent(popupHtml(name, e.layer.properties || {})).openOn(map);
+      });
+    });
+
+    // camera fields of view, from zoom 13, for the cameras in view
+    var fov = L.geoJSON(null, {pane: "fovPane", interactive: false, style: function (f) {
+      var c = colour("cameras", f.properties.status, "#2ecc71");
+      return {className: "gis-fov", color: c, weight: 1, opacity: 0.7, fillColor: c, fillOpacity: 0.18};
+    }});
+    fov.addTo(map);
+    parts.control.addOverlay(fov, "Camera fields of view (zoom ≥ " + cfg.fovFromZoom + ")");
+    var fovRequest = 0;
+    function loadFov() {
+      var mine = ++fovRequest;
+      if (map.getZoom() < cfg.fovFromZoom || !map.hasLayer(fov)) { fov.clearLayers(); return; }
+      var b = map.getBounds();
+      var bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map(function (v) { return v.toFixed(5); });
+      fetch(cfg.server + "/analysis/cameras/fov?limit=3000&bbox=" + bbox.join(","))
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (data) {
+          if (data && mine === fovRequest) { fov.clearLayers(); fov.addData(data); }
+        })
+        .catch(function () {});
+    }
+    map.on("moveend overlayadd", loadFov);
+    loadFov();
+
+    // live changes: the changed feature at once, its layer's tiles and the KPIs shortly after
+    var live = L.layerGroup([], {pane: "livePane"}).addTo(map);
+    parts.control.addOverlay(live, "Live changes");
+    var redraw = {
+      incidents: debounce(function () { parts.grids.incidents.redraw(); }, 3000),
+      cameras: debounce(function () { parts.grids.cameras.redraw(); loadFov(); }, 3000)
+    };
+    var refreshKpi = debounce(loadKpi, 1500);
+
+    function liveLayer(layer, feature, op) {
+      var p = feature.properties || {};
+      var style = layer === "incidents" ? V.incidentStyle(p, map.getZoom()) : V.cameraStyle(p, map.getZoom());
+      style.className = "gis-live gis-live-" + layer + " gis-id-" + feature.id + (op === "insert" ? " gis-new" : "");
+      style.pane = "livePane";
+      style.radius = Math.max(style.radius || 8, 9);
+      return L.geoJSON(feature, {
+        pointToLayer: function (f, latlng) { return L.circleMarker(latlng, style); },
+        style: function () { return style; }
+      }).bindPopup(popupHtml(layer, p));
+    }
+
+    function onChange(ev) {
+      state.events += 1;
+      var c = JSON.parse(ev.data);
+      if (c.op === "reload" || c.layer === "*") {
+        live.clearLayers();
+        state.live = {incidents: {}, cameras: {}};
+        parts.grids.incidents.redraw();
+        parts.grids.cameras.redraw();
+        loadFov();
+        refreshKpi();
+        return;
+      }
+      var known = state.live[c.layer];
+      if (!known) { return; }
+      if (known[c.id]) { live.removeLayer(known[c.id]); delete known[c.id]; }
+      if (c.op !== "delete" && c.feature && c.feature.geometry) {
+        known[c.id] = liveLayer(c.layer, c.feature, c.op).addTo(live);
+      }
+      redraw[c.layer]();
+      refreshKpi();
+    }
+
+    function setLive(on, text) {
+      state.connected = on;
+      var el = document.getElementById("gis-live");
+      if (el) { el.className = on ? "gis-live-on" : "gis-live-off"; el.textContent = text; }
+    }
+    function connect() {
+      var es = new EventSource(cfg.server + "/events");
+      es.onopen = function () { setLive(true, "LIVE"); };
+      es.onerror = function () {
+        setLive(false, "reconnecting…");
+        if (es.readyState === EventSource.CLOSED) { setTimeout(connect, 3000); }  // the browser gave up: retry
+      };
+      es.addEventListener("change", onChange);
+      state.source = es;
+    }
+    connect();
+
+    // KPIs
+    function bar(label, value, c) {
+      return '<div class="gis-kpi-sev" style="--c:' + c + '"><span class="gis-kpi-n">' + value + "</span>" +
+        esc(label) + "</div>";
+    }
+    function loadKpi() {
+      fetch(cfg.server + "/views/wall/kpi.json", {cache: "no-store"})
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (k) {
+          if (!k) { return; }
+          state.kpi = k;
+          setTimeout(function () { done("kpi"); }, 0);
+          var sev = "";
+          ["extreme", "severe", "moderate", "minor"].forEach(function (s) {
+            sev += bar(s, k.active_by_severity[s] || 0, colour("incidents", s, "#bdbdbd"));
+          });
+          var cams = k.cameras.online_pct === null ? "—" : k.cameras.online_pct.toFixed(1) + " %";
+          var rows = "";
+          k.last_24h_by_district.forEach(function (d) {
+            rows += "<tr><td>" + esc(d.name) + '</td><td class="num">' + d.count + "</td></tr>";
+          });
+          var body = document.querySelector("#gis-kpi .gis-kpi-body");
+          body.innerHTML =
+            '<div class="gis-kpi-big"><span id="gis-kpi-active" class="gis-kpi-n">' + k.active_total +
+            "</span> active incidents</div>" + '<div class="gis-kpi-sevs">' + sev + "</div>" +
+            '<div class="gis-kpi-big"><span id="gis-kpi-cameras" class="gis-kpi-n">' + cams + "</span> cameras online" +
+            ' <span class="gis-muted">(' + k.cameras.online + " / " + k.cameras.total + ")</span></div>" +
+            '<div class="gis-kpi-sub">Incidents, last 24 h: <b id="gis-kpi-24h">' + k.last_24h_total + "</b>" +
+            (rows ? ' <span class="gis-muted">by district (as of ' + esc(k.districts_on) + ")</span>" : "") +
+            "</div>" + (rows ? '<table class="gis-kpi-table">' + rows + "</table>" : "");
+        })
+        .catch(function () {});
+    }
+    loadKpi();
+    setInterval(loadKpi, 60000);
+
+    // clock in the province's time zone
+    var timeFmt = new Intl.DateTimeFormat("en-GB", {timeZone: cfg.timezone, hour: "2-digit", minute: "2-digit",
+                                                    second: "2-digit", hour12: false});
+    var dateFmt = new Intl.DateTimeFormat("en-GB", {timeZone: cfg.timezone, weekday: "short", day: "2-digit",
+                                                    month: "short", year: "numeric"});
+    function tick() {
+      var now = new Date();
+      document.querySelector("#gis-clock .gis-time").textContent = timeFmt.format(now);
+      document.querySelector("#gis-clock .gis-date").textContent = dateFmt.format(now) + " · " + cfg.timezone;
+    }
+    tick();
+    setInterval(tick, 1000);
+
+    state.counts = function () {
+      function n(sel) { return container.querySelectorAll(sel).length; }
+      return {admin: n("path.gis-admin"), incidents: n("path.gis-incident"), cameras: n("path.gis-camera"),
+              infrastructure: n("path.gis-infra"), fov: n("path.gis-fov"), live: n("path.gis-live")};
+    };
+    state.ready = true;
+  };
+})();

@@ -1,0 +1,212 @@
+"""The map views in headless Chromium, as a person at the wall would see them.
+
+Debian's ``chromium`` driven by Playwright; the server runs in its own process on the demo province. Every
+page must load with no console error and no request to any host but the server. Screenshots of each view
+go to ``test-artifacts/`` (``GIS_IOC_TEST_ARTIFACTS``) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from playwright.sync_api import Browser, Page, Route, sync_playwright
+
+from gis_ioc import auth
+from gis_ioc.settings import PROJECT_ROOT
+from tests.conftest import served
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("GIS_IOC_TEST_ARTIFACTS", PROJECT_ROOT / "test-artifacts"))
+# as DESIGN.md says: no sandbox as root, no GPU, and no calls home (the machine may have no internet)
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+CITY = (108.003, 14.350)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is not installed at /usr/bin/chromium (`make setup` installs it)")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server(demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with served(demo_url, tmp_path_factory.mktemp("home")) as url:
+        yield url
+
+
+@dataclass
+class Visit:
+    """An open page and what it did: console errors and requests to other hosts (refused)."""
+
+    page: Page
+    errors: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+    def shot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        return path
+
+
+@pytest.fixture
+def visit(browser: Browser, server: str) -> Iterator[Any]:
+    contexts = []
+
+    def open_page(path: str, wait_for: str | None = None) -> Visit:
+        context = browser.new_context(viewport={"width": 1920, "height": 1080})
+        contexts.append(context)
+        page = context.new_page()
+        seen = Visit(page)
+        host = urlparse(server).netloc
+
+        def route(r: Route) -> None:
+            url = r.request.url
+            if url.startswith("data:") or urlparse(url).netloc == host:
+                r.continue_()
+            else:
+                seen.foreign.append(url)
+                r.abort()
+
+        page.route("**/*", route)
+        page.on("console", lambda m: seen.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: seen.errors.append(str(e)))
+        response = page.goto(server + path)
+        assert response is not None
+        seen.page.wait_for_load_state("load")
+        if wait_for:
+            page.wait_for_function(wait_for, timeout=30_000)
+        return seen
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+def _units(engine: sa.Engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        communes = conn.execute(sa.text(
+            "SELECT count(*) FROM admin_units WHERE level = 'commune' AND valid_to IS NULL")).scalar_one()
+        districts = conn.execute(sa.text(
+            "SELECT count(*) FROM admin_units WHERE level = 'district' AND valid_to = '2025-07-01'")).scalar_one()
+    return int(communes), int(districts)
+
+
+WALL_READY = "window.gisIocWall && window.gisIocWall.renderedMs && window.gisIocWall.connected"
+
+
+def test_the_wall_shows_the_four_layers_kpis_and_clock(visit, demo_engine):
+    wall = visit("/views/wall", WALL_READY)
+    counts = wall.page.evaluate("window.gisIocWall.counts()")
+    communes, districts = _units(demo_engine)
+    assert counts["admin"] == communes + districts
+    assert counts["incidents"] > 20 and counts["cameras"] > 5 and counts["infrastructure"] > 20
+    with demo_engine.connect() as conn:
+        active = conn.execute(sa.text("SELECT count(*) FROM incidents WHERE status IN ('new', 'verified', "
+                                      "'dispatched', 'in_progress', 'reopened')")).scalar_one()
+    assert wall.page.inner_text("#gis-kpi-active") == str(active)
+    assert "cameras online" in wall.page.inner_text("#gis-kpi")
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", wall.page.inner_text("#gis-clock .gis-time"))
+    assert wall.page.inner_text("#gis-live") == "LIVE"
+    legend = wall.page.inner_text("#gis-legend")
+    assert all(s in legend for s in ("extreme", "severe", "moderate", "minor", "online", "hospital"))
+    control = wall.page.inner_text(".leaflet-control-layers")
+    assert all(name in control for name in ("Incidents", "Cameras", "Infrastructure", "Communes"))
+    # district names always; commune names only from zoom 11
+    assert wall.page.locator(".gis-district-label").first.is_visible()
+    assert not wall.page.locator(".gis-commune-label").first.is_visible()
+    wall.shot("wall")
+    assert not wall.errors, wall.errors
+    assert not wall.foreign, wall.foreign
+
+
+def test_the_wall_close_up_has_fields_of_view_and_names(visit):
+    wall = visit("/views/wall", WALL_READY)
+    wall.page.evaluate(f"window.gisIocWall.map.setView([{CITY[1]}, {CITY[0]}], 15, {{animate: false}})")
+    wall.page.wait_for_function("window.gisIocWall.counts().fov > 0 && window.gisIocWall.counts().incidents > 0",
+                                timeout=30_000)
+    assert wall.page.locator(".gis-commune-label").first.is_visible()
+    # at zoom 15 incidents are single features, not clusters
+    assert wall.page.evaluate("document.querySelectorAll('path.gis-incident.gis-cluster').length") == 0
+    wall.page.wait_for_timeout(500)
+    wall.shot("wall-zoom15")
+    assert not wall.errors and not wall.foreign, (wall.errors, wall.foreign)
+
+
+def test_a_posted_incident_appears_on_the_open_wall_within_two_seconds(visit, server, demo_engine):
+    wall = visit("/views/wall", WALL_READY)
+    key = auth.create_key(demo_engine, f"wall-test-{uuid.uuid4().hex[:6]}", "operator")
+    before = int(wall.page.inner_text("#gis-kpi-active"))
+    incident = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [CITY[0] + 0.002, CITY[1] + 0.001]},
+                "properties": {"type": "fire", "severity": "extreme", "title": "Cháy nhà dân, phường Quyết Thắng",
+                               "source": "114"}}
+    posted = httpx.post(f"{server}/collections/incidents/items", json=incident,
+                        headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert posted.status_code == 201, posted.text
+    new_id = posted.json()["id"]
+    started = time.monotonic()
+    try:
+        # on the page within 2 s: the change arrives by NOTIFY → /events → the wall's live layer
+        wall.page.wait_for_selector(f"path.gis-live-incidents.gis-id-{new_id}", state="attached", timeout=2_000)
+        arrived = time.monotonic() - started
+        wall.page.wait_for_function(f"document.querySelector('#gis-kpi-active').textContent == '{before + 1}'",
+                                    timeout=10_000)
+        wall.shot("wall-live-incident")
+        # the page was not reloaded: the same document still counts its events
+        assert wall.page.evaluate("window.gisIocWall.events") >= 1
+        print(f"incident {new_id} on the wall after {arrived * 1000:.0f} ms")
+    finally:
+        httpx.delete(f"{server}/collections/incidents/items/{new_id}", headers={"Authorization": f"Bearer {key}"},
+                     timeout=10)
+    wall.page.wait_for_selector(f"path.gis-live-incidents.gis-id-{new_id}", state="detached", timeout=5_000)
+    assert not wall.errors and not wall.foreign, (wall.errors, wall.foreign)
+
+
+def test_the_incident_view(visit, demo_engine):
+    with demo_engine.connect() as conn:
+        incident = conn.execute(sa.text("SELECT id FROM incidents WHERE status = 'in_progress' "
+                                        "AND GeometryType(geom) = 'POINT' ORDER BY id LIMIT 1")).scalar_one()
+    view = visit(f"/views/incidents/{incident}")
+    view.page.wait_for_function("document.querySelectorAll('path.gis-camera').length > 0", timeout=30_000)
+    assert view.page.locator("path.gis-incident").count() == 1
+    assert view.page.locator("path.gis-camera").count() == 5
+    assert view.page.locator("#gis-cameras tr").count() == 5
+    assert f"Incident {incident}" in (view.page.text_content("#gis-incident") or "")
+    view.shot("incident")
+    assert not view.errors and not view.foreign, (view.errors, view.foreign)
+
+
+def test_the_choropleth_view(visit, demo_engine):
+    view = visit("/views/choropleth?layer=incidents&level=commune&window=30d")
+    view.page.wait_for_function("document.querySelectorAll('path.gis-unit').length > 0", timeout=30_000)
+    communes, _ = _units(demo_engine)
+    assert view.page.locator("path.gis-unit").count() == communes
+    assert view.page.locator("#gis-legend .gis-legend-row").count() >= 3
+    view.shot("choropleth")
+    assert not view.errors and not view.foreign, (view.errors, view.foreign)
+
+
+def test_an_unknown_view_is_a_404_page(browser, server):
+    page = browser.new_page()
+    try:
+        response = page.goto(f"{server}/views/incidents/999999999")
+        assert response is not None and response.status == 404
+        assert "Not found" in page.inner_text("h1")
+    finally:
+        page.close()
