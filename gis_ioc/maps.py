@@ -227,14 +227,22 @@ def _admin_layers(m: folium.Map, conn: Connection) -> dict[str, str]:
     return names
 
 
-def _vector_layer(m: folium.Map, server: str, layer: Layer, name: str, style_fn: str) -> str:
+DATA_LAYERS = {"infrastructure": "Infrastructure", "cameras": "Cameras", "incidents": "Incidents"}
+
+
+def _data_tiles(m: folium.Map, server: str) -> str:
+    """The wall's data layers as one vector tile layer: one request per tile, not one per layer and tile.
+
+    Each layer keeps its own style and its own switch in the layer control (``GisIocViews.hidden``).
+    """
     from folium.plugins import VectorGridProtobuf
 
-    options = ("{" f'"vectorTileLayerStyles": {{"{layer.id}": {style_fn}}}, "interactive": true, '
+    styles = ", ".join(f'"{lid}": GisIocViews.style("{lid}")' for lid in DATA_LAYERS)
+    options = ("{" f'"vectorTileLayerStyles": {{{styles}}}, "interactive": true, '
                '"rendererFactory": L.svg.tile, "maxNativeZoom": 19, "maxZoom": 19, '
-               '"fetchOptions": {"cache": "no-cache"}, '
-               f'"getFeatureId": function (f) {{ return f.properties.id; }}, "pane": "{layer.id}Pane"' "}")
-    grid = VectorGridProtobuf(f"{server}/tiles/{layer.id}/{{z}}/{{x}}/{{y}}.mvt", name, options)
+               '"fetchOptions": {"cache": "no-cache"}, "pane": "dataPane"' "}")
+    grid = VectorGridProtobuf(f"{server}/tiles/{','.join(DATA_LAYERS)}/{{z}}/{{x}}/{{y}}.mvt", "data layers",
+                              options, control=False)
     grid.add_to(m)
     return str(grid.get_name())
 
@@ -248,17 +256,16 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
     """
     assets = assets or Assets(server)
     m = _base_map(settings, conn, "gis-ioc — operations wall")
-    for pane, z in (("infrastructurePane", 420), ("camerasPane", 430), ("fovPane", 425), ("incidentsPane", 440),
-                    ("livePane", 450)):
+    for pane, z in (("fovPane", 425), ("dataPane", 430), ("livePane", 450)):
         folium.map.CustomPane(pane, z_index=z).add_to(m)
     admin = _admin_layers(m, conn)
-    layers = {lid: catalog.get(lid, conn) for lid in ("infrastructure", "cameras", "incidents")}
-    grids = {
-        "infrastructure": _vector_layer(m, server, layers["infrastructure"], "Infrastructure",
-                                        "GisIocViews.infrastructureStyle"),
-        "cameras": _vector_layer(m, server, layers["cameras"], "Cameras", "GisIocViews.cameraStyle"),
-        "incidents": _vector_layer(m, server, layers["incidents"], "Incidents", "GisIocViews.incidentStyle"),
-    }
+    layers = {lid: catalog.get(lid, conn) for lid in DATA_LAYERS}
+    grid = _data_tiles(m, server)
+    switches = {}
+    for lid, title in DATA_LAYERS.items():  # empty groups: the layer control's switches for the tile layers
+        group = folium.FeatureGroup(name=title, show=True)
+        group.add_to(m)
+        switches[lid] = group.get_name()
     control = folium.LayerControl(collapsed=False, position="topright")
     control.add_to(m)
     config = {
@@ -287,7 +294,8 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
         '<div class="gis-kpi-body">loading…</div></div>'
         f'<div id="gis-legend" class="gis-panel gis-legend">{legend}</div>'))
     _root(m).html.add_child(Element('<script>document.body.classList.add("gis-wall");</script>'))
-    _Script(f"GisIocViews.startWall({m.get_name()}, {{grids: {{{', '.join(f'{k}: {v}' for k, v in grids.items())}}}, "
+    _Script(f"GisIocViews.startWall({m.get_name()}, {{grid: {grid}, "
+            f"switches: {{{', '.join(f'{k}: {v}' for k, v in switches.items())}}}, "
             f"admin: {{{', '.join(f'{k}: {v}' for k, v in admin.items())}}}, control: {control.get_name()}}}, "
             f"{json.dumps(config)});").add_to(m)
     _offline(m, assets)

@@ -136,6 +136,23 @@ def test_the_wall_shows_the_four_layers_kpis_and_clock(visit, demo_engine):
     assert not wall.foreign, wall.foreign
 
 
+def test_the_layer_control_switches_each_data_layer(visit):
+    wall = visit("/views/wall", WALL_READY)
+    counts = wall.page.evaluate("window.gisIocWall.counts()")
+    switch = wall.page.locator(".leaflet-control-layers-overlays label", has_text="Incidents").locator("input")
+    loads = wall.page.evaluate("window.gisIocWall.tileLoads")
+    switch.uncheck()
+    # the tiles are drawn again without incidents; cameras and infrastructure stay
+    wall.page.wait_for_function(f"window.gisIocWall.tileLoads > {loads}", timeout=10_000)
+    others = wall.page.evaluate("window.gisIocWall.counts()")
+    assert others["cameras"] == counts["cameras"] and others["infrastructure"] == counts["infrastructure"]
+    assert others["incidents"] == 0
+    switch.check()
+    wall.page.wait_for_function(f"window.gisIocWall.tileLoads > {loads + 1}", timeout=10_000)
+    assert wall.page.evaluate("window.gisIocWall.counts()")["incidents"] == counts["incidents"]
+    assert not wall.errors and not wall.foreign, (wall.errors, wall.foreign)
+
+
 def test_the_wall_close_up_has_fields_of_view_and_names(visit):
     wall = visit("/views/wall", WALL_READY)
     wall.page.evaluate(f"window.gisIocWall.map.setView([{CITY[1]}, {CITY[0]}], 15, {{animate: false}})")
@@ -153,6 +170,7 @@ def test_a_posted_incident_appears_on_the_open_wall_within_two_seconds(visit, se
     wall = visit("/views/wall", WALL_READY)
     key = auth.create_key(demo_engine, f"wall-test-{uuid.uuid4().hex[:6]}", "operator")
     before = int(wall.page.inner_text("#gis-kpi-active"))
+    loads = wall.page.evaluate("window.gisIocWall.tileLoads")
     incident = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [CITY[0] + 0.002, CITY[1] + 0.001]},
                 "properties": {"type": "fire", "severity": "extreme", "title": "Cháy nhà dân, phường Quyết Thắng",
                                "source": "114"}}
@@ -167,6 +185,8 @@ def test_a_posted_incident_appears_on_the_open_wall_within_two_seconds(visit, se
         arrived = time.monotonic() - started
         wall.page.wait_for_function(f"document.querySelector('#gis-kpi-active').textContent == '{before + 1}'",
                                     timeout=10_000)
+        # a moment later the data tiles are drawn again from the new layer version
+        wall.page.wait_for_function(f"window.gisIocWall.tileLoads > {loads}", timeout=10_000)
         wall.shot("wall-live-incident")
         # the page was not reloaded: the same document still counts its events
         assert wall.page.evaluate("window.gisIocWall.events") >= 1

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from gis_ioc import maps
@@ -22,10 +23,24 @@ def wall(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep) -> HTMLR
 
 
 @router.get("/wall/kpi.json", summary="The wall's KPIs", operation_id="viewWallKpi")
-def wall_kpi(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep) -> JSONResponse:
-    """Active incidents by severity, cameras online, incidents in the last 24 h per district."""
+def wall_kpi(request: Request, engine: EngineDep, catalog: CatalogDep, settings: SettingsDep) -> JSONResponse:
+    """Active incidents by severity, cameras online, incidents in the last 24 h per district.
+
+    Every wall asks after every change: the figures are made once per change of incidents or cameras
+    (layer versions, heard by NOTIFY) and at most 30 s old, as the 24 h window slides.
+    """
+    versions = request.app.state.listener.versions()
+    key = None
+    if versions is not None:
+        key = (versions.get("public.incidents"), versions.get("public.cameras"), int(time.time() // 30))
+        cached = getattr(request.app.state, "kpi_cache", None)
+        if cached is not None and cached[0] == key:
+            return JSONResponse(cached[1], headers={"Cache-Control": "no-store"})
     with engine.connect() as conn:
-        return JSONResponse(maps.kpis(conn, catalog, settings), headers={"Cache-Control": "no-store"})
+        figures = maps.kpis(conn, catalog, settings)
+    if key is not None:
+        request.app.state.kpi_cache = (key, figures)
+    return JSONResponse(figures, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/incidents/{incident_id}", summary="One incident on a map", operation_id="viewIncident",

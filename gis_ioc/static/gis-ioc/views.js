@@ -51,6 +51,14 @@
             color: "#0b1220", weight: 1.5};
   };
 
+  // one vector tile layer carries infrastructure, cameras and incidents; the layer control switches each
+  V.hidden = {};
+  V.style = function (layer) {
+    var styles = {incidents: V.incidentStyle, cameras: V.cameraStyle, infrastructure: V.infrastructureStyle};
+    return function (p, z) { return V.hidden[layer] ? [] : styles[layer](p, z); };
+  };
+  var LAYER_OF_CLASS = {"gis-incident": "incidents", "gis-camera": "cameras", "gis-infra": "infrastructure"};
+
   function debounce(fn, ms) {
     var t = null;
     return function () { clearTimeout(t); t = setTimeout(fn, ms); };
@@ -69,7 +77,7 @@
 
   V.startWall = function (map, parts, config) {
     cfg = config;
-    var state = {map: map, grids: parts.grids, live: {incidents: {}, cameras: {}}, kpi: null, events: 0,
+    var state = {map: map, grid: parts.grid, live: {incidents: {}, cameras: {}}, kpi: null, events: 0,
                  connected: false};
     window.gisIocWall = state;
     var container = map.getContainer();
@@ -81,19 +89,32 @@
     map.on("zoomend", zoomClasses);
     zoomClasses();
 
-    // first full render: every tile layer loaded and the KPIs shown (performance.now(), ms from navigation)
-    var pending = {kpi: true};
+    // first full render: the data tiles loaded and the KPIs shown (performance.now(), ms from navigation)
+    var pending = {kpi: true, tiles: true};
     function done(what) {
       delete pending[what];
       if (!Object.keys(pending).length && !state.renderedMs) { state.renderedMs = Math.round(performance.now()); }
     }
-    Object.keys(parts.grids).forEach(function (name) {
-      pending[name] = true;
-      parts.grids[name].on("load", function () { done(name); });
-      parts.grids[name].on("click", function (e) {
-        L.popup().setLatLng(e.latlng).setContent(popupHtml(name, e.layer.properties || {})).openOn(map);
-      });
+    state.tileLoads = 0;  // every time the visible data tiles have all arrived
+    parts.grid.on("load", function () { state.tileLoads += 1; done("tiles"); });
+    // GridLayer.redraw() asks for tiles at a fractional zoom (9.75) when the map sits between zooms;
+    // taking the layer off and on again asks at the tile zoom, as the first load does
+    function redrawGrid() {
+      map.removeLayer(parts.grid);
+      parts.grid.addTo(map);
+    }
+    parts.grid.on("click", function (e) {
+      var classes = ((e.layer && e.layer.options && e.layer.options.className) || "").split(" ");
+      var layer = LAYER_OF_CLASS[classes[0]] || "features";
+      L.popup().setLatLng(e.latlng).setContent(popupHtml(layer, e.layer.properties || {})).openOn(map);
     });
+    function switched(e, on) {
+      Object.keys(parts.switches).forEach(function (layer) {
+        if (parts.switches[layer] === e.layer) { V.hidden[layer] = !on; redrawGrid(); }
+      });
+    }
+    map.on("overlayadd", function (e) { switched(e, true); });
+    map.on("overlayremove", function (e) { switched(e, false); });
 
     // camera fields of view, from zoom 13, for the cameras in view
     var fov = L.geoJSON(null, {pane: "fovPane", interactive: false, style: function (f) {
@@ -121,10 +142,8 @@
     // live changes: the changed feature at once, its layer's tiles and the KPIs shortly after
     var live = L.layerGroup([], {pane: "livePane"}).addTo(map);
     parts.control.addOverlay(live, "Live changes");
-    var redraw = {
-      incidents: debounce(function () { parts.grids.incidents.redraw(); }, 3000),
-      cameras: debounce(function () { parts.grids.cameras.redraw(); loadFov(); }, 3000)
-    };
+    var redrawTiles = debounce(redrawGrid, 3000);
+    var redraw = {incidents: redrawTiles, cameras: function () { redrawTiles(); loadFov(); }};
     var refreshKpi = debounce(loadKpi, 1500);
 
     function liveLayer(layer, feature, op) {
@@ -145,8 +164,7 @@
       if (c.op === "reload" || c.layer === "*") {
         live.clearLayers();
         state.live = {incidents: {}, cameras: {}};
-        parts.grids.incidents.redraw();
-        parts.grids.cameras.redraw();
+        redrawGrid();
         loadFov();
         refreshKpi();
         return;
