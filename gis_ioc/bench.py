@@ -343,12 +343,28 @@ def tile_list(seed: int = 20261128) -> list[tuple[int, int, int]]:
     return [out[i] for i in order]
 
 
+def read_tile_list(path: Path) -> list[tuple[int, int, int]]:
+    """A tile list from a file of ``z/x/y`` lines (as ``../shared/bench/tiles.txt``)."""
+    out = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                z, x, y = (int(v) for v in line.strip().split("/"))
+            except ValueError:
+                raise InvalidInput(f"tiles: line {number} of {path} is not z/x/y", param="tiles") from None
+            out.append((z, x, y))
+    if not out:
+        raise InvalidInput(f"tiles: {path} lists no tiles", param="tiles")
+    return out
+
+
 def tiles_http_bench(base_url: str, layers: str, concurrency: tuple[int, ...], seconds: float,
-                     warmup: float = 5, prime: bool = False) -> list[dict[str, float]]:
+                     warmup: float = 5, prime: bool = False,
+                     tiles_: list[tuple[int, int, int]] | None = None) -> list[dict[str, float]]:
     """The tile list over HTTP at each concurrency (``prime``: fetch every tile once first, for the cache)."""
     import asyncio
 
-    urls = [f"{base_url}/tiles/{layers}/{z}/{x}/{y}.mvt" for z, x, y in tile_list()]
+    urls = [f"{base_url}/tiles/{layers}/{z}/{x}/{y}.mvt" for z, x, y in (tiles_ or tile_list())]
     if prime:
         import httpx
 
@@ -371,14 +387,14 @@ def _literal_sql(sql: str, bind: dict[str, Any]) -> str:
 
 
 def tiles_sql_bench(url: str, catalog: Catalog, layers: str, concurrency: tuple[int, ...], seconds: float,
-                    warmup: float = 5) -> list[dict[str, float]]:
+                    warmup: float = 5, tiles_: list[tuple[int, int, int]] | None = None) -> list[dict[str, float]]:
     """The limit without HTTP: the server's own tile statements, one per pgbench transaction (random tile)."""
     import tempfile
 
     from gis_ioc import tiles
 
     engine = db.make_engine(url, pool_size=1)
-    tiles_ = tile_list()
+    tiles_ = tiles_ or tile_list()
     try:
         with engine.begin() as conn:
             resolved = tiles.resolve_layers(catalog, conn, layers)

@@ -777,6 +777,7 @@ def bench_tiles(
     concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,4,16",
     port: Annotated[int, typer.Option(help="Port for the gis-ioc servers it starts.")] = 8090,
     sql: Annotated[bool, typer.Option(help="Also the same tile SQL through pgbench (the limit without HTTP).")] = True,
+    tiles: Annotated[Path | None, typer.Option(help="A file of z/x/y lines instead of the built-in list.")] = None,
 ) -> None:
     """The fixed list of 2,000 tiles over Kon Tum (z8–16): uncached, cached, and the SQL through pgbench."""
     import tempfile
@@ -790,6 +791,7 @@ def bench_tiles(
                            param="concurrency") from None
     settings = _settings()
     url = f"http://127.0.0.1:{port}"
+    chosen = bench.read_tile_list(tiles) if tiles is not None else bench.tile_list()
     results: list[tuple[str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="gis-ioc-bench-tiles-") as home:
         for label, env, prime in (("uncached", {"GIS_IOC_TILE_CACHE": "false"}, False),
@@ -797,7 +799,8 @@ def bench_tiles(
             err_console.print(f"gis-ioc: tiles {label}…")
             server = bench.serve_for_bench(settings, port, env)
             try:
-                results += [(label, r) for r in bench.tiles_http_bench(url, layers, levels, seconds, prime=prime)]
+                results += [(label, r) for r in bench.tiles_http_bench(url, layers, levels, seconds, prime=prime,
+                                                                       tiles_=chosen)]
             finally:
                 server.terminate()
                 server.wait(timeout=20)
@@ -807,8 +810,10 @@ def bench_tiles(
         catalog = _catalog(settings, engine)
         engine.dispose()
         results += [("SQL (pgbench)", r)
-                    for r in bench.tiles_sql_bench(db.database_url(settings), catalog, layers, levels, seconds)]
-    table = Table(title=f"tiles of {layers}: 2,000 z/x/y over Kon Tum, z8–16")
+                    for r in bench.tiles_sql_bench(db.database_url(settings), catalog, layers, levels, seconds,
+                                                   tiles_=chosen)]
+    source = str(tiles) if tiles is not None else "the built-in list"
+    table = Table(title=f"tiles of {layers}: {len(chosen):,} z/x/y from {source}")
     for col in ("path", "concurrency", "tiles/s", "p50 ms", "p99 ms", "tiles", "errors"):
         table.add_column(col, justify="left" if col == "path" else "right")
     for label, r in results:

@@ -422,7 +422,29 @@ def build_infrastructure(rng: np.random.Generator, admin: gpd.GeoDataFrame, road
             p = road.geometry.interpolate(f, normalized=True)
             add("bridge", f"Cầu {road['name']} km{int(f * road.geometry.length * 111)}", p)
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=4326)
-    return pd.concat([frame, roads.assign(status="operational")], ignore_index=True)
+    return pd.concat([frame, roads.assign(status="operational"), build_rivers(outline)], ignore_index=True)
+
+
+# The main rivers along their real courses (waypoints; drawn, not surveyed): the wall stands on them
+# when it has no basemap. Their own random stream, so the rest of the demo does not move.
+RIVERS = {
+    "Sông Pô Kô": [(107.70, 15.20), (107.74, 15.05), (107.80, 14.86), (107.83, 14.70), (107.80, 14.55),
+                   (107.76, 14.40), (107.74, 14.26)],
+    "Sông Đắk Bla": [(108.35, 14.78), (108.25, 14.70), (108.17, 14.56), (108.08, 14.42), (108.00, 14.355),
+                     (107.90, 14.33), (107.80, 14.28), (107.74, 14.26)],
+    "Sông Sê San": [(107.74, 14.26), (107.65, 14.20), (107.55, 14.14), (107.42, 14.08)],
+    "Sông Đắk Psi": [(107.98, 14.90), (107.93, 14.78), (107.88, 14.70), (107.83, 14.69)],
+}
+
+
+def build_rivers(outline: Polygon) -> gpd.GeoDataFrame:
+    """The main rivers as lines inside the province (infrastructure kind ``river``)."""
+    rng = np.random.default_rng(9216)
+    rows = [dict(kind="river", name=name, status="natural", geometry=wiggle(pts, rng, 0.006))
+            for name, pts in RIVERS.items()]
+    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=4326)
+    frame["geometry"] = frame.geometry.intersection(outline)
+    return frame[~frame.geometry.is_empty].reset_index(drop=True)
 
 
 def _points_along(lines: list[LineString], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,9 @@ EXTENT = 4096
 BUFFER = 64
 MAX_ZOOM = 22
 WORLD_M = 40_075_016.685578488
+# gzip level 1: a 1.3 MB tile in 20 ms instead of 41 ms at level 5, for 8 % more bytes (measured on a z13
+# tile of the scale-100 demo); archives (tiles export) use level 6, made once
+GZIP_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,7 @@ class TileCache:
 
     def put(self, key: str, data: bytes) -> Tile:
         """Keep a tile (and its gzip bytes) in memory and on disk."""
-        tile = Tile(data, gzip.compress(data, compresslevel=5), f'"{key}"')
+        tile = Tile(data, gzip.compress(data, compresslevel=GZIP_LEVEL), f'"{key}"')
         self._remember(key, tile)
         if self.folder is not None:
             path = self.folder / key[:2] / f"{key}.mvt.gz"
@@ -303,7 +306,7 @@ def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names:
     sql, bind = tile_statement(layers, z, x, y, params, cell_tables)
     data = bytes(conn.execute(sa.text(sql), bind).scalar_one() or b"")
     if cache is None:
-        return Tile(data, gzip.compress(data, compresslevel=5), f'"{key}"')
+        return Tile(data, gzip.compress(data, compresslevel=GZIP_LEVEL), f'"{key}"')
     return cache.put(key, data)
 
 

@@ -217,3 +217,14 @@ def test_a_failed_export_writes_nothing(run_cli, demo_url, tmp_path):
 def test_the_district_date_follows_the_data(demo_engine):
     with demo_engine.connect() as conn:
         assert maps._districts_on(conn) == date(2025, 6, 30)
+
+
+def test_a_basemap_only_when_one_is_configured(demo_url, tmp_path):
+    with TestClient(create_app(Settings(database_url=demo_url, home=tmp_path / "home"))) as plain:
+        assert "L.tileLayer(" not in plain.get("/views/wall").text
+    basemap = "http://tiles.ioc.local/osm/{z}/{x}/{y}.png"
+    settings = Settings(database_url=demo_url, home=tmp_path / "home", basemap_url=basemap,
+                        basemap_attribution="© OpenStreetMap contributors")
+    with TestClient(create_app(settings)) as client:
+        page = client.get("/views/wall").text
+    assert basemap in page and "OpenStreetMap contributors" in page

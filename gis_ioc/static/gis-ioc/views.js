@@ -43,6 +43,9 @@
 
   V.infrastructureStyle = function (p, z) {
     var c = colour("infrastructure", p.kind, "#5dade2");
+    if (p.kind === "river") {
+      return {className: "gis-infra gis-river", color: c, weight: z >= 12 ? 4 : 2.5, opacity: 0.85, fill: false};
+    }
     if (p.kind === "road") {
       var w = {national: 4, provincial: 3, district: 2}[p.road_class] || 2;
       return {className: "gis-infra gis-road", color: c, weight: z >= 12 ? w + 1 : w, opacity: 0.9, fill: false};
