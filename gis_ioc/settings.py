@@ -26,7 +26,8 @@ class Settings(BaseSettings):
         default=None,
         description="PostgreSQL/PostGIS URL. Without it gis-ioc runs its own private cluster in `home`.",
     )
-    home: Path = Field(default=Path(".gis-ioc"), description="Data folder: private cluster, caches.")
+    home: Path = Field(default=PROJECT_ROOT / ".gis-ioc",
+                       description="Data folder: private cluster, caches (the same from any working directory).")
     host: str = Field(default="127.0.0.1", description="Address the server listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the server listens on.")
     workers: int = Field(default=1, ge=1, le=64, description="Server worker processes.")
