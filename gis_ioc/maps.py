@@ -68,8 +68,12 @@ def _root(m: folium.Map) -> Figure:
     return root
 
 
-def _offline(m: folium.Map, assets: Assets) -> None:
-    """Replace every CDN link folium would write with our own copies (or the files' text)."""
+def offline(m: folium.Map, assets: Assets = INLINE) -> folium.Map:
+    """Make a folium map load with no request outside: our copies of the libraries instead of CDN links.
+
+    ``INLINE`` writes them into the page (a notebook, a file); ``Assets(base)`` links ``base/static/…``.
+    Call it once the map has its layers; it returns the map.
+    """
     for element in _walk(m):
         for attr in ("default_js", "default_css"):
             links = getattr(element, attr, None)
@@ -94,6 +98,7 @@ def _offline(m: folium.Map, assets: Assets) -> None:
             header.add_child(Element(f"<style>{text}</style>"), name=name)
         else:
             header.add_child(Element(f'<link rel="stylesheet" href="{assets.base}/static/{path}">'), name=name)
+    return m
 
 
 def _inline_images(css: str, folder: Path) -> str:
@@ -282,7 +287,7 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
                     f"{layers['incidents'].tiles.cluster_below_zoom}")]),
         _legend("Cameras", [("gis-dot", c, s) for s, c in _style_colours(layers["cameras"]).items()]
                 + [("gis-sector", "#2ecc71", f"field of view (zoom ≥ {config['fovFromZoom']})")]),
-        _legend("Infrastructure", [("gis-line" if k == "road" else "gis-square", c, k.replace("_", " "))
+        _legend("Infrastructure", [("gis-line" if k in ("road", "river") else "gis-square", c, k.replace("_", " "))
                                    for k, c in _style_colours(layers["infrastructure"]).items()]),
         _legend("Boundaries", [("gis-line gis-dashed", "#9fb3c8", "district (before the 2025 reform)"),
                                ("gis-line", "#52606d", "commune")]),
@@ -298,7 +303,7 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
             f"switches: {{{', '.join(f'{k}: {v}' for k, v in switches.items())}}}, "
             f"admin: {{{', '.join(f'{k}: {v}' for k, v in admin.items())}}}, control: {control.get_name()}}}, "
             f"{json.dumps(config)});").add_to(m)
-    _offline(m, assets)
+    offline(m, assets)
     return m
 
 
@@ -426,7 +431,7 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
         f'<h3>Nearest online cameras</h3><table id="gis-cameras">{rows_cam}</table>'
         f'<h3>Infrastructure within {radius_m / 1000:g} km</h3><table id="gis-infra">{rows_infra}</table></div>'))
     _root(m).html.add_child(Element('<script>document.body.classList.add("gis-view");</script>'))
-    _offline(m, assets or Assets())
+    offline(m, assets or Assets())
     return m
 
 
@@ -508,7 +513,7 @@ def choropleth(conn: Connection, catalog: Catalog, settings: Settings, *, layer:
         f'<div class="gis-note">Units in force on {on.isoformat()}; {result["total"]:,} features in all; '
         f"quantile classes.</div></div>"))
     _root(m).html.add_child(Element('<script>document.body.classList.add("gis-view");</script>'))
-    _offline(m, assets or Assets())
+    offline(m, assets or Assets())
     return m
 
 

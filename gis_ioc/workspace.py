@@ -1,0 +1,193 @@
+"""gis-ioc from Python (notebooks, scripts): the server's settings, layers as GeoDataFrames, the operations.
+
+>>> import gis_ioc
+>>> ws = gis_ioc.connect()                      # GIS_IOC_* settings, as the server reads them
+>>> incidents = ws.layer("incidents", datetime="2026-09-01T00:00:00Z/..", severity="extreme")
+>>> ws.stats("incidents", by="commune", window=ws.last(days=30))["units"][:3]
+>>> ws.choropleth_map(level="commune", window="30d")        # a folium map, shown inline
+
+Reads only: nothing here writes to the layers (operators use the API, with keys and an audit trail).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import folium
+import geopandas as gpd
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from gis_ioc import analysis, db, maps, queries
+from gis_ioc.catalog import Catalog, quote_ident, quote_table
+from gis_ioc.settings import Settings
+
+
+class Workspace:
+    """A connection to the layers through the same settings as the server (``GIS_IOC_*``)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings or Settings()
+        self.settings = settings.model_copy(update={"database_url": db.database_url(settings)})
+        self.engine: Engine = db.make_engine(self.settings.database_url or "", pool_size=2)
+        db.migrate(self.engine, self.settings.migrations_dir)  # as the server does on start: idempotent
+        self.catalog = Catalog.from_folder(self.settings.layers_dir, self.engine)
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def _conn(self) -> Connection:
+        return self.engine.connect()
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def last(days: float = 0, hours: float = 0, until: datetime | None = None) -> analysis.Window:
+        """A time window ending now (or at ``until``): ``ws.last(days=90)``."""
+        end = until or datetime.now(UTC)
+        return analysis.Window(end - timedelta(days=days, hours=hours), end)
+
+    # -- layers ------------------------------------------------------------------------------------
+
+    def layers(self) -> pd.DataFrame:
+        """Every layer with its title and feature count."""
+        with self._conn() as conn:
+            rows = [{"id": layer.id, "title": layer.title, "features": count.value,
+                     "estimated": count.estimated, "note": count.note}
+                    for layer, count in self.catalog.counts(conn)]
+        return pd.DataFrame(rows)
+
+    def layer(self, layer_id: str, *, bbox: str | None = None, datetime: str | None = None,
+              filter: str | None = None, **equals: Any) -> gpd.GeoDataFrame:
+        """A layer's features as a GeoDataFrame (EPSG:4326), with the items filters.
+
+        ``bbox="minlon,minlat,maxlon,maxlat"``, ``datetime="2026-01-01T00:00:00Z/.."``, ``filter=`` CQL2 text,
+        and property values (``status="online"``). Bad values raise ``InvalidInput`` naming the parameter.
+        """
+        params: dict[str, str] = {k: str(v) for k, v in equals.items()}
+        for name, value in (("bbox", bbox), ("datetime", datetime), ("filter", filter)):
+            if value is not None:
+                params[name] = value
+        with self._conn() as conn:
+            layer = self.catalog.get(layer_id, conn)
+            req = queries.parse_items(layer, params)
+            table = queries.table_of(layer)
+            geom = table.c[layer.geometry.column]
+            columns = [table.c[name] for name in layer.properties]
+            statement = (sa.select(*columns, geom).where(*queries.conditions(layer, req, table))
+                         .order_by(table.c[layer.id_column]))
+            frame = gpd.read_postgis(statement, conn, geom_col=layer.geometry.column)
+        return frame.rename_geometry("geometry") if layer.geometry.column != "geometry" else frame
+
+    def time_range(self, layer_id: str) -> tuple[datetime | None, datetime | None]:
+        """The first and last time of a layer's time column (analyses anchor their windows on the data)."""
+        with self._conn() as conn:
+            layer = self.catalog.get(layer_id, conn)
+            if not layer.datetime_column:
+                return None, None
+            row = conn.execute(sa.text(
+                f"SELECT min({quote_ident(layer.datetime_column)}), max({quote_ident(layer.datetime_column)}) "
+                f"FROM {quote_table(layer.table)}")).one()
+        return row[0], row[1]
+
+    def units(self, level: str = "commune", at: date | None = None) -> gpd.GeoDataFrame:
+        """Administrative units of a level in force on a date (default today)."""
+        with self._conn() as conn:
+            return gpd.read_postgis(sa.text(
+                "SELECT code, name, unit_type, level, parent_code, valid_from, valid_to, geom FROM admin_units "
+                "WHERE level = :level AND valid_from <= :on AND (valid_to IS NULL OR valid_to > :on) ORDER BY code"),
+                conn, geom_col="geom", params={"level": level, "on": at or date.today()})
+
+    def lineage(self) -> pd.DataFrame:
+        """How old units became new ones in the 2025 reform (merged, split, renamed), with area shares."""
+        with self._conn() as conn:
+            return pd.read_sql(sa.text("SELECT * FROM admin_lineage ORDER BY old_code, new_code"), conn)
+
+    # -- the spatial operations (the same code as /analysis and gis-ioc query) -------------------------
+
+    def locate(self, lon: float, lat: float, at: date | None = None) -> dict[str, Any]:
+        """The units holding a point on a date."""
+        with self._conn() as conn:
+            return analysis.locate(conn, lon, lat, at)
+
+    def nearest(self, layer_id: str, **kwargs: Any) -> gpd.GeoDataFrame:
+        """The k nearest features (``lon=, lat=`` or ``incident=``, ``k=``, ``filter_text=``), with distance_m."""
+        with self._conn() as conn:
+            return _frame(analysis.nearest(conn, self.catalog, layer_id, **kwargs)["features"])
+
+    def stats(self, layer_id: str, by: str = "commune", **kwargs: Any) -> dict[str, Any]:
+        """Counts per unit (``window=``, ``at=``, ``breakdown=``, ``filter_text=``, ``through_lineage=``)."""
+        with self._conn() as conn:
+            return analysis.stats(conn, self.catalog, layer_id, by, **kwargs)
+
+    def stats_frame(self, layer_id: str, by: str = "commune", **kwargs: Any) -> pd.DataFrame:
+        """``stats`` as a table, one row per unit (breakdown values as columns)."""
+        result = self.stats(layer_id, by, **kwargs)
+        rows = [{k: v for k, v in u.items() if k != "breakdown"} | u.get("breakdown", {}) for u in result["units"]]
+        return pd.DataFrame(rows).fillna(0)
+
+    def coverage(self, admin_code: str | None = None, *, polygon: str | None = None, online_only: bool = False,
+                 by: str | None = None, at: date | None = None) -> dict[str, Any]:
+        """Covered share of an area by camera fields of view (geodesic), the gaps, and per unit."""
+        with self._conn() as conn:
+            area = analysis.area_geometry(conn, admin_code=admin_code, polygon=polygon, at=at)
+            return analysis.coverage(conn, area, online_only=online_only, by=by, at=at)
+
+    def fields_of_view(self, status: str | None = None) -> gpd.GeoDataFrame:
+        """Every camera's field-of-view sector as a polygon."""
+        with self._conn() as conn:
+            return _frame(analysis.fov_layer(conn, status=status, limit=50_000))
+
+    def impact(self, **kwargs: Any) -> dict[str, Any]:
+        """What an incident (``incident=``) or an area (``polygon=``) reaches within ``radius_m``."""
+        with self._conn() as conn:
+            return analysis.impact(conn, self.catalog, **kwargs)
+
+    def hotspots(self, layer_id: str = "incidents", **kwargs: Any) -> gpd.GeoDataFrame:
+        """Hotspots (``method=dbscan|grid|h3``, ``window=``…) with count, centroid and hull, largest first."""
+        with self._conn() as conn:
+            result = analysis.hotspots(conn, self.catalog, layer_id, **kwargs)
+        features = [{"type": "Feature", "geometry": c["hull"],
+                     "properties": {"rank": c["rank"], "count": c["count"], "cell": c["cell"],
+                                    "centroid_lon": c["centroid"]["coordinates"][0],
+                                    "centroid_lat": c["centroid"]["coordinates"][1]}} for c in result["clusters"]]
+        return _frame(features)
+
+    # -- map views ---------------------------------------------------------------------------------------
+
+    def wall_map(self, server: str = "http://127.0.0.1:8000") -> folium.Map:
+        """The wall (its tiles and live changes come from a running server)."""
+        with self._conn() as conn:
+            return maps.wall(conn, self.catalog, self.settings, server=server, assets=maps.INLINE)
+
+    def incident_map(self, incident_id: int) -> folium.Map:
+        """One incident with its unit, nearest cameras and the infrastructure around it."""
+        with self._conn() as conn:
+            return maps.incident(conn, self.catalog, self.settings, incident_id, assets=maps.INLINE)
+
+    def choropleth_map(self, **kwargs: Any) -> folium.Map:
+        """Counts per unit in classes (``layer=``, ``level=``, ``window="30d"``, ``measure=``)."""
+        with self._conn() as conn:
+            return maps.choropleth(conn, self.catalog, self.settings, assets=maps.INLINE, **kwargs)
+
+
+def _frame(features: list[dict[str, Any]]) -> gpd.GeoDataFrame:
+    if not features:
+        return gpd.GeoDataFrame(geometry=[], crs=4326)
+    frame = gpd.GeoDataFrame.from_features(features, crs=4326)
+    frame.insert(0, "id", [f.get("id") for f in features])
+    return frame
+
+
+def connect(settings: Settings | None = None) -> Workspace:
+    """A ``Workspace`` on the database the server uses (``GIS_IOC_DATABASE_URL`` or the private cluster)."""
+    return Workspace(settings)
