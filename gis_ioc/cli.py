@@ -718,6 +718,14 @@ def bench_ingest(
     out.print(table)
 
 
+def _levels(concurrency: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(c) for c in concurrency.split(","))
+    except ValueError:
+        raise InvalidInput(f"--concurrency: {concurrency!r} is not a list of whole numbers",
+                           param="concurrency") from None
+
+
 @bench_app.command("features")
 def bench_features(
     url: Annotated[str | None, typer.Option(help="Measure this running server instead of starting gis-ioc.")] = None,
@@ -729,11 +737,7 @@ def bench_features(
     """Items pages (bbox, limit 1000) at concurrency 1, 4 and 16: requests/s, p50, p99."""
     from gis_ioc import bench
 
-    try:
-        levels = tuple(int(c) for c in concurrency.split(","))
-    except ValueError:
-        raise InvalidInput(f"--concurrency: {concurrency!r} is not a list of whole numbers",
-                           param="concurrency") from None
+    levels = _levels(concurrency)
     server = None
     if url is None:
         server = bench.serve_for_bench(_settings(), port)
@@ -784,11 +788,7 @@ def bench_tiles(
 
     from gis_ioc import bench, db
 
-    try:
-        levels = tuple(int(c) for c in concurrency.split(","))
-    except ValueError:
-        raise InvalidInput(f"--concurrency: {concurrency!r} is not a list of whole numbers",
-                           param="concurrency") from None
+    levels = _levels(concurrency)
     settings = _settings()
     url = f"http://127.0.0.1:{port}"
     chosen = bench.read_tile_list(tiles) if tiles is not None else bench.tile_list()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import select
 import threading
 import time
@@ -44,6 +45,16 @@ class _Subscriber:
     queue: asyncio.Queue[Change] = field(default_factory=lambda: asyncio.Queue(maxsize=1000))
 
 
+@dataclass
+class Subscription:
+    """A subscriber's queue, the changes it missed, whether some could not be replayed, and where it starts."""
+
+    subscriber: _Subscriber
+    missed: list[Change]
+    lost: bool
+    position: int  # the last change number when it subscribed
+
+
 class ChangeListener:
     """LISTEN on the changes channel in a thread; fan the changes out to subscribers."""
 
@@ -58,6 +69,7 @@ class ChangeListener:
         self.connected = threading.Event()
         self.connections = 0  # how often LISTEN was (re)established
         self._versions: dict[str, int] = {}
+        self.epoch = secrets.token_hex(4)  # event ids of another process (before a restart) are told apart
 
     def versions(self) -> dict[str, int] | None:
         """Every layer table's version as last announced, or None while not listening (ask the database)."""
@@ -89,13 +101,28 @@ class ChangeListener:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def subscribe(self, loop: asyncio.AbstractEventLoop, after: int | None = None) -> tuple[_Subscriber, list[Change]]:
-        """A queue of future changes, and the kept changes after ``after`` (a Last-Event-ID)."""
+    def event_id(self, seq: int) -> str:
+        """The SSE id of a change: this process's epoch and the change's number (``3f9a0c1e.57``)."""
+        return f"{self.epoch}.{seq}"
+
+    def subscribe(self, loop: asyncio.AbstractEventLoop, last_event_id: str | None = None) -> Subscription:
+        """A queue of future changes, the kept changes after a ``Last-Event-ID``, and whether some were lost.
+
+        Lost: the id is from another process (the server restarted) or older than the changes kept.
+        """
         subscriber = _Subscriber(loop)
+        epoch, _, number = (last_event_id or "").partition(".")
         with self._lock:
             self._subscribers.append(subscriber)
-            missed = [c for c in self._recent if after is not None and c.seq > after]
-        return subscriber, missed
+            position = self._seq
+            if not last_event_id:
+                return Subscription(subscriber, [], False, position)
+            if epoch != self.epoch or not number.isdigit():
+                return Subscription(subscriber, [], True, position)
+            after = int(number)
+            missed = [c for c in self._recent if c.seq > after]
+            lost = after > position or (bool(self._recent) and self._recent[0].seq > after + 1)
+        return Subscription(subscriber, [] if lost else missed, lost, position)
 
     def unsubscribe(self, subscriber: _Subscriber) -> None:
         """Forget a subscriber."""

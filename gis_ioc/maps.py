@@ -110,6 +110,12 @@ def _inline_images(css: str, folder: Path) -> str:
     return css
 
 
+def _finish(m: folium.Map, body_class: str, assets: Assets | None) -> folium.Map:
+    """The view's page class (the CSS keys on it) and its libraries, from the server or inside the page."""
+    _root(m).html.add_child(Element(f'<script>document.body.classList.add("{body_class}");</script>'))
+    return offline(m, assets or Assets())
+
+
 def page(m: folium.Map) -> str:
     """The view's HTML page."""
     return str(m.get_root().render())
@@ -298,13 +304,11 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
         '<div id="gis-kpi" class="gis-panel"><div class="gis-panel-title">Operations</div>'
         '<div class="gis-kpi-body">loading…</div></div>'
         f'<div id="gis-legend" class="gis-panel gis-legend">{legend}</div>'))
-    _root(m).html.add_child(Element('<script>document.body.classList.add("gis-wall");</script>'))
     _Script(f"GisIocViews.startWall({m.get_name()}, {{grid: {grid}, "
             f"switches: {{{', '.join(f'{k}: {v}' for k, v in switches.items())}}}, "
             f"admin: {{{', '.join(f'{k}: {v}' for k, v in admin.items())}}}, control: {control.get_name()}}}, "
             f"{json.dumps(config)});").add_to(m)
-    offline(m, assets)
-    return m
+    return _finish(m, "gis-wall", assets)
 
 
 def kpis(conn: Connection, catalog: Catalog, settings: Settings) -> dict[str, Any]:
@@ -430,9 +434,7 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
         f'<p>{html.escape(unit_line) or "outside every administrative unit"}</p>'
         f'<h3>Nearest online cameras</h3><table id="gis-cameras">{rows_cam}</table>'
         f'<h3>Infrastructure within {radius_m / 1000:g} km</h3><table id="gis-infra">{rows_infra}</table></div>'))
-    _root(m).html.add_child(Element('<script>document.body.classList.add("gis-view");</script>'))
-    offline(m, assets or Assets())
-    return m
+    return _finish(m, "gis-view", assets)
 
 
 def _local_time(value: Any, timezone: str) -> str:
@@ -512,9 +514,7 @@ def choropleth(conn: Connection, catalog: Catalog, settings: Settings, *, layer:
         f'<div id="gis-legend" class="gis-panel gis-legend">{_legend(title, rows)}'
         f'<div class="gis-note">Units in force on {on.isoformat()}; {result["total"]:,} features in all; '
         f"quantile classes.</div></div>"))
-    _root(m).html.add_child(Element('<script>document.body.classList.add("gis-view");</script>'))
-    offline(m, assets or Assets())
-    return m
+    return _finish(m, "gis-view", assets)
 
 
 def not_found_page(what: str) -> str:

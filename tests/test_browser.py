@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -196,6 +197,48 @@ def test_a_posted_incident_appears_on_the_open_wall_within_two_seconds(visit, se
                      timeout=10)
     wall.page.wait_for_selector(f"path.gis-live-incidents.gis-id-{new_id}", state="detached", timeout=5_000)
     assert not wall.errors and not wall.foreign, (wall.errors, wall.foreign)
+
+
+def test_the_wall_resumes_after_the_server_restarts(browser, demo_url, demo_engine, tmp_path):
+    """The browser reconnects by itself; what happened while the server was away comes as one reload."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = browser.new_context(viewport={"width": 1920, "height": 1080})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    with demo_engine.connect() as conn:
+        camera, status = conn.execute(sa.text("SELECT id, status FROM cameras ORDER BY id LIMIT 1")).one()
+    try:
+        with served(demo_url, tmp_path / "home", port) as url:
+            page.goto(f"{url}/views/wall")
+            page.wait_for_function(WALL_READY, timeout=30_000)
+        page.wait_for_function("!window.gisIocWall.connected", timeout=10_000)
+        assert page.inner_text("#gis-live") == "reconnecting…"
+        with demo_engine.begin() as conn:  # a change while the server is down
+            conn.execute(sa.text("UPDATE cameras SET status = 'maintenance' WHERE id = :i"), {"i": camera})
+        with served(demo_url, tmp_path / "home", port) as url:
+            page.wait_for_function("window.gisIocWall.connected", timeout=20_000)
+            assert page.inner_text("#gis-live") == "LIVE"
+            # the new process cannot replay the old one's events: its first event tells the wall to reload
+            page.wait_for_function("window.gisIocWall.events >= 1", timeout=10_000)
+            key = auth.create_key(demo_engine, f"resume-{uuid.uuid4().hex[:6]}", "operator")
+            incident = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [CITY[0], CITY[1] + 0.003]},
+                        "properties": {"type": "flood", "severity": "severe", "title": "Ngập cục bộ", "source": "app"}}
+            posted = httpx.post(f"{url}/collections/incidents/items", json=incident,
+                                headers={"Authorization": f"Bearer {key}"}, timeout=10)
+            new_id = posted.json()["id"]
+            try:
+                page.wait_for_selector(f"path.gis-live-incidents.gis-id-{new_id}", state="attached", timeout=2_000)
+            finally:
+                httpx.delete(f"{url}/collections/incidents/items/{new_id}",
+                             headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    finally:
+        with demo_engine.begin() as conn:
+            conn.execute(sa.text("UPDATE cameras SET status = :s WHERE id = :i"), {"s": status, "i": camera})
+        context.close()
+    assert not errors, errors
 
 
 def test_the_incident_view(visit, demo_engine):

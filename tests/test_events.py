@@ -36,11 +36,14 @@ def _events(url: str, count: int, action, headers=None, seconds: float = 10) -> 
         deadline = time.monotonic() + seconds
         for line in response.iter_lines():
             if line.startswith("id:"):
-                event["id"] = int(line[3:].strip())
+                event["id"] = line[3:].strip()
+            elif line.startswith("event:"):
+                event["event"] = line[6:].strip()
             elif line.startswith("data:"):
                 event["data"] = json.loads(line[5:].strip())
             elif not line and "data" in event:
-                found.append(event)
+                if event.get("event") == "change":  # not the stream's opening "hello"
+                    found.append(event)
                 event = {}
                 if len(found) >= count:
                     break
@@ -83,8 +86,12 @@ def test_updates_deletes_bulk_loads_and_resuming(server, engine, tmp_path):
                                                                      ("reload", None)]
     assert events[0]["data"]["feature"]["properties"]["status"] == "offline"
     # a browser that reconnects with Last-Event-ID gets what it missed, in order
-    resumed = _events(server, 2, lambda: None, headers={"Last-Event-ID": str(events[0]["id"])})
+    resumed = _events(server, 2, lambda: None, headers={"Last-Event-ID": events[0]["id"]})
     assert [e["id"] for e in resumed] == [events[1]["id"], events[2]["id"]]
+    # an id from before a restart (another process) cannot be replayed: the client is told to reload
+    number = events[0]["id"].partition(".")[2]
+    (reload,) = _events(server, 1, lambda: None, headers={"Last-Event-ID": f"0000beef.{number}"})
+    assert (reload["data"]["layer"], reload["data"]["op"]) == ("*", "reload")
 
 
 def test_unknown_live_layer(server):
@@ -107,7 +114,7 @@ def test_the_listener_survives_a_lost_connection(db_url, engine):
         import asyncio
 
         loop = asyncio.new_event_loop()
-        subscriber, _ = listener.subscribe(loop)
+        subscriber = listener.subscribe(loop).subscriber
         deadline = time.monotonic() + 20
         while listener.connections < 2:
             assert time.monotonic() < deadline, "the listener did not listen again"

@@ -39,28 +39,35 @@ async def events(
 
     Each insert, update and delete is an event ``change`` with the layer, id, operation and the new
     feature; a bulk load is one ``reload``. A browser that reconnects sends ``Last-Event-ID`` and gets
-    what it missed (the last 500 changes are kept).
+    what it missed (the last 500 changes are kept); when that cannot be replayed (the server restarted,
+    or the client was away too long) the first event is a ``reload``.
     """
     wanted = tuple(x.strip() for x in (layers or ",".join(LIVE_LAYERS)).split(",") if x.strip())
     unknown = [x for x in wanted if x not in LIVE_LAYERS]
     if unknown:
         raise InvalidInput(f"layers: {unknown[0]!r} has no live events (live: {', '.join(LIVE_LAYERS)})",
                            param="layers")
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     listener: ChangeListener = request.app.state.listener
-    subscriber, missed = listener.subscribe(asyncio.get_running_loop(), after)
+    subscription = listener.subscribe(asyncio.get_running_loop(), last_event_id)
+    subscriber = subscription.subscriber
     engine, catalog = request.app.state.engine, request.app.state.catalog
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
         try:
-            backlog = list(missed)
+            here = listener.event_id(subscription.position)
+            if subscription.lost:  # changes this stream cannot replay (a restart, or too long away): reload
+                yield {"id": here, "event": "change", "retry": 2000,
+                       "data": json.dumps({"layer": "*", "id": None, "op": "reload", "feature": None})}
+            elif last_event_id is None:  # an id from the start, so a reconnect can say where it left off
+                yield {"id": here, "event": "hello", "retry": 2000, "data": json.dumps({"epoch": listener.epoch})}
+            backlog = list(subscription.missed)
             while True:
                 change = backlog.pop(0) if backlog else await subscriber.queue.get()
                 if change.layer not in wanted and change.layer != "*":
                     continue
                 feature = await run_in_threadpool(_feature, engine, catalog, change)
                 data = {"layer": change.layer, "id": change.id, "op": change.op, "feature": feature}
-                yield {"id": str(change.seq), "event": "change", "data": json.dumps(data, default=str),
+                yield {"id": listener.event_id(change.seq), "event": "change", "data": json.dumps(data, default=str),
                        "retry": 2000}
         finally:
             listener.unsubscribe(subscriber)
