@@ -122,7 +122,7 @@ def _cells_sql(layer: Layer, z: int, x: int, y: int) -> str:
     """Clusters of a low-zoom tile from the pre-aggregated cells (a few thousand rows, not every feature)."""
     cells = finest_cells(layer)
     assert cells is not None and layer.tiles.cluster_below_zoom is not None
-    factor = 2 ** (layer.tiles.cluster_below_zoom - 1 - z)
+    factor = 2 ** (layer.tiles.cluster_below_zoom - 1 - z)  # below 1 (a dense tile at high zoom): one per cell
     per_tile = cells / 2**z
     x0, x1 = math.floor(x * per_tile) - 1, math.ceil((x + 1) * per_tile) + 1
     y0, y1 = math.floor(y * per_tile) - 1, math.ceil((y + 1) * per_tile) + 1
@@ -160,6 +160,22 @@ def layer_sql(layer: Layer, z: int, where: str, cells_xy: tuple[int, int] | None
                  f"{BUFFER}, true) AS geom, count(*) AS count, true AS cluster{mode} "
                  f"FROM {table} t, env WHERE {geom} && env.e4326 AND {where} "
                  f"GROUP BY env.e, ST_SnapToGrid(ST_Transform({point}, 3857), {cell!r})")
+    elif cells_xy is not None:
+        # At or above the cluster zoom a tile holds single features, unless it holds more than max_features
+        # (a city centre: 101,029 incidents in one z13 tile of the scale-100 demo): then it shows every one
+        # of them as clusters of the finest cells rather than an arbitrary max_features of them.
+        plain = layer_sql(layer, z, where)
+        cells = finest_cells(layer)
+        assert cells is not None
+        per_tile = cells / 2**z
+        x, y = cells_xy
+        x0, x1 = math.floor(x * per_tile), math.ceil((x + 1) * per_tile) - 1
+        y0, y1 = math.floor(y * per_tile), math.ceil((y + 1) * per_tile) - 1
+        count = (f"SELECT coalesce(sum(n), 0) FROM tile_cells WHERE layer_table = '{layer.table.replace(chr(39), '')}' "
+                 f"AND cx BETWEEN {x0} AND {x1} AND cy BETWEEN {y0} AND {y1}")
+        clustered = (f"(SELECT coalesce(ST_AsMVT(q, '{name}', {EXTENT}, 'geom'), ''::bytea) "
+                     f"FROM ({_cells_sql(layer, z, x, y)}) q)")
+        return f"(CASE WHEN ({count}) > {layer.tiles.max_features} THEN {clustered} ELSE {plain} END)"
     else:
         columns = "".join(f", t.{quote_ident(p)}" for p in props)
         shape = f"ST_Transform({geom}, 3857)"
@@ -187,7 +203,7 @@ def tile_statement(layers: list[Layer], z: int, x: int, y: int, params: Mapping[
             where = where.replace(f":{key}", f":{new}")
             renamed[new] = values[key]
         bind.update(renamed)
-        use_cells = not params and layer.table in cell_tables
+        use_cells = not params and layer.table in cell_tables  # low zoom: clusters; high zoom: when dense
         parts.append(layer_sql(layer, z, where, (x, y) if use_cells else None))
     sql = ("WITH env AS (SELECT ST_TileEnvelope(:z, :x, :y) AS e, "
            "ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => :margin), 4326) AS e4326) "
@@ -292,8 +308,7 @@ def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names:
         if found is not None:
             return found
     cell_tables: frozenset[str] = frozenset()
-    clustered = [lyr.table for lyr in layers if lyr.tiles.cluster_below_zoom is not None
-                 and z < lyr.tiles.cluster_below_zoom]
+    clustered = [lyr.table for lyr in layers if lyr.tiles.cluster_below_zoom is not None]
     if clustered and not params:
         rows = conn.execute(sa.text(
             "SELECT layer_table, stale FROM tile_cell_config WHERE layer_table = ANY(:t)"), {"t": clustered}).all()

@@ -12,7 +12,9 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from gis_ioc.settings import Settings
+from gis_ioc.catalog import Catalog
+from gis_ioc.settings import PROJECT_ROOT, Settings
+from gis_ioc.tiles import sync_cell_config, tile_statement
 from gis_ioc.web.app import create_app
 
 CITY = (108.003, 14.350)
@@ -179,3 +181,24 @@ def test_the_disk_cache_takes_the_same_tile_from_many_requests_at_once(tmp_path)
     assert {t.etag for t in tiles} == {'"ab' + "0" * 38 + '"'}
     assert TileCache(tmp_path / "tiles").get("ab" + "0" * 38).data == b"x" * 100_000
     assert not list((tmp_path / "tiles").rglob("*.tmp"))
+
+
+def test_a_dense_tile_above_the_cluster_zoom_shows_every_feature_as_clusters(demo_engine, tmp_path):
+    catalog = Catalog.from_folder(PROJECT_ROOT / "layers", demo_engine)
+    with demo_engine.connect() as conn:
+        incidents = catalog.get("incidents", conn)
+        sync_cell_config(conn, catalog)
+        conn.execute(sa.text("SELECT gis_ioc_rebuild_cells('public.incidents')"))
+        conn.commit()
+        z, (x, y) = 14, tile_of(*CITY, 14)
+        in_tile = _in_tile(demo_engine, "incidents", z, x, y)
+        assert in_tile > 50
+        cells = frozenset({"public.incidents"})
+        few = incidents.model_copy(update={"tiles": incidents.tiles.model_copy(update={"max_features": 50})})
+        for layer, clustered in ((incidents, False), (few, True)):
+            sql, bind = tile_statement([layer], z, x, y, {}, cells)
+            frame = decode(bytes(conn.execute(sa.text(sql), bind).scalar_one()), z, x, y, tmp_path)["incidents"]
+            if clustered:  # no longer 50 arbitrary incidents: every one of them, counted in clusters
+                assert frame["cluster"].all() and frame["count"].sum() >= in_tile
+            else:
+                assert "cluster" not in frame.columns and len(frame) == in_tile
