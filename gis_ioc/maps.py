@@ -201,11 +201,12 @@ def _style_colours(layer: Layer) -> dict[str, str]:
     return dict(layer.style.colors)
 
 
-def _legend(title: str, rows: list[tuple[str, str, str]]) -> str:
-    """Legend rows of (shape class, colour, label)."""
+def _legend(title: str, rows: list[tuple[str, str, str]], columns: int = 1) -> str:
+    """Legend rows of (shape class, colour, label), in one or two columns."""
     items = "".join(f'<div class="gis-legend-row"><span class="gis-swatch {shape}" style="--c:{colour}"></span>'
                     f"{html.escape(label)}</div>" for shape, colour, label in rows)
-    return f'<div class="gis-legend-block"><div class="gis-legend-title">{html.escape(title)}</div>{items}</div>'
+    return (f'<div class="gis-legend-block"><div class="gis-legend-title">{html.escape(title)}</div>'
+            f'<div class="gis-legend-rows" style="column-count:{columns}">{items}</div></div>')
 
 
 def _admin_layers(m: folium.Map, conn: Connection) -> dict[str, str]:
@@ -294,7 +295,7 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
         _legend("Cameras", [("gis-dot", c, s) for s, c in _style_colours(layers["cameras"]).items()]
                 + [("gis-sector", "#2ecc71", f"field of view (zoom ≥ {config['fovFromZoom']})")]),
         _legend("Infrastructure", [("gis-line" if k in ("road", "river") else "gis-square", c, k.replace("_", " "))
-                                   for k, c in _style_colours(layers["infrastructure"]).items()]),
+                                   for k, c in _style_colours(layers["infrastructure"]).items()], columns=2),
         _legend("Boundaries", [("gis-line gis-dashed", "#9fb3c8", "district (before the 2025 reform)"),
                                ("gis-line", "#52606d", "commune")]),
     ])

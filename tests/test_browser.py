@@ -126,7 +126,9 @@ def test_the_wall_shows_the_four_layers_kpis_and_clock(visit, demo_engine):
     assert re.fullmatch(r"\d\d:\d\d:\d\d", wall.page.inner_text("#gis-clock .gis-time"))
     assert wall.page.inner_text("#gis-live") == "LIVE"
     legend = wall.page.inner_text("#gis-legend")
-    assert all(s in legend for s in ("extreme", "severe", "moderate", "minor", "online", "hospital"))
+    assert all(s in legend for s in ("extreme", "severe", "moderate", "minor", "online", "hospital", "river"))
+    # the whole legend is on the screen at 1080p, nothing behind a scroll bar
+    assert wall.page.evaluate("(e => e.scrollHeight <= e.clientHeight + 1)(document.querySelector('#gis-legend'))")
     control = wall.page.inner_text(".leaflet-control-layers")
     assert all(name in control for name in ("Incidents", "Cameras", "Infrastructure", "Communes"))
     # district names always; commune names only from zoom 11
