@@ -24,7 +24,7 @@ from branca.element import Element, Figure, MacroElement
 from jinja2 import Template
 from sqlalchemy.engine import Connection
 
-from gis_ioc import analysis, features
+from gis_ioc import analysis, features, tiles
 from gis_ioc.catalog import Catalog, Layer
 from gis_ioc.errors import InvalidInput, NotFound
 from gis_ioc.settings import Settings
@@ -240,6 +240,7 @@ def _admin_layers(m: folium.Map, conn: Connection) -> dict[str, str]:
 
 
 DATA_LAYERS = {"infrastructure": "Infrastructure", "cameras": "Cameras", "incidents": "Incidents"}
+assert ",".join(DATA_LAYERS) == tiles.WALL_LAYERS  # the tiles warmed at start are the wall's
 
 
 def _data_tiles(m: folium.Map, server: str) -> str:

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
         default=0.5, ge=0, description="How far outside `region_bbox` data may lie, in degrees."
     )
     tile_cache: bool = Field(default=True, description="Keep tiles in memory and under home/tiles.")
+    warm_tiles: bool = Field(default=True, description="Make the wall's first tiles (zooms 8-11) at start.")
     max_body_bytes: int = Field(default=200 * 1024 * 1024, ge=1024, description="Largest request body or upload.")
     timezone: str = Field(default="Asia/Ho_Chi_Minh", description="Local time zone of the province.")
     pool_size: int = Field(default=4, ge=1, le=200, description="Database connections per process (a hard cap).")

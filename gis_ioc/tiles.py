@@ -452,3 +452,32 @@ def export_pmtiles(conn: Connection, catalog: Catalog, names: str, bbox: tuple[f
         partial.unlink(missing_ok=True)
     return {"tiles": written, "empty": len(wanted) - written, "bytes": out.stat().st_size, "tile_bytes": size,
             "zooms": [zooms[0], zooms[-1]], "out": str(out)}
+
+
+WALL_LAYERS = "infrastructure,cameras,incidents"  # the wall's one data tile layer (maps.DATA_LAYERS)
+
+
+def warm(engine: Any, catalog: Catalog, cache: TileCache, names: str, bbox: tuple[float, float, float, float],
+         zooms: list[int], stop: threading.Event) -> int:
+    """Make the tiles a wall asks for first (the province at zooms 8–11) before anyone asks: run at start.
+
+    Also rebuilds stale pre-aggregated cells (after a bulk load), so the first viewer does not wait for it.
+    Returns how many tiles it made; stops early when ``stop`` is set. Errors are logged, never raised.
+    """
+    import logging
+
+    import morecantile
+
+    log = logging.getLogger("gis_ioc.tiles")
+    made = 0
+    try:
+        wanted = list(morecantile.tms.get("WebMercatorQuad").tiles(*bbox, zooms))
+        for t in wanted:
+            if stop.is_set():
+                break
+            with engine.connect() as conn:
+                get_tile(conn, catalog, cache, names, t.z, t.x, t.y, {})
+            made += 1
+    except Exception as err:  # a warm-up must never take the server down
+        log.warning("tile warm-up stopped after %d tiles: %s", made, err)
+    return made

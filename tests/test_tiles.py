@@ -202,3 +202,17 @@ def test_a_dense_tile_above_the_cluster_zoom_shows_every_feature_as_clusters(dem
                 assert frame["cluster"].all() and frame["count"].sum() >= in_tile
             else:
                 assert "cluster" not in frame.columns and len(frame) == in_tile
+
+
+def test_the_walls_first_tiles_are_made_at_start(demo_url, tmp_path):
+    home = tmp_path / "home"
+    with TestClient(create_app(Settings(database_url=demo_url, home=home))) as client:
+        deadline = time.monotonic() + 60
+        while len(list((home / "tiles").rglob("*.mvt.gz"))) < 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(list((home / "tiles").rglob("*.mvt.gz"))) >= 20, "the warm-up made the wall's tiles"
+        z, (x, y) = 10, tile_of(*CITY, 10)
+        assert client.get(f"/tiles/infrastructure,cameras,incidents/{z}/{x}/{y}.mvt").status_code == 200
+    with TestClient(create_app(Settings(database_url=demo_url, home=tmp_path / "cold", warm_tiles=False))):
+        time.sleep(1)
+    assert not (tmp_path / "cold" / "tiles").exists()

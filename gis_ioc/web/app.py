@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,7 +22,7 @@ from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, http_status
 from gis_ioc.events import ChangeListener
 from gis_ioc.settings import Settings
-from gis_ioc.tiles import TileCache, sync_cell_config
+from gis_ioc.tiles import WALL_LAYERS, TileCache, sync_cell_config, warm
 from gis_ioc.web import analysis, edit, ogc, views
 from gis_ioc.web import events as events_router
 from gis_ioc.web import tiles as tiles_router
@@ -49,9 +50,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         app.state.listener = ChangeListener(url)
         app.state.listener.start()
+        stop_warming = threading.Event()
+        warming = threading.Thread(target=warm, name="gis-ioc-warm", daemon=True,
+                                   args=(engine, app.state.catalog, app.state.tile_cache, WALL_LAYERS,
+                                         settings.region_bbox, [8, 9, 10, 11], stop_warming))
+        if app.state.tile_cache is not None and settings.warm_tiles:
+            warming.start()  # the wall's first view, made before the wall asks for it
         try:
             yield
         finally:
+            stop_warming.set()
+            if warming.is_alive():
+                warming.join(timeout=10)
             app.state.listener.stop()
             engine.dispose()
 
