@@ -27,6 +27,8 @@ from gis_ioc.errors import InvalidInput, LayerNotFound
 GEOD = Geod(ellps="WGS84")
 MAX_K = 1000
 LEVELS = ("province", "district", "commune")
+# An administrative unit in force on the date bound as :on (valid_to is the first day it no longer is).
+IN_FORCE = "valid_from <= :on AND (valid_to IS NULL OR valid_to > :on)"
 ON_BOUNDARY_DEG = 1e-9
 
 
@@ -60,7 +62,7 @@ def locate(conn: Connection, lon: float, lat: float, at: date | None = None) -> 
         sa.text(
             "SELECT code, level, unit_type, name, parent_code, valid_from, valid_to FROM admin_units "
             "WHERE ST_DWithin(geom, ST_SetSRID(ST_MakePoint(:x, :y), 4326), :tolerance) "
-            "AND valid_from <= :on AND (valid_to IS NULL OR valid_to > :on) ORDER BY level, code"
+            f"AND {IN_FORCE} ORDER BY level, code"
         ),
         {"x": lon, "y": lat, "on": on, "tolerance": ON_BOUNDARY_DEG},
     ).mappings().all()
@@ -181,8 +183,8 @@ def area_geometry(conn: Connection, *, admin_code: str | None = None, polygon: s
     if admin_code is not None:
         on = at or date.today()
         found = conn.execute(sa.text(
-            "SELECT ST_AsGeoJSON(geom) FROM admin_units WHERE code = :c AND valid_from <= :on "
-            "AND (valid_to IS NULL OR valid_to > :on) ORDER BY level LIMIT 1"), {"c": admin_code, "on": on}).scalar()
+            f"SELECT ST_AsGeoJSON(geom) FROM admin_units WHERE code = :c AND {IN_FORCE} ORDER BY level LIMIT 1"),
+            {"c": admin_code, "on": on}).scalar()
         if found is None:
             raise InvalidInput(f"admin_code: no unit {admin_code!r} in force on {on.isoformat()}", param="admin_code")
         return str(found)
@@ -356,7 +358,7 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
     point = geom if layer.points_only else f"ST_PointOnSurface({geom})"  # a feature counts in one unit
     category = f"t.{quote_ident(breakdown)}::text" if breakdown else "NULL::text"
     units_cte = ("WITH units AS (SELECT code, name, geom, ST_Area(geom::geography) / 1e6 AS km2 FROM admin_units "
-                 "WHERE level = :level AND valid_from <= :on AND (valid_to IS NULL OR valid_to > :on)), ")
+                 f"WHERE level = :level AND {IN_FORCE}), ")
     if through_lineage:
         if by != "commune" or "commune_code" not in layer.properties or not layer.datetime_column:
             raise InvalidInput("through_lineage: only for a layer with commune_code and a time column, by commune",
@@ -449,9 +451,9 @@ def coverage(conn: Connection, area_geojson: str, *, online_only: bool = False, 
             raise InvalidInput(f"by: {by!r} is not district or commune", param="by")
         on = at or date.today()
         units = conn.execute(sa.text(
-            "SELECT code, name, ST_AsGeoJSON(geom) AS g FROM admin_units WHERE level = :level AND valid_from <= :on "
-            "AND (valid_to IS NULL OR valid_to > :on) AND ST_Intersects(geom, ST_SetSRID(ST_GeomFromGeoJSON(:a), 4326))"
-            " ORDER BY code"), {"level": by, "on": on, "a": area_geojson}).mappings().all()
+            f"SELECT code, name, ST_AsGeoJSON(geom) AS g FROM admin_units WHERE level = :level AND {IN_FORCE} "
+            "AND ST_Intersects(geom, ST_SetSRID(ST_GeomFromGeoJSON(:a), 4326)) ORDER BY code"),
+            {"level": by, "on": on, "a": area_geojson}).mappings().all()
         per_unit = []
         for u in units:
             part = shapely.intersection(shapely.geometry.shape(json.loads(u["g"])), area)

@@ -396,11 +396,10 @@ def tiles_sql_bench(url: str, catalog: Catalog, layers: str, concurrency: tuple[
     engine = db.make_engine(url, pool_size=1)
     tiles_ = tiles_ or tile_list()
     try:
-        with engine.begin() as conn:
+        with engine.connect() as conn:
             resolved = tiles.resolve_layers(catalog, conn, layers)
-            for table in conn.execute(sa.text("SELECT layer_table FROM tile_cell_config WHERE stale")).scalars():
-                conn.execute(sa.text("SELECT gis_ioc_rebuild_cells(:t)"), {"t": table})
-            cells = frozenset(conn.execute(sa.text("SELECT layer_table FROM tile_cell_config")).scalars())
+            cells = tiles.fresh_cells(conn, resolved)
+        with engine.begin() as conn:
             conn.execute(sa.text("DROP TABLE IF EXISTS gis_ioc_bench_tiles"))
             conn.execute(sa.text("CREATE TABLE gis_ioc_bench_tiles (i int PRIMARY KEY, q text NOT NULL)"))
             rows = [{"i": i + 1, "q": _literal_sql(*tiles.tile_statement(resolved, z, x, y, {}, cells))}

@@ -176,7 +176,7 @@ def _units(conn: Connection, level: str, on: date, tolerance: float = 0.0004) ->
     rows = conn.execute(sa.text(
         "SELECT code, name, unit_type, ST_AsGeoJSON(ST_SimplifyPreserveTopology(geom, :tol), 6) AS g, "
         "ST_X(ST_PointOnSurface(geom)) AS lx, ST_Y(ST_PointOnSurface(geom)) AS ly FROM admin_units "
-        "WHERE level = :level AND valid_from <= :on AND (valid_to IS NULL OR valid_to > :on) ORDER BY code"),
+        f"WHERE level = :level AND {analysis.IN_FORCE} ORDER BY code"),
         {"level": level, "on": on, "tol": tolerance}).mappings().all()
     return [dict(r) for r in rows]
 

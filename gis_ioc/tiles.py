@@ -55,9 +55,14 @@ def check_tile(z: int, x: int, y: int) -> None:
         raise InvalidInput(f"y: {y} is not between 0 and {top} at zoom {z}", param="y")
 
 
+def layer_ids(names: str) -> list[str]:
+    """The layer ids of a comma-separated list, as given."""
+    return [n.strip() for n in names.split(",") if n.strip()]
+
+
 def resolve_layers(catalog: Catalog, conn: Connection, names: str) -> list[Layer]:
     """Layers named in a comma-separated list (an unknown one is a 404)."""
-    ids = [n.strip() for n in names.split(",") if n.strip()]
+    ids = layer_ids(names)
     if not ids:
         raise InvalidInput("layers: name at least one layer", param="layers")
     if len(set(ids)) != len(ids):
@@ -118,6 +123,11 @@ def sync_cell_config(conn: Connection, catalog: Catalog) -> set[str]:
     return kept
 
 
+def _table_literal(layer: Layer) -> str:
+    """The layer's table name as the text ``tile_cells.layer_table`` holds, for a SQL string literal."""
+    return layer.table.replace("'", "''")
+
+
 def _cells_sql(layer: Layer, z: int, x: int, y: int) -> str:
     """Clusters of a low-zoom tile from the pre-aggregated cells (a few thousand rows, not every feature)."""
     cells = finest_cells(layer)
@@ -126,7 +136,7 @@ def _cells_sql(layer: Layer, z: int, x: int, y: int) -> str:
     per_tile = cells / 2**z
     x0, x1 = math.floor(x * per_tile) - 1, math.ceil((x + 1) * per_tile) + 1
     y0, y1 = math.floor(y * per_tile) - 1, math.ceil((y + 1) * per_tile) + 1
-    table = layer.table.replace("'", "''")
+    table = _table_literal(layer)
     colour = (f", (array_agg(category ORDER BY n DESC))[1] AS {quote_ident(layer.style.color_by)}"
               if layer.style.color_by else "")
     return (
@@ -171,7 +181,7 @@ def layer_sql(layer: Layer, z: int, where: str, cells_xy: tuple[int, int] | None
         x, y = cells_xy
         x0, x1 = math.floor(x * per_tile), math.ceil((x + 1) * per_tile) - 1
         y0, y1 = math.floor(y * per_tile), math.ceil((y + 1) * per_tile) - 1
-        count = (f"SELECT coalesce(sum(n), 0) FROM tile_cells WHERE layer_table = '{layer.table.replace(chr(39), '')}' "
+        count = (f"SELECT coalesce(sum(n), 0) FROM tile_cells WHERE layer_table = '{_table_literal(layer)}' "
                  f"AND cx BETWEEN {x0} AND {x1} AND cy BETWEEN {y0} AND {y1}")
         clustered = (f"(SELECT coalesce(ST_AsMVT(q, '{name}', {EXTENT}, 'geom'), ''::bytea) "
                      f"FROM ({_cells_sql(layer, z, x, y)}) q)")
@@ -284,14 +294,28 @@ def cached_tile(catalog: Catalog, cache: TileCache | None, names: str, z: int, x
     """
     if cache is None or known is None:
         return None
-    ids = [n.strip() for n in names.split(",") if n.strip()]
+    ids = layer_ids(names)
     if not ids or any(i not in catalog.builtin for i in ids) or len(set(ids)) != len(ids):
-        return None
+        return None  # resolve_layers says what is wrong, or finds an imported layer
     check_tile(z, x, y)
     layers = [catalog.builtin[i] for i in ids]
     if any(layer.table not in known for layer in layers):
         return None
     return cache.get(tile_key(layers, z, x, y, params, [known[layer.table] for layer in layers]))
+
+
+def fresh_cells(conn: Connection, layers: list[Layer]) -> frozenset[str]:
+    """The tables of ``layers`` that keep pre-aggregated cells, stale ones rebuilt first (after a bulk load)."""
+    clustered = [lyr.table for lyr in layers if lyr.tiles.cluster_below_zoom is not None]
+    if not clustered:
+        return frozenset()
+    rows = conn.execute(sa.text(
+        "SELECT layer_table, stale FROM tile_cell_config WHERE layer_table = ANY(:t)"), {"t": clustered}).all()
+    for table, stale in rows:
+        if stale:
+            conn.execute(sa.text("SELECT gis_ioc_rebuild_cells(:t)"), {"t": table})
+            conn.commit()
+    return frozenset(str(r[0]) for r in rows)
 
 
 def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names: str, z: int, x: int, y: int,
@@ -307,17 +331,7 @@ def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names:
         found = cache.get(key)
         if found is not None:
             return found
-    cell_tables: frozenset[str] = frozenset()
-    clustered = [lyr.table for lyr in layers if lyr.tiles.cluster_below_zoom is not None]
-    if clustered and not params:
-        rows = conn.execute(sa.text(
-            "SELECT layer_table, stale FROM tile_cell_config WHERE layer_table = ANY(:t)"), {"t": clustered}).all()
-        config: dict[str, bool] = {str(r[0]): bool(r[1]) for r in rows}
-        for table, stale in config.items():
-            if stale:
-                conn.execute(sa.text("SELECT gis_ioc_rebuild_cells(:t)"), {"t": table})
-                conn.commit()
-        cell_tables = frozenset(config)
+    cell_tables = frozenset() if params else fresh_cells(conn, layers)
     sql, bind = tile_statement(layers, z, x, y, params, cell_tables)
     data = bytes(conn.execute(sa.text(sql), bind).scalar_one() or b"")
     if cache is None:
@@ -414,11 +428,7 @@ def export_pmtiles(conn: Connection, catalog: Catalog, names: str, bbox: tuple[f
     if len(wanted) > max_tiles:
         raise InvalidInput(f"zooms: {len(wanted):,} tiles is over {max_tiles:,}; narrow the bbox or the zooms",
                            param="zooms")
-    for table in conn.execute(sa.text("SELECT layer_table FROM tile_cell_config WHERE stale AND layer_table = ANY(:t)"),
-                              {"t": [lyr.table for lyr in layers]}).scalars().all():
-        conn.execute(sa.text("SELECT gis_ioc_rebuild_cells(:t)"), {"t": table})
-        conn.commit()
-    cells = frozenset(conn.execute(sa.text("SELECT layer_table FROM tile_cell_config")).scalars())
+    cells = fresh_cells(conn, layers)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     written = size = 0

@@ -104,7 +104,7 @@ class Workspace:
         with self._conn() as conn:
             return gpd.read_postgis(sa.text(
                 "SELECT code, name, unit_type, level, parent_code, valid_from, valid_to, geom FROM admin_units "
-                "WHERE level = :level AND valid_from <= :on AND (valid_to IS NULL OR valid_to > :on) ORDER BY code"),
+                f"WHERE level = :level AND {analysis.IN_FORCE} ORDER BY code"),
                 conn, geom_col="geom", params={"level": level, "on": at or date.today()})
 
     def lineage(self) -> pd.DataFrame:

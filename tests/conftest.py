@@ -169,14 +169,18 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
     return run
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @contextlib.contextmanager
 def served(database_url: str, home: Path, port: int | None = None) -> Iterator[str]:
     """``gis-ioc serve`` in its own process on a free loopback port, or ``port`` (real clients; GDAL holds
     the GIL while it fetches, so a server in the test's own process could not answer it)."""
-    if port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    port = port or free_port()
     env = {**os.environ, "GIS_IOC_DATABASE_URL": database_url, "GIS_IOC_HOME": str(home), "GIS_IOC_PORT": str(port)}
     proc = subprocess.Popen([sys.executable, "-m", "gis_ioc", "serve"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from gis_ioc import auth
 from gis_ioc.settings import PROJECT_ROOT
-from tests.conftest import served
+from tests.conftest import free_port, served
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("GIS_IOC_TEST_ARTIFACTS", PROJECT_ROOT / "test-artifacts"))
@@ -203,9 +202,7 @@ def test_a_posted_incident_appears_on_the_open_wall_within_two_seconds(visit, se
 
 def test_the_wall_resumes_after_the_server_restarts(browser, demo_url, demo_engine, tmp_path):
     """The browser reconnects by itself; what happened while the server was away comes as one reload."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     context = browser.new_context(viewport={"width": 1920, "height": 1080})
     page = context.new_page()
     errors: list[str] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import morecantile
@@ -70,8 +71,16 @@ OGC_REL = "http://www.opengis.net/def/rel/ogc/1.0/"
 TMS_ID = "WebMercatorQuad"
 
 
+@functools.cache
 def _tms() -> dict[str, Any]:
+    """The WebMercatorQuad definition (made once; it never changes)."""
     return morecantile.tms.get(TMS_ID).model_dump(mode="json", exclude_none=True, by_alias=True)
+
+
+def _check_tms(tile_matrix_set_id: str) -> None:
+    if tile_matrix_set_id != TMS_ID:
+        raise NotFound(f"tileMatrixSetId: {tile_matrix_set_id!r} is not offered (only {TMS_ID})",
+                       param="tileMatrixSetId")
 
 
 @router.get("/tileMatrixSets", summary="Tile matrix sets", operation_id="tileMatrixSets")
@@ -86,9 +95,7 @@ def tile_matrix_sets(request: Request) -> JSONResponse:
 @router.get("/tileMatrixSets/{tile_matrix_set_id}", summary="A tile matrix set", operation_id="tileMatrixSet")
 def tile_matrix_set(tile_matrix_set_id: str) -> JSONResponse:
     """The definition of a tiling scheme (OGC Two Dimensional Tile Matrix Set 2.0)."""
-    if tile_matrix_set_id != TMS_ID:
-        raise NotFound(f"tileMatrixSetId: {tile_matrix_set_id!r} is not offered (only {TMS_ID})",
-                       param="tileMatrixSetId")
+    _check_tms(tile_matrix_set_id)
     return JSONResponse(_tms())
 
 
@@ -139,9 +146,7 @@ def collection_tilesets(request: Request, engine: EngineDep, catalog: CatalogDep
 def collection_tileset(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: str,
                        tile_matrix_set_id: str) -> JSONResponse:
     """Tileset metadata (OGC API – Tiles): bounds, layers and fields, the tile URL template."""
-    if tile_matrix_set_id != TMS_ID:
-        raise NotFound(f"tileMatrixSetId: {tile_matrix_set_id!r} is not offered (only {TMS_ID})",
-                       param="tileMatrixSetId")
+    _check_tms(tile_matrix_set_id)
     return JSONResponse(_tileset(request, engine, catalog, collection_id))
 
 
@@ -152,9 +157,7 @@ def collection_tileset(request: Request, engine: EngineDep, catalog: CatalogDep,
 async def collection_tile(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: str,
                           tile_matrix_set_id: str, tile_matrix: int, tile_row: int, tile_col: int) -> Response:
     """The same tile as ``/tiles/{collection_id}/{z}/{x}/{y}.mvt`` (row = y, column = x), with the same filters."""
-    if tile_matrix_set_id != TMS_ID:
-        raise NotFound(f"tileMatrixSetId: {tile_matrix_set_id!r} is not offered (only {TMS_ID})",
-                       param="tileMatrixSetId")
+    _check_tms(tile_matrix_set_id)
     if "," in collection_id:
         raise NotFound(f"collectionId: no layer {collection_id!r} (one layer per collection)", param="collectionId")
     return await tile_response(request, engine, catalog, collection_id, tile_matrix, tile_col, tile_row)
