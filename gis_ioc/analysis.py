@@ -20,7 +20,7 @@ from pyproj import Geod
 from shapely.geometry import Polygon
 from sqlalchemy.engine import Connection
 
-from gis_ioc import queries
+from gis_ioc import limits, queries
 from gis_ioc.catalog import Catalog, Layer, PropertyType, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput, LayerNotFound
 
@@ -129,8 +129,8 @@ def nearest(conn: Connection, catalog: Catalog, layer_id: str, *, lon: float | N
     layer = _layer(catalog, conn, layer_id)
     if not 1 <= k <= MAX_K:
         raise InvalidInput(f"k: {k} is not between 1 and {MAX_K}", param="k")
-    if max_distance_m is not None and not (math.isfinite(max_distance_m) and max_distance_m >= 0):
-        raise InvalidInput(f"max_distance_m: {max_distance_m} is not a distance in metres >= 0", param="max_distance_m")
+    if max_distance_m is not None:
+        max_distance_m = limits.number(max_distance_m, "max_distance_m", 0, limits.MAX_RADIUS_M)
     x, y, skip = _origin(conn, catalog, lon, lat, incident)
     where, params = _condition(layer, filter_text)
     if skip is not None and layer.id == "incidents":
@@ -189,24 +189,42 @@ def area_geometry(conn: Connection, *, admin_code: str | None = None, polygon: s
             raise InvalidInput(f"admin_code: no unit {admin_code!r} in force on {on.isoformat()}", param="admin_code")
         return str(found)
     if polygon is not None:
-        try:
-            shape = (shapely.geometry.shape(json.loads(polygon)) if polygon.lstrip().startswith("{")
-                     else shapely.from_wkt(polygon))
-        except Exception as err:
-            raise InvalidInput(f"polygon: not GeoJSON or WKT ({str(err).splitlines()[0]})", param="polygon") from None
-        if shape.geom_type not in ("Polygon", "MultiPolygon"):
-            raise InvalidInput(f"polygon: a {shape.geom_type} is not an area", param="polygon")
-        if not shape.is_valid:
-            raise InvalidInput(f"polygon: invalid ({shapely.is_valid_reason(shape)})", param="polygon")
-        return json.dumps(shapely.geometry.mapping(shape))
+        return json.dumps(shapely.geometry.mapping(area_polygon(polygon)))
     assert radius_m is not None
-    if not (math.isfinite(radius_m) and radius_m > 0):
-        raise InvalidInput(f"radius_m: {radius_m} is not a positive distance in metres", param="radius_m")
+    radius_m = limits.number(radius_m, "radius_m", 0, limits.MAX_RADIUS_M, low_open=True)
     if lon is None or lat is None:
         raise InvalidInput("lon, lat: a circle needs its centre", param="lon")
     lon, lat = check_point(lon, lat)
-    radius_m = float(radius_m)
     return json.dumps(shapely.geometry.mapping(geodesic_circle(lon, lat, radius_m)))
+
+
+def area_polygon(text: str, param: str = "polygon") -> shapely.Geometry:
+    """A polygon given as GeoJSON or WKT (CRS84): valid, in degrees, at most ``limits.MAX_AREA_SPAN_DEG`` across."""
+    limits.check_text(text, param, limits.MAX_FILTER_CHARS * 64)
+    try:
+        shape = (shapely.geometry.shape(limits.loads(text, param)) if text.lstrip().startswith("{")
+                 else shapely.from_wkt(text))
+    except InvalidInput:
+        raise
+    except Exception as err:  # shapely raises several types for malformed input
+        raise InvalidInput(f"{param}: not GeoJSON or WKT ({str(err).splitlines()[0][:120]})", param=param) from None
+    if shape is None or shape.geom_type not in ("Polygon", "MultiPolygon"):
+        raise InvalidInput(f"{param}: a {getattr(shape, 'geom_type', 'nothing')} is not an area", param=param)
+    if shape.is_empty:
+        raise InvalidInput(f"{param}: the polygon is empty", param=param)
+    if shapely.get_num_coordinates(shape) > limits.MAX_AREA_VERTICES:
+        raise InvalidInput(f"{param}: more than {limits.MAX_AREA_VERTICES:,} vertices", param=param)
+    xmin, ymin, xmax, ymax = shape.bounds
+    if not (math.isfinite(xmin + ymin + xmax + ymax) and -180 <= xmin and xmax <= 180 and -90 <= ymin
+            and ymax <= 90):
+        raise InvalidInput(f"{param}: coordinates are longitude, latitude in degrees (CRS84)", param=param)
+    span = max(xmax - xmin, ymax - ymin)
+    if span > limits.MAX_AREA_SPAN_DEG:
+        raise InvalidInput(f"{param}: the area is {span:.1f}° across; at most {limits.MAX_AREA_SPAN_DEG:g}° "
+                           "(a province is about 1.5°)", param=param)
+    if not shape.is_valid:
+        raise InvalidInput(f"{param}: invalid ({shapely.is_valid_reason(shape)})", param=param)
+    return shape
 
 
 def within(conn: Connection, catalog: Catalog, layer_id: str, area_geojson: str,
@@ -349,8 +367,10 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
         raise InvalidInput(f"by: {by!r} is not one of {', '.join(LEVELS)}", param="by")
     if breakdown is not None:
         prop = layer.property(breakdown, "breakdown")
-        if prop.type not in (PropertyType.string, PropertyType.integer, PropertyType.boolean):
-            raise InvalidInput(f"breakdown: {breakdown!r} is a {prop.type.value}; choose a category", param="breakdown")
+        if prop.enum is None and prop.type != PropertyType.boolean:
+            fixed = [n for n, p in layer.properties.items() if p.enum is not None or p.type == PropertyType.boolean]
+            raise InvalidInput(f"breakdown: {breakdown!r} has no fixed set of values; choose one of "
+                               f"{', '.join(fixed) or '(none in this layer)'}", param="breakdown")
     on = at or date.today()
     where, params = _windowed(layer, *_condition(layer, filter_text), window)
     geom = f"t.{quote_ident(layer.geometry.column)}"
@@ -478,8 +498,9 @@ def impact(conn: Connection, catalog: Catalog, *, incident: int | None = None, p
     Features of ``layers`` within ``radius_m`` of it (0 m when they touch its area); for an area (a
     flood, a forest fire) also the length of each road it cuts.
     """
-    if not (math.isfinite(radius_m) and radius_m >= 0):
-        raise InvalidInput(f"radius_m: {radius_m} is not a distance in metres >= 0", param="radius_m")
+    radius_m = limits.number(radius_m, "radius_m", 0, limits.MAX_RADIUS_M)
+    if not 1 <= len(layers) <= limits.MAX_IMPACT_LAYERS or len(set(layers)) != len(layers):
+        raise InvalidInput(f"layers: name 1 to {limits.MAX_IMPACT_LAYERS} different layers", param="layers")
     if (incident is None) == (polygon is None):
         raise InvalidInput("incident, polygon: give one of them", param="incident")
     if incident is not None:
@@ -532,21 +553,26 @@ def hotspots(conn: Connection, catalog: Catalog, layer_id: str, *, method: str =
     layer = _layer(catalog, conn, layer_id)
     if method not in HOTSPOT_METHODS:
         raise InvalidInput(f"method: {method!r} is not one of {', '.join(HOTSPOT_METHODS)}", param="method")
-    for value, name in ((eps_m, "eps_m"), (cell_m, "cell_m")):
-        if not (math.isfinite(value) and value > 0):
-            raise InvalidInput(f"{name}: {value} is not a positive distance in metres", param=name)
-    if min_points < 1:
-        raise InvalidInput(f"min_points: {min_points} is below 1", param="min_points")
-    if not 1 <= limit <= 1000:
-        raise InvalidInput(f"limit: {limit} is not between 1 and 1000", param="limit")
-    if not 0 <= h3_resolution <= 15:
-        raise InvalidInput(f"h3_resolution: {h3_resolution} is not between 0 and 15", param="h3_resolution")
+    eps_m = limits.number(eps_m, "eps_m", 0, limits.MAX_EPS_M, low_open=True)
+    cell_m = limits.number(cell_m, "cell_m", limits.MIN_CELL_M, limits.MAX_CELL_M)
+    min_points = limits.whole(min_points, "min_points", 1, limits.MAX_MIN_POINTS)
+    limit = limits.whole(limit, "limit", 1, 1000)
+    h3_resolution = limits.whole(h3_resolution, "h3_resolution", 0, limits.MAX_H3_RESOLUTION)
     where, params = _condition(layer, filter_text)
     where, params = _windowed(layer, where, params, window)
     geom = f"t.{quote_ident(layer.geometry.column)}"
     point = f"ST_PointOnSurface({geom})"
     params.update({"srid": metric_srid, "eps": eps_m, "minpts": min_points, "cell": cell_m})
     source = f"SELECT {point} AS p FROM {quote_table(layer.table)} t WHERE {where}"
+    # ST_ClusterDBSCAN cannot be interrupted and costs the square of the points in a dense place (20,000 points
+    # within 300 m: 4.8 s here): the input is counted first and bounded.
+    most = limits.MAX_DBSCAN_POINTS if method == "dbscan" else limits.MAX_HOTSPOT_POINTS
+    matched = conn.execute(sa.text(f"SELECT count(*) FROM (SELECT 1 FROM {quote_table(layer.table)} t WHERE {where} "
+                                   f"LIMIT {most + 1}) s"), params).scalar_one()
+    if matched > most:
+        other = f"; or use method=grid or h3 (up to {limits.MAX_HOTSPOT_POINTS:,})" if method == "dbscan" else ""
+        raise InvalidInput(f"start: more than {most:,} features of {layer.id!r} match; {method} takes at most "
+                           f"{most:,}: narrow the window (start, end) or the filter{other}", param="start")
     if method == "h3":
         import h3
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from gis_ioc.cluster import PrivateCluster
@@ -30,15 +33,80 @@ def database_url(settings: Settings) -> str:
     return PrivateCluster(settings.home).ensure_running()
 
 
-def make_engine(url: str, pool_size: int = 8) -> Engine:
-    """A SQLAlchemy engine (psycopg2) with the service's session settings."""
-    return sa.create_engine(
+@dataclass
+class Budget:
+    """What one request may spend in the database: a statement timeout, and the connections it holds.
+
+    The web layer makes one per request (``BUDGET``); every connection checked out while it is current
+    gets its ``statement_timeout`` and can be cancelled when the client goes away.
+    """
+
+    timeout_ms: int
+    connections: set[Any] = field(default_factory=set)
+    cancelled: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def hold(self, dbapi_connection: Any) -> None:
+        """Note a connection checked out for this request."""
+        with self._lock:
+            self.connections.add(dbapi_connection)
+
+    def release(self, dbapi_connection: Any) -> None:
+        """Forget a connection given back to the pool."""
+        with self._lock:
+            self.connections.discard(dbapi_connection)
+
+    def cancel(self) -> None:
+        """Cancel whatever this request's connections are running (the client went away)."""
+        with self._lock:
+            self.cancelled = True
+            held = list(self.connections)
+        for connection in held:
+            try:
+                connection.cancel()
+            except psycopg2.Error:
+                pass
+
+
+BUDGET: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("gis_ioc_budget", default=None)
+
+
+def make_engine(url: str, pool_size: int = 8, pool_timeout: float = 10.0) -> Engine:
+    """A SQLAlchemy engine (psycopg2) with the service's session settings.
+
+    Each checkout sets the request's ``statement_timeout`` (``BUDGET``; none outside a request), which
+    is also the liveness check: a connection that fails it is replaced, as with ``pool_pre_ping``.
+    """
+    engine = sa.create_engine(
         _sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=0,  # a hard cap: more queries at once than cores only makes each slower
-        pool_pre_ping=True,
+        pool_timeout=pool_timeout,
         connect_args={"options": SESSION_OPTIONS, "application_name": "gis-ioc"},
     )
+    event.listen(engine, "checkout", _checkout)
+    event.listen(engine, "checkin", _checkin)
+    return engine
+
+
+def _checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    budget = BUDGET.get()
+    try:  # one round trip: the request's timeout, and the check that the connection is alive
+        dbapi_connection.autocommit = True
+        with dbapi_connection.cursor() as cur:
+            cur.execute("SET statement_timeout = %s", (budget.timeout_ms if budget is not None else 0,))
+        dbapi_connection.autocommit = False
+    except psycopg2.Error as err:
+        raise sa.exc.DisconnectionError(str(err)) from err
+    if budget is not None:
+        budget.hold(dbapi_connection)
+        record.info["budget"] = budget
+
+
+def _checkin(dbapi_connection: Any, record: Any) -> None:
+    budget = record.info.pop("budget", None)
+    if budget is not None:
+        budget.release(dbapi_connection)
 
 
 def _sqlalchemy_url(url: str) -> str:

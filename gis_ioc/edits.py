@@ -8,7 +8,6 @@ follow the lifecycle and stamp their times.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,7 @@ import shapely.geometry
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from gis_ioc import auth, ingest, queries
+from gis_ioc import auth, ingest, limits, queries
 from gis_ioc.auth import Principal
 from gis_ioc.catalog import Layer, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput, NotFound, PreconditionFailed
@@ -49,10 +48,14 @@ def _geometry(layer: Layer, value: Any, region: tuple[float, float, float, float
         raise InvalidInput("geometry: not a GeoJSON geometry object", param="geometry")
     try:
         geom = shapely.geometry.shape(value)
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as err:
-        raise InvalidInput(f"geometry: not a valid GeoJSON {value.get('type')}: {err}", param="geometry") from None
+    except Exception as err:  # shapely raises several types (GeometryTypeError for an unknown type)
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise InvalidInput(f"geometry: not a valid GeoJSON {str(value.get('type'))[:40]}: {reason}",
+                           param="geometry") from None
     if geom.is_empty:
         raise InvalidInput("geometry: empty", param="geometry")
+    if not np.all(np.isfinite(shapely.get_coordinates(geom))):
+        raise InvalidInput("geometry: coordinates must be finite numbers", param="geometry")
     if not geom.is_valid:
         raise InvalidInput(f"geometry: invalid ({shapely.is_valid_reason(geom)})", param="geometry")
     geom = shapely.force_2d(geom)
@@ -142,12 +145,13 @@ def etag(conn: Connection, layer: Layer, feature_id: Any) -> str | None:
 
 
 def _check_if_match(if_match: str | None, current: str, layer: Layer, feature_id: Any) -> None:
+    """``If-Match`` with the strong comparison RFC 9110 asks for: a weak tag (``W/"…"``) never matches."""
     if if_match is None:
         return
-    tags = {t.strip().removeprefix("W/") for t in if_match.split(",")}
+    tags = {t.strip() for t in if_match.split(",")}
     if "*" not in tags and current not in tags:
-        raise PreconditionFailed(f"If-Match: feature {feature_id} of {layer.id!r} changed since {if_match} "
-                                 f"(now {current}); fetch it again", param="If-Match")
+        raise PreconditionFailed(f"If-Match: feature {feature_id} of {layer.id!r} changed since {if_match[:100]} "
+                                 f"(now {current}), or the tag is weak; fetch it again", param="If-Match")
 
 
 def _lifecycle(layer: Layer, old: dict[str, Any] | None, values: dict[str, Any]) -> None:
@@ -243,8 +247,9 @@ def delete(conn: Connection, layer: Layer, feature_id: Any, principal: Principal
 
 
 def parse_json(raw: bytes) -> Any:
-    """A request body as JSON; anything else is a 400 naming the body."""
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InvalidInput(f"body: not valid JSON ({err})", param="body") from None
+    """A request body as JSON, nesting bounded and without NUL characters; anything else is a 400 naming it."""
+    body = limits.loads(raw, "body")
+    where = limits.nul_path(body)
+    if where is not None:
+        raise InvalidInput(f"{where}: contains a NUL character", param=where)
+    return body

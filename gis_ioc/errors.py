@@ -74,6 +74,24 @@ class DatabaseUnavailable(GisIocError):
     code = "database_unavailable"
 
 
+class QueryTimeout(GisIocError):
+    """A query ran past its request's statement timeout (or was cancelled when the client left)."""
+
+    code = "timeout"
+
+
+class Busy(GisIocError):
+    """No capacity for this request now (heavy work queue full, or no free database connection)."""
+
+    code = "busy"
+
+
+class InternalError(GisIocError):
+    """Something failed that should not have: logged with a traceback, answered without internals."""
+
+    code = "internal_error"
+
+
 class MigrationError(GisIocError):
     """The schema cannot be brought up to date."""
 
@@ -91,6 +109,8 @@ HTTP_STATUS: dict[type[GisIocError], int] = {
     InvalidInput: 400,
     CatalogError: 500,
     DatabaseUnavailable: 503,
+    QueryTimeout: 503,
+    Busy: 503,
     MigrationError: 500,
     GisIocError: 500,
 }
@@ -102,3 +122,26 @@ def http_status(err: GisIocError) -> int:
         if cls in HTTP_STATUS:
             return HTTP_STATUS[cls]
     return 500
+
+
+def from_database(err: BaseException) -> GisIocError | None:
+    """The domain error for a database failure the user cannot fix (None: a bug, to be logged).
+
+    A statement timeout or cancellation is a ``QueryTimeout``; a connection that is gone, refused or
+    shut down is ``DatabaseUnavailable``; an exhausted pool is ``Busy``.
+    """
+    import psycopg2
+    import sqlalchemy.exc as sa_exc
+
+    if isinstance(err, sa_exc.TimeoutError):
+        return Busy("every database connection is busy; try again shortly")
+    orig = getattr(err, "orig", err)
+    if isinstance(err, sa_exc.DBAPIError) and err.connection_invalidated:
+        return DatabaseUnavailable("the database connection was lost; try again shortly")
+    if getattr(orig, "pgcode", None) == "57014":
+        return QueryTimeout("the query ran past the time this request may take; narrow it (bbox, window, "
+                            "filter) or use an API key")
+    if isinstance(orig, psycopg2.OperationalError | psycopg2.InterfaceError) or isinstance(
+            err, sa_exc.DisconnectionError):
+        return DatabaseUnavailable("the database is not reachable now; try again shortly")
+    return None

@@ -17,31 +17,34 @@ from gis_ioc.queries import Crs, ItemsRequest
 
 @dataclass
 class Page:
-    """One page of features: the GeoJSON features as JSON text, and the counts."""
+    """One page of features: the GeoJSON features as JSON text, the counts, and the next page's cursor."""
 
     features: str
     returned: int
     matched: int | None
     matched_is_estimate: bool
+    next_cursor: str | None = None
 
 
 def items_page(conn: Connection, layer: Layer, req: ItemsRequest) -> Page:
     """The features of one page, as JSON built by PostgreSQL, and how many match in all.
 
     The count is exact up to ``queries.COUNT_BOUND``; above it the planner's estimate is
-    returned and marked as such (an exact count costs more than the page itself).
+    returned and marked as such (an exact count costs more than the page itself). The next page
+    is addressed by a cursor (the last row's sort values), so any page costs what the first does.
     """
-    features, returned = conn.execute(queries.items_statement(layer, req)).one()
-    if req.offset == 0 and returned < req.limit:
+    features, returned, more, last = conn.execute(queries.items_statement(layer, req)).one()
+    following = queries.encode_cursor(queries.sort_keys(layer, req), json.loads(last)) if more and last else None
+    if req.offset == 0 and req.after is None and not more:
         return Page(features, returned, returned, False)
     counted = conn.execute(queries.count_statement(layer, req)).scalar_one()
     if counted <= queries.COUNT_BOUND:
-        return Page(features, returned, counted, False)
+        return Page(features, returned, counted, False, following)
     compiled = queries.match_statement(layer, req).compile(conn, compile_kwargs={"render_postcompile": True})
     plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar_one()
     plan = json.loads(plan) if isinstance(plan, str) else plan
     estimate = int(plan[0]["Plan"]["Plan Rows"])
-    return Page(features, returned, max(estimate, counted), True)
+    return Page(features, returned, max(estimate, counted), True, following)
 
 
 def item(conn: Connection, layer: Layer, feature_id: Any, crs: Crs = queries.CRS84) -> str | None:

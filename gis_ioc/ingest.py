@@ -934,8 +934,12 @@ def import_layer(
     source_layer: str | None = None,
     region: tuple[float, float, float, float] | None = None,
     progress: Progress | None = None,
+    source_label: str | None = None,
 ) -> LoadReport:
-    """Create a new layer from a file: a table from the file's columns, registered, then loaded."""
+    """Create a new layer from a file: a table from the file's columns, registered, then loaded.
+
+    ``source_label`` names the file in the layer's description and registry (default: its path).
+    """
     started = time.perf_counter()
     if not re.match(LAYER_ID, layer_id):
         raise IngestError(
@@ -970,7 +974,8 @@ def import_layer(
     label = next((n for n in ("name", "ten", "title") if n in props), None)
     layer = Layer(
         id=layer_id, title=title or layer_id.replace("_", " ").capitalize(),
-        description=description or f"Imported from {Path(path).name}", table=f"{IMPORTED_SCHEMA}.{layer_id}",
+        description=description or f"Imported from {source_label or Path(path).name}",
+        table=f"{IMPORTED_SCHEMA}.{layer_id}",
         geometry=Geometry(types=geometry_types), datetime_column=datetime_column, properties=props,
         style=Style(label=label), source="imported",
     )
@@ -1000,7 +1005,7 @@ def import_layer(
                             progress)
         cur.execute(
             "INSERT INTO layer_registry (id, definition, source) VALUES (%s, %s::jsonb, %s)",
-            (layer.id, layer.model_dump_json(), str(path)),
+            (layer.id, layer.model_dump_json(), source_label or str(path)),
         )
         cur.execute(f"ANALYZE {quote_table(layer.table)}")
     return LoadReport(

@@ -24,7 +24,7 @@ from branca.element import Element, Figure, MacroElement
 from jinja2 import Template
 from sqlalchemy.engine import Connection
 
-from gis_ioc import analysis, features, tiles
+from gis_ioc import analysis, features, limits, tiles
 from gis_ioc.catalog import Catalog, Layer
 from gis_ioc.errors import InvalidInput, NotFound
 from gis_ioc.settings import Settings
@@ -449,12 +449,15 @@ def _local_time(value: Any, timezone: str) -> str:
 
 
 def parse_window(text: str) -> timedelta:
-    """``30d``, ``24h``, ``2w`` or ``90m`` as a duration (400 naming ``window`` otherwise)."""
+    """``30d``, ``24h``, ``2w`` or ``90m`` as a duration, at most ten years (400 naming ``window`` otherwise)."""
     units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
     number, unit = text[:-1], text[-1:]
-    if unit not in units or not number.isdigit() or int(number) <= 0:
-        raise InvalidInput(f"window: {text!r} is not a duration like 24h, 30d or 2w", param="window")
-    return timedelta(**{units[unit]: int(number)})
+    if unit not in units or not number.isascii() or not number.isdigit() or len(number) > 9 or int(number) <= 0:
+        raise InvalidInput(f"window: {text[:40]!r} is not a duration like 24h, 30d or 2w", param="window")
+    span = timedelta(**{units[unit]: int(number)})
+    if span > timedelta(days=limits.MAX_WINDOW_DAYS):
+        raise InvalidInput(f"window: {text!r} is longer than {limits.MAX_WINDOW_DAYS:,} days", param="window")
+    return span
 
 
 def class_breaks(values: list[float], classes: int = 5) -> list[float]:

@@ -7,6 +7,8 @@ from the catalog; every value from a request is a bound parameter. Bad input rai
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import math
 import re
@@ -15,10 +17,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import numpy as np
+import pyproj
+import shapely
+import shapely.geometry
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.dialects.postgresql import psycopg2 as postgresql_psycopg2
 from sqlalchemy.sql.elements import ColumnElement
 
+from gis_ioc import limits
 from gis_ioc.catalog import Layer, PropertyType
 from gis_ioc.errors import InvalidInput
 
@@ -82,11 +90,12 @@ class ItemsRequest:
     properties: list[str] | None = None
     limit: int = DEFAULT_LIMIT
     offset: int = 0
+    after: list[Any] | None = None  # the sort values of the last row of the previous page (``cursor``)
     crs: Crs = CRS84
 
 
-STANDARD_PARAMS = {"bbox", "bbox-crs", "datetime", "limit", "offset", "filter", "filter-lang", "filter-crs", "sortby",
-                   "properties", "crs", "f"}
+STANDARD_PARAMS = {"bbox", "bbox-crs", "datetime", "limit", "offset", "cursor", "filter", "filter-lang", "filter-crs",
+                   "sortby", "properties", "crs", "f"}
 
 
 def _int(value: str, param: str, low: int, high: int) -> int:
@@ -149,7 +158,7 @@ def parse_datetime(value: str, param: str = "datetime") -> tuple[datetime | None
     return start, end
 
 
-def _typed(layer: Layer, name: str, value: str, param: str) -> Any:
+def _typed(layer: Layer, name: str, value: str, param: str, *, enum: bool = True) -> Any:
     prop = layer.property(name, param)
     try:
         if prop.type == PropertyType.integer:
@@ -162,28 +171,49 @@ def _typed(layer: Layer, name: str, value: str, param: str) -> Any:
             return _instant(value, param)
     except (ValueError, KeyError):
         raise InvalidInput(f"{param}: {value!r} is not a {prop.type.value}", param=param) from None
-    if prop.enum is not None and value not in prop.enum:
+    if enum and prop.enum is not None and value not in prop.enum:
         raise InvalidInput(f"{param}: {value!r} is not one of {', '.join(prop.enum)}", param=param)
     return value
 
 
 def parse_filter(value: str, lang: str | None) -> dict[str, Any]:
-    """CQL2 text or JSON (parsed by the ``cql2`` library) as canonical CQL2-JSON."""
+    """CQL2 text or JSON (parsed by the ``cql2`` library) as canonical CQL2-JSON.
+
+    Size and nesting are bounded before the parser sees the text (``limits``), and the parsed tree
+    is measured again: anything too deep is a 400, never a crash.
+    """
     import cql2
 
-    lang = (lang or "").strip()
-    if lang not in ("", "cql2-text", "cql2-json"):
-        raise InvalidInput(f"filter-lang: {lang!r} is not cql2-text or cql2-json", param="filter-lang")
+    lang = check_filter_lang(lang)
+    limits.check_text(value, "filter", limits.MAX_FILTER_CHARS)
     try:
         if lang == "cql2-json" or (not lang and value.lstrip().startswith("{")):
-            expr = cql2.Expr(json.loads(value))
+            expr = cql2.Expr(limits.loads(value, "filter"))
         else:
+            limits.check_cql2_text(value, "filter")
             expr = cql2.Expr(value)
-        return dict(expr.to_json())
-    except (ValueError, json.JSONDecodeError, Exception) as err:  # cql2 raises its own ParseError types
+        tree = expr.to_json()
+    except InvalidInput:
+        raise
+    except Exception as err:  # cql2 raises its own ParseError and ValueError types
         first = str(err).strip().splitlines()
         detail = " ".join(line.strip() for line in first[:4] if line.strip())
         raise InvalidInput(f"filter: not valid CQL2: {detail}", param="filter") from None
+    if limits.depth(tree) > limits.MAX_JSON_DEPTH:
+        raise InvalidInput(f"filter: nested deeper than the limit of {limits.MAX_JSON_DEPTH} levels", param="filter")
+    if isinstance(tree, bool):
+        return {"op": "and", "args": [tree, tree]}
+    if not isinstance(tree, dict):
+        raise InvalidInput("filter: not a CQL2 condition", param="filter")
+    return tree
+
+
+def check_filter_lang(lang: str | None) -> str:
+    """``filter-lang``: empty, ``cql2-text`` or ``cql2-json`` (checked whether or not a filter is given)."""
+    lang = (lang or "").strip()
+    if lang not in ("", "cql2-text", "cql2-json"):
+        raise InvalidInput(f"filter-lang: {lang!r} is not cql2-text or cql2-json", param="filter-lang")
+    return lang
 
 
 def parse_items(layer: Layer, params: Mapping[str, str]) -> ItemsRequest:
@@ -201,7 +231,7 @@ def parse_items(layer: Layer, params: Mapping[str, str]) -> ItemsRequest:
     if "limit" in params:
         req.limit = _int(params["limit"], "limit", 1, MAX_LIMIT)
     if "offset" in params:
-        req.offset = _int(params["offset"], "offset", 0, 10**9)
+        req.offset = _int(params["offset"], "offset", 0, limits.MAX_OFFSET)
     if "bbox" in params:
         req.bbox = parse_bbox(params["bbox"])
     req.bbox_crs = parse_crs(params.get("bbox-crs"), "bbox-crs")
@@ -212,8 +242,11 @@ def parse_items(layer: Layer, params: Mapping[str, str]) -> ItemsRequest:
         if not layer.datetime_column:
             raise InvalidInput(f"datetime: layer {layer.id!r} has no time column", param="datetime")
         req.interval = parse_datetime(params["datetime"])
+    lang = check_filter_lang(params.get("filter-lang"))
+    if lang and "filter" not in params:
+        raise InvalidInput("filter-lang: given without filter", param="filter-lang")
     if "filter" in params:
-        req.cql = parse_filter(params["filter"], params.get("filter-lang"))
+        req.cql = parse_filter(params["filter"], lang)
         if params.get("filter-crs"):
             filter_crs = parse_crs(params["filter-crs"], "filter-crs")
             if filter_crs.srid != 4326 or filter_crs.lat_lon:
@@ -229,6 +262,10 @@ def parse_items(layer: Layer, params: Mapping[str, str]) -> ItemsRequest:
         for name in names:
             layer.property(name, "properties")
         req.properties = names
+    if "cursor" in params:
+        if req.offset:
+            raise InvalidInput("cursor: comes from a next link, which has no offset; give one of them", param="cursor")
+        req.after = decode_cursor(layer, req, params["cursor"])
     return req
 
 
@@ -246,24 +283,56 @@ def _geometry_literal(geojson: dict[str, Any], srid: int = 4326) -> ColumnElemen
     return sa.func.ST_SetSRID(sa.func.ST_GeomFromGeoJSON(sa.literal(json.dumps(geojson))), srid)
 
 
-def bbox_envelope(bbox: tuple[float, float, float, float], crs: Crs) -> ColumnElement[Any]:
-    """The bbox as a 4326 geometry; the literal is transformed, never the column (the index stays usable)."""
+def bbox_envelope(bbox: tuple[float, float, float, float], crs: Crs, param: str = "bbox") -> ColumnElement[Any]:
+    """The bbox as a 4326 geometry; the literal is transformed, never the column (the index stays usable).
+
+    A projected box is densified and transformed here (PROJ through pyproj), so a box outside the
+    CRS's domain is a 400 naming ``param`` rather than an error inside PostGIS.
+    """
     xmin, ymin, xmax, ymax = bbox
     if crs.lat_lon:
         xmin, ymin, xmax, ymax = ymin, xmin, ymax, xmax
-    envelope = sa.func.ST_MakeEnvelope(xmin, ymin, xmax, ymax, crs.srid)
-    if crs.srid != 4326:
-        envelope = sa.func.ST_Transform(sa.func.ST_Segmentize(envelope, (xmax - xmin) / 16 or 1), 4326)
-    return envelope
+    if crs.srid == 4326:
+        return sa.func.ST_MakeEnvelope(xmin, ymin, xmax, ymax, 4326)
+    steps = np.linspace(0.0, 1.0, 17)
+    xs = np.concatenate([xmin + (xmax - xmin) * steps, np.full(17, xmax), xmax - (xmax - xmin) * steps,
+                         np.full(17, xmin)])
+    ys = np.concatenate([np.full(17, ymin), ymin + (ymax - ymin) * steps, np.full(17, ymax),
+                         ymax - (ymax - ymin) * steps])
+    try:
+        lons, lats = _to_lonlat(crs.srid).transform(xs, ys, errcheck=True)
+    except pyproj.exceptions.ProjError:
+        lons = lats = np.array([np.inf])
+    if not (np.all(np.isfinite(lons)) and np.all(np.isfinite(lats))):
+        raise InvalidInput(f"{param}: {xmin:g},{ymin:g},{xmax:g},{ymax:g} lies outside the area where EPSG:{crs.srid} "
+                           "is defined", param=param)
+    ring = shapely.Polygon(np.column_stack([np.clip(lons, -180, 180), np.clip(lats, -90, 90)]))
+    return _geometry_literal(shapely.geometry.mapping(shapely.make_valid(ring)))
+
+
+@functools.cache
+def _to_lonlat(srid: int) -> pyproj.Transformer:
+    return pyproj.Transformer.from_crs(srid, 4326, always_xy=True)
+
+
+Operand = tuple[Any, str]  # a SQL expression and its kind: number, string, boolean, datetime, geometry
 
 
 class Cql2ToSql:
-    """Canonical CQL2-JSON (from the ``cql2`` parser) to a SQLAlchemy condition on one layer."""
+    """Canonical CQL2-JSON (from the ``cql2`` parser) to a SQLAlchemy condition on one layer.
+
+    Every operand has a kind (number, string, boolean, datetime, geometry) taken from the catalog
+    for properties and from the literal otherwise; operands of different kinds, malformed dates,
+    geometries and boxes are a 400 naming ``filter`` before any SQL runs.
+    """
 
     COMPARE = {"=": "__eq__", "<>": "__ne__", "<": "__lt__", "<=": "__le__", ">": "__gt__", ">=": "__ge__"}
     SPATIAL = {"s_intersects": "ST_Intersects", "s_within": "ST_Within", "s_contains": "ST_Contains",
                "s_disjoint": "ST_Disjoint", "s_touches": "ST_Touches", "s_crosses": "ST_Crosses",
                "s_overlaps": "ST_Overlaps", "s_equals": "ST_Equals"}
+    TEMPORAL = ("t_before", "t_after", "t_intersects", "t_during", "t_equals")
+    KINDS = {PropertyType.integer: "number", PropertyType.number: "number", PropertyType.string: "string",
+             PropertyType.boolean: "boolean", PropertyType.date: "datetime", PropertyType.datetime: "datetime"}
 
     def __init__(self, layer: Layer, table: sa.TableClause) -> None:
         self.layer = layer
@@ -280,86 +349,162 @@ class Cql2ToSql:
         """An error naming the filter parameter."""
         return InvalidInput(f"filter: {message}", param="filter")
 
-    def prop(self, node: Any) -> Any:
-        """The column a ``{"property": …}`` node names (an unknown one is an error), else None."""
-        if not (isinstance(node, dict) and "property" in node):
-            return None
-        name = node["property"]
-        if name in (self.layer.geometry.column, "geometry"):
-            return self.table.c[self.layer.geometry.column]
-        if name not in self.layer.properties:
-            raise self.fail(f"layer {self.layer.id!r} has no property {name!r} "
-                            f"(it has: {', '.join(self.layer.properties)}, geometry)")
-        return self.table.c[name]
+    @staticmethod
+    def show(node: Any) -> str:
+        """A short text of an operand for messages."""
+        if isinstance(node, dict) and "property" in node:
+            return str(node["property"])
+        return json.dumps(node, default=str)[:60]
 
-    def value(self, node: Any) -> Any:
-        """An operand: a column, a nested expression, or a bound literal (time, geometry, number…)."""
-        column = self.prop(node)
-        if column is not None:
-            return column
+    def operand(self, node: Any) -> Operand:
+        """An operand as a SQL expression with its kind; lists and intervals are not operands here."""
+        if isinstance(node, bool):
+            return sa.literal(node), "boolean"
+        if isinstance(node, int | float):
+            if not math.isfinite(node):
+                raise self.fail(f"{node} is not a finite number")
+            return sa.literal(node), "number"
+        if isinstance(node, str):
+            return sa.literal(node), "string"
         if isinstance(node, dict):
+            if "property" in node:
+                name = node["property"]
+                if name in (self.layer.geometry.column, "geometry"):
+                    return self.table.c[self.layer.geometry.column], "geometry"
+                if name not in self.layer.properties:
+                    raise self.fail(f"layer {self.layer.id!r} has no property {name!r} "
+                                    f"(it has: {', '.join(self.layer.properties)}, geometry)")
+                return self.table.c[name], self.KINDS[self.layer.properties[name].type]
             if "op" in node:
-                return self.node(node)
-            if "timestamp" in node:
-                return sa.literal(_instant(node["timestamp"], "filter"))
-            if "date" in node:
-                return sa.literal(date.fromisoformat(node["date"]))
-            if "type" in node and "coordinates" in node or node.get("type") == "GeometryCollection":
-                return _geometry_literal(node)
+                return self.node(node), "boolean"
+            if "timestamp" in node or "date" in node:
+                return sa.literal(self.instant(node)), "datetime"
             if "bbox" in node:
-                b = node["bbox"]
-                corners = (b[0], b[1], b[3], b[4]) if len(b) == 6 else tuple(b)
-                return sa.func.ST_MakeEnvelope(*corners, 4326)
-            raise self.fail(f"unsupported value {json.dumps(node)[:80]}")
+                return sa.func.ST_MakeEnvelope(*self.bbox(node["bbox"]), 4326), "geometry"
+            if "type" in node:
+                return self.geometry(node), "geometry"
         if isinstance(node, list):
-            return [self.value(v) for v in node]
-        return sa.literal(node)
+            raise self.fail(f"a list {self.show(node)} is only allowed after IN")
+        raise self.fail(f"unsupported value {self.show(node)}")
+
+    def instant(self, node: dict[str, Any]) -> date | datetime:
+        """A TIMESTAMP or DATE literal, checked."""
+        if "timestamp" in node:
+            return _instant(str(node["timestamp"]), "filter")
+        try:
+            return date.fromisoformat(str(node["date"]))
+        except ValueError:
+            raise self.fail(f"DATE({node['date']!r}) is not a calendar date (YYYY-MM-DD)") from None
+
+    def bbox(self, values: Any) -> tuple[float, float, float, float]:
+        """A BBOX literal (4 or 6 numbers, CRS84)."""
+        if not (isinstance(values, list) and len(values) in (4, 6)
+                and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values)):
+            raise self.fail(f"BBOX{self.show(values)} is not 4 or 6 numbers")
+        xmin, ymin, xmax, ymax = (values[0], values[1], values[3], values[4]) if len(values) == 6 else values
+        if not (-180 <= xmin <= xmax <= 180 and -90 <= ymin <= ymax <= 90):
+            raise self.fail(f"BBOX{self.show(values)} is not minlon,minlat,maxlon,maxlat in degrees")
+        return float(xmin), float(ymin), float(xmax), float(ymax)
+
+    def geometry(self, node: dict[str, Any]) -> ColumnElement[Any]:
+        """A geometry literal (GeoJSON, CRS84), checked with shapely so PostGIS only sees valid input."""
+        try:
+            shape = shapely.geometry.shape(node)
+        except Exception as err:  # shapely raises several types for malformed GeoJSON
+            raise self.fail(f"not a valid {node.get('type')} geometry ({str(err).splitlines()[0][:80]})") from None
+        if shape.is_empty:
+            raise self.fail(f"the {shape.geom_type} is empty")
+        xmin, ymin, xmax, ymax = shape.bounds
+        if not (-180 <= xmin <= xmax <= 180 and -90 <= ymin <= ymax <= 90):
+            raise self.fail(f"the {shape.geom_type} is not in longitude, latitude degrees (CRS84)")
+        if not shape.is_valid:
+            raise self.fail(f"the {shape.geom_type} is invalid ({shapely.is_valid_reason(shape)})")
+        return _geometry_literal(shapely.geometry.mapping(shape))
+
+    def same_kind(self, op: str, nodes: list[Any], kinds: tuple[str, ...] | None = None) -> list[Any]:
+        """The operands of ``op``, all of one kind (and one of ``kinds`` when given)."""
+        operands = [self.operand(n) for n in nodes]
+        first = operands[0][1]
+        for node, (_, kind) in zip(nodes, operands, strict=True):
+            if kind != first:
+                raise self.fail(f"{op.upper()} compares {self.show(nodes[0])} ({first}) with {self.show(node)} "
+                                f"({kind})")
+        if kinds is not None and first not in kinds:
+            raise self.fail(f"{op.upper()} takes {' or '.join(kinds)} operands, not {self.show(nodes[0])} ({first})")
+        return [expr for expr, _ in operands]
 
     def interval(self, node: Any) -> tuple[Any, Any]:
         """A temporal operand as (start, end): a property or instant is its own start and end."""
         if isinstance(node, dict) and "interval" in node:
-            ends = [None if v == ".." else self.value(v if isinstance(v, dict) else {"timestamp": v})
-                    for v in node["interval"]]
-            return ends[0], ends[1]
-        value = self.value(node)
-        return value, value
+            ends = node["interval"]
+            if not isinstance(ends, list) or len(ends) != 2:
+                raise self.fail(f"INTERVAL{self.show(ends)} needs a start and an end")
+            out: list[Any] = []
+            for end in ends:
+                if end == "..":
+                    out.append(None)
+                    continue
+                expr, kind = self.operand(end if isinstance(end, dict) else {"timestamp": end})
+                if kind != "datetime":
+                    raise self.fail(f"INTERVAL bound {self.show(end)} is not a time")
+                out.append(expr)
+            return out[0], out[1]
+        expr, kind = self.operand(node)
+        if kind != "datetime":
+            raise self.fail(f"{self.show(node)} is not a time ({kind})")
+        return expr, expr
 
     def node(self, node: Any) -> Any:
-        """Translate one node."""
+        """Translate one condition."""
         if isinstance(node, bool):
             return node
         if not isinstance(node, dict) or "op" not in node:
-            raise self.fail(f"expected a condition, got {json.dumps(node)[:80]}")
+            raise self.fail(f"expected a condition, got {self.show(node)}")
         op = str(node["op"]).lower()
         args = node.get("args", [])
+        if not isinstance(args, list):
+            raise self.fail(f"{op.upper()} needs a list of arguments")
+        arity = {"not": 1, "isnull": 1, "like": 2, "in": 2, "between": 3, "s_dwithin": 3,
+                 **dict.fromkeys(self.COMPARE, 2), **dict.fromkeys(self.SPATIAL, 2), **dict.fromkeys(self.TEMPORAL, 2)}
+        if op in arity and len(args) != arity[op]:
+            raise self.fail(f"{op.upper()} takes {arity[op]} arguments, not {len(args)}")
         if op in ("and", "or"):
+            if not args:
+                raise self.fail(f"{op.upper()} needs conditions")
             parts = [self(a) for a in args]
             return sa.and_(*parts) if op == "and" else sa.or_(*parts)
         if op == "not":
             return sa.not_(self(args[0]))
         if op in self.COMPARE:
-            left, right = self.value(args[0]), self.value(args[1])
+            left, right = self.same_kind(op, args, ("number", "string", "boolean", "datetime"))
             return getattr(left, self.COMPARE[op])(right)
         if op == "like":
-            return self.value(args[0]).like(self.value(args[1]))
+            left, right = self.same_kind(op, args, ("string",))
+            return left.like(right)
         if op == "in":
-            return self.value(args[0]).in_([self.value(v) for v in args[1]])
+            if not isinstance(args[1], list) or not args[1]:
+                raise self.fail("IN needs a non-empty list, e.g. status IN ('new','verified')")
+            left, *values = self.same_kind(op, [args[0], *args[1]], ("number", "string", "boolean", "datetime"))
+            return left.in_(values)
         if op == "between":
-            return self.value(args[0]).between(self.value(args[1]), self.value(args[2]))
+            value, low, high = self.same_kind(op, args, ("number", "string", "datetime"))
+            return value.between(low, high)
         if op == "isnull":
-            return self.value(args[0]).is_(None)
+            expr, _ = self.operand(args[0])
+            return expr.is_(None)
         if op in self.SPATIAL:
-            return getattr(sa.func, self.SPATIAL[op])(self.value(args[0]), self.value(args[1]))
+            left, right = self.same_kind(op, args, ("geometry",))
+            return getattr(sa.func, self.SPATIAL[op])(left, right)
         if op == "s_dwithin":
             return self.dwithin(args)
-        if op in ("t_before", "t_after", "t_intersects", "t_during", "t_equals"):
+        if op in self.TEMPORAL:
             (a0, a1), (b0, b1) = self.interval(args[0]), self.interval(args[1])
             if op == "t_before":
-                return a1 < b0
+                return a1 < b0 if b0 is not None else sa.false()
             if op == "t_after":
-                return a0 > b1
+                return a0 > b1 if b1 is not None else sa.false()
             if op == "t_equals":
-                return sa.and_(a0 == b0, a1 == b1)
+                return sa.and_(a0 == b0, a1 == b1) if b0 is not None and b1 is not None else sa.false()
             if op == "t_during":
                 return sa.and_(a0 >= b0 if b0 is not None else sa.true(), a1 <= b1 if b1 is not None else sa.true())
             return sa.and_(a0 <= b1 if b1 is not None else sa.true(), a1 >= b0 if b0 is not None else sa.true())
@@ -367,13 +512,12 @@ class Cql2ToSql:
 
     def dwithin(self, args: list[Any]) -> Any:
         """Within a distance in metres: a box test on the index, then the exact geodesic test."""
-        if len(args) != 3 or not isinstance(args[2], int | float) or args[2] < 0:
-            raise self.fail("S_DWITHIN takes a geometry property, a geometry and a distance in metres >= 0")
-        column, geometry, metres = self.value(args[0]), args[1], float(args[2])
-        if not isinstance(geometry, dict):
-            raise self.fail("S_DWITHIN needs a geometry as its second argument")
-        literal = self.value(geometry)
-        latitudes = [abs(c) for c in _coordinates(geometry)[1::2]] or [0.0]
+        metres = args[2]
+        if not isinstance(metres, int | float) or isinstance(metres, bool):
+            raise self.fail("S_DWITHIN takes a geometry property, a geometry and a distance in metres")
+        metres = limits.number(metres, "filter", 0, limits.MAX_RADIUS_M)
+        column, literal = self.same_kind("s_dwithin", args[:2], ("geometry",))
+        latitudes = [abs(c) for c in _coordinates(args[1])[1::2]] or [90.0]
         degrees = box_degrees(metres, max(latitudes))
         return sa.and_(
             column.op("&&")(sa.func.ST_Expand(literal, degrees)),
@@ -476,12 +620,64 @@ def feature_json(layer: Layer, table: sa.TableClause, req: ItemsRequest, decimal
     )
 
 
-def order_by(layer: Layer, table: sa.TableClause, req: ItemsRequest) -> list[Any]:
-    """Sort keys, always ending with the id so that paging is stable."""
-    keys: list[Any] = [table.c[n].desc() if desc else table.c[n].asc() for n, desc in req.sortby]
-    if layer.id_column not in [n for n, _ in req.sortby]:
-        keys.append(table.c[layer.id_column].asc())
+def sort_keys(layer: Layer, req: ItemsRequest) -> list[tuple[str, bool]]:
+    """The (property, descending) sort keys of a request, always ending with the id so that paging is stable."""
+    keys = list(req.sortby)
+    if layer.id_column not in [n for n, _ in keys]:
+        keys.append((layer.id_column, False))
     return keys
+
+
+def order_by(layer: Layer, table: sa.TableClause, req: ItemsRequest) -> list[Any]:
+    """ORDER BY of a request (PostgreSQL's defaults: NULLs last going up, first going down)."""
+    return [table.c[n].desc() if desc else table.c[n].asc() for n, desc in sort_keys(layer, req)]
+
+
+def encode_cursor(keys: list[tuple[str, bool]], values: list[Any]) -> str:
+    """The ``cursor`` of the next page: the sort keys and the last row's values, base64url JSON."""
+    raw = json.dumps({"k": [[n, d] for n, d in keys], "v": values}, separators=(",", ":"), default=str)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(layer: Layer, req: ItemsRequest, token: str) -> list[Any]:
+    """The last row's sort values from a ``cursor`` made for the same sort order (else a 400)."""
+    problem = "cursor: not a cursor of this layer and sort order; follow the next link as given"
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        keys, values = data["k"], data["v"]
+    except (ValueError, TypeError, KeyError):
+        raise InvalidInput(problem, param="cursor") from None
+    expected = sort_keys(layer, req)
+    if not isinstance(values, list) or keys != [[n, d] for n, d in expected] or len(values) != len(expected):
+        raise InvalidInput(problem, param="cursor")
+    typed: list[Any] = []
+    for (name, _), value in zip(expected, values, strict=True):
+        if value is None:
+            typed.append(None)
+        elif isinstance(value, dict | list):
+            raise InvalidInput(problem, param="cursor")
+        else:
+            typed.append(_typed(layer, name, str(value).lower() if isinstance(value, bool) else str(value),
+                                "cursor", enum=False))
+    return typed
+
+
+def after_cursor(table: sa.TableClause, keys: list[tuple[str, bool]], values: list[Any]) -> ColumnElement[bool]:
+    """Rows after ``values`` in the order of ``keys`` (keyset paging; NULLs last going up, first going down)."""
+
+    def equal(column: Any, value: Any) -> Any:
+        return column.is_(None) if value is None else column == value
+
+    def later(column: Any, value: Any, descending: bool) -> Any:
+        if descending:
+            return column.is_not(None) if value is None else column < value
+        return sa.false() if value is None else sa.or_(column > value, column.is_(None))
+
+    branches = []
+    for i, (name, descending) in enumerate(keys):
+        earlier = [equal(table.c[n], v) for (n, _), v in zip(keys[:i], values[:i], strict=True)]
+        branches.append(sa.and_(*earlier, later(table.c[name], values[i], descending)))
+    return sa.or_(*branches)
 
 
 def decimals_for(crs: Crs) -> int:
@@ -489,20 +685,37 @@ def decimals_for(crs: Crs) -> int:
     return 7 if crs.srid == 4326 else 2
 
 
-def items_statement(layer: Layer, req: ItemsRequest) -> sa.Select[str, int]:
-    """One statement returning the page's features as a JSON array (text), built in the database."""
+def items_statement(layer: Layer, req: ItemsRequest) -> sa.Select[str, int, Any, str]:
+    """One statement for a page, built in the database.
+
+    Returns the features as a JSON array (text), how many, whether another page follows (one row
+    more is read to know), and the last row's sort values (the next page's cursor).
+    """
     table = table_of(layer)
+    keys = sort_keys(layer, req)
+    ordering = order_by(layer, table, req)
+    where = conditions(layer, req, table)
+    if req.after is not None:
+        where.append(after_cursor(table, keys, req.after))
     page = (
-        sa.select(feature_json(layer, table, req, decimals_for(req.crs)).label("feature"))
-        .where(*conditions(layer, req, table))
-        .order_by(*order_by(layer, table, req))
-        .limit(req.limit)
+        sa.select(feature_json(layer, table, req, decimals_for(req.crs)).label("feature"),
+                  sa.func.json_build_array(*[table.c[n] for n, _ in keys]).label("sort_values"),
+                  sa.func.row_number().over(order_by=ordering).label("rn"))
+        .where(*where)
+        .order_by(*ordering)
+        .limit(req.limit + 1)
         .offset(req.offset)
         .subquery("page")
     )
+    last = req.offset + req.limit  # row_number counts the rows OFFSET skips too
+    on_page = page.c.rn <= last
     return sa.select(
-        sa.func.coalesce(sa.cast(sa.func.json_agg(page.c.feature), sa.Text), sa.literal("[]")),
-        sa.func.count(),
+        sa.func.coalesce(sa.cast(sa.func.json_agg(aggregate_order_by(page.c.feature, page.c.rn))
+                                 .filter(on_page), sa.Text), sa.literal("[]")),
+        sa.func.count().filter(on_page),
+        sa.func.coalesce(sa.func.bool_or(page.c.rn > last), sa.false()),
+        sa.cast(sa.func.array_agg(aggregate_order_by(page.c.sort_values, page.c.rn.desc()), type_=ARRAY(sa.JSON))
+                .filter(on_page)[1], sa.Text),
     )
 
 

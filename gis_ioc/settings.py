@@ -42,14 +42,32 @@ class Settings(BaseSettings):
         default=0.5, ge=0, description="How far outside `region_bbox` data may lie, in degrees."
     )
     tile_cache: bool = Field(default=True, description="Keep tiles in memory and under home/tiles.")
+    tile_cache_mb: int = Field(default=1024, ge=1, le=10_000_000,
+                               description="Largest size of the tile disk cache; least recently used tiles, and tiles "
+                                           "of old layer versions first, are removed beyond it.")
     warm_tiles: bool = Field(default=True, description="Make the wall's first tiles (zooms 8-11) at start.")
     max_body_bytes: int = Field(default=200 * 1024 * 1024, ge=1024, description="Largest request body or upload.")
     timezone: str = Field(default="Asia/Ho_Chi_Minh", description="Local time zone of the province.")
     pool_size: int = Field(default=4, ge=1, le=200, description="Database connections per process (a hard cap).")
+    statement_timeout_ms: int = Field(default=10_000, ge=100, le=3_600_000,
+                                      description="Longest query of a request without an API key, in ms.")
+    keyed_statement_timeout_ms: int = Field(default=120_000, ge=100, le=86_400_000,
+                                            description="Longest query of a request with a valid API key, in ms.")
+    heavy_concurrency: int = Field(default=2, ge=1, le=64,
+                                   description="Heavy requests (analysis, statistics, map views, exports, imports) "
+                                               "at once per process; the other connections stay free for tiles, "
+                                               "items and events.")
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300,
+                                    description="Seconds a client has to send a request's line and headers.")
     basemap_url: str | None = Field(
         default=None, description="Raster basemap tile URL ({z}/{x}/{y}) under the map views (none: our layers only)."
     )
     basemap_attribution: str = Field(default="", description="Attribution shown for the basemap.")
+
+    @property
+    def heavy_slots(self) -> int:
+        """Heavy requests at once: ``heavy_concurrency``, leaving at least one connection for light ones."""
+        return max(1, min(self.heavy_concurrency, self.pool_size - 1))
 
     @property
     def region_extent(self) -> tuple[float, float, float, float]:

@@ -65,6 +65,15 @@ class Visit:
         return path
 
 
+def wait_until(page: Any, expression: str, timeout: float = 30_000) -> None:
+    """Poll a JavaScript expression until it is true. Playwright's wait_for_function compiles its predicate
+    inside the page, which the views' Content-Security-Policy (no eval) rightly refuses; evaluate() does not."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def visit(browser: Browser, server: str) -> Iterator[Any]:
     contexts = []
@@ -91,7 +100,7 @@ def visit(browser: Browser, server: str) -> Iterator[Any]:
         assert response is not None
         seen.page.wait_for_load_state("load")
         if wait_for:
-            page.wait_for_function(wait_for, timeout=30_000)
+            wait_until(page, wait_for, timeout=30_000)
         return seen
 
     yield open_page
@@ -145,12 +154,12 @@ def test_the_layer_control_switches_each_data_layer(visit):
     loads = wall.page.evaluate("window.gisIocWall.tileLoads")
     switch.uncheck()
     # the tiles are drawn again without incidents; cameras and infrastructure stay
-    wall.page.wait_for_function(f"window.gisIocWall.tileLoads > {loads}", timeout=10_000)
+    wait_until(wall.page, f"window.gisIocWall.tileLoads > {loads}", timeout=10_000)
     others = wall.page.evaluate("window.gisIocWall.counts()")
     assert others["cameras"] == counts["cameras"] and others["infrastructure"] == counts["infrastructure"]
     assert others["incidents"] == 0
     switch.check()
-    wall.page.wait_for_function(f"window.gisIocWall.tileLoads > {loads + 1}", timeout=10_000)
+    wait_until(wall.page, f"window.gisIocWall.tileLoads > {loads + 1}", timeout=10_000)
     assert wall.page.evaluate("window.gisIocWall.counts()")["incidents"] == counts["incidents"]
     assert not wall.errors and not wall.foreign, (wall.errors, wall.foreign)
 
@@ -158,7 +167,7 @@ def test_the_layer_control_switches_each_data_layer(visit):
 def test_the_wall_close_up_has_fields_of_view_and_names(visit):
     wall = visit("/views/wall", WALL_READY)
     wall.page.evaluate(f"window.gisIocWall.map.setView([{CITY[1]}, {CITY[0]}], 15, {{animate: false}})")
-    wall.page.wait_for_function("window.gisIocWall.counts().fov > 0 && window.gisIocWall.counts().incidents > 0",
+    wait_until(wall.page, "window.gisIocWall.counts().fov > 0 && window.gisIocWall.counts().incidents > 0",
                                 timeout=30_000)
     assert wall.page.locator(".gis-commune-label").first.is_visible()
     # at zoom 15 incidents are single features, not clusters
@@ -185,10 +194,10 @@ def test_a_posted_incident_appears_on_the_open_wall_within_two_seconds(visit, se
         # on the page within 2 s: the change arrives by NOTIFY → /events → the wall's live layer
         wall.page.wait_for_selector(f"path.gis-live-incidents.gis-id-{new_id}", state="attached", timeout=2_000)
         arrived = time.monotonic() - started
-        wall.page.wait_for_function(f"document.querySelector('#gis-kpi-active').textContent == '{before + 1}'",
+        wait_until(wall.page, f"document.querySelector('#gis-kpi-active').textContent == '{before + 1}'",
                                     timeout=10_000)
         # a moment later the data tiles are drawn again from the new layer version
-        wall.page.wait_for_function(f"window.gisIocWall.tileLoads > {loads}", timeout=10_000)
+        wait_until(wall.page, f"window.gisIocWall.tileLoads > {loads}", timeout=10_000)
         wall.shot("wall-live-incident")
         # the page was not reloaded: the same document still counts its events
         assert wall.page.evaluate("window.gisIocWall.events") >= 1
@@ -212,16 +221,16 @@ def test_the_wall_resumes_after_the_server_restarts(browser, demo_url, demo_engi
     try:
         with served(demo_url, tmp_path / "home", port) as url:
             page.goto(f"{url}/views/wall")
-            page.wait_for_function(WALL_READY, timeout=30_000)
-        page.wait_for_function("!window.gisIocWall.connected", timeout=10_000)
+            wait_until(page, WALL_READY, timeout=30_000)
+        wait_until(page, "!window.gisIocWall.connected", timeout=10_000)
         assert page.inner_text("#gis-live") == "reconnecting…"
         with demo_engine.begin() as conn:  # a change while the server is down
             conn.execute(sa.text("UPDATE cameras SET status = 'maintenance' WHERE id = :i"), {"i": camera})
         with served(demo_url, tmp_path / "home", port) as url:
-            page.wait_for_function("window.gisIocWall.connected", timeout=20_000)
+            wait_until(page, "window.gisIocWall.connected", timeout=20_000)
             assert page.inner_text("#gis-live") == "LIVE"
             # the new process cannot replay the old one's events: its first event tells the wall to reload
-            page.wait_for_function("window.gisIocWall.events >= 1", timeout=10_000)
+            wait_until(page, "window.gisIocWall.events >= 1", timeout=10_000)
             key = auth.create_key(demo_engine, f"resume-{uuid.uuid4().hex[:6]}", "operator")
             incident = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [CITY[0], CITY[1] + 0.003]},
                         "properties": {"type": "flood", "severity": "severe", "title": "Ngập cục bộ", "source": "app"}}
@@ -245,7 +254,7 @@ def test_the_incident_view(visit, demo_engine):
         incident = conn.execute(sa.text("SELECT id FROM incidents WHERE status = 'in_progress' "
                                         "AND GeometryType(geom) = 'POINT' ORDER BY id LIMIT 1")).scalar_one()
     view = visit(f"/views/incidents/{incident}")
-    view.page.wait_for_function("document.querySelectorAll('path.gis-camera').length > 0", timeout=30_000)
+    wait_until(view.page, "document.querySelectorAll('path.gis-camera').length > 0", timeout=30_000)
     assert view.page.locator("path.gis-incident").count() == 1
     assert view.page.locator("path.gis-camera").count() == 5
     assert view.page.locator("#gis-cameras tr").count() == 5
@@ -256,7 +265,7 @@ def test_the_incident_view(visit, demo_engine):
 
 def test_the_choropleth_view(visit, demo_engine):
     view = visit("/views/choropleth?layer=incidents&level=commune&window=30d")
-    view.page.wait_for_function("document.querySelectorAll('path.gis-unit').length > 0", timeout=30_000)
+    wait_until(view.page, "document.querySelectorAll('path.gis-unit').length > 0", timeout=30_000)
     communes, _ = _units(demo_engine)
     assert view.page.locator("path.gis-unit").count() == communes
     assert view.page.locator("#gis-legend .gis-legend-row").count() >= 3

@@ -84,12 +84,19 @@ def test_the_incident_view_lists_cameras_and_infrastructure_with_distances(clien
         assert f"{feature['properties']['distance_m']:,.0f} m" in page.text
 
 
-@pytest.mark.parametrize("path", ["/views/incidents/999999999", "/views/incidents/abc", "/views/nothing",
+@pytest.mark.parametrize("path", ["/views/incidents/999999999", "/views/nothing",
                                   "/views/wall/more"])
 def test_unknown_views_and_incidents_are_404_pages(client, path):
     page = client.get(path)
     assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
     assert "Not found" in page.text
+
+
+@pytest.mark.parametrize("path", ["/views/incidents/abc", "/views/incidents/%C2%B2", "/views/incidents/0",
+                                  "/views/incidents/" + "9" * 5000])
+def test_malformed_incident_ids_are_400_naming_them(client, path):
+    response = client.get(path)
+    assert response.status_code == 400 and response.json()["parameter"] == "incident_id"
 
 
 @pytest.mark.parametrize("query, param", [("level=province", "level"), ("window=30", "window"),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg2
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,14 +21,15 @@ from starlette.exceptions import HTTPException
 import gis_ioc
 from gis_ioc import db, maps
 from gis_ioc.catalog import Catalog
-from gis_ioc.errors import GisIocError, http_status
+from gis_ioc.errors import GisIocError, InvalidInput, from_database, http_status
 from gis_ioc.events import ChangeListener
 from gis_ioc.settings import Settings
 from gis_ioc.tiles import WALL_LAYERS, TileCache, sync_cell_config, warm
 from gis_ioc.web import analysis, edit, ogc, views
 from gis_ioc.web import events as events_router
 from gis_ioc.web import tiles as tiles_router
-from gis_ioc.web.deps import EngineDep, require_read
+from gis_ioc.web.deps import EngineDep, KeyCache, require_read
+from gis_ioc.web.guard import REQUEST_ID, Guard, error_body, error_headers
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -44,6 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.catalog = Catalog.from_folder(settings.layers_dir, engine)
+        app.state.key_cache = KeyCache()
+        app.state.heavy = asyncio.Semaphore(settings.heavy_slots)
+        app.state.heavy_waiting = [0]
         app.state.tile_cache = TileCache(settings.home / "tiles") if settings.tile_cache else None
         with engine.connect() as conn:
             sync_cell_config(conn, app.state.catalog)
@@ -76,34 +82,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(GisIocError)
     async def domain_error(request: Request, err: GisIocError) -> JSONResponse:
-        body: dict[str, Any] = {"code": err.code, "description": err.message}
-        if err.param:
-            body["parameter"] = err.param
-        return JSONResponse(body, status_code=http_status(err))
+        status = http_status(err)
+        return JSONResponse(error_body(err), status_code=status, headers=error_headers(status))
+
+    @app.exception_handler(sa.exc.SQLAlchemyError)
+    @app.exception_handler(psycopg2.Error)
+    async def database_error(request: Request, err: Exception) -> JSONResponse:
+        known = from_database(err)
+        if known is None:
+            raise err  # a bug: the guard logs it and answers 500
+        return await domain_error(request, known)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, err: RequestValidationError) -> JSONResponse:
         first = err.errors()[0] if err.errors() else {"loc": ["request"], "msg": "invalid"}
         param = str(first["loc"][-1])
-        return JSONResponse({"code": "invalid_input", "description": f"{param}: {first['msg']}", "parameter": param},
-                            status_code=400)
+        return await domain_error(request, InvalidInput(f"{param}: {first['msg']}", param=param))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "error")
-        return JSONResponse({"code": code, "description": str(err.detail)}, status_code=err.status_code,
-                            headers=getattr(err, "headers", None))
+        body = {"code": code, "description": str(err.detail), "request_id": REQUEST_ID.get()}
+        return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
 
     @app.get("/health", summary="Service and database health", operation_id="getHealth", tags=["Service"])
     def health(engine: EngineDep) -> JSONResponse:
-        """Whether the service can reach its database (liveness for monitoring)."""
+        """Whether the service can reach its database (liveness for monitoring); no connection details."""
         try:
             with engine.connect() as conn:
                 postgis = conn.execute(sa.text("SELECT postgis_lib_version()")).scalar()
                 version = conn.execute(sa.text("SELECT max(version) FROM schema_migrations")).scalar()
-        except sa.exc.SQLAlchemyError as err:
-            reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
-            return JSONResponse({"status": "unavailable", "database": reason}, status_code=503)
+        except sa.exc.SQLAlchemyError:
+            return JSONResponse({"status": "unavailable", "database": "unavailable"}, status_code=503,
+                                headers=error_headers(503))
         return JSONResponse(
             {"status": "ok", "database": "ok", "postgis": postgis, "schema_version": version,
              "version": gis_ioc.__version__}
@@ -117,22 +128,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 pending = db.pending_migrations(engine, settings.migrations_dir)
                 for layer in request.app.state.catalog.layers(conn):
                     conn.execute(sa.text(f"SELECT 1 FROM {layer.table} LIMIT 1"))
-        except sa.exc.SQLAlchemyError as err:
-            reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
-            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        except sa.exc.SQLAlchemyError:
+            return JSONResponse({"ready": False, "reason": "the database is unavailable"}, status_code=503,
+                                headers=error_headers(503))
         if pending:
-            return JSONResponse({"ready": False, "reason": f"{len(pending)} pending migrations"}, status_code=503)
+            return JSONResponse({"ready": False, "reason": f"{len(pending)} pending migrations"}, status_code=503,
+                                headers=error_headers(503))
         return JSONResponse({"ready": True})
-
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return JSONResponse({"code": "payload_too_large", "parameter": "body",
-                                 "description": f"body: {int(length):,} bytes is over the limit of "
-                                                f"{settings.max_body_bytes:,} (GIS_IOC_MAX_BODY_BYTES)"},
-                                status_code=413)
-        return await call_next(request)
 
     @app.middleware("http")
     async def read_your_writes(request: Request, call_next: Any) -> Any:
@@ -143,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(request.app.state.listener.reload_versions, request.app.state.engine)
         return response
 
+    app.add_middleware(Guard, settings=settings, router=lambda: app.router)
     app.include_router(ogc.router, dependencies=[Depends(require_read)])
     app.include_router(edit.router)
     app.include_router(analysis.router, dependencies=[Depends(require_read)])

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
-from gis_ioc import auth
+from gis_ioc import auth, db
 from gis_ioc.auth import Principal
 from gis_ioc.catalog import Catalog, Layer
+from gis_ioc.errors import Busy, Unauthorized
 from gis_ioc.settings import Settings
+from gis_ioc.web.formats import negotiate
 
 
 async def get_settings(request: Request) -> Settings:
@@ -47,21 +54,71 @@ def get_layer(
 LayerDep = Annotated[Layer, Depends(get_layer)]
 
 
+KEY_COOKIE = "gis_ioc_key"  # set by /views/session for the wall in private-read mode; HttpOnly, SameSite=Strict
+KEY_CACHE_S = 10.0  # a key's role is asked of the database at most this often per process (revocation: ≤ 10 s)
+
+
+class KeyCache:
+    """Keys recently checked, with their principal (or None for a refused key), for ``KEY_CACHE_S``."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[bool, Principal | None]:
+        """(known, principal) for a key checked less than ``KEY_CACHE_S`` ago."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def put(self, key: str, principal: Principal | None) -> None:
+        """Remember a key's answer."""
+        self._entries[key] = (time.monotonic() + KEY_CACHE_S, principal)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
 def _authenticate(engine: Engine, key: str) -> Principal | None:
-    with engine.begin() as conn:
-        return auth.authenticate(conn, key)
+    try:
+        with engine.begin() as conn:
+            return auth.authenticate(conn, key)
+    except Unauthorized:
+        return None
+
+
+def request_key(request: Request) -> str | None:
+    """The API key a request carries: ``Authorization: Bearer``, ``X-API-Key``, or (reads only) the wall's cookie."""
+    header = request.headers.get("authorization", "")
+    key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
+    if not key and request.method in ("GET", "HEAD"):
+        key = request.cookies.get(KEY_COOKIE)
+    return key or None
 
 
 async def get_principal(request: Request, engine: EngineDep) -> Principal | None:
-    """The caller, from ``Authorization: Bearer KEY`` or ``X-API-Key`` (None without a key).
+    """The caller (None without a key); an unknown or revoked key is a 401.
 
-    Async, so a request without a key (most reads) costs no worker thread.
+    Async, so a request without a key (most reads) costs no worker thread; a known key is answered
+    from a short cache. A request with a valid key gets the longer keyed statement timeout.
     """
-    header = request.headers.get("authorization", "")
-    key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
+    key = request_key(request)
     if not key:
         return None
-    return await run_in_threadpool(_authenticate, engine, key)
+    if len(key) > 256:
+        raise Unauthorized("the API key is unknown or revoked")
+    cache: KeyCache = request.app.state.key_cache
+    known, principal = cache.get(key)
+    if not known:
+        principal = await run_in_threadpool(_authenticate, engine, key)
+        cache.put(key, principal)
+    if principal is None:
+        raise Unauthorized("the API key is unknown or revoked")
+    budget = db.BUDGET.get()
+    if budget is not None:
+        budget.timeout_ms = request.app.state.settings.keyed_statement_timeout_ms
+    return principal
 
 
 PrincipalDep = Annotated[Principal | None, Depends(get_principal)]
@@ -71,3 +128,49 @@ async def require_read(settings: SettingsDep, principal: PrincipalDep) -> None:
     """Reads are anonymous when GIS_IOC_PUBLIC_READ is true; otherwise they need a viewer key."""
     if not settings.public_read:
         auth.require(principal, "viewer", "reading")
+
+
+@contextlib.asynccontextmanager
+async def heavy_work(request: Request) -> AsyncIterator[None]:
+    """One of the few places for heavy work (analysis, statistics, map views, exports, imports).
+
+    Waiting costs no thread and no connection; the pool's other connections stay for tiles, items and
+    events. Past ``HEAVY_WAIT_S`` of waiting, or with too many already waiting, the answer is a 503.
+    """
+    slots: asyncio.Semaphore = request.app.state.heavy
+    waiting = request.app.state.heavy_waiting
+    if slots.locked() and waiting[0] >= HEAVY_QUEUE:
+        raise Busy("heavy requests are queued to the limit; try again shortly")
+    waiting[0] += 1
+    try:
+        await asyncio.wait_for(slots.acquire(), HEAVY_WAIT_S)
+    except TimeoutError:
+        raise Busy("heavy requests are busy; try again shortly") from None
+    finally:
+        waiting[0] -= 1
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+async def heavy_slot(request: Request) -> AsyncIterator[None]:
+    """A route that is heavy work as a whole."""
+    async with heavy_work(request):
+        yield
+
+
+async def export_slot(request: Request) -> AsyncIterator[None]:
+    """Items as CSV or GeoPackage are made in Python: heavy work; GeoJSON and HTML pages are not."""
+    if negotiate(request, ITEM_FORMATS) in ("csv", "gpkg"):
+        async with heavy_work(request):
+            yield
+    else:
+        yield
+
+
+ITEM_FORMATS = ("json", "html", "csv", "gpkg")
+HEAVY_WAIT_S = 15.0
+HEAVY_QUEUE = 32
+Heavy = Depends(heavy_slot)
+Export = Depends(export_slot)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, Request, UploadFile
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
-from gis_ioc import auth, edits, features, ingest
+from gis_ioc import auth, db, edits, features, ingest, limits
 from gis_ioc.catalog import Layer
-from gis_ioc.errors import InvalidInput, PayloadTooLarge
-from gis_ioc.web.deps import CatalogDep, EngineDep, LayerDep, PrincipalDep, SettingsDep
+from gis_ioc.errors import GisIocError, InvalidInput, PayloadTooLarge
+from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, LayerDep, PrincipalDep, SettingsDep
 
 router = APIRouter(tags=["Edit"])
 GEOJSON = "application/geo+json"
@@ -24,11 +31,16 @@ FEATURE_BODY = {
 }
 
 
-async def _body(request: Request, limit: int) -> Any:
-    raw = await request.body()
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"body: {len(raw):,} bytes is over the limit of {limit:,}", param="body")
-    return edits.parse_json(raw)
+async def _body(request: Request) -> Any:
+    """A JSON body read as it arrives, up to ``limits.MAX_FEATURE_BYTES``, parsed with its nesting bounded."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.MAX_FEATURE_BYTES:
+            raise PayloadTooLarge(f"body: a feature is at most {limits.MAX_FEATURE_BYTES:,} bytes; load files with "
+                                  "the import route", param="body")
+        chunks.append(chunk)
+    return edits.parse_json(b"".join(chunks))
 
 
 def _feature_response(request: Request, engine: Any, layer: Layer, feature_id: Any, status: int) -> Response:
@@ -46,7 +58,7 @@ async def create_feature(request: Request, layer: LayerDep, engine: EngineDep, s
                          principal: PrincipalDep) -> Response:
     """Add a feature (GeoJSON Feature in CRS84); 201 with its Location and ETag."""
     who = auth.require(principal, edits.writer_role(layer), f"writing to {layer.id}")
-    body = await _body(request, settings.max_body_bytes)
+    body = await _body(request)
     with engine.begin() as conn:
         new_id = edits.create(conn, layer, body, who, settings.region_extent)
     return _feature_response(request, engine, layer, new_id, 201)
@@ -55,7 +67,7 @@ async def create_feature(request: Request, layer: LayerDep, engine: EngineDep, s
 async def _change(request: Request, layer: Layer, engine: Any, settings: Any, principal: Any, feature_id: str,
                   if_match: str | None, partial: bool) -> Response:
     who = auth.require(principal, edits.writer_role(layer), f"writing to {layer.id}")
-    body = await _body(request, settings.max_body_bytes)
+    body = await _body(request)
     key = layer.feature_key(feature_id)
     with engine.begin() as conn:
         edits.change(conn, layer, key, body, who, if_match, settings.region_extent, partial=partial)
@@ -91,13 +103,55 @@ def delete_feature(layer: LayerDep, engine: EngineDep, principal: PrincipalDep, 
     return Response(status_code=204)
 
 
-def _saved(upload: UploadFile, folder: str, limit: int) -> Path:
-    name = Path(upload.filename or "upload").name
+IMPORT_FORM = {
+    "required": True,
+    "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary",
+                     "description": "GeoJSON, GeoPackage, zipped Shapefile, FlatGeobuf, KML or CSV"},
+            "mode": {"type": "string", "enum": list(ingest.MODES), "default": "append"},
+            "crs": {"type": "string", "maxLength": 200, "description": "CRS of the file, e.g. EPSG:9216"},
+            "strict": {"type": "boolean", "default": False,
+                       "description": "Refuse invalid geometries instead of repairing them"},
+        }}}},
+}
+NEW_LAYER_FORM = {
+    "required": True,
+    "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file", "id"],
+        "properties": {
+            "file": {"type": "string", "format": "binary", "description": "The file"},
+            "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$", "description": "Id of the new layer"},
+            "title": {"type": "string", "maxLength": 200},
+            "crs": {"type": "string", "maxLength": 200},
+            "datetime_column": {"type": "string", "maxLength": 63},
+        }}}},
+}
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+async def _form(request: Request) -> tuple[UploadFile, dict[str, str]]:
+    """The multipart form of an import, read after the key was checked, streamed to a spool file."""
+    try:
+        form = await request.form(max_files=1, max_fields=8, max_part_size=64 * 1024)
+    except HTTPException as err:  # the multipart parser's own complaints
+        raise InvalidInput(f"body: not a multipart form with a file ({err.detail})", param="body") from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidInput("file: an import needs a file part named 'file'", param="file")
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    for name, value in fields.items():
+        limits.check_text(value, name, 1000)
+    return upload, fields
+
+
+def _saved(upload: UploadFile, folder: str) -> Path:
+    """The upload in a file of its own name (made safe: a name like ``..`` or ``../x`` is not a path)."""
+    name = _SAFE_NAME.sub("_", Path(upload.filename or "").name).lstrip(".") or "upload"
     path = Path(folder) / name
     with open(path, "wb") as out:
         shutil.copyfileobj(upload.file, out, 1 << 20)
-    if path.stat().st_size > limit:
-        raise PayloadTooLarge(f"file: {path.stat().st_size:,} bytes is over the limit of {limit:,}", param="file")
     return path
 
 
@@ -107,38 +161,81 @@ def _report(report: ingest.LoadReport) -> dict[str, Any]:
             "seconds": round(report.seconds, 3)}
 
 
-@router.post("/collections/{collection_id}/import", summary="Load a file into a layer", operation_id="importFile")
-def import_file(layer: LayerDep, engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
-                principal: PrincipalDep, file: Annotated[UploadFile, File(description="GeoJSON, GeoPackage, "
-                                                                          "zipped Shapefile, FlatGeobuf, KML, CSV")],
-                mode: Annotated[str, Form()] = "append", crs: Annotated[str | None, Form()] = None,
-                strict: Annotated[bool, Form()] = False) -> JSONResponse:
-    """Load an uploaded file into the layer in one transaction (the same checks as ``gis-ioc load``)."""
+@contextlib.contextmanager
+def _upload_folder(upload: UploadFile) -> Iterator[str]:
+    """A private folder for the upload; messages name the client's file, never the server's folder."""
+    with tempfile.TemporaryDirectory(prefix="gis-ioc-import-") as folder:
+        try:
+            yield folder
+        except GisIocError as err:
+            shown = Path(upload.filename or "upload").name
+            err.message = err.message.replace(f"/vsizip/{folder}/", "").replace(folder + "/", "").replace(
+                folder, shown)
+            err.args = (err.message,)
+            raise
+
+
+def _flag(value: str | None, param: str) -> bool:
+    if value is None or value == "":
+        return False
+    if value.lower() in ("true", "1", "yes", "on"):
+        return True
+    if value.lower() in ("false", "0", "no", "off"):
+        return False
+    raise InvalidInput(f"{param}: {value!r} is not true or false", param=param)
+
+
+@router.post("/collections/{collection_id}/import", summary="Load a file into a layer", operation_id="importFile",
+             openapi_extra={"requestBody": IMPORT_FORM}, dependencies=[Heavy])
+async def import_file(request: Request, layer: LayerDep, engine: EngineDep, catalog: CatalogDep,
+                      settings: SettingsDep, principal: PrincipalDep) -> JSONResponse:
+    """Load an uploaded file into the layer in one transaction (the same checks as ``gis-ioc load``).
+
+    The key is checked before the upload is read; the upload is counted as it arrives.
+    """
     who = auth.require(principal, edits.writer_role(layer), f"importing into {layer.id}")
+    upload, fields = await _form(request)
+    mode = fields.get("mode") or "append"
     if mode not in ingest.MODES:
         raise InvalidInput(f"mode: {mode!r} is not one of {', '.join(ingest.MODES)}", param="mode")
-    with tempfile.TemporaryDirectory() as folder:
-        path = _saved(file, folder, settings.max_body_bytes)
-        report = ingest.load(engine, catalog, path, layer.id, crs=crs, mode=mode, strict=strict,  # type: ignore[arg-type]
-                             region=settings.region_extent)
-    with engine.begin() as conn:
-        auth.audit(conn, who, layer.id, None, "import", None, _report(report) | {"file": file.filename})
+    strict = _flag(fields.get("strict"), "strict")
+    budget = db.BUDGET.get()
+    if budget is not None:
+        budget.timeout_ms = 0  # a load is bounded by the upload's size, and is all or nothing
+    with _upload_folder(upload) as folder:
+        path = await run_in_threadpool(_saved, upload, folder)
+        report = await run_in_threadpool(functools.partial(
+            ingest.load, engine, catalog, path, layer.id, crs=fields.get("crs") or None, mode=mode,  # type: ignore[arg-type]
+            strict=strict, region=settings.region_extent))
+    await run_in_threadpool(_audit, engine, who, layer.id, "import", _report(report) | {"file": upload.filename})
     return JSONResponse(_report(report))
 
 
-@router.post("/collections", summary="Import a file as a new layer", operation_id="createLayer", status_code=201)
-def create_layer(request: Request, engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
-                 principal: PrincipalDep, file: Annotated[UploadFile, File(description="The file")],
-                 id: Annotated[str, Form(description="Id of the new layer (a-z, 0-9, _)")],
-                 title: Annotated[str | None, Form()] = None, crs: Annotated[str | None, Form()] = None,
-                 datetime_column: Annotated[str | None, Form()] = None) -> JSONResponse:
+def _audit(engine: Any, who: Any, layer_id: str, operation: str, details: dict[str, Any]) -> None:
+    with engine.begin() as conn:
+        auth.audit(conn, who, layer_id, None, operation, None, details)
+
+
+@router.post("/collections", summary="Import a file as a new layer", operation_id="createLayer", status_code=201,
+             openapi_extra={"requestBody": NEW_LAYER_FORM}, dependencies=[Heavy])
+async def create_layer(request: Request, engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
+                       principal: PrincipalDep) -> JSONResponse:
     """A new layer from a file's columns, registered for every server process (admin)."""
     who = auth.require(principal, "admin", "creating a layer")
-    with tempfile.TemporaryDirectory() as folder:
-        path = _saved(file, folder, settings.max_body_bytes)
-        report = ingest.import_layer(engine, catalog, path, id, title=title, crs=crs, datetime_column=datetime_column,
-                                     region=settings.region_extent)
-    with engine.begin() as conn:
-        auth.audit(conn, who, id, None, "create_layer", None, _report(report) | {"file": file.filename})
-    location = str(request.url_for("collection", collection_id=id))
+    upload, fields = await _form(request)
+    layer_id = fields.get("id")
+    if not layer_id:
+        raise InvalidInput("id: the new layer needs an id (a-z, 0-9, _)", param="id")
+    budget = db.BUDGET.get()
+    if budget is not None:
+        budget.timeout_ms = 0
+    with _upload_folder(upload) as folder:
+        path = await run_in_threadpool(_saved, upload, folder)
+        report = await run_in_threadpool(functools.partial(
+            ingest.import_layer, engine, catalog, path, layer_id, title=fields.get("title") or None,
+            crs=fields.get("crs") or None, datetime_column=fields.get("datetime_column") or None,
+            region=settings.region_extent, source_label=Path(upload.filename or "upload").name))
+    await run_in_threadpool(_audit, engine, who, layer_id, "create_layer",
+                            _report(report) | {"file": upload.filename})
+    location = str(request.url_for("collection", collection_id=layer_id))
     return JSONResponse(_report(report), status_code=201, headers={"Location": location})

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as FastPath
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from gis_ioc import edits, features, queries
+from gis_ioc import edits, features, limits, queries
 from gis_ioc.catalog import Layer, PropertyType
 from gis_ioc.errors import NotFound
 from gis_ioc.web import html
-from gis_ioc.web.deps import CatalogDep, EngineDep, LayerDep
+from gis_ioc.web.deps import ITEM_FORMATS, CatalogDep, EngineDep, Export, LayerDep
 from gis_ioc.web.formats import MEDIA, negotiate
 
 router = APIRouter()
@@ -191,34 +193,49 @@ def queryables(request: Request, layer: LayerDep) -> Response:
 
 
 @router.get("/collections/{collection_id}/items", summary="Features of a layer", operation_id="getFeatures",
-            tags=["Data"], response_class=Response,
+            tags=["Data"], response_class=Response, dependencies=[Export],
             responses={200: {"content": {GEOJSON: {}, "text/html": {}, "text/csv": {}, MEDIA["gpkg"]: {}},
-                             "description": "A page of features"}})
+                             "description": "A page of features"},
+                       304: {"description": "The page has not changed (If-None-Match)"}})
 def items(
     request: Request,
     layer: LayerDep,
     engine: EngineDep,
-    bbox: Annotated[str | None, Query(description="minlon,minlat,maxlon,maxlat (in bbox-crs)")] = None,
-    bbox_crs: Annotated[str | None, Query(alias="bbox-crs", description="CRS of bbox (URI)")] = None,
-    datetime_: Annotated[str | None, Query(alias="datetime", description="Instant or interval (a/b, ../b, a/..)")]
+    bbox: Annotated[str | None, Query(max_length=400, description="minlon,minlat,maxlon,maxlat (in bbox-crs)")]
     = None,
-    limit: Annotated[str | None, Query(description=f"1 to {queries.MAX_LIMIT}, default {queries.DEFAULT_LIMIT}")]
+    bbox_crs: Annotated[str | None, Query(alias="bbox-crs", max_length=200, description="CRS of bbox (URI)")] = None,
+    datetime_: Annotated[str | None, Query(alias="datetime", max_length=100,
+                                           description="Instant or interval (a/b, ../b, a/..)")] = None,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT, description="Features per page")]
+    = queries.DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0, le=limits.MAX_OFFSET, description="Features to skip; deeper pages follow "
+                                                                          "the next link (a cursor)")] = 0,
+    cursor: Annotated[str | None, Query(max_length=4000, description="Where the next page starts (from the next "
+                                                                     "link)")] = None,
+    filter_: Annotated[str | None, Query(alias="filter", max_length=limits.MAX_FILTER_CHARS,
+                                         description="CQL2 text or JSON")] = None,
+    filter_lang: Annotated[Literal["cql2-text", "cql2-json"] | None, Query(alias="filter-lang")] = None,
+    filter_crs: Annotated[str | None, Query(alias="filter-crs", max_length=200,
+                                            description="CRS of filter geometries (CRS84 only)")] = None,
+    sortby: Annotated[str | None, Query(max_length=1000, description="e.g. -reported_at,name")] = None,
+    properties: Annotated[str | None, Query(max_length=4000, description="Properties to return, comma-separated")]
     = None,
-    offset: Annotated[str | None, Query(description="Features to skip (see the next link)")] = None,
-    filter_: Annotated[str | None, Query(alias="filter", description="CQL2 text or JSON")] = None,
-    filter_lang: Annotated[str | None, Query(alias="filter-lang", description="cql2-text or cql2-json")] = None,
-    sortby: Annotated[str | None, Query(description="e.g. -reported_at,name")] = None,
-    properties: Annotated[str | None, Query(description="Properties to return, comma-separated")] = None,
-    crs: Annotated[str | None, Query(description="CRS of the response (URI)")] = None,
-    f: Annotated[str | None, Query(description="json, html, csv or gpkg")] = None,
+    crs: Annotated[str | None, Query(max_length=200, description="CRS of the response (URI)")] = None,
+    f: Annotated[Literal["json", "html", "csv", "gpkg"] | None, Query()] = None,
 ) -> Response:
-    """Features of a layer: bbox, datetime, property filters (``?status=online``), CQL2, sorting, paging, CRS."""
-    fmt = negotiate(request, ("json", "html", "csv", "gpkg"))
+    """Features of a layer: bbox, datetime, property filters (``?status=online``), CQL2, sorting, paging, CRS.
+
+    The ETag is the layer's version with the request: ``If-None-Match`` answers 304 without a query.
+    """
+    fmt = negotiate(request, ITEM_FORMATS)
     params = dict(request.query_params)
     req = queries.parse_items(layer, params)
+    tag = _page_etag(request, layer, fmt)
+    if tag is not None and _not_modified(request, tag):
+        return Response(status_code=304, headers={"ETag": tag})
     with engine.connect() as conn:
         page = features.items_page(conn, layer, req)
-    headers = {"Content-Crs": f"<{req.crs.uri}>"}
+    headers = {"Content-Crs": f"<{req.crs.uri}>", **({"ETag": tag} if tag else {})}
     if fmt == "csv":
         frame = features.to_frame(page.features, req.crs)
         frame["wkt"] = frame.geometry.to_wkt()
@@ -244,6 +261,30 @@ def items(
     return Response(body, media_type=GEOJSON, headers=headers)
 
 
+def _page_etag(request: Request, layer: Layer, fmt: str) -> str | None:
+    """A weak ETag for a page: the layer's version as this process last heard it, the query and the format.
+
+    None when the version is not known here (the listener is reconnecting): no validator rather than a wrong one.
+    """
+    known = request.app.state.listener.versions()
+    if known is None or layer.table not in known:
+        return None
+    query = "&".join(f"{k}={v}" for k, v in sorted(request.query_params.multi_items()))
+    digest = hashlib.sha256(f"{layer.id}@{known[layer.table]}|{fmt}|{query}".encode()).hexdigest()[:32]
+    return f'W/"{digest}"'
+
+
+def _not_modified(request: Request, tag: str) -> bool:
+    """``If-None-Match`` holds ``tag`` (weak comparison, as RFC 9110 asks for If-None-Match)."""
+    given = request.headers.get("if-none-match")
+    if not given:
+        return False
+    if given.strip() == "*":
+        return True
+    bare = tag.removeprefix("W/")
+    return any(t.strip().removeprefix("W/") == bare for t in given.split(","))
+
+
 def _page_links(request: Request, req: queries.ItemsRequest, page: features.Page, fmt: str) -> list[dict[str, str]]:
     url = request.url
     media = GEOJSON if fmt == "json" else MEDIA[fmt]
@@ -252,10 +293,10 @@ def _page_links(request: Request, req: queries.ItemsRequest, page: features.Page
         if other != fmt:
             links.append(_link(str(url.include_query_params(f=other)), "alternate",
                                GEOJSON if other == "json" else MEDIA[other]))
-    more = page.returned == req.limit and (page.matched is None or req.offset + req.limit < page.matched)
-    if more:
-        links.append(_link(str(url.include_query_params(offset=req.offset + req.limit)), "next", media, "next page"))
-    if req.offset > 0:
+    if page.next_cursor is not None:  # keyset: the next page costs what this one did, at any depth
+        following = url.remove_query_params("offset").include_query_params(cursor=page.next_cursor)
+        links.append(_link(str(following), "next", media, "next page"))
+    if req.offset > 0 and req.after is None:
         links.append(_link(str(url.include_query_params(offset=max(0, req.offset - req.limit))), "prev", media,
                            "previous page"))
     links.append(_link(str(request.url_for("collection", collection_id=request.path_params["collection_id"])),
@@ -279,30 +320,35 @@ def _geopackage(features_json: str, layer: Layer, crs: queries.Crs) -> bytes:
 
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature", operation_id="getFeature",
             tags=["Data"], response_class=Response,
-            responses={200: {"content": {GEOJSON: {}, "text/html": {}}, "description": "A feature"}})
+            responses={200: {"content": {GEOJSON: {}, "text/html": {}}, "description": "A feature"},
+                       304: {"description": "The feature has not changed (If-None-Match)"}})
 def item(
     request: Request,
     layer: LayerDep,
     engine: EngineDep,
-    feature_id: str,
-    crs: Annotated[str | None, Query(description="CRS of the response (URI)")] = None,
-    f: Annotated[str | None, Query(description="json or html")] = None,
+    feature_id: Annotated[str, FastPath(max_length=100, description="The feature's id")],
+    crs: Annotated[str | None, Query(max_length=200, description="CRS of the response (URI)")] = None,
+    f: Annotated[Literal["json", "html"] | None, Query()] = None,
 ) -> Response:
-    """One feature by id."""
+    """One feature by id; its ETag changes with the row (``If-Match`` on writes, ``If-None-Match`` here)."""
     fmt = negotiate(request, ("json", "html"))
     out_crs = queries.parse_crs(crs)
     key = layer.feature_key(feature_id)
     with engine.connect() as conn:
+        tag = edits.etag(conn, layer, key)
+        if tag is None:
+            raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId")
+        if _not_modified(request, tag):
+            return Response(status_code=304, headers={"ETag": tag})
         found = features.item(conn, layer, key, out_crs)
-        tag = edits.etag(conn, layer, key) if found is not None else None
-    if found is None:
+    if found is None:  # deleted between the two reads
         raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId")
     feature = json.loads(found)
     feature["links"] = [
         _link(str(request.url), "self", GEOJSON),
         _link(str(request.url_for("collection", collection_id=layer.id)), "collection", "application/json"),
     ]
-    headers = {"Content-Crs": f"<{out_crs.uri}>", "ETag": tag or ""}
+    headers = {"Content-Crs": f"<{out_crs.uri}>", "ETag": tag}
     if fmt == "html":
         return HTMLResponse(html.feature(layer, feature), headers=headers)
     return Response(json.dumps(feature), media_type=GEOJSON, headers=headers)

@@ -6,11 +6,12 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as FastPath
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from gis_ioc import maps
 from gis_ioc.errors import NotFound
-from gis_ioc.web.deps import CatalogDep, EngineDep, SettingsDep
+from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, SettingsDep
 
 router = APIRouter(prefix="/views", tags=["Map views"])
 
@@ -44,11 +45,11 @@ def wall_kpi(request: Request, engine: EngineDep, catalog: CatalogDep, settings:
 
 
 @router.get("/incidents/{incident_id}", summary="One incident on a map", operation_id="viewIncident",
-            response_class=HTMLResponse, responses={404: {"description": "No such incident (an HTML page)"}})
-def incident(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep, incident_id: str) -> HTMLResponse:
+            response_class=HTMLResponse, responses={404: {"description": "No such incident (an HTML page)"}},
+            dependencies=[Heavy])
+def incident(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
+             incident_id: Annotated[int, FastPath(ge=1, le=2**63 - 1, description="Incident id")]) -> HTMLResponse:
     """The incident, its unit, its nearest online cameras and what they see, infrastructure within 2 km."""
-    if not incident_id.isdigit():
-        return HTMLResponse(maps.not_found_page(f"There is no incident {incident_id!r}."), status_code=404)
     with engine.connect() as conn:
         try:
             m = maps.incident(conn, catalog, settings, int(incident_id))
@@ -58,12 +59,15 @@ def incident(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep, inci
 
 
 @router.get("/choropleth", summary="Counts per administrative unit", operation_id="viewChoropleth",
-            response_class=HTMLResponse)
+            response_class=HTMLResponse, dependencies=[Heavy])
 def choropleth(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
-               layer: Annotated[str, Query(description="Layer id")] = "incidents",
-               level: Annotated[str, Query(description="district or commune")] = "district",
-               window: Annotated[str, Query(description="How far back: 24h, 7d, 30d, 2w…")] = "30d",
-               measure: Annotated[str, Query(description="count or per_km2")] = "count") -> HTMLResponse:
+               layer: Annotated[str, Query(max_length=63, description="Layer id")] = "incidents",
+               level: Annotated[str, Query(max_length=20, description="district or commune")] = "district",
+               window: Annotated[str, Query(max_length=12, pattern=r"^[0-9]+[mhdw]$",
+                                            description="How far back: 24h, 7d, 30d, 2w… (at most ten years)")]
+               = "30d",
+               measure: Annotated[str, Query(max_length=20, description="count or per_km2")] = "count"
+               ) -> HTMLResponse:
     """A choropleth of feature counts (or counts per km²) per unit, in quantile classes with a legend."""
     with engine.connect() as conn:
         return HTMLResponse(maps.page(maps.choropleth(conn, catalog, settings, layer=layer, level=level,

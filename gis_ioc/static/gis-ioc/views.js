@@ -99,6 +99,12 @@
       if (!Object.keys(pending).length && !state.renderedMs) { state.renderedMs = Math.round(performance.now()); }
     }
     state.tileLoads = 0;  // every time the visible data tiles have all arrived
+    // VectorGrid leaves a failed tile fetch unhandled; while the server restarts that is expected (the tiles are
+    // drawn again on the reload that follows the reconnect), so it is counted rather than reported as an error
+    state.failedFetches = 0;
+    window.addEventListener("unhandledrejection", function (e) {
+      if (e.reason instanceof TypeError) { state.failedFetches += 1; e.preventDefault(); }
+    });
     parts.grid.on("load", function () { state.tileLoads += 1; done("tiles"); });
     // GridLayer.redraw() asks for tiles at a fractional zoom (9.75) when the map sits between zooms;
     // taking the layer off and on again asks at the tile zoom, as the first load does
