@@ -57,6 +57,8 @@ class Property(BaseModel):
     enum: list[str] | None = None
     required: bool = False
     read_only: bool = False
+    server_owned: bool = Field(default=False, description="Kept by the service: a file may bring it (history), "
+                                                         "an API client may not write it")
     minimum: float | None = None
     maximum: float | None = None
 
@@ -172,8 +174,13 @@ class Layer(BaseModel):
 
     @property
     def writable_properties(self) -> dict[str, Property]:
-        """Properties a client or a file may set."""
+        """Properties a file may set."""
         return {k: v for k, v in self.properties.items() if not v.read_only}
+
+    @property
+    def api_writable_properties(self) -> dict[str, Property]:
+        """Properties an API client may set (not the ones the service keeps: stamps, derived codes)."""
+        return {k: v for k, v in self.properties.items() if not v.read_only and not v.server_owned}
 
     def property(self, name: str, param: str = "property") -> Property:
         """A property by name; an unknown one is an error naming the parameter."""

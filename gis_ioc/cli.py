@@ -104,9 +104,8 @@ def serve(
     = False,
 ) -> None:
     """Serve the API and the map views (applies pending migrations first)."""
-    import uvicorn
-
     from gis_ioc import db, demo
+    from gis_ioc.web import server
 
     settings = _settings()
     url = db.database_url(settings)
@@ -123,8 +122,7 @@ def serve(
     err_console.print(f"gis-ioc: the wall map is at {wall}", highlight=False)
     if open_wall:
         _open_wall_when_ready(wall)
-    uvicorn.run("gis_ioc.web.app:create_app", factory=True, host=host, port=port,
-                workers=workers or settings.workers, log_level="warning")
+    server.run(host, port, workers or settings.workers)
 
 
 def _open_wall_when_ready(url: str) -> None:

@@ -8,6 +8,7 @@ follow the lifecycle and stamp their times.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ LIFECYCLE: dict[str, tuple[str, ...]] = {
 LIFECYCLE_FIELDS = {"status", "reported_at", "verified_at", "dispatched_at", "resolved_at", "closed_at"}
 STAMPS = {"verified": "verified_at", "dispatched": "dispatched_at", "resolved": "resolved_at", "closed": "closed_at"}
 INCIDENTS = "incidents"
+CLOCK_SKEW = timedelta(minutes=5)  # a reporter's clock may run this much ahead of the server's
 
 
 def writer_role(layer: Layer) -> str:
@@ -89,7 +91,7 @@ def _properties(layer: Layer, value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput("properties: must be an object", param="properties")
     out: dict[str, Any] = {}
-    writable = layer.writable_properties
+    writable = layer.api_writable_properties
     for name, raw in value.items():
         param = f"properties.{name}"
         if name not in layer.properties:
@@ -112,6 +114,11 @@ def _properties(layer: Layer, value: Any) -> dict[str, Any]:
         result = _python(converted.iloc[0])
         if prop.enum is not None and result not in prop.enum:
             raise InvalidInput(f"{param}: {raw!r} is not one of {', '.join(prop.enum)}", param=param)
+        if layer.id == INCIDENTS and name == "reported_at" and isinstance(result, datetime):
+            latest = datetime.now(UTC) + CLOCK_SKEW
+            if (result if result.tzinfo else result.replace(tzinfo=UTC)) > latest:
+                raise InvalidInput(f"{param}: {raw!r} is in the future (at most {CLOCK_SKEW.seconds // 60} minutes "
+                                   "ahead of the server's clock)", param=param)
         out[name] = result
     return out
 
@@ -217,7 +224,7 @@ def change(conn: Connection, layer: Layer, feature_id: Any, body: Any, principal
         # A replacement sets every writable property: what the body leaves out takes its default,
         # as in a new feature; an incident's lifecycle fields stay as they are.
         kept = LIFECYCLE_FIELDS if layer.id == INCIDENTS else set()
-        for name, prop in layer.writable_properties.items():
+        for name, prop in layer.api_writable_properties.items():
             if name != layer.id_column and name not in values and name not in kept:
                 if prop.required:
                     raise InvalidInput(f"properties.{name}: is required", param=f"properties.{name}")

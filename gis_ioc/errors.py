@@ -56,6 +56,12 @@ class PreconditionFailed(GisIocError):
     code = "precondition_failed"
 
 
+class RequestTimeout(GisIocError):
+    """The client stopped sending its request body."""
+
+    code = "request_timeout"
+
+
 class PayloadTooLarge(GisIocError):
     """A request body over the configured size."""
 
@@ -103,6 +109,7 @@ HTTP_STATUS: dict[type[GisIocError], int] = {
     Forbidden: 403,
     PreconditionFailed: 412,
     PayloadTooLarge: 413,
+    RequestTimeout: 408,
     LayerNotFound: 404,
     NotFound: 404,
     IngestError: 400,

@@ -528,3 +528,17 @@ def not_found_page(what: str) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Not found</title><style>body{{background:"
             f"{BACKGROUND};color:#e4e7eb;font:20px/1.5 'DejaVu Sans',sans-serif;padding:3em}}a{{color:#7cc4fa}}"
             f"</style></head><body><h1>Not found</h1><p>{html.escape(what)}</p><p>Views: {links}</p></body></html>")
+
+
+def sign_in_page(following: str, problem: str = "") -> str:
+    """The page a view shows when reads need a key: one field, posted to this server only."""
+    note = f"<p class='bad'>{html.escape(problem)}</p>" if problem else ""
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>gis-ioc — sign in</title><style>body{{background:"
+            f"{BACKGROUND};color:#e4e7eb;font:20px/1.5 'DejaVu Sans',sans-serif;padding:3em}}input{{font:inherit;"
+            "padding:.3em;width:32em;max-width:90%}}button{{font:inherit;padding:.3em 1em}}.bad{{color:#ff7b72}}"
+            "</style></head><body><h1>gis-ioc</h1><p>This server shows its maps to holders of an API key (viewer or "
+            f"above). The key is kept by this browser for this server only.</p>{note}"
+            "<form method='post' action='/views/session'><p><input type='password' name='key' autocomplete='off' "
+            f"autofocus placeholder='gioc_…' aria-label='API key'></p><input type='hidden' name='next' "
+            f"value='{html.escape(following, quote=True)}'><p><button type='submit'>Open</button></p></form>"
+            "</body></html>")

@@ -7,14 +7,18 @@ on disk under ``GIS_IOC_HOME/tiles``.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
+import logging
 import math
 import os
+import shutil
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,14 +226,31 @@ def tile_statement(layers: list[Layer], z: int, x: int, y: int, params: Mapping[
 
 
 class TileCache:
-    """Tiles in memory (least recently used out first) and on disk, keyed by layer versions."""
+    """Tiles in memory (least recently used out first) and on disk, keyed by layer versions.
 
-    def __init__(self, folder: Path | None, max_bytes: int = 256 * 1024 * 1024) -> None:
+    On disk a tile lives under the versions it was made from (``public.incidents@57/ab/ab12….mvt.gz``), so
+    when the disk passes ``max_disk_bytes`` a background pruning removes the tiles of old versions first,
+    then the least recently used (a disk hit refreshes a file's time), down to 90 % of the limit.
+    """
+
+    def __init__(self, folder: Path | None, max_bytes: int = 256 * 1024 * 1024, max_disk_bytes: int = 1 << 30,
+                 current: Callable[[], Mapping[str, int] | None] | None = None) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
+        self.max_disk_bytes = max_disk_bytes
+        self.current = current or (lambda: None)
         self._memory: OrderedDict[str, Tile] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
+        self._disk = 0  # bytes on disk as this process counts them (measured when it prunes)
+        self._pruning = threading.Lock()
+        if folder is not None and folder.is_dir():
+            self._prune_later()  # learn the size left by earlier runs
+
+    def _path(self, key: str) -> Path:
+        assert self.folder is not None
+        tag, digest = key.split("/", 1)
+        return self.folder / tag / digest[:2] / f"{digest}.mvt.gz"
 
     def get(self, key: str) -> Tile | None:
         """A cached tile, from memory or disk."""
@@ -239,25 +260,33 @@ class TileCache:
                 self._memory.move_to_end(key)
                 return tile
         if self.folder is not None:
-            path = self.folder / key[:2] / f"{key}.mvt.gz"
-            if path.exists():
+            path = self._path(key)
+            try:
                 gzipped = path.read_bytes()
-                tile = Tile(gzip.decompress(gzipped), gzipped, f'"{key}"')
-                self._remember(key, tile)
-                return tile
+            except OSError:
+                return None
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime > 60:
+                    os.utime(path)  # recently used: the last to be pruned
+            tile = Tile(gzip.decompress(gzipped), gzipped, _etag(key))
+            self._remember(key, tile)
+            return tile
         return None
 
     def put(self, key: str, data: bytes) -> Tile:
         """Keep a tile (and its gzip bytes) in memory and on disk."""
-        tile = Tile(data, gzip.compress(data, compresslevel=GZIP_LEVEL), f'"{key}"')
+        tile = Tile(data, gzip.compress(data, compresslevel=GZIP_LEVEL), _etag(key))
         self._remember(key, tile)
         if self.folder is not None:
-            path = self.folder / key[:2] / f"{key}.mvt.gz"
+            path = self._path(key)
             path.parent.mkdir(parents=True, exist_ok=True)
             # one temporary name per writer: two requests may make the same tile at once
             tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_bytes(tile.gzipped)
             tmp.replace(path)
+            self._disk += len(tile.gzipped)
+            if self._disk > self.max_disk_bytes:
+                self._prune_later()
         return tile
 
     def _remember(self, key: str, tile: Tile) -> None:
@@ -270,6 +299,60 @@ class TileCache:
                 _, old = self._memory.popitem(last=False)
                 self._size -= len(old.data) + len(old.gzipped)
 
+    def _prune_later(self) -> None:
+        if self._pruning.acquire(blocking=False):
+            threading.Thread(target=self._prune_once, name="gis-ioc-tile-prune", daemon=True).start()
+
+    def _prune_once(self) -> None:
+        try:
+            self.prune()
+        except OSError as err:  # a pruning problem must never reach a request
+            logging.getLogger("gis_ioc.tiles").warning("tile cache pruning stopped: %s", err)
+        finally:
+            self._pruning.release()
+
+    def prune(self) -> int:
+        """Bring the disk under its limit: old versions first, then the least recently used. Bytes removed."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+        current = self.current()
+        removed = 0
+        files: list[tuple[float, int, Path]] = []
+        for tag_dir in list(self.folder.iterdir()):
+            if not tag_dir.is_dir():
+                continue
+            found = [(f.stat().st_mtime, f.stat().st_size, f) for f in tag_dir.glob("*/*.mvt.gz")]
+            if current is not None and _stale(tag_dir.name, current):
+                shutil.rmtree(tag_dir, ignore_errors=True)
+                removed += sum(size for _, size, _ in found)
+            else:
+                files += found
+        total = sum(size for _, size, _ in files)
+        if total > self.max_disk_bytes:
+            goal = int(self.max_disk_bytes * 0.9)
+            for _, size, path in sorted(files):
+                if total <= goal:
+                    break
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    total -= size
+                    removed += size
+        self._disk = total
+        return removed
+
+
+def _etag(key: str) -> str:
+    return f'"{key.rsplit("/", 1)[-1]}"'
+
+
+def _stale(tag: str, current: Mapping[str, int]) -> bool:
+    """Whether a disk folder's layer versions (``public.incidents@57+public.cameras@12``) are all current."""
+    for part in tag.split("+"):
+        table, _, version = part.rpartition("@")
+        if table in current and str(current[table]) != version:
+            return True
+    return False
+
 
 def versions(conn: Connection, layers: list[Layer]) -> list[int]:
     """The current version of each layer (bumped by the database on any change)."""
@@ -280,10 +363,11 @@ def versions(conn: Connection, layers: list[Layer]) -> list[int]:
 
 
 def tile_key(layers: list[Layer], z: int, x: int, y: int, params: Mapping[str, str], layer_versions: list[int]) -> str:
-    """A cache key and ETag: the layers, their versions, the tile and the filters."""
+    """A cache key: the layers' versions (a folder on disk), then a digest of them, the tile and the filters."""
+    tag = "+".join(f"{lyr.table}@{v}" for lyr, v in zip(layers, layer_versions, strict=True))
     text = "|".join([",".join(f"{lyr.id}@{v}" for lyr, v in zip(layers, layer_versions, strict=True)),
                      f"{z}/{x}/{y}", "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "f")])
-    return hashlib.sha256(text.encode()).hexdigest()[:40]
+    return f"{tag}/{hashlib.sha256(text.encode()).hexdigest()[:40]}"
 
 
 def cached_tile(catalog: Catalog, cache: TileCache | None, names: str, z: int, x: int, y: int,
@@ -335,7 +419,7 @@ def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names:
     sql, bind = tile_statement(layers, z, x, y, params, cell_tables)
     data = bytes(conn.execute(sa.text(sql), bind).scalar_one() or b"")
     if cache is None:
-        return Tile(data, gzip.compress(data, compresslevel=GZIP_LEVEL), f'"{key}"')
+        return Tile(data, gzip.compress(data, compresslevel=GZIP_LEVEL), _etag(key))
     return cache.put(key, data)
 
 

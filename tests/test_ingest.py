@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 import pytest
+import shapely
 import sqlalchemy as sa
 from pyproj import Geod, Transformer
 from shapely.geometry import LineString, Point, Polygon
@@ -13,6 +17,7 @@ from shapely.geometry import LineString, Point, Polygon
 from gis_ioc import ingest
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import IngestError, LayerNotFound
+from gis_ioc.ingest import rows, store
 
 from .conftest import table_snapshot
 from .factories import CITY, sample, write
@@ -159,17 +164,136 @@ def test_database_refusal_mid_load_leaves_the_layer_as_it_was(engine, catalog, s
     assert table_snapshot(engine, "cameras") == before
 
 
-def test_large_load_rebuilds_indexes_inside_the_transaction(engine, catalog, settings, monkeypatch, tmp_path):
-    monkeypatch.setattr(ingest, "BULK_ROWS", 2)
-    monkeypatch.setattr(ingest, "CHUNK_ROWS", 2)  # several chunks through the COPY pipe
-    calls = []
-    path = write(sample("cameras"), "gpkg", tmp_path)
-    ingest.load(engine, catalog, path, "cameras", region=settings.region_extent,
-                progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(2, 3), (3, 3)]
+@pytest.mark.parametrize("bulk_rows", [1, 10**9], ids=["shadow table", "in place"])
+def test_a_load_keeps_the_layer_readable_and_is_seen_whole_at_commit(engine, catalog, settings, monkeypatch,
+                                                                      tmp_path, bulk_rows):
+    """Readers are never locked out: they see the old rows during the load, the new ones after it commits."""
+    ingest.load(engine, catalog, write(sample("cameras"), "gpkg", tmp_path, "first"), "cameras",
+                region=settings.region_extent)
+    before = _count(engine, "cameras")
+    monkeypatch.setattr(store, "CHUNK_ROWS", 1)  # several chunks through the COPY pipe
+    monkeypatch.setattr(store, "BULK_ROWS", bulk_rows)
+    halfway, go_on = threading.Event(), threading.Event()
+    real_check = rows.check_rows
+
+    def slow_check(frame, plan, offset=0):  # type: ignore[no-untyped-def]
+        if offset == 1:  # the first row is in the COPY: hold the load open here
+            halfway.set()
+            go_on.wait(30)
+        return real_check(frame, plan, offset)
+
+    monkeypatch.setattr(store, "check_rows", slow_check)
+    calls: list[tuple[int, int]] = []
+    loading = threading.Thread(target=ingest.load, args=(engine, catalog, write(sample("cameras"), "gpkg", tmp_path,
+                                                                                 "second"), "cameras"),
+                               kwargs={"region": settings.region_extent,
+                                       "progress": lambda done, total: calls.append((done, total))})
+    loading.start()
+    try:
+        assert halfway.wait(30)
+        reader = sa.create_engine(engine.url)
+        with reader.connect() as conn:
+            conn.execute(sa.text("SET lock_timeout = '500ms'"))
+            assert conn.execute(sa.text("SELECT count(*) FROM cameras WHERE geom && "
+                                        "ST_MakeEnvelope(100, 0, 120, 30, 4326)")).scalar() == before
+            held = conn.execute(sa.text("SELECT mode FROM pg_locks WHERE relation = 'cameras'::regclass "
+                                        "AND pid <> pg_backend_pid()")).scalars().all()
+        reader.dispose()
+        assert "AccessExclusiveLock" not in held and "ShareLock" not in held
+    finally:
+        go_on.set()
+        loading.join(30)
+    assert _count(engine, "cameras") == before + 3
+    assert calls[-1] == (3, 3)
     with engine.connect() as conn:
         indexes = {r[0] for r in conn.execute(sa.text("SELECT indexname FROM pg_indexes WHERE tablename = 'cameras'"))}
     assert {"cameras_geom_idx", "cameras_status_idx", "cameras_pkey"} <= indexes
+
+
+def _shape(engine, table: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """What a table is besides its rows: columns, indexes, constraints, triggers, grants, its id sequence."""
+    with engine.connect() as conn:
+        def rows(sql: str) -> list:  # type: ignore[type-arg]
+            return sorted(tuple(r) for r in conn.execute(sa.text(sql), {"t": table}))
+
+        return {
+            "columns": rows("SELECT attname, format_type(atttypid, atttypmod), attnotnull, attidentity, "
+                            "pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a LEFT JOIN pg_attrdef d ON "
+                            "d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE attrelid = CAST(:t AS regclass) "
+                            "AND attnum > 0 AND NOT attisdropped"),
+            "indexes": rows("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname || '.' || tablename = :t"),
+            "constraints": rows("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                                "WHERE conrelid = CAST(:t AS regclass)"),
+            "triggers": rows("SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+                             "WHERE tgrelid = CAST(:t AS regclass) AND NOT tgisinternal"),
+            "grants": rows("SELECT grantee, privilege_type FROM information_schema.role_table_grants "
+                           "WHERE table_schema || '.' || table_name = :t"),
+            "sequence": rows("SELECT pg_get_serial_sequence(:t, 'id')"),
+        }
+
+
+@pytest.mark.parametrize("mode", ["replace", "append"])
+def test_a_shadow_load_leaves_the_table_as_it_was_built(engine, catalog, settings, monkeypatch, tmp_path, mode):
+    """A big load goes through a shadow table: the layer's table comes out with everything it had, ids go on."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE ROLE gis_ioc_reader_test"))  # a reader's grant must survive the swap
+        conn.execute(sa.text("GRANT SELECT ON incidents TO gis_ioc_reader_test"))
+    try:
+        ingest.load(engine, catalog, write(sample("incidents"), "gpkg", tmp_path, "a"), "incidents",
+                    region=settings.region_extent)
+        shape, before = _shape(engine, "public.incidents"), _count(engine, "incidents")
+        with engine.connect() as conn:
+            last_id = conn.execute(sa.text("SELECT max(id) FROM incidents")).scalar()
+        monkeypatch.setattr(store, "BULK_ROWS", 1)
+        ingest.load(engine, catalog, write(sample("incidents"), "gpkg", tmp_path, "b"), "incidents", mode=mode,
+                    region=settings.region_extent)
+        assert _shape(engine, "public.incidents") == shape
+        assert _count(engine, "incidents") == (3 if mode == "replace" else before + 3)
+        with engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT min(id) FROM incidents WHERE title = 'Cấp cứu' AND id > :i"),
+                                {"i": last_id}).scalar() is not None  # new ids go on from the old ones
+            assert not conn.execute(sa.text("SELECT relname FROM pg_class WHERE relname LIKE '%gis_ioc_load%'")).all()
+            new = conn.execute(sa.text(
+                "INSERT INTO incidents (type, title, geom) VALUES ('fire', 'sau khi nạp', "
+                "ST_SetSRID(ST_MakePoint(108.0, 14.35), 4326)) RETURNING id, commune_code")).one()
+            assert new.id > last_id + 3  # the identity sequence went on, and the row triggers work again
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("REVOKE ALL ON incidents FROM gis_ioc_reader_test"))
+            conn.execute(sa.text("DROP ROLE gis_ioc_reader_test"))
+
+
+def test_a_table_a_view_depends_on_is_loaded_in_place(engine, catalog, settings, monkeypatch, tmp_path):
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE VIEW online_cameras AS SELECT * FROM cameras WHERE status = 'online'"))
+    monkeypatch.setattr(store, "BULK_ROWS", 1)
+    ingest.load(engine, catalog, write(sample("cameras"), "gpkg", tmp_path), "cameras", region=settings.region_extent)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM online_cameras")).scalar() == 1
+
+
+def test_incident_communes_are_derived_as_the_trigger_derives_them(engine, catalog, settings, tmp_path):
+    """A file without commune_code gets, in bulk, the commune the database trigger gives one row at a time."""
+    from gis_ioc import demo
+
+    province = demo.generate(scale=0.05, ref_time=datetime(2026, 11, 28, 8, tzinfo=UTC))
+    units = catalog.get("admin_units")
+    ingest.load_frame(engine, units, ingest.prepare(province.admin_units, units), mode="append")
+    incidents = province.incidents.drop(columns=["id", "commune_code"])
+    # points right on commune boundaries and vertices too, before and after the 2025 reform
+    edges = shapely.get_coordinates(province.admin_units.geometry.boundary.values)[::40][:200]
+    extra = gpd.GeoDataFrame({"type": "flood", "title": "trên ranh giới", "reported_at": [
+        datetime(2025, 3, 1, tzinfo=UTC) if i % 2 else datetime(2026, 3, 1, tzinfo=UTC) for i in range(len(edges))]},
+        geometry=shapely.points(edges), crs=4326)
+    path = write(pd.concat([incidents, extra], ignore_index=True), "gpkg", tmp_path)
+    ingest.load(engine, catalog, path, "incidents", region=settings.region_extent)
+    with engine.begin() as conn:
+        derived = dict(conn.execute(sa.text("SELECT id, commune_code FROM incidents")).all())
+        conn.execute(sa.text("UPDATE incidents SET commune_code = NULL, geom = geom"))  # the trigger, row by row
+        by_trigger = dict(conn.execute(sa.text("SELECT id, commune_code FROM incidents")).all())
+    assert len(derived) == len(incidents) + len(edges)
+    assert sum(v is not None for v in derived.values()) > 0.95 * len(derived)
+    assert derived == by_trigger
 
 
 def test_import_file_as_new_layer_is_seen_by_every_catalog(engine, catalog, settings, tmp_path):
@@ -300,7 +424,7 @@ def test_an_error_in_a_later_chunk_aborts_the_copy_and_keeps_the_old_rows(engine
     ingest.load(engine, catalog, write(sample("cameras"), "gpkg", tmp_path, "ok"), "cameras",
                 region=settings.region_extent)
     before = table_snapshot(engine, "cameras")
-    monkeypatch.setattr(ingest, "CHUNK_ROWS", 1)
+    monkeypatch.setattr(store, "CHUNK_ROWS", 1)
     bad = sample("cameras").assign(status=["online", "offline", "exploded"])
     with pytest.raises(IngestError, match=r"'exploded' not allowed \(row 3\)"):
         ingest.load(engine, catalog, write(bad, "gpkg", tmp_path, "bad"), "cameras", mode="replace",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,11 +177,34 @@ def test_the_disk_cache_takes_the_same_tile_from_many_requests_at_once(tmp_path)
     from gis_ioc.tiles import TileCache
 
     cache = TileCache(tmp_path / "tiles")
+    key = "public.incidents@3/ab" + "0" * 38
     with ThreadPoolExecutor(max_workers=8) as pool:
-        tiles = list(pool.map(lambda _: cache.put("ab" + "0" * 38, b"x" * 100_000), range(32)))
+        tiles = list(pool.map(lambda _: cache.put(key, b"x" * 100_000), range(32)))
     assert {t.etag for t in tiles} == {'"ab' + "0" * 38 + '"'}
-    assert TileCache(tmp_path / "tiles").get("ab" + "0" * 38).data == b"x" * 100_000
+    assert TileCache(tmp_path / "tiles").get(key).data == b"x" * 100_000
     assert not list((tmp_path / "tiles").rglob("*.tmp"))
+
+
+def test_the_disk_cache_stays_under_its_limit_old_versions_first_then_least_recently_used(tmp_path):
+    from gis_ioc.tiles import TileCache
+
+    current = {"public.incidents": 5, "public.cameras": 2}
+    cache = TileCache(tmp_path / "tiles", max_bytes=0, max_disk_bytes=10**9, current=lambda: current)
+    noise = os.urandom(20_000)  # does not compress: each file is about 20 kB on disk
+    old = [f"public.incidents@4/{i:02d}" + "a" * 38 for i in range(10)]
+    new = [f"public.incidents@5+public.cameras@2/{i:02d}" + "b" * 38 for i in range(10)]
+    for key in old + new:
+        cache.put(key, noise + key.encode())
+    now = time.time()
+    for age, key in enumerate(reversed(new)):  # new[0] used longest ago
+        os.utime(cache._path(key), (now - 1000 - 100 * age, now - 1000 - 100 * age))
+    cache.get(new[0])  # a hit makes it recently used again
+    cache.max_disk_bytes = 8 * 20_100
+    cache.prune()
+    assert all(cache.get(k) is None for k in old)  # old versions went first
+    kept = [k for k in new if cache.get(k) is not None]
+    assert new[0] in kept and new[1] not in kept and len(kept) <= 8
+    assert sum(f.stat().st_size for f in (tmp_path / "tiles").rglob("*.mvt.gz")) <= 8 * 20_100
 
 
 def test_a_dense_tile_above_the_cluster_zoom_shows_every_feature_as_clusters(demo_engine, tmp_path):

@@ -12,7 +12,7 @@ import psycopg2
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 import gis_ioc
 from gis_ioc import db, maps
 from gis_ioc.catalog import Catalog
-from gis_ioc.errors import GisIocError, InvalidInput, from_database, http_status
+from gis_ioc.errors import GisIocError, InvalidInput, Unauthorized, from_database, http_status
 from gis_ioc.events import ChangeListener
 from gis_ioc.settings import Settings
 from gis_ioc.tiles import WALL_LAYERS, TileCache, sync_cell_config, warm
@@ -50,12 +50,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.key_cache = KeyCache()
         app.state.heavy = asyncio.Semaphore(settings.heavy_slots)
         app.state.heavy_waiting = [0]
-        app.state.tile_cache = TileCache(settings.home / "tiles") if settings.tile_cache else None
         with engine.connect() as conn:
             sync_cell_config(conn, app.state.catalog)
         url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         app.state.listener = ChangeListener(url)
         app.state.listener.start()
+        app.state.tile_cache = TileCache(settings.home / "tiles", max_disk_bytes=settings.tile_cache_mb * 1024 * 1024,
+                                         current=app.state.listener.versions) if settings.tile_cache else None
         stop_warming = threading.Event()
         warming = threading.Thread(target=warm, name="gis-ioc-warm", daemon=True,
                                    args=(engine, app.state.catalog, app.state.tile_cache, WALL_LAYERS,
@@ -81,20 +82,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     @app.exception_handler(GisIocError)
-    async def domain_error(request: Request, err: GisIocError) -> JSONResponse:
+    async def domain_error(request: Request, err: GisIocError) -> Response:
         status = http_status(err)
+        if isinstance(err, Unauthorized) and _wants_page(request):  # a person at a view: offer to sign in
+            following = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return HTMLResponse(maps.sign_in_page(following), status_code=401)
         return JSONResponse(error_body(err), status_code=status, headers=error_headers(status))
 
     @app.exception_handler(sa.exc.SQLAlchemyError)
     @app.exception_handler(psycopg2.Error)
-    async def database_error(request: Request, err: Exception) -> JSONResponse:
+    async def database_error(request: Request, err: Exception) -> Response:
         known = from_database(err)
         if known is None:
             raise err  # a bug: the guard logs it and answers 500
         return await domain_error(request, known)
 
     @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, err: RequestValidationError) -> JSONResponse:
+    async def bad_request(request: Request, err: RequestValidationError) -> Response:
         first = err.errors()[0] if err.errors() else {"loc": ["request"], "msg": "invalid"}
         param = str(first["loc"][-1])
         return await domain_error(request, InvalidInput(f"{param}: {first['msg']}", param=param))
@@ -145,15 +149,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(request.app.state.listener.reload_versions, request.app.state.engine)
         return response
 
-    app.add_middleware(Guard, settings=settings, router=lambda: app.router)
+    app.add_middleware(Guard, settings=settings, openapi=lambda: app.openapi())
     app.include_router(ogc.router, dependencies=[Depends(require_read)])
     app.include_router(edit.router)
     app.include_router(analysis.router, dependencies=[Depends(require_read)])
     app.include_router(tiles_router.router, dependencies=[Depends(require_read)])
     app.include_router(events_router.router, dependencies=[Depends(require_read)])
     app.include_router(views.router, dependencies=[Depends(require_read)])
+    app.include_router(views.session_router)
     app.mount("/static", StaticFiles(directory=maps.STATIC), name="static")
     return app
+
+
+def _wants_page(request: Request) -> bool:
+    """A browser asking for an HTML view (not its JSON or tiles)."""
+    return (request.method in ("GET", "HEAD") and request.url.path.startswith("/views")
+            and not request.url.path.endswith(".json") and "text/html" in request.headers.get("accept", ""))
 
 
 def openapi_document() -> str:

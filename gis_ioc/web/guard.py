@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from starlette.datastructures import MutableHeaders
-from starlette.routing import Match, Router
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gis_ioc import db
@@ -29,6 +29,7 @@ from gis_ioc.errors import (
     InvalidInput,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     from_database,
     http_status,
 )
@@ -73,21 +74,22 @@ class _HeadDone(Exception):
 class Guard:
     """Request id, budget, limits, HEAD/OPTIONS, security headers and the last word on errors."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, router: Callable[[], Router]) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, openapi: Callable[[], dict[str, Any]]) -> None:
         self.app = app
         self.settings = settings
-        self.router = router
+        self.openapi = openapi
         self.html_policy = content_security_policy(settings)
+        self._methods: list[tuple[re.Pattern[str], set[str]]] | None = None
 
     def allowed(self, scope: Scope) -> list[str]:
-        """Every method some route takes on this path (HEAD with GET, OPTIONS always)."""
+        """Every method some route takes on this path (HEAD with GET, OPTIONS always); empty for no route."""
+        if self._methods is None:
+            self._methods = _method_table(self.openapi())
+        path = scope.get("path", "")
         methods: set[str] = set()
-        for route in self.router().routes:
-            match, _ = route.matches({**scope, "method": "GET"})
-            if match is Match.NONE:
-                match, _ = route.matches({**scope, "method": "POST"})
-            if match is not Match.NONE:
-                methods |= set(getattr(route, "methods", None) or {"GET"})
+        for pattern, verbs in self._methods:
+            if pattern.match(path):
+                methods |= verbs
         if not methods:
             return []
         if "GET" in methods:
@@ -197,13 +199,20 @@ class Guard:
         return None
 
     def limit_body(self, receive: Receive) -> Receive:
-        """The body counted as it arrives (chunked too): past the limit the read fails with a 413."""
+        """The body counted as it arrives (chunked too): past the limit the read fails with a 413.
+
+        A body that stops arriving for ``3 × GIS_IOC_HEADER_TIMEOUT_S`` (at least 30 s) fails with a 408.
+        """
         limit = self.settings.max_body_bytes
+        idle = max(30.0, 3 * self.settings.header_timeout_s)
         seen = 0
 
         async def counted() -> Message:
             nonlocal seen
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), idle)
+            except TimeoutError:
+                raise RequestTimeout(f"body: nothing arrived for {idle:g} s", param="body") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
@@ -240,3 +249,16 @@ class Guard:
             return {"type": "http.disconnect"}
 
         return app_receive, asyncio.create_task(watch())
+
+
+# Pages served outside the API description (documentation, static files, the views' fallbacks): GET only.
+_UNDESCRIBED = (r"^/docs(/.*)?$", r"^/redoc$", r"^/openapi\.json$", r"^/static/.+$", r"^/views(/.*)?$")
+
+
+def _method_table(document: dict[str, Any]) -> list[tuple[re.Pattern[str], set[str]]]:
+    """Path patterns and their methods, from the OpenAPI document (the routes as clients see them)."""
+    table = [(re.compile(p), {"GET"}) for p in _UNDESCRIBED]
+    for template, operations in document.get("paths", {}).items():
+        regex, _, _ = compile_path(template)
+        table.append((regex, {m.upper() for m in operations if m in ("get", "post", "put", "patch", "delete")}))
+    return table

@@ -2,25 +2,79 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastPath
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from gis_ioc import maps
 from gis_ioc.errors import NotFound
-from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, SettingsDep
+from gis_ioc.web.deps import KEY_COOKIE, CatalogDep, EngineDep, Heavy, SettingsDep, _authenticate
 
 router = APIRouter(prefix="/views", tags=["Map views"])
+session_router = APIRouter(prefix="/views", tags=["Map views"])  # reachable without a key: it takes one
+SESSION_DAYS = 30
+
+
+class Memo:
+    """One value made at a time and kept while its key holds (a layer version, a time bucket).
+
+    Many walls asking at once cost one making: the first asker makes it, the others wait for it, or
+    take the value before it when there is one (a wall would rather show figures a few seconds old
+    than wait).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: Any = None
+        self._value: Any = None
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        """The value for ``key`` (None: not to be kept), made by ``make`` when needed."""
+        if key is None:
+            return make()
+        if self._key == key:
+            return self._value
+        if self._value is None:
+            self._lock.acquire()  # the first value: wait for whoever is making it
+        elif not self._lock.acquire(blocking=False):
+            return self._value  # the next value is being made; the last one will do meanwhile
+        try:
+            if self._key != key:
+                self._value = make()
+                self._key = key
+            return self._value
+        finally:
+            self._lock.release()
+
+
+def _memo(request: Request, name: str) -> Memo:
+    memo: Memo | None = getattr(request.app.state, name, None)
+    if memo is None:
+        memo = Memo()
+        setattr(request.app.state, name, memo)
+    return memo
 
 
 @router.get("/wall", summary="The wall map", operation_id="viewWall", response_class=HTMLResponse)
-def wall(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep) -> HTMLResponse:
-    """Full-screen dark map: boundaries, infrastructure, cameras with fields of view, incidents, KPIs, live."""
-    with engine.connect() as conn:
-        return HTMLResponse(maps.page(maps.wall(conn, catalog, settings)))
+def wall(request: Request, engine: EngineDep, catalog: CatalogDep, settings: SettingsDep) -> HTMLResponse:
+    """Full-screen dark map: boundaries, infrastructure, cameras with fields of view, incidents, KPIs, live.
+
+    Made once per version of the boundaries (the rest comes as tiles and events), not per request.
+    """
+    versions = request.app.state.listener.versions()
+    key = ("wall", versions.get("public.admin_units")) if versions is not None else None
+
+    def make() -> str:
+        with engine.connect() as conn:
+            return maps.page(maps.wall(conn, catalog, settings))
+
+    return HTMLResponse(_memo(request, "wall_page").get(key, make))
 
 
 @router.get("/wall/kpi.json", summary="The wall's KPIs", operation_id="viewWallKpi")
@@ -28,20 +82,19 @@ def wall_kpi(request: Request, engine: EngineDep, catalog: CatalogDep, settings:
     """Active incidents by severity, cameras online, incidents in the last 24 h per district.
 
     Every wall asks after every change: the figures are made once per change of incidents or cameras
-    (layer versions, heard by NOTIFY) and at most 30 s old, as the 24 h window slides.
+    (layer versions, heard by NOTIFY) and at most 30 s old, as the 24 h window slides; one making at a
+    time, the others meanwhile get the figures before it.
     """
     versions = request.app.state.listener.versions()
     key = None
     if versions is not None:
         key = (versions.get("public.incidents"), versions.get("public.cameras"), int(time.time() // 30))
-        cached = getattr(request.app.state, "kpi_cache", None)
-        if cached is not None and cached[0] == key:
-            return JSONResponse(cached[1], headers={"Cache-Control": "no-store"})
-    with engine.connect() as conn:
-        figures = maps.kpis(conn, catalog, settings)
-    if key is not None:
-        request.app.state.kpi_cache = (key, figures)
-    return JSONResponse(figures, headers={"Cache-Control": "no-store"})
+
+    def make() -> dict[str, Any]:
+        with engine.connect() as conn:
+            return maps.kpis(conn, catalog, settings)
+
+    return JSONResponse(_memo(request, "kpi").get(key, make), headers={"Cache-Control": "no-store"})
 
 
 @router.get("/incidents/{incident_id}", summary="One incident on a map", operation_id="viewIncident",
@@ -84,3 +137,45 @@ def index() -> RedirectResponse:
 def unknown(name: str) -> HTMLResponse:
     """Any other view is a 404 page."""
     return HTMLResponse(maps.not_found_page(f"There is no view {name!r}."), status_code=404)
+
+
+def _next_page(value: Any) -> str:
+    """Where to go after signing in: a path on this server only (never another site)."""
+    text = value if isinstance(value, str) else ""
+    if not text.startswith("/") or text.startswith("//") or "\\" in text or len(text) > 2000:
+        return "/views/wall"
+    return text
+
+
+@session_router.post("/session", summary="Open the views with an API key", operation_id="openViewSession",
+                     status_code=303, response_class=RedirectResponse,
+                     openapi_extra={"requestBody": {"required": True, "content": {
+                         "application/x-www-form-urlencoded": {"schema": {
+                             "type": "object", "required": ["key"],
+                             "properties": {"key": {"type": "string", "maxLength": 256},
+                                            "next": {"type": "string", "maxLength": 2000}}}}}}})
+async def open_session(request: Request, engine: EngineDep) -> Response:
+    """For deployments without public reads (``GIS_IOC_PUBLIC_READ=false``): a viewer key given once.
+
+    The key goes into an HttpOnly, SameSite=Strict cookie that the wall's own tile, KPI and event
+    requests carry; no script and no other site can read it. 303 to the page asked for.
+    """
+    form = await request.form(max_files=0, max_fields=4, max_part_size=4096)
+    key = form.get("key")
+    principal = await run_in_threadpool(_authenticate, engine, key) if isinstance(key, str) and key else None
+    following = _next_page(form.get("next"))
+    if principal is None or not principal.can("viewer"):
+        return HTMLResponse(maps.sign_in_page(following, "That key is unknown or revoked."), status_code=401)
+    response = RedirectResponse(following, status_code=303)
+    response.set_cookie(KEY_COOKIE, str(key), max_age=SESSION_DAYS * 86400, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+    return response
+
+
+@session_router.post("/session/end", summary="Forget the views' key", operation_id="endViewSession",
+                     status_code=303, response_class=RedirectResponse)
+def end_session() -> Response:
+    """Drop the cookie set by ``/views/session``."""
+    response = RedirectResponse("/views/wall", status_code=303)
+    response.delete_cookie(KEY_COOKIE, path="/", httponly=True, samesite="strict")
+    return response

@@ -1,0 +1,362 @@
+"""Storing rows: COPY in one transaction beside the readers; a failure leaves the layer as it was."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import psycopg2
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyogrio
+import shapely
+from sqlalchemy.engine import Engine
+
+from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
+from gis_ioc.errors import IngestError
+from gis_ioc.ingest import derive
+from gis_ioc.ingest.derive import CommuneLookup
+from gis_ioc.ingest.read import open_source, read_batches
+from gis_ioc.ingest.rows import Prepared, _apply_mapping, _normalize_columns, check_rows, parse_crs, plan_load
+from gis_ioc.ingest.shadow import Shadow
+
+Mode = Literal["append", "replace", "upsert"]
+MODES: tuple[str, ...] = ("append", "replace", "upsert")
+Progress = Callable[[int, int], None]  # (rows written so far, total rows)
+
+BULK_ROWS = 100_000  # a load of at least this many rows goes through a shadow table (ingest.shadow)
+CHUNK_ROWS = 50_000
+
+
+@dataclass
+class LoadReport:
+    """What a load did."""
+
+    layer: str
+    mode: str
+    rows_read: int = 0
+    rows_loaded: int = 0
+    repaired: int = 0
+    refused: int = 0
+    seconds: float = 0.0
+    source_crs: str | None = None
+    ignored_columns: list[str] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        """Loaded rows per second."""
+        return self.rows_loaded / self.seconds if self.seconds else 0.0
+
+
+def _csv_chunks(frames: Iterable[pd.DataFrame], columns: Sequence[str]) -> Iterator[tuple[bytes, int]]:
+    """COPY CSV (NULL = unquoted empty, strings quoted) per chunk, written by Arrow's C++ writer."""
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    for frame in frames:
+        selected = frame[list(columns)]
+        # Arrow writes zone-aware timestamps ~15x slower than naive ones: write UTC wall time, which
+        # the COPY reads under ``SET LOCAL timezone = 'UTC'`` (see write_rows).
+        aware = [c for c in selected.columns if isinstance(selected[c].dtype, pd.DatetimeTZDtype)]
+        if aware:
+            selected = selected.assign(**{c: selected[c].dt.tz_convert("UTC").dt.tz_localize(None) for c in aware})
+        sink = io.BytesIO()
+        pacsv.write_csv(pa.Table.from_pandas(selected, preserve_index=False), sink, options)
+        yield sink.getvalue(), len(selected)
+
+
+def _chunks_of(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    for start in range(0, len(frame), CHUNK_ROWS):
+        yield frame.iloc[start : start + CHUNK_ROWS]
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file-like object fed by a producer thread.
+
+    Rows are checked and written as CSV while PostgreSQL parses the previous chunk. An error in
+    the producer surfaces in ``read`` and so aborts the COPY.
+    """
+
+    def __init__(self, chunks: Iterator[tuple[bytes, int]], progress: Progress | None, total: int) -> None:
+        self._queue: queue.Queue[tuple[bytes, int] | BaseException | None] = queue.Queue(maxsize=4)
+        self._buffer = b""
+        self.rows = 0
+        self._total = total
+        self._progress = progress
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(chunks,), daemon=True)
+        self._thread.start()
+
+    def _produce(self, chunks: Iterator[tuple[bytes, int]]) -> None:
+        try:
+            for chunk in chunks:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as err:  # handed to the reading side
+            self._queue.put(err)
+            return
+        self._queue.put(None)
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        while not self._buffer:
+            item = self._queue.get()
+            if item is None:
+                self._queue.put(None)
+                return b""
+            if isinstance(item, BaseException):
+                raise item
+            self._buffer, rows = item
+            self.rows += rows
+            if self._progress:
+                self._progress(self.rows, self._total)
+        if size is None or size < 0 or size >= len(self._buffer):
+            out, self._buffer = self._buffer, b""
+        else:
+            out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
+
+
+def _db_error(err: psycopg2.Error) -> IngestError:
+    text = (getattr(err, "pgerror", None) or str(err)).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    return IngestError(f"the database refused the rows: {first.removeprefix('ERROR:').strip()}")
+
+
+def _db_defaults(cur: Any, layer: Layer, columns: Sequence[str]) -> dict[str, str]:
+    """Defaults of the NOT NULL columns being written, evaluated by the database once.
+
+    COPY writes an explicit NULL where a value is empty; an INSERT would have used the default.
+    """
+    cur.execute(
+        "SELECT column_name, column_default FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name = %s AND is_nullable = 'NO' AND column_default IS NOT NULL "
+        "AND is_identity = 'NO'",
+        (layer.schema_name, layer.table_name),
+    )
+    defaults = {}
+    for column, expression in cur.fetchall():
+        if column in columns:
+            cur.execute(f"SELECT ({expression})::text")
+            defaults[column] = cur.fetchone()[0]
+    return defaults
+
+
+def _fill_defaults(frame: pd.DataFrame, defaults: dict[str, str]) -> pd.DataFrame:
+    filled = {}
+    for column, text in defaults.items():
+        values = frame[column]
+        if not values.isna().any():
+            continue
+        value: Any = text
+        if pd.api.types.is_datetime64_any_dtype(values):
+            value = pd.Timestamp(text).tz_convert("UTC")
+        elif pd.api.types.is_numeric_dtype(values):
+            value = pd.to_numeric(text)
+        filled[column] = values.fillna(value)
+    return frame.assign(**filled) if filled else frame
+
+
+def write_rows(
+    cur: Any,
+    layer: Layer,
+    columns: Sequence[str],
+    frames: Iterable[pd.DataFrame],
+    total: int,
+    mode: Mode,
+    progress: Progress | None = None,
+) -> int:
+    """COPY checked rows into a layer's table on an open transaction; return rows written.
+
+    ``frames`` may be lazy: checking and CSV writing then run beside the COPY, and an error in
+    any chunk aborts it (the caller's transaction rolls everything back). The table keeps its
+    indexes (dropping one would lock readers out for the whole load): readers go on seeing the old
+    rows until the transaction commits.
+    """
+    table = quote_table(layer.table)
+    cols = ", ".join(quote_ident(c) for c in columns)
+    if mode == "upsert" and layer.id_column not in columns:
+        raise IngestError(f"--mode upsert needs the id column {layer.id_column!r} in the file", param="mode")
+    cur.execute("SET LOCAL timezone = 'UTC'")  # timestamps in the COPY stream are UTC wall time
+    cur.execute("SET LOCAL gis_ioc.bulk = 'on'")  # one 'reload' event for the load, not one per row
+    defaults = _db_defaults(cur, layer, columns)
+    shadow = Shadow.begin(cur, layer, mode) if _is_bulk(cur, layer, mode, total) else None
+    if mode == "replace" and shadow is None:
+        cur.execute(f"DELETE FROM {table}")
+    filled = (_fill_defaults(frame, defaults) for frame in frames)
+    reader = _ChunkReader(_csv_chunks(filled, columns), progress, total)
+    target = table if shadow is None else shadow.table
+    if mode == "upsert":
+        cur.execute(f"CREATE TEMP TABLE _gis_ioc_load (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
+        target = "_gis_ioc_load"
+    try:
+        cur.copy_expert(f"COPY {target} ({cols}) FROM STDIN WITH (FORMAT csv)", reader, size=1 << 20)
+    finally:
+        reader.close()
+    if reader.rows == 0:
+        raise IngestError("no feature has a usable geometry: nothing to load", param="geometry")
+    if mode == "upsert":
+        updates = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in columns if c != layer.id_column)
+        cur.execute(
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _gis_ioc_load "
+            f"ON CONFLICT ({quote_ident(layer.id_column)}) DO UPDATE SET {updates}"
+        )
+    if shadow is not None:
+        shadow.finish()
+        # the layer's own statement triggers, under its own name: version bumped, one reload event, cells
+        cur.execute(f"DELETE FROM {table} WHERE false")
+    # the low-zoom tile cells of this layer, rebuilt from its rows in this same transaction (1M rows: ~2 s), so
+    # tiles never see new rows with old cells, and no reader is left to rebuild them after the load
+    cur.execute("SELECT gis_ioc_rebuild_cells(layer_table) FROM tile_cell_config WHERE layer_table = %s",
+                (layer.table,))
+    if layer.id_column in columns:
+        cur.execute(
+            "SELECT pg_get_serial_sequence(%s, %s)", (f"{layer.schema_name}.{layer.table_name}", layer.id_column)
+        )
+        sequence = cur.fetchone()[0]
+        if sequence:
+            cur.execute(
+                f"SELECT setval(%s, GREATEST((SELECT max({quote_ident(layer.id_column)}) FROM {table}), 1))",
+                (sequence,),
+            )
+    if reader.rows >= BULK_ROWS and shadow is None:  # a shadow table was analysed before it took the place
+        cur.execute(f"ANALYZE {table}")
+    return reader.rows
+
+
+def _is_bulk(cur: Any, layer: Layer, mode: Mode, total: int) -> bool:
+    """A load big enough for a shadow table: many rows, and (appending) not fewer than the table holds."""
+    if total < BULK_ROWS or mode == "upsert":
+        return False
+    if mode == "replace":
+        return True
+    cur.execute("SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = to_regclass(%s)", (layer.table,))
+    found = cur.fetchone()
+    return found is not None and float(found[0]) <= total
+
+
+@contextlib.contextmanager
+def _transaction(engine: Engine) -> Iterator[Any]:
+    """One psycopg2 transaction: committed at the end, rolled back on any error.
+
+    Database errors become an ``IngestError`` carrying the database's first line.
+    """
+    raw: Any = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            yield cur
+        raw.commit()
+    except psycopg2.Error as err:
+        raw.rollback()
+        raise _db_error(err) from None
+    except BaseException:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()
+
+
+def load_frame(
+    engine: Engine,
+    layer: Layer,
+    prepared: Prepared,
+    mode: Mode = "append",
+    progress: Progress | None = None,
+) -> int:
+    """Write prepared rows in one transaction; on any error the layer is left as it was.
+
+    Derived columns the rows lack (``commune_code``) are derived here, as ``load`` does.
+    """
+    if mode not in MODES:
+        raise IngestError(f"--mode: {mode!r} is not one of {', '.join(MODES)}", param="mode")
+    with _transaction(engine) as cur:
+        frame, columns = prepared.frame, list(prepared.columns)
+        lookup = CommuneLookup.for_layer(cur, layer)
+        if lookup is not None:
+            known = frame[derive.COLUMN] if derive.COLUMN in frame else None
+            if known is None or known.isna().any():
+                frame = frame.copy()
+                derive.fill(frame, shapely.from_wkb(frame["geom"].to_numpy()), lookup, layer.datetime_column)
+                if derive.COLUMN not in columns:
+                    columns.insert(columns.index("geom"), derive.COLUMN)
+            cur.execute("SET LOCAL gis_ioc.derived = 'on'")
+        return write_rows(cur, layer, columns, _chunks_of(frame), len(frame), mode, progress)
+
+
+def load(
+    engine: Engine,
+    catalog: Catalog,
+    path: Path | str,
+    layer_id: str,
+    *,
+    crs: str | None = None,
+    mode: Mode = "append",
+    mapping: dict[str, str] | None = None,
+    strict: bool = False,
+    ignore_unknown: bool = False,
+    source_layer: str | None = None,
+    region: tuple[float, float, float, float] | None = None,
+    progress: Progress | None = None,
+) -> LoadReport:
+    """Load a file into a layer (the ``gis-ioc load`` command, from Python).
+
+    Columns and CRS are checked for the whole file first; rows are checked chunk by chunk while
+    the previous chunk is copied, all in one transaction.
+    """
+    started = time.perf_counter()
+    if mode not in MODES:
+        raise IngestError(f"--mode: {mode!r} is not one of {', '.join(MODES)}", param="mode")
+    layer = catalog.get(layer_id)
+    source_crs = parse_crs(crs)
+    source = open_source(path, source_layer)
+    batches = read_batches(source, CHUNK_ROWS)
+    first = next(batches, None)
+    if first is None or len(first) == 0:
+        raise IngestError(f"{source.path}: the file has no features", param="file")
+    first, plan = plan_load(first, layer, crs=source_crs, mapping=mapping, strict=strict,
+                            ignore_unknown=ignore_unknown, region=region, source=str(path))
+    try:
+        total = int(pyogrio.read_info(source.target, layer=source_layer, **source.options)["features"])
+    except Exception:  # a count is only needed for the progress bar and the bulk decision
+        total = -1
+    report = LoadReport(layer=layer.id, mode=mode, source_crs=plan.crs_label, ignored_columns=plan.ignored)
+
+    def checked() -> Iterator[pd.DataFrame]:
+        offset = 0
+        for number, batch in enumerate(itertools.chain([first], batches)):
+            if number:
+                batch = _apply_mapping(_normalize_columns(batch), mapping or {}, layer)
+            rows = check_rows(batch, plan, offset=offset)
+            offset += len(batch)
+            report.rows_read = offset
+            report.repaired += rows.repaired
+            report.refused += rows.refused
+            yield rows.data
+
+    with _transaction(engine) as cur:
+        plan.communes = CommuneLookup.for_layer(cur, layer)
+        if plan.communes is not None:
+            cur.execute("SET LOCAL gis_ioc.derived = 'on'")  # the row trigger need not look them up again
+        report.rows_loaded = write_rows(cur, layer, plan.copy_columns, checked(), max(total, len(first)), mode,
+                                        progress)
+    report.seconds = time.perf_counter() - started
+    return report

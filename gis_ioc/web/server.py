@@ -1,0 +1,83 @@
+"""Running the app under uvicorn: no ``server`` banner, and a deadline for each request's line and headers.
+
+uvicorn has no such deadline (its keep-alive timeout is reset by every byte), so a client sending a
+request a byte at a time would hold a connection forever (slowloris). ``HeaderDeadline`` is uvicorn's
+h11 protocol with one: the line and headers of a request must arrive within ``GIS_IOC_HEADER_TIMEOUT_S``
+of its first byte (or of the connection); past it the connection gets a 408 and is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from gis_ioc.settings import Settings
+
+
+@functools.cache
+def _header_timeout() -> float:
+    return Settings().header_timeout_s
+
+
+class HeaderDeadline(H11Protocol):
+    """uvicorn's h11 protocol, with a deadline for the line and headers of every request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = _header_timeout()
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """A new connection: its first request's headers are due in time."""
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes of a new request start its deadline; its headers complete (a new cycle) stop it."""
+        before = self.cycle
+        if before is None or before.response_complete:
+            self._arm()
+        super().data_received(data)
+        if self.cycle is not before and self.cycle is not None:
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        """The keep-alive timeout takes over until the next request's first byte."""
+        self._disarm()
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Nothing more to wait for."""
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(self.header_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting:
+            self.logger.info("closing a connection whose request headers took over %ss", self.header_timeout)
+            body = b'{"code":"request_timeout","description":"the request line and headers came too slowly"}'
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                                 b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            self.transport.close()
+
+
+def run(host: str, port: int, workers: int) -> None:
+    """Serve ``create_app`` with the service's protocol and without a server banner."""
+    uvicorn.run("gis_ioc.web.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", http=HeaderDeadline, server_header=False)
