@@ -9,6 +9,7 @@ SYSTEM_PACKAGES := postgresql postgresql-postgis gdal-bin chromium
 # Browser libraries kept in gis_ioc/static/vendor (the views make no request outside the server).
 LEAFLET := leaflet@1.9.4
 VECTORGRID := leaflet.vectorgrid@1.3.0
+SWAGGER_UI := swagger-ui-dist@5.35.0
 
 .PHONY: setup sysdeps run test lint typecheck pytest bench-ingest bench-tiles db-stop clean vendor
 
@@ -62,7 +63,7 @@ bench-tiles: setup
 
 # Refresh the vendored browser libraries from the npm registry (needs npm; not part of setup).
 vendor:
-	rm -rf build/vendor && mkdir -p build/vendor && cd build/vendor && npm pack -q $(LEAFLET) $(VECTORGRID) \
+	rm -rf build/vendor && mkdir -p build/vendor && cd build/vendor && npm pack -q $(LEAFLET) $(VECTORGRID) $(SWAGGER_UI) \
 	  && for f in *.tgz; do mkdir -p $${f%.tgz} && tar xzf $$f -C $${f%.tgz}; done
 	cp build/vendor/leaflet-1.9.4/package/dist/leaflet.js build/vendor/leaflet-1.9.4/package/dist/leaflet.css \
 	  build/vendor/leaflet-1.9.4/package/LICENSE gis_ioc/static/vendor/leaflet-1.9.4/
@@ -70,6 +71,10 @@ vendor:
 	sed -i '/sourceMappingURL/d' gis_ioc/static/vendor/leaflet-1.9.4/leaflet.js
 	cp build/vendor/leaflet.vectorgrid-1.3.0/package/dist/Leaflet.VectorGrid.bundled.min.js \
 	  gis_ioc/static/vendor/leaflet.vectorgrid-1.3.0/
+	cd build/vendor/swagger-ui-dist-5.35.0/package && cp swagger-ui-bundle.js swagger-ui.css favicon-32x32.png LICENSE \
+	  NOTICE ../../../../gis_ioc/static/vendor/swagger-ui-5.35.0/
+	sed -i '/sourceMappingURL/d' gis_ioc/static/vendor/swagger-ui-5.35.0/swagger-ui-bundle.js \
+	  gis_ioc/static/vendor/swagger-ui-5.35.0/swagger-ui.css
 
 db-stop:
 	-$(BIN)/gis-ioc db stop

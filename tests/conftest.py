@@ -129,8 +129,14 @@ def demo_url(server_url: str, template_url: str) -> Iterator[str]:
     demo.load_demo(engine, Catalog.from_folder(PROJECT_ROOT / "layers", engine), scale=DEMO_SCALE,
                    ref_time=DEMO_REF_TIME)
     engine.dispose()
+    conn = _admin(server_url)  # a copy nobody connects to: the template of demo_copy
+    try:
+        conn.cursor().execute(f'CREATE DATABASE "{name}_template" TEMPLATE "{name}"')
+    finally:
+        conn.close()
     yield url
     _drop(server_url, name)
+    _drop(server_url, f"{name}_template")
 
 
 @pytest.fixture(scope="session")
@@ -138,6 +144,21 @@ def demo_engine(demo_url: str) -> Iterator[Engine]:
     engine = db.make_engine(demo_url, pool_size=2)
     yield engine
     engine.dispose()
+
+
+@contextlib.contextmanager
+def demo_copy(server_url: str, demo_url: str, name: str) -> Iterator[str]:
+    """A database of its own with the demo province in it (for tests that write through a served process)."""
+    _drop(server_url, name)
+    conn = _admin(server_url)
+    try:
+        conn.cursor().execute(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(demo_url).database}_template"')
+    finally:
+        conn.close()
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        _drop(server_url, name)
 
 
 def table_snapshot(engine: Engine, table: str) -> tuple[int, str]:
@@ -177,13 +198,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(database_url: str, home: Path, port: int | None = None) -> Iterator[str]:
+def served(database_url: str, home: Path, port: int | None = None, env: dict[str, str] | None = None,
+           log: Path | None = None) -> Iterator[str]:
     """``gis-ioc serve`` in its own process on a free loopback port, or ``port`` (real clients; GDAL holds
-    the GIL while it fetches, so a server in the test's own process could not answer it)."""
+    the GIL while it fetches, so a server in the test's own process could not answer it). ``env`` adds
+    settings; ``log`` keeps the server's output."""
     port = port or free_port()
-    env = {**os.environ, "GIS_IOC_DATABASE_URL": database_url, "GIS_IOC_HOME": str(home), "GIS_IOC_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "gis_ioc", "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = {**os.environ, "GIS_IOC_DATABASE_URL": database_url, "GIS_IOC_HOME": str(home), "GIS_IOC_PORT": str(port),
+           **(env or {})}
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "gis_ioc", "serve"], env=env, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -199,3 +223,5 @@ def served(database_url: str, home: Path, port: int | None = None) -> Iterator[s
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        if log:
+            out.close()  # type: ignore[union-attr]

@@ -281,3 +281,27 @@ def test_an_unknown_view_is_a_404_page(browser, server):
         assert "Not found" in page.inner_text("h1")
     finally:
         page.close()
+
+
+def test_a_private_wall_signs_in_once_and_runs_on_its_cookie(browser, demo_url, demo_engine, tmp_path):
+    """GIS_IOC_PUBLIC_READ=false: the wall asks for a viewer key once; tiles, KPIs and events then carry it."""
+    key = auth.create_key(demo_engine, f"wall-{uuid.uuid4().hex[:6]}", "viewer")
+    context = browser.new_context(viewport={"width": 1920, "height": 1080})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        with served(demo_url, tmp_path / "home", env={"GIS_IOC_PUBLIC_READ": "false"}) as url:
+            page.goto(f"{url}/views/wall")
+            page.fill("input[name=key]", key)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{url}/views/wall")
+            wait_until(page, WALL_READY, timeout=30_000)
+            counts = page.evaluate("window.gisIocWall.counts()")
+            assert counts["incidents"] > 20 and counts["cameras"] > 5
+            assert page.inner_text("#gis-kpi-active").isdigit()
+            assert page.evaluate("document.cookie") == ""  # HttpOnly: no script on the page can read the key
+            Visit(page).shot("wall-private")
+    finally:
+        context.close()
+    assert not errors, errors

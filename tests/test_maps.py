@@ -164,7 +164,7 @@ def test_ogc_tiles_paths(client):
     ("/collections/incidents/tiles/WorldCRS84Quad", 404, "tileMatrixSetId"),
     ("/collections/nope/tiles/WebMercatorQuad", 404, "layer"),
     ("/collections/incidents/tiles/WebMercatorQuad/3/9/1", 400, "y"),
-    ("/collections/incidents/tiles/WebMercatorQuad/23/0/0", 400, "z"),
+    ("/collections/incidents/tiles/WebMercatorQuad/23/0/0", 400, "tile_matrix"),
     ("/collections/incidents/tiles/WebMercatorQuad/10/400/800?filter=severity%20%3D", 400, "filter"),
     ("/tileMatrixSets/Nope", 404, "tileMatrixSetId"),
     ("/styles/nope.json", 404, "name"),

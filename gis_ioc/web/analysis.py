@@ -19,6 +19,7 @@ from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy
 router = APIRouter(prefix="/analysis", tags=["Analysis"], dependencies=[Heavy])
 GEOJSON = "application/geo+json"
 BIGINT = 2**63 - 1
+FEATURES: dict[int | str, dict[str, Any]] = {200: {"content": {GEOJSON: {}}, "description": "A FeatureCollection"}}
 
 
 def _collection(result: dict[str, Any]) -> Response:
@@ -58,7 +59,8 @@ def locate(engine: EngineDep, lon: Annotated[float, Query(ge=-180, le=180, allow
         return JSONResponse(analysis.locate(conn, lon, lat, at))
 
 
-@router.get("/nearest", summary="The k nearest features", operation_id="nearest")
+@router.get("/nearest", summary="The k nearest features", operation_id="nearest",
+            response_class=Response, responses=FEATURES)
 def nearest(engine: EngineDep, catalog: CatalogDep, layer: LayerId, lon: Lon = None, lat: Lat = None,
             incident: Annotated[int | None, Query(ge=1, le=BIGINT, description="From this incident instead of a "
                                                                               "point")] = None,
@@ -73,7 +75,8 @@ def nearest(engine: EngineDep, catalog: CatalogDep, layer: LayerId, lon: Lon = N
     return _collection(result)
 
 
-@router.get("/within", summary="Features inside an area", operation_id="within")
+@router.get("/within", summary="Features inside an area", operation_id="within",
+            response_class=Response, responses=FEATURES)
 def within(engine: EngineDep, catalog: CatalogDep, layer: LayerId, admin_code: AdminCode = None,
            polygon: Polygon = None, lon: Lon = None, lat: Lat = None, radius_m: Radius = None, at: At = None,
            filter: Filter = None,
@@ -87,7 +90,8 @@ def within(engine: EngineDep, catalog: CatalogDep, layer: LayerId, admin_code: A
     return _collection(result)
 
 
-@router.get("/cameras/fov", summary="Camera fields of view as polygons", operation_id="cameraFov")
+@router.get("/cameras/fov", summary="Camera fields of view as polygons", operation_id="cameraFov",
+            response_class=Response, responses=FEATURES)
 def camera_fov(engine: EngineDep,
                bbox: Annotated[str | None, Query(max_length=200, description="minlon,minlat,maxlon,maxlat")] = None,
                status: Annotated[Literal["online", "offline", "maintenance"] | None, Query()] = None,

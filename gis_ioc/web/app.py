@@ -12,6 +12,8 @@ import psycopg2
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
@@ -25,7 +27,7 @@ from gis_ioc.errors import GisIocError, InvalidInput, Unauthorized, from_databas
 from gis_ioc.events import ChangeListener
 from gis_ioc.settings import Settings
 from gis_ioc.tiles import WALL_LAYERS, TileCache, sync_cell_config, warm
-from gis_ioc.web import analysis, edit, ogc, views
+from gis_ioc.web import analysis, contract, edit, ogc, views
 from gis_ioc.web import events as events_router
 from gis_ioc.web import tiles as tiles_router
 from gis_ioc.web.deps import EngineDep, KeyCache, require_read
@@ -79,7 +81,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "OGC API – Features over PostGIS layers (administrative units, cameras, incidents, infrastructure).",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        docs_url=None,  # served below from this server's own files: no CDN (a control room may be offline)
+        redoc_url=None,
     )
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """Swagger UI for this API, every file from this server."""
+        swagger = "/static/vendor/swagger-ui-5.35.0"
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="gis-ioc API",
+                                   swagger_js_url=f"{swagger}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{swagger}/swagger-ui.css",
+                                   swagger_favicon_url=f"{swagger}/favicon-32x32.png")
 
     @app.exception_handler(GisIocError)
     async def domain_error(request: Request, err: GisIocError) -> Response:
@@ -149,7 +162,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(request.app.state.listener.reload_versions, request.app.state.engine)
         return response
 
-    app.add_middleware(Guard, settings=settings, openapi=lambda: app.openapi())
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = contract.exact(get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes,
+                tags=app.openapi_tags))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(Guard, settings=settings, openapi=openapi)
     app.include_router(ogc.router, dependencies=[Depends(require_read)])
     app.include_router(edit.router)
     app.include_router(analysis.router, dependencies=[Depends(require_read)])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
+from fastapi import Path as FastPath
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -23,11 +24,18 @@ from gis_ioc.errors import GisIocError, InvalidInput, PayloadTooLarge
 from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, LayerDep, PrincipalDep, SettingsDep
 
 router = APIRouter(tags=["Edit"])
+FeatureId = Annotated[str, FastPath(max_length=100, description="The feature's id")]
+IfMatch = Annotated[str | None, Header(max_length=2000, description="The feature's ETag: change it only if it is "
+                                                                  "still that version (strong comparison)")]
 GEOJSON = "application/geo+json"
 FEATURE_BODY = {
     "required": True,
-    "content": {GEOJSON: {"schema": {"type": "object", "description": "A GeoJSON Feature"}},
-                "application/json": {"schema": {"type": "object", "description": "A GeoJSON Feature"}}},
+    "content": {media: {"schema": {"$ref": "#/components/schemas/Feature"}} for media in (GEOJSON, "application/json")},
+}
+CHANGE_BODY = {
+    "required": True,
+    "content": {media: {"schema": {"$ref": "#/components/schemas/FeatureChange"}}
+                for media in (GEOJSON, "application/json")},
 }
 
 
@@ -53,7 +61,8 @@ def _feature_response(request: Request, engine: Any, layer: Layer, feature_id: A
 
 
 @router.post("/collections/{collection_id}/items", summary="Add a feature", operation_id="createFeature",
-             status_code=201, openapi_extra={"requestBody": FEATURE_BODY})
+             status_code=201, openapi_extra={"requestBody": FEATURE_BODY}, response_class=Response,
+             responses={201: {"content": {GEOJSON: {}}, "description": "The feature as stored (Location, ETag)"}})
 async def create_feature(request: Request, layer: LayerDep, engine: EngineDep, settings: SettingsDep,
                          principal: PrincipalDep) -> Response:
     """Add a feature (GeoJSON Feature in CRS84); 201 with its Location and ETag."""
@@ -75,27 +84,30 @@ async def _change(request: Request, layer: Layer, engine: Any, settings: Any, pr
 
 
 @router.put("/collections/{collection_id}/items/{feature_id}", summary="Replace a feature",
-            operation_id="replaceFeature", openapi_extra={"requestBody": FEATURE_BODY})
+            operation_id="replaceFeature", openapi_extra={"requestBody": FEATURE_BODY}, response_class=Response,
+            responses={200: {"content": {GEOJSON: {}}, "description": "The feature as stored (ETag)"}})
 async def replace_feature(request: Request, layer: LayerDep, engine: EngineDep, settings: SettingsDep,
-                          principal: PrincipalDep, feature_id: str,
-                          if_match: Annotated[str | None, Header()] = None) -> Response:
+                          principal: PrincipalDep, feature_id: FeatureId,
+                          if_match: IfMatch = None) -> Response:
     """Replace a feature; with ``If-Match`` only if it has not changed since (else 412)."""
     return await _change(request, layer, engine, settings, principal, feature_id, if_match, partial=False)
 
 
 @router.patch("/collections/{collection_id}/items/{feature_id}", summary="Update a feature",
-              operation_id="updateFeature", openapi_extra={"requestBody": FEATURE_BODY})
+              operation_id="updateFeature", openapi_extra={"requestBody": CHANGE_BODY}, response_class=Response,
+              responses={200: {"content": {GEOJSON: {}}, "description": "The feature as stored (ETag)"}})
 async def update_feature(request: Request, layer: LayerDep, engine: EngineDep, settings: SettingsDep,
-                         principal: PrincipalDep, feature_id: str,
-                         if_match: Annotated[str | None, Header()] = None) -> Response:
+                         principal: PrincipalDep, feature_id: FeatureId,
+                         if_match: IfMatch = None) -> Response:
     """Change some properties (and/or the geometry) of a feature; incident status follows the lifecycle."""
     return await _change(request, layer, engine, settings, principal, feature_id, if_match, partial=True)
 
 
 @router.delete("/collections/{collection_id}/items/{feature_id}", summary="Delete a feature",
-               operation_id="deleteFeature", status_code=204)
-def delete_feature(layer: LayerDep, engine: EngineDep, principal: PrincipalDep, feature_id: str,
-                   if_match: Annotated[str | None, Header()] = None) -> Response:
+               operation_id="deleteFeature", status_code=204, response_class=Response,
+               responses={204: {"description": "Deleted"}})
+def delete_feature(layer: LayerDep, engine: EngineDep, principal: PrincipalDep, feature_id: FeatureId,
+                   if_match: IfMatch = None) -> Response:
     """Delete a feature; with ``If-Match`` only if it has not changed since (else 412)."""
     who = auth.require(principal, edits.writer_role(layer), f"writing to {layer.id}")
     with engine.begin() as conn:

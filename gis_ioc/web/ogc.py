@@ -57,6 +57,9 @@ JSON_SCHEMA_TYPES = {
 }
 
 Text = Annotated[str | None, Query()]
+Fmt = Annotated[Literal["json", "html"] | None, Query(description="json or html (or ask with Accept)")]
+JSON_OR_HTML: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {}, "text/html": {}}, "description": "JSON, or HTML with f=html"}}
 
 
 def _link(href: str, rel: str, media: str, title: str | None = None) -> dict[str, str]:
@@ -72,8 +75,9 @@ def _alternates(url: str, formats: tuple[str, ...], current: str) -> list[dict[s
             for f in formats]
 
 
-@router.get("/", summary="Landing page", operation_id="getLandingPage", tags=["Capabilities"])
-def landing(request: Request) -> Response:
+@router.get("/", summary="Landing page", operation_id="getLandingPage", tags=["Capabilities"],
+            response_class=Response, responses=JSON_OR_HTML)
+def landing(request: Request, f: Fmt = None) -> Response:
     """What this service offers, with links to the API description, conformance and the layers."""
     fmt = negotiate(request, ("json", "html"))
     body = {
@@ -97,8 +101,9 @@ def landing(request: Request) -> Response:
     return JSONResponse(body)
 
 
-@router.get("/conformance", summary="Conformance classes", operation_id="getConformance", tags=["Capabilities"])
-def conformance(request: Request) -> Response:
+@router.get("/conformance", summary="Conformance classes", operation_id="getConformance", tags=["Capabilities"],
+            response_class=Response, responses=JSON_OR_HTML)
+def conformance(request: Request, f: Fmt = None) -> Response:
     """The OGC conformance classes this service implements."""
     fmt = negotiate(request, ("json", "html"))
     if fmt == "html":
@@ -140,8 +145,9 @@ def _collection(request: Request, layer: Layer, extent: dict[str, Any] | None, c
     return body
 
 
-@router.get("/collections", summary="The layers", operation_id="getCollections", tags=["Data"])
-def collections(request: Request, engine: EngineDep, catalog: CatalogDep) -> Response:
+@router.get("/collections", summary="The layers", operation_id="getCollections", tags=["Data"],
+            response_class=Response, responses=JSON_OR_HTML)
+def collections(request: Request, engine: EngineDep, catalog: CatalogDep, f: Fmt = None) -> Response:
     """Every layer (built-in and imported), with its feature count and extent."""
     fmt = negotiate(request, ("json", "html"))
     with engine.connect() as conn:
@@ -156,8 +162,9 @@ def collections(request: Request, engine: EngineDep, catalog: CatalogDep) -> Res
     return JSONResponse(body)
 
 
-@router.get("/collections/{collection_id}", summary="One layer", operation_id="getCollection", tags=["Data"])
-def collection(request: Request, layer: LayerDep, engine: EngineDep, catalog: CatalogDep) -> Response:
+@router.get("/collections/{collection_id}", summary="One layer", operation_id="getCollection", tags=["Data"],
+            response_class=Response, responses=JSON_OR_HTML)
+def collection(request: Request, layer: LayerDep, engine: EngineDep, catalog: CatalogDep, f: Fmt = None) -> Response:
     """A layer's description, extent and links."""
     fmt = negotiate(request, ("json", "html"))
     with engine.connect() as conn:
@@ -168,6 +175,8 @@ def collection(request: Request, layer: LayerDep, engine: EngineDep, catalog: Ca
 
 
 @router.get("/collections/{collection_id}/queryables", summary="Queryable properties", tags=["Data"],
+            response_class=Response,
+            responses={200: {"content": {"application/schema+json": {}}, "description": "JSON Schema"}},
             operation_id="getQueryables")
 def queryables(request: Request, layer: LayerDep) -> Response:
     """The properties a filter may use, as JSON Schema."""

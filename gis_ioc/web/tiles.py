@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import morecantile
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as FastPath
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
-from gis_ioc import tiles
+from gis_ioc import limits, tiles
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import NotFound
 from gis_ioc.web.deps import CatalogDep, EngineDep, SettingsDep
 
 router = APIRouter(tags=["Tiles"])
 MVT = "application/vnd.mapbox-vector-tile"
+Layers = Annotated[str, FastPath(max_length=300, description="Layer ids, comma-separated")]
+CollectionId = Annotated[str, FastPath(max_length=63, description="Layer id")]
+Zoom = Annotated[int, FastPath(ge=0, le=tiles.MAX_ZOOM, description="Zoom (tile matrix)")]
+Column = Annotated[int, FastPath(ge=0, le=2**tiles.MAX_ZOOM - 1, description="Tile column (x), below 2^zoom")]
+Row = Annotated[int, FastPath(ge=0, le=2**tiles.MAX_ZOOM - 1, description="Tile row (y), below 2^zoom")]
+TileFilter = Annotated[str | None, Query(alias="filter", max_length=limits.MAX_FILTER_CHARS,
+                                         description="CQL2 (one-layer tiles)")]
+TileFilterLang = Annotated[Literal["cql2-text", "cql2-json"] | None, Query(alias="filter-lang")]
+TileDatetime = Annotated[str | None, Query(alias="datetime", max_length=100,
+                                           description="Instant or interval (one-layer tiles)")]
 
 
 @router.get("/tiles/{layers}/{z}/{x}/{y}.mvt", summary="A vector tile of one or several layers",
             operation_id="getTile", response_class=Response,
             responses={200: {"content": {MVT: {}}, "description": "Mapbox Vector Tile"},
                        304: {"description": "The tile has not changed (If-None-Match)"}})
-async def tile(request: Request, engine: EngineDep, catalog: CatalogDep, layers: str, z: int, x: int,
-               y: int) -> Response:
+async def tile(request: Request, engine: EngineDep, catalog: CatalogDep, layers: Layers, z: Zoom, x: Column,
+               y: Row, filter_: TileFilter = None, filter_lang: TileFilterLang = None,
+               datetime_: TileDatetime = None) -> Response:
     """A vector tile: layers comma-separated (``incidents,cameras``), WebMercatorQuad z/x/y.
 
     Item filters (property values, ``filter``, ``datetime``) apply to a one-layer tile. ETag and
@@ -57,7 +69,7 @@ def _make_tile(engine: Engine, catalog: Catalog, cache: tiles.TileCache | None, 
 
 
 @router.get("/tiles/{layers}.json", summary="TileJSON of one or several layers", operation_id="getTileJson")
-def tilejson(request: Request, engine: EngineDep, catalog: CatalogDep, layers: str) -> JSONResponse:
+def tilejson(request: Request, engine: EngineDep, catalog: CatalogDep, layers: Layers) -> JSONResponse:
     """TileJSON 3.0.0: the tile URL template, bounds, zooms and each layer's fields."""
     with engine.connect() as conn:
         resolved = tiles.resolve_layers(catalog, conn, layers)
@@ -93,7 +105,7 @@ def tile_matrix_sets(request: Request) -> JSONResponse:
 
 
 @router.get("/tileMatrixSets/{tile_matrix_set_id}", summary="A tile matrix set", operation_id="tileMatrixSet")
-def tile_matrix_set(tile_matrix_set_id: str) -> JSONResponse:
+def tile_matrix_set(tile_matrix_set_id: Annotated[str, FastPath(max_length=100)]) -> JSONResponse:
     """The definition of a tiling scheme (OGC Two Dimensional Tile Matrix Set 2.0)."""
     _check_tms(tile_matrix_set_id)
     return JSONResponse(_tms())
@@ -133,7 +145,8 @@ def _tileset(request: Request, engine: Engine, catalog: Catalog, collection_id: 
 
 
 @router.get("/collections/{collection_id}/tiles", summary="A layer's tilesets", operation_id="collectionTilesets")
-def collection_tilesets(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: str) -> JSONResponse:
+def collection_tilesets(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: CollectionId
+                        ) -> JSONResponse:
     """The vector tilesets of a layer (one, in WebMercatorQuad)."""
     tileset = _tileset(request, engine, catalog, collection_id)
     return JSONResponse({"tilesets": [{k: tileset[k] for k in ("title", "dataType", "crs", "tileMatrixSetURI",
@@ -143,8 +156,8 @@ def collection_tilesets(request: Request, engine: EngineDep, catalog: CatalogDep
 
 @router.get("/collections/{collection_id}/tiles/{tile_matrix_set_id}", summary="A layer's tileset metadata",
             operation_id="collectionTileset")
-def collection_tileset(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: str,
-                       tile_matrix_set_id: str) -> JSONResponse:
+def collection_tileset(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: CollectionId,
+                       tile_matrix_set_id: Annotated[str, FastPath(max_length=100)]) -> JSONResponse:
     """Tileset metadata (OGC API – Tiles): bounds, layers and fields, the tile URL template."""
     _check_tms(tile_matrix_set_id)
     return JSONResponse(_tileset(request, engine, catalog, collection_id))
@@ -154,8 +167,10 @@ def collection_tileset(request: Request, engine: EngineDep, catalog: CatalogDep,
             summary="A layer's vector tile (OGC API – Tiles)", operation_id="collectionTile", response_class=Response,
             responses={200: {"content": {MVT: {}}, "description": "Mapbox Vector Tile"},
                        304: {"description": "The tile has not changed (If-None-Match)"}})
-async def collection_tile(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: str,
-                          tile_matrix_set_id: str, tile_matrix: int, tile_row: int, tile_col: int) -> Response:
+async def collection_tile(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: CollectionId,
+                          tile_matrix_set_id: Annotated[str, FastPath(max_length=100)], tile_matrix: Zoom,
+                          tile_row: Row, tile_col: Column, filter_: TileFilter = None,
+                          filter_lang: TileFilterLang = None, datetime_: TileDatetime = None) -> Response:
     """The same tile as ``/tiles/{collection_id}/{z}/{x}/{y}.mvt`` (row = y, column = x), with the same filters."""
     _check_tms(tile_matrix_set_id)
     if "," in collection_id:
@@ -175,8 +190,9 @@ def styles_list(request: Request, settings: SettingsDep) -> JSONResponse:
                                     for n in names]})
 
 
-@router.get("/styles/{name}.json", summary="A MapLibre style document", operation_id="getStyle")
-def style(request: Request, settings: SettingsDep, name: str) -> JSONResponse:
+@router.get("/styles/{name}.json", summary="A MapLibre style document", operation_id="getStyle",
+            responses={200: {"content": {"application/vnd.mapbox.style+json": {}}, "description": "A style"}})
+def style(request: Request, settings: SettingsDep, name: Annotated[str, FastPath(max_length=100)]) -> JSONResponse:
     """A style from ``tiles/styles``, its relative source and glyph URLs made absolute for this server."""
     return JSONResponse(tiles.style_document(settings.styles_dir, name, str(request.base_url).rstrip("/")),
                         media_type="application/vnd.mapbox.style+json")

@@ -1,0 +1,510 @@
+"""What a hostile or clumsy client sends, replayed against a served process (issue 10 and our own finds).
+
+Each case asserts the status, the JSON error naming the parameter, a database left as it was, and a
+server that still answers. Replay these whenever a route changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import quote, urlparse
+
+import httpx
+import psycopg2
+import pytest
+import sqlalchemy as sa
+
+from gis_ioc import analysis, auth, db, limits
+from gis_ioc.catalog import Catalog
+from gis_ioc.errors import Busy, InvalidInput, QueryTimeout, from_database
+from gis_ioc.settings import PROJECT_ROOT
+from gis_ioc.web.deps import heavy_work
+
+from .conftest import demo_copy, served, table_snapshot
+from .factories import CITY
+
+TABLES = ("incidents", "cameras", "infrastructure", "admin_units", "audit_log", "api_keys")
+
+
+@pytest.fixture(scope="module")
+def hostile(server_url: str, demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """A served copy of the demo, its engine, and keys of each role."""
+    with demo_copy(server_url, demo_url, "gis_ioc_test_hostile") as url:
+        engine = db.make_engine(url, pool_size=2)
+        keys = {role: auth.create_key(engine, f"hostile-{role}", role) for role in auth.ROLES}
+        home = tmp_path_factory.mktemp("home")
+        log = home / "server.log"
+        with served(url, home, env={"GIS_IOC_HEADER_TIMEOUT_S": "1"}, log=log) as base:
+            yield SimpleNamespace(url=base, engine=engine, keys=keys, log=log, db_url=url)
+        engine.dispose()
+
+
+@pytest.fixture
+def unchanged(hostile: SimpleNamespace) -> Iterator[None]:
+    """The database is exactly as it was after the test, and the server still answers."""
+    before = {t: table_snapshot(hostile.engine, t) for t in TABLES if t != "api_keys"}
+    yield
+    after = {t: table_snapshot(hostile.engine, t) for t in TABLES if t != "api_keys"}
+    assert after == before
+    assert httpx.get(f"{hostile.url}/health", timeout=10).status_code == 200
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _refused(response: httpx.Response, status: int, param: str | None) -> dict[str, Any]:
+    assert response.status_code == status, response.text[:300]
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) >= {"code", "description", "request_id"}
+    assert body["request_id"] == response.headers["x-request-id"]
+    if param is not None:
+        assert body["parameter"] == param, body
+    return dict(body)
+
+
+DEEP_PARENS = "(" * 2000 + "id = 1" + ")" * 2000
+NOT_2000 = "NOT " * 2000 + "id = 1"
+NOT_5000 = "NOT " * 5000 + "id = 1"
+
+
+@pytest.mark.parametrize("filter_text", [DEEP_PARENS, NOT_2000, NOT_5000, "id = " + "-" * 5000 + "1",
+                                         "id = " + "+".join(["1"] * 3000), "1 + 1 + " * 2000 + "1 = 1"],
+                         ids=["parentheses", "not-2000", "not-5000", "minus-chain", "plus-chain", "sum-chain"])
+@pytest.mark.parametrize("path", ["/collections/incidents/items", f"/analysis/nearest?layer=cameras&lon={CITY[0]}"
+                                  f"&lat={CITY[1]}", "/tiles/incidents/12/3276/1882.mvt"])
+def test_a_deeply_nested_filter_is_a_400_not_a_dead_server(hostile, unchanged, path, filter_text):
+    sep = "&" if "?" in path else "?"
+    response = httpx.get(f"{hostile.url}{path}{sep}filter={quote(filter_text)}", timeout=30)
+    _refused(response, 400, "filter")
+
+
+def test_a_deeply_nested_cql2_json_filter_is_a_400(hostile, unchanged):
+    depth = 500  # within the size limit: a JSON parser would recurse 1,000 levels
+    text = '{"op":"not","args":[' * depth + '{"op":"=","args":[{"property":"id"},1]}' + "]}" * depth
+    assert len(text) < limits.MAX_FILTER_CHARS
+    response = httpx.get(f"{hostile.url}/collections/incidents/items", params={"filter": text,
+                                                                               "filter-lang": "cql2-json"})
+    _refused(response, 400, "filter")
+
+
+@pytest.mark.parametrize("filter_text", ["reported_at > 5", "id = 'abc'", "id BETWEEN 'a' AND 5",
+                                         "id IN (1,'x',TRUE)", "reported_at > DATE('2026-02-30')",
+                                         "title LIKE 5", "S_INTERSECTS(geom, POLYGON((0 0, 1 1, 1 0, 0 1, 0 0)))",
+                                         "S_INTERSECTS(geom, BBOX(1, 2))", "S_DWITHIN(geom, POINT(108 14), 1e12)",
+                                         "severity IN ()", "T_BEFORE(reported_at, INTERVAL('x', '..'))",
+                                         "geom = 5", "nope = 1"])
+def test_a_filter_of_the_wrong_kinds_is_a_400_naming_filter(hostile, unchanged, filter_text):
+    response = httpx.get(f"{hostile.url}/collections/incidents/items", params={"filter": filter_text})
+    _refused(response, 400, "filter")
+
+
+@pytest.mark.parametrize("path, param", [
+    ("/collections/incidents/items?bbox=-1e9,-1e9,1e9,1e9&bbox-crs=http://www.opengis.net/def/crs/EPSG/0/9216",
+     "bbox"),
+    ("/collections/incidents/items?offset=1000000000", "offset"),
+    ("/collections/incidents/items?limit=0", "limit"),
+    ("/collections/incidents/items?filter-lang=cql2-text", "filter-lang"),
+    ("/collections/incidents/items?cursor=bm90IGEgY3Vyc29y", "cursor"),
+    ("/analysis/hotspots?layer=incidents&eps_m=1000000000", "eps_m"),
+    ("/analysis/hotspots?layer=incidents&min_points=99999999999", "min_points"),
+    ("/analysis/hotspots?layer=incidents&method=h3&h3_resolution=15", "h3_resolution"),
+    ("/analysis/hotspots?layer=incidents&method=grid&cell_m=0.001", "cell_m"),
+    ("/analysis/stats?layer=incidents&breakdown=title", "breakdown"),
+    ("/analysis/within?layer=incidents&lon=107.9&lat=14.5&radius_m=7e6", "radius_m"),
+    ("/analysis/within?layer=incidents&lon=107.9&lat=14.5&radius_m=1e12", "radius_m"),
+    ("/analysis/nearest?layer=cameras&lon=108&lat=14.3&k=100000", "k"),
+    ("/analysis/nearest?layer=cameras&lon=nan&lat=14.3", "lon"),
+    ("/analysis/impact?incident=1&radius_m=inf", "radius_m"),
+    ("/analysis/cameras/coverage?polygon=" + quote(json.dumps({"type": "Polygon", "coordinates": [
+        [[-180, -90], [180, -90], [180, 90], [-180, 90], [-180, -90]]]})), "polygon"),
+    ("/views/choropleth?window=99999999999d", "window"),
+    ("/views/incidents/%C2%B2", "incident_id"),
+    ("/views/incidents/" + "9" * 5000, "incident_id"),
+    ("/tiles/incidents/99/0/0.mvt", "z"),
+    ("/collections/incidents/items?title=a%00b", "title"),
+])
+def test_out_of_range_and_malformed_parameters_are_a_400_naming_them(hostile, unchanged, path, param):
+    _refused(httpx.get(f"{hostile.url}{path}", timeout=30), 400, param)
+
+
+def _post(hostile: SimpleNamespace, body: bytes | str, role: str = "operator") -> httpx.Response:
+    return httpx.post(f"{hostile.url}/collections/incidents/items", content=body, timeout=30,
+                      headers={**_bearer(hostile.keys[role]), "Content-Type": "application/geo+json"})
+
+
+INCIDENT = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [CITY[0], CITY[1]]},
+            "properties": {"type": "fire", "title": "Cháy", "severity": "severe"}}
+
+
+@pytest.mark.parametrize("body, param", [
+    ({**INCIDENT, "geometry": {"type": "Circle", "coordinates": [108, 14.3], "radius": 5}}, "geometry"),
+    ({**INCIDENT, "geometry": {"type": "Point", "coordinates": [float("nan"), 14.3]}}, "geometry"),
+    ({**INCIDENT, "properties": {**INCIDENT["properties"], "title": "a\x00b"}}, "properties.title"),
+    ({**INCIDENT, "properties": {**INCIDENT["properties"], "closed_at": "2026-11-01T00:00:00Z"}},
+     "properties.closed_at"),
+    ({**INCIDENT, "properties": {**INCIDENT["properties"], "commune_code": "x"}}, "properties.commune_code"),
+    ({**INCIDENT, "properties": {**INCIDENT["properties"], "reported_at": "2999-01-01T00:00:00Z"}},
+     "properties.reported_at"),
+    ({**INCIDENT, "properties": {**INCIDENT["properties"], "id": 5}}, "properties.id"),
+])
+def test_a_bad_feature_is_a_400_naming_the_field(hostile, unchanged, body, param):
+    text = json.dumps(body, allow_nan=True)
+    _refused(_post(hostile, text), 400, param)
+
+
+def test_a_body_nested_thousands_deep_is_a_400(hostile, unchanged):
+    _refused(_post(hostile, "[" * 6000 + "]" * 6000), 400, "body")
+    _refused(_post(hostile, '{"a":' * 6000 + "1" + "}" * 6000), 400, "body")
+
+
+def test_server_owned_fields_cannot_be_patched(hostile, unchanged):
+    with hostile.engine.connect() as conn:
+        new_one = conn.execute(sa.text("SELECT id FROM incidents ORDER BY id LIMIT 1")).scalar()
+    for field, value in (("resolved_at", "2026-11-01T00:00:00Z"), ("closed_at", "2026-11-01T00:00:00Z"),
+                         ("commune_code", "x"), ("created_at", "2020-01-01T00:00:00Z"), ("id", 1)):
+        response = httpx.patch(f"{hostile.url}/collections/incidents/items/{new_one}", timeout=30,
+                               json={"properties": {field: value}}, headers=_bearer(hostile.keys["operator"]))
+        _refused(response, 400, f"properties.{field}")
+
+
+def test_a_weak_if_match_never_matches(hostile, unchanged):
+    with hostile.engine.connect() as conn:
+        some = conn.execute(sa.text("SELECT id FROM incidents ORDER BY id LIMIT 1")).scalar()
+    url = f"{hostile.url}/collections/incidents/items/{some}"
+    tag = httpx.get(url).headers["etag"]
+    response = httpx.patch(url, json={"properties": {"severity": "minor"}}, timeout=30,
+                           headers={**_bearer(hostile.keys["operator"]), "If-Match": f"W/{tag}"})
+    _refused(response, 412, "If-Match")
+
+
+def test_if_none_match_gives_304_on_items_and_item(hostile):
+    items = f"{hostile.url}/collections/cameras/items?limit=5"
+    first = httpx.get(items)
+    assert first.status_code == 200 and first.headers["etag"].startswith('W/"')
+    again = httpx.get(items, headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    one = first.json()["features"][0]["id"]
+    item = httpx.get(f"{hostile.url}/collections/cameras/items/{one}")
+    assert httpx.get(f"{hostile.url}/collections/cameras/items/{one}",
+                     headers={"If-None-Match": item.headers["etag"]}).status_code == 304
+    assert httpx.get(items, headers={"If-None-Match": '"something else"'}).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../../etc/passwd", "a/../../b.geojson"])
+def test_an_import_named_like_a_path_is_a_400_and_writes_nothing_outside(hostile, unchanged, name):
+    response = httpx.post(f"{hostile.url}/collections/cameras/import", files={"file": (name, b"{}")},
+                          headers=_bearer(hostile.keys["operator"]), timeout=30)
+    body = _refused(response, 400, "file")
+    assert "/tmp" not in body["description"] and "gis-ioc-import" not in body["description"]
+
+
+def test_an_import_error_names_the_clients_file_not_the_servers(hostile, unchanged):
+    bad = b'{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"name":"x","status":"melted"},' \
+          b'"geometry":{"type":"Point","coordinates":[108,14.35]}}]}'
+    response = httpx.post(f"{hostile.url}/collections/cameras/import", files={"file": ("cams.geojson", bad)},
+                          headers=_bearer(hostile.keys["operator"]), timeout=30)
+    body = _refused(response, 400, None)
+    assert "melted" in body["description"] and "/tmp" not in body["description"]
+
+
+def _raw(hostile: SimpleNamespace, data: bytes, read: bool = True, wait: float = 10) -> bytes:
+    parts = urlparse(hostile.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=wait) as sock:
+        sock.sendall(data)
+        if not read:
+            return b""
+        chunks = []
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if b"\r\n\r\n" in b"".join(chunks):
+                    break
+        except TimeoutError:
+            pass
+        return b"".join(chunks)
+
+
+def test_an_upload_without_a_key_is_refused_before_its_body_is_read(hostile, unchanged):
+    head = (b"POST /collections/cameras/import HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
+    chunk = b"x" * 65536
+    answer = _raw(hostile, head + b"%x\r\n%s\r\n" % (len(chunk), chunk))  # 64 kB of a 250 MB upload, then wait
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+
+
+def test_a_chunked_json_body_over_the_limit_is_a_413_as_it_arrives(hostile, unchanged):
+    def body() -> Iterator[bytes]:
+        yield b'{"type": "Feature", "properties": {"title": "'
+        for _ in range(limits.MAX_FEATURE_BYTES // (1 << 20) + 2):
+            yield b"a" * (1 << 20)
+        yield b'"}}'
+
+    response = httpx.post(f"{hostile.url}/collections/incidents/items", content=body(), timeout=60,
+                          headers={**_bearer(hostile.keys["operator"]), "Content-Type": "application/json"})
+    _refused(response, 413, "body")
+
+
+def test_a_declared_body_over_the_limit_is_a_413_before_anything_is_read(hostile, unchanged):
+    head = (b"POST /collections/incidents/items HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n"
+            b"Content-Type: application/json\r\n\r\n")
+    assert _raw(hostile, head).startswith(b"HTTP/1.1 413")
+
+
+def test_a_client_sending_its_headers_a_byte_at_a_time_is_cut_off(hostile):
+    parts = urlparse(hostile.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        cut = False
+        for _ in range(40):  # a byte every 100 ms: the server's deadline here is 1 s
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                cut = True
+                break
+            time.sleep(0.1)
+            sock.settimeout(0.01)
+            try:
+                if sock.recv(1024).startswith(b"HTTP/1.1 408"):
+                    cut = True
+                    break
+            except TimeoutError:
+                pass
+            sock.settimeout(10)
+        assert cut and time.monotonic() - started < 3.5
+    assert httpx.get(f"{hostile.url}/health").status_code == 200
+
+
+def test_an_error_keeps_the_connection_alive(hostile):
+    parts = urlparse(hostile.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn.request("GET", "/collections/incidents/items?limit=0")
+    bad = conn.getresponse()
+    bad.read()
+    assert bad.status == 400 and bad.getheader("connection") != "close"
+    conn.request("GET", "/health")
+    assert conn.getresponse().status == 200  # the same connection
+    conn.close()
+
+
+def test_http_hygiene_headers_head_options_and_allow(hostile):
+    views = httpx.get(f"{hostile.url}/views/wall")
+    api = httpx.get(f"{hostile.url}/collections")
+    for response in (views, api):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "server" not in response.headers
+    policy = views.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "http" not in policy
+    document = httpx.get(f"{hostile.url}/openapi.json").json()
+    for path, operations in document["paths"].items():
+        if "get" in operations and "{" not in path and path != "/events":
+            head = httpx.head(f"{hostile.url}{path}", timeout=30)
+            assert head.status_code in (200, 400), (path, head.status_code)
+            assert head.content == b""
+    options = httpx.options(f"{hostile.url}/collections/incidents/items/1")
+    assert options.status_code == 204
+    assert options.headers["allow"] == "GET, HEAD, PUT, PATCH, DELETE, OPTIONS"
+    wrong = httpx.put(f"{hostile.url}/collections/incidents/items")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, HEAD, POST, OPTIONS"
+    assert wrong.json()["code"] == "method_not_allowed"
+
+
+def test_health_ready_and_docs_say_nothing_of_the_machine(hostile):
+    parts = make_parts(hostile.db_url)
+    for path in ("/health", "/ready"):
+        text = httpx.get(f"{hostile.url}{path}").text
+        assert parts.host not in text and str(parts.port) not in text
+    docs = httpx.get(f"{hostile.url}/docs").text
+    assert "cdn" not in docs.lower() and "https://" not in docs and "/static/vendor/swagger-ui" in docs
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert httpx.get(f"{hostile.url}/static/vendor/swagger-ui-5.35.0/{asset}").status_code == 200
+
+
+def make_parts(url: str) -> Any:
+    return sa.engine.make_url(url)
+
+
+def test_a_keyed_read_does_not_write_the_key_each_time(hostile):
+    key = auth.create_key(hostile.engine, "hostile-counting", "viewer")
+    for _ in range(5):
+        assert httpx.get(f"{hostile.url}/collections", headers=_bearer(key)).status_code == 200
+    with hostile.engine.connect() as conn:
+        first = conn.execute(sa.text("SELECT last_used_at FROM api_keys WHERE name = 'hostile-counting'")).scalar()
+    for _ in range(5):
+        assert httpx.get(f"{hostile.url}/collections", headers=_bearer(key)).status_code == 200
+    with hostile.engine.connect() as conn:
+        again = conn.execute(sa.text("SELECT last_used_at FROM api_keys WHERE name = 'hostile-counting'")).scalar()
+    assert first is not None and again == first  # kept to the minute, not written per request
+    _refused(httpx.get(f"{hostile.url}/collections", headers=_bearer("gioc_" + "x" * 300)), 401, None)
+
+
+def test_nothing_the_suite_sent_took_the_server_down(hostile):
+    assert httpx.get(f"{hostile.url}/health").status_code == 200
+    log = hostile.log.read_text(errors="replace")
+    assert "Traceback" not in log, log[-3000:]
+
+
+# -- in the process: budgets, cancellation, the heavy-work limit, the DBSCAN bound --------------------------
+
+
+def test_a_statement_past_its_budget_is_a_timeout(db_url):
+    engine = db.make_engine(db_url, pool_size=1)
+    token = db.BUDGET.set(db.Budget(timeout_ms=100))
+    try:
+        with pytest.raises(sa.exc.OperationalError) as caught, engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_sleep(2)"))
+        assert isinstance(from_database(caught.value), QueryTimeout)
+    finally:
+        db.BUDGET.reset(token)
+    with engine.connect() as conn:  # outside a request: no timeout
+        assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "0"
+    engine.dispose()
+
+
+def test_a_request_whose_client_left_has_its_query_cancelled(db_url):
+    engine = db.make_engine(db_url, pool_size=1)
+    budget = db.Budget(timeout_ms=60_000)
+    failed: list[BaseException] = []
+
+    def slow() -> None:
+        token = db.BUDGET.set(budget)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_sleep(30)"))
+        except BaseException as err:  # noqa: BLE001 - the cancellation is what is tested
+            failed.append(err)
+        finally:
+            db.BUDGET.reset(token)
+
+    worker = threading.Thread(target=slow)
+    started = time.monotonic()
+    worker.start()
+    while not budget.connections and time.monotonic() - started < 10:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    budget.cancel()  # what the guard does when the client disconnects
+    worker.join(10)
+    assert not worker.is_alive() and time.monotonic() - started < 5
+    assert failed and isinstance(from_database(failed[0]), QueryTimeout)
+    engine.dispose()
+
+
+def test_the_guard_cancels_when_the_client_disconnects():
+    from gis_ioc.web.guard import Guard
+
+    budget = db.Budget(timeout_ms=1000)
+    cancelled = asyncio.Event()
+    budget.cancel = cancelled.set  # type: ignore[method-assign]
+
+    async def run() -> None:
+        messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        await messages.put({"type": "http.request", "body": b"", "more_body": False})
+        receive, watcher = Guard.watch_disconnect(messages.get, budget)
+        assert (await receive())["type"] == "http.request"
+        budget.connections.add(object())
+        await messages.put({"type": "http.disconnect"})
+        await asyncio.wait_for(cancelled.wait(), 5)
+        assert (await asyncio.wait_for(receive(), 5))["type"] == "http.disconnect"
+        watcher.cancel()
+
+    asyncio.run(run())
+
+
+def test_heavy_work_waits_for_a_place_and_a_full_queue_is_busy(monkeypatch):
+    from gis_ioc.web import deps
+
+    monkeypatch.setattr(deps, "HEAVY_QUEUE", 1)
+    monkeypatch.setattr(deps, "HEAVY_WAIT_S", 0.3)
+
+    async def run() -> list[str]:
+        state = SimpleNamespace(heavy=asyncio.Semaphore(1), heavy_waiting=[0])
+        request: Any = SimpleNamespace(app=SimpleNamespace(state=state))
+        order: list[str] = []
+
+        async def job(name: str, hold: float) -> None:
+            try:
+                async with heavy_work(request):
+                    order.append(f"{name} in")
+                    await asyncio.sleep(hold)
+            except Busy:
+                order.append(f"{name} busy")
+
+        await asyncio.gather(job("a", 0.5), job("b", 0), job("c", 0))
+        return order
+
+    order = asyncio.run(run())
+    assert order[0] == "a in" and "c busy" in order and "b busy" in order  # b waited past 0.3 s, c found the queue full
+
+
+def test_dbscan_input_is_bounded_before_it_starts(demo_engine, monkeypatch):
+    catalog = Catalog.from_folder(PROJECT_ROOT / "layers", demo_engine)
+    monkeypatch.setattr(limits, "MAX_DBSCAN_POINTS", 100)
+    with demo_engine.connect() as conn, pytest.raises(InvalidInput, match="dbscan takes at most 100"):
+        analysis.hotspots(conn, catalog, "incidents", method="dbscan")
+    with demo_engine.connect() as conn:  # grid is allowed many more
+        assert analysis.hotspots(conn, catalog, "incidents", method="grid")["clusters"]
+
+
+def test_cql2_text_limits_refuse_before_the_parser():
+    with pytest.raises(InvalidInput, match="nests"):
+        limits.check_cql2_text(DEEP_PARENS)
+    with pytest.raises(InvalidInput, match="arithmetic"):
+        limits.check_cql2_text("id = " + "+".join(["1"] * 3000))
+    limits.check_cql2_text("S_INTERSECTS(geom, POLYGON((107 14, 108 14, 108 15, 107 14))) AND NOT (title LIKE "
+                           "'((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((')")
+
+
+def test_a_database_error_that_is_a_bug_stays_a_500_in_the_log_not_a_503():
+    err = sa.exc.ProgrammingError("SELECT", {}, psycopg2.errors.UndefinedColumn("no such column"))
+    assert from_database(err) is None
+
+
+# -- private reads: the wall signs in once, its own requests carry the key in a cookie no script can read ----
+
+
+@pytest.fixture(scope="module")
+def private(hostile: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with served(hostile.db_url, tmp_path_factory.mktemp("home"), env={"GIS_IOC_PUBLIC_READ": "false"}) as base:
+        yield base
+
+
+def test_private_reads_need_a_key_and_the_wall_offers_to_sign_in(private, hostile):
+    _refused(httpx.get(f"{private}/collections"), 401, None)
+    _refused(httpx.get(f"{private}/tiles/incidents/8/204/116.mvt"), 401, None)
+    page = httpx.get(f"{private}/views/wall", headers={"Accept": "text/html"})
+    assert page.status_code == 401 and "<form method='post' action='/views/session'>" in page.text
+    assert httpx.get(f"{private}/health").status_code == 200  # monitoring needs no key
+    refused = httpx.post(f"{private}/views/session", data={"key": "gioc_wrong", "next": "/views/wall"})
+    assert refused.status_code == 401 and "unknown or revoked" in refused.text
+
+
+def test_a_signed_in_wall_carries_its_key_in_an_httponly_cookie(private, hostile):
+    with httpx.Client(base_url=private, timeout=30) as browser:
+        signed = browser.post("/views/session", data={"key": hostile.keys["viewer"], "next": "https://evil.example/"})
+        assert signed.status_code == 303 and signed.headers["location"] == "/views/wall"  # never another site
+        cookie = signed.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+        assert browser.get("/views/wall").status_code == 200
+        assert browser.get("/views/wall/kpi.json").status_code == 200
+        assert browser.get("/tiles/infrastructure,cameras,incidents/8/204/116.mvt").status_code == 200
+        with browser.stream("GET", "/events") as events:
+            assert events.status_code == 200
+        # the cookie is for reading: a write needs the key itself
+        assert browser.post("/collections/incidents/items", json=INCIDENT).status_code == 401
+        ended = browser.post("/views/session/end")
+        assert ended.status_code == 303
+        assert browser.get("/views/wall/kpi.json").status_code == 401
