@@ -508,3 +508,21 @@ def test_a_signed_in_wall_carries_its_key_in_an_httponly_cookie(private, hostile
         ended = browser.post("/views/session/end")
         assert ended.status_code == 303
         assert browser.get("/views/wall/kpi.json").status_code == 401
+
+
+def test_many_walls_asking_after_a_change_cost_one_making():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gis_ioc.web.views import Memo
+
+    memo, made = Memo(), []
+
+    def make() -> int:
+        made.append(1)
+        time.sleep(0.2)
+        return len(made)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        first = list(pool.map(lambda _: memo.get(("v", 1), make), range(32)))
+        second = list(pool.map(lambda _: memo.get(("v", 2), make), range(32)))
+    assert first == [1] * 32 and second == [2] * 32 and len(made) == 2

@@ -22,15 +22,18 @@ SESSION_DAYS = 30
 
 
 class Memo:
-    """One value made at a time and kept while its key holds (a layer version, a time bucket).
+    """A value made once per key (a layer version, a time bucket) and shared by every request.
 
-    Many walls asking at once cost one making: the first asker makes it, the others wait for it, or
-    take the value before it when there is one (a wall would rather show figures a few seconds old
-    than wait).
+    One making at a time: requests that want a newer value wait for the making under way, then make the
+    next one if it is still not theirs; many walls asking after a change cost one making. A request that
+    waits longer than ``WAIT_S`` gets the last value (a wall would rather show figures a moment old).
     """
 
+    WAIT_S = 10.0
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._making = False
         self._key: Any = None
         self._value: Any = None
 
@@ -38,19 +41,26 @@ class Memo:
         """The value for ``key`` (None: not to be kept), made by ``make`` when needed."""
         if key is None:
             return make()
-        if self._key == key:
-            return self._value
-        if self._value is None:
-            self._lock.acquire()  # the first value: wait for whoever is making it
-        elif not self._lock.acquire(blocking=False):
-            return self._value  # the next value is being made; the last one will do meanwhile
+        deadline = time.monotonic() + self.WAIT_S
+        with self._changed:
+            while self._key != key:
+                if not self._making:
+                    self._making = True
+                    break
+                left = deadline - time.monotonic()
+                if (left <= 0 or not self._changed.wait(left)) and self._value is not None:
+                    return self._value
+            else:
+                return self._value
         try:
-            if self._key != key:
-                self._value = make()
-                self._key = key
-            return self._value
+            value = make()
+            with self._changed:
+                self._key, self._value = key, value
+            return value
         finally:
-            self._lock.release()
+            with self._changed:
+                self._making = False
+                self._changed.notify_all()
 
 
 def _memo(request: Request, name: str) -> Memo:

@@ -1,0 +1,171 @@
+"""gis-ioc bench: benchmarks that print figures (never tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gis_ioc.cli.common import _catalog, _engine, _settings, err_console, out
+from gis_ioc.errors import InvalidInput
+
+bench_app = typer.Typer(help="Benchmarks (printed figures, not tests).", no_args_is_help=True)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    rows: Annotated[int, typer.Option(min=1000, help="Points in the GeoPackage.")] = 1_000_000,
+    workdir: Annotated[Path, typer.Option(help="Where the GeoPackage and the COPY file go.")] = Path(
+        "/tmp/gis-ioc-bench"),
+    runs: Annotated[int, typer.Option(min=1, max=9, help="Runs of each loader; the median is printed.")] = 1,
+) -> None:
+    """Load N points from a GeoPackage: gis-ioc beside ogr2ogr and a plain COPY, same database."""
+    from gis_ioc import bench
+
+    settings = _settings()
+    results = bench.ingest_bench(settings, rows=rows, workdir=workdir, runs=runs, log=err_console.print)
+    table = Table(title=f"ingest of {rows:,} points from a GeoPackage (median of {runs})")
+    for col in ("loader", "seconds", "rows/s", "vs gis-ioc"):
+        table.add_column(col, justify="left" if col == "loader" else "right")
+    ours = results["gis-ioc load"]
+    for name, seconds in results.items():
+        table.add_row(name, f"{seconds:.2f}", f"{rows / seconds:,.0f}", f"{seconds / ours:.2f}×")
+    out.print(table)
+
+
+def _levels(concurrency: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(c) for c in concurrency.split(","))
+    except ValueError:
+        raise InvalidInput(f"--concurrency: {concurrency!r} is not a list of whole numbers",
+                           param="concurrency") from None
+
+
+@bench_app.command("features")
+def bench_features(
+    url: Annotated[str | None, typer.Option(help="Measure this running server instead of starting gis-ioc.")] = None,
+    collection: Annotated[str, typer.Option(help="Collection id on that server.")] = "incidents",
+    seconds: Annotated[float, typer.Option(min=1, help="Measured seconds per concurrency.")] = 20,
+    concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,4,16",
+    port: Annotated[int, typer.Option(help="Port for the gis-ioc server it starts.")] = 8090,
+) -> None:
+    """Items pages (bbox, limit 1000) at concurrency 1, 4 and 16: requests/s, p50, p99."""
+    from gis_ioc import bench
+
+    levels = _levels(concurrency)
+    server = None
+    if url is None:
+        server = bench.serve_for_bench(_settings(), port)
+        url = f"http://127.0.0.1:{port}"
+    try:
+        rows = bench.features_bench(url.rstrip("/"), collection, levels, seconds)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=20)
+    table = Table(title=f"items pages, bbox + limit 1000, {url}/collections/{collection}")
+    for col in ("concurrency", "requests/s", "p50 ms", "p99 ms", "requests", "errors"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["concurrency"]), f"{r['rate']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
+                      str(r["requests"]), str(r["errors"]))
+    out.print(table)
+
+
+@bench_app.command("analysis")
+def bench_analysis(
+    runs: Annotated[int, typer.Option(min=10, max=5000, help="Calls of each light operation.")] = 200,
+    heavy_runs: Annotated[int, typer.Option(min=2, max=100, help="Calls of coverage, hotspots and stats.")] = 7,
+) -> None:
+    """p50/p99 of each spatial operation, and stats beside the same SQL in psql."""
+    from gis_ioc import bench
+
+    rows = bench.analysis_bench(_settings(), runs, heavy_runs)
+    table = Table(title="spatial operations (one connection, one call at a time)")
+    for col in ("operation", "calls", "p50 ms", "p99 ms"):
+        table.add_column(col, justify="left" if col == "operation" else "right")
+    for r in rows:
+        table.add_row(r["operation"], str(r["n"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}")
+    out.print(table)
+
+
+@bench_app.command("tiles")
+def bench_tiles(
+    layers: Annotated[str, typer.Option(help="Layers of each tile, comma-separated.")] = "incidents",
+    seconds: Annotated[float, typer.Option(min=1, help="Measured seconds per concurrency.")] = 20,
+    concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,4,16",
+    port: Annotated[int, typer.Option(help="Port for the gis-ioc servers it starts.")] = 8090,
+    sql: Annotated[bool, typer.Option(help="Also the same tile SQL through pgbench (the limit without HTTP).")] = True,
+    tiles: Annotated[Path | None, typer.Option(help="A file of z/x/y lines instead of the built-in list.")] = None,
+) -> None:
+    """The fixed list of 2,000 tiles over Kon Tum (z8–16): uncached, cached, and the SQL through pgbench."""
+    import tempfile
+
+    from gis_ioc import bench, db
+
+    levels = _levels(concurrency)
+    settings = _settings()
+    url = f"http://127.0.0.1:{port}"
+    chosen = bench.read_tile_list(tiles) if tiles is not None else bench.tile_list()
+    results: list[tuple[str, dict]] = []
+    with tempfile.TemporaryDirectory(prefix="gis-ioc-bench-tiles-") as home:
+        for label, env, prime in (("uncached", {"GIS_IOC_TILE_CACHE": "false"}, False),
+                                  ("cached", {"GIS_IOC_TILE_CACHE": "true", "GIS_IOC_HOME": home}, True)):
+            err_console.print(f"gis-ioc: tiles {label}…")
+            server = bench.serve_for_bench(settings, port, env)
+            try:
+                results += [(label, r) for r in bench.tiles_http_bench(url, layers, levels, seconds, prime=prime,
+                                                                       tiles_=chosen)]
+            finally:
+                server.terminate()
+                server.wait(timeout=20)
+    if sql:
+        err_console.print("gis-ioc: the same tile SQL through pgbench…")
+        engine = _engine(settings)
+        catalog = _catalog(settings, engine)
+        engine.dispose()
+        results += [("SQL (pgbench)", r)
+                    for r in bench.tiles_sql_bench(db.database_url(settings), catalog, layers, levels, seconds,
+                                                   tiles_=chosen)]
+    source = str(tiles) if tiles is not None else "the built-in list"
+    table = Table(title=f"tiles of {layers}: {len(chosen):,} z/x/y from {source}")
+    for col in ("path", "concurrency", "tiles/s", "p50 ms", "p99 ms", "tiles", "errors"):
+        table.add_column(col, justify="left" if col == "path" else "right")
+    for label, r in results:
+        table.add_row(label, str(r["concurrency"]), f"{r['rate']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                      str(r["requests"]), str(r["errors"]))
+    out.print(table)
+
+
+@bench_app.command("soak")
+def bench_soak(
+    minutes: Annotated[float, typer.Option(min=1, max=24 * 60, help="How long the traffic runs.")] = 10,
+    port: Annotated[int, typer.Option(help="Port for the served process.")] = 8097,
+    restart_command: Annotated[str | None, typer.Option(help="How to restart PostgreSQL half way, when it is not "
+                                                             "gis-ioc's private cluster.")] = None,
+) -> None:
+    """Mixed traffic (items, tiles, analysis, writes, 50 live-event clients), PostgreSQL restarted half way."""
+    from gis_ioc.soak import soak
+
+    settings = _settings()
+    _engine(settings).dispose()  # migrations applied, the database reachable
+    result = soak(settings, minutes, port, restart_command, log=lambda m: err_console.print(f"gis-ioc: {m}"))
+    table = Table(title=f"soak: {minutes:g} min over {result['incidents']:,} incidents, PostgreSQL restarted "
+                        f"half way (away {result['restart_down_s']} s)")
+    for col in ("kind", "requests", "p50 ms", "p99 ms", "errors", "back after restart s"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for kind, figures in result["kinds"].items():
+        table.add_row(kind, f"{figures['n']:,}", f"{figures['p50_ms']}", f"{figures['p99_ms']}",
+                      str(figures["errors"]), str(result["recovery_s"].get(kind)))
+    out.print(table)
+    for label, key in (("errors outside the restart window", "errors_outside_restart"),
+                       ("errors inside it", "errors_in_restart"), ("slowest recovery, s", "recovery_max_s"),
+                       ("writes acknowledged", "writes_acknowledged"), ("acknowledged writes lost", "writes_lost"),
+                       ("live events received (50 clients)", "events_received"), ("server alive", "server_alive"),
+                       ("RSS after warm-up, MB", "rss_after_warmup_mb"), ("RSS at the end, MB", "rss_end_mb"),
+                       ("RSS growth after warm-up, %", "rss_growth_pct")):
+        out.print(f"{label}: {result[key]}")
+    if result["errors_outside_examples"]:
+        out.print(f"first errors outside the window: {', '.join(result['errors_outside_examples'])}")

@@ -1,0 +1,169 @@
+"""load, demo and gis-ioc layers: what goes into the layers, and the catalog."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from gis_ioc.cli.common import _Bar, _catalog, _engine, _settings, app, err_console, out
+from gis_ioc.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from gis_ioc.ingest import LoadReport
+
+layers_app = typer.Typer(help="The layer catalog.", no_args_is_help=True)
+
+
+def _parse_map(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        src, sep, dst = pair.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise InvalidInput(f"--map {pair!r}: write it as SOURCE_COLUMN=LAYER_PROPERTY", param="map")
+        mapping[src.strip()] = dst.strip()
+    return mapping
+
+
+def _print_report(report: LoadReport) -> None:
+    table = Table(title=f"loaded into {report.layer} ({report.mode})", show_header=False)
+    for label, value in (
+        ("rows read", f"{report.rows_read:,}"),
+        ("loaded", f"{report.rows_loaded:,}"),
+        ("repaired", f"{report.repaired:,}"),
+        ("refused", f"{report.refused:,}"),
+        ("source CRS", report.source_crs or "?"),
+        ("seconds", f"{report.seconds:.2f}"),
+        ("rows/s", f"{report.rows_per_second:,.0f}"),
+    ):
+        table.add_row(label, value)
+    if report.ignored_columns:
+        table.add_row("ignored columns", ", ".join(report.ignored_columns))
+    out.print(table)
+
+
+@app.command()
+def load(
+    file: Annotated[Path, typer.Argument(help="GeoJSON, GeoPackage, Shapefile (folder or .zip), FlatGeobuf, KML "
+                                              "or CSV (lon/lat or WKT columns).")],
+    layer: Annotated[str, typer.Option("--layer", "-l", help="Layer to load into.")],
+    crs: Annotated[str | None, typer.Option(help="CRS of the file, e.g. EPSG:9216 (overrides the file's).")] = None,
+    mode: Annotated[str, typer.Option(help="append, replace or upsert (by the layer's id).")] = "append",
+    map_: Annotated[list[str] | None, typer.Option("--map", help="Rename a column: SRC=DST (repeatable).")] = None,
+    strict: Annotated[bool, typer.Option(help="Refuse invalid geometries instead of repairing them.")] = False,
+    ignore_unknown: Annotated[bool, typer.Option(help="Leave out columns the layer does not have.")] = False,
+    source_layer: Annotated[str | None, typer.Option(help="Layer of a multi-layer file.")] = None,
+) -> None:
+    """Load a file into a layer, in one transaction."""
+    from gis_ioc import ingest
+
+    if mode not in ingest.MODES:
+        raise InvalidInput(f"--mode: {mode!r} is not one of {', '.join(ingest.MODES)}", param="mode")
+    settings = _settings()
+    engine = _engine(settings)
+    bar = _Bar(f"loading {file.name}")
+    try:
+        report = ingest.load(
+            engine, _catalog(settings, engine), file, layer, crs=crs, mode=mode,  # type: ignore[arg-type]
+            mapping=_parse_map(map_ or []), strict=strict, ignore_unknown=ignore_unknown,
+            source_layer=source_layer, region=settings.region_extent, progress=bar,
+        )
+    finally:
+        bar.close()
+    _print_report(report)
+
+
+@app.command()
+def demo(
+    scale: Annotated[float, typer.Option(min=0.01, max=1000, help="1 = 200 cameras, 10,000 incidents; "
+                                                                  "100 = 20,000 and 1,000,000.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 62,
+    ref_time: Annotated[datetime | None, typer.Option(help="'Now' of the demo (default: now).")] = None,
+    if_empty: Annotated[bool, typer.Option(help="Only when a built-in layer is empty.")] = False,
+) -> None:
+    """Fill the built-in layers with the synthetic Kon Tum province (replaces their rows)."""
+    from gis_ioc import demo as demo_module
+
+    settings = _settings()
+    engine = _engine(settings)
+    if if_empty and not demo_module.is_empty(engine):
+        out.print("the layers hold data already: demo not loaded")
+        return
+    if ref_time is not None and ref_time.tzinfo is None:
+        from zoneinfo import ZoneInfo
+
+        ref_time = ref_time.replace(tzinfo=ZoneInfo(settings.timezone))
+    with err_console.status("generating the Kon Tum demo…") as status:
+        counts = demo_module.load_demo(
+            engine, _catalog(settings, engine), scale=scale, seed=seed, ref_time=ref_time,
+            step=lambda layer, n: status.update(f"loading {n:,} rows into {layer}…"),
+        )
+    table = Table(title=f"Kon Tum demo, scale {scale:g}, seed {seed}")
+    table.add_column("layer")
+    table.add_column("rows", justify="right")
+    for name, n in counts.items():
+        if name != "seconds":
+            table.add_row(name, f"{n:,}")
+    out.print(table)
+    out.print(f"{counts['seconds']} s")
+
+
+@layers_app.command("validate")
+def layers_validate(
+    folder: Annotated[Path | None, typer.Argument(help="Folder of layer files [GIS_IOC_LAYERS_DIR].")] = None,
+) -> None:
+    """Check every layer file against the schema; each problem names the file and the field."""
+    from gis_ioc.catalog import validate_folder
+
+    folder = folder or _settings().layers_dir
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder}: no such folder", param="folder")
+    layers, problems = validate_folder(folder)
+    for problem in problems:
+        err_console.print(problem, highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    out.print(f"{len(layers)} layer files valid: {', '.join(layer.id for layer in layers)}")
+
+
+@layers_app.command("list")
+def layers_list() -> None:
+    """The layers with their feature counts."""
+    settings = _settings()
+    engine = _engine(settings)
+    table = Table()
+    for col in ("id", "title", "geometry", "features", "source"):
+        table.add_column(col, justify="right" if col == "features" else "left")
+    with engine.connect() as conn:
+        for layer, count in _catalog(settings, engine).counts(conn):
+            table.add_row(layer.id, layer.title, ", ".join(t.value for t in layer.geometry.types),
+                          f"{'~' if count.estimated else ''}{count.value:,}", layer.source)
+    out.print(table)
+
+
+@layers_app.command("import")
+def layers_import(
+    file: Annotated[Path, typer.Argument(help="The file to import as a new layer.")],
+    layer_id: Annotated[str, typer.Option("--id", help="Id of the new layer (a-z, 0-9, _).")],
+    title: Annotated[str | None, typer.Option(help="Title of the new layer.")] = None,
+    crs: Annotated[str | None, typer.Option(help="CRS of the file, e.g. EPSG:9216.")] = None,
+    datetime_column: Annotated[str | None, typer.Option(help="Column holding each feature's time.")] = None,
+    source_layer: Annotated[str | None, typer.Option(help="Layer of a multi-layer file.")] = None,
+) -> None:
+    """Import a file as a new layer: a table from its columns, registered for every server process."""
+    from gis_ioc import ingest
+
+    settings = _settings()
+    engine = _engine(settings)
+    bar = _Bar(f"importing {file.name}")
+    try:
+        report = ingest.import_layer(
+            engine, _catalog(settings, engine), file, layer_id, title=title, crs=crs,
+            datetime_column=datetime_column, source_layer=source_layer, region=settings.region_extent, progress=bar,
+        )
+    finally:
+        bar.close()
+    _print_report(report)
