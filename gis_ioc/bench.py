@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import statistics
 import subprocess
@@ -63,8 +64,9 @@ def _truncate(engine: Engine, table: str) -> None:
 
 
 def ingest_bench(
-    settings: Settings, rows: int, workdir: Path, runs: int = 1, log: Callable[[str], None] = print
-) -> dict[str, float]:
+    settings: Settings, rows: int, workdir: Path, runs: int = 1, log: Callable[[str], None] = print,
+    readers: bool = False,
+) -> dict[str, Any]:
     """Seconds (median of ``runs``) to load the same points with gis-ioc, ogr2ogr and plain COPY."""
     if shutil.which("ogr2ogr") is None:
         raise InvalidInput("ogr2ogr not found: install gdal-bin (apt-get install gdal-bin)")
@@ -73,6 +75,11 @@ def ingest_bench(
     db.migrate(engine, settings.migrations_dir)
     catalog = Catalog.from_folder(settings.layers_dir, engine)
     layer = catalog.get("incidents")
+    with engine.connect() as conn:
+        has_units = conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM admin_units)")).scalar()
+    if not has_units:  # the communes a load looks each incident up in, as in a real deployment
+        units = catalog.get("admin_units")
+        ingest.load_frame(engine, units, ingest.prepare(demo.generate(scale=0.01).admin_units, units), "replace")
     gpkg = _gpkg(rows, workdir, log)
     times: dict[str, list[float]] = {"gis-ioc load": [], "ogr2ogr": [], "COPY only": [], "COPY + indexes": []}
 
@@ -133,9 +140,78 @@ def ingest_bench(
 
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS bench_ogr, bench_copy"))
+    result: dict[str, Any] = {name: statistics.median(values) for name, values in times.items()}
+    if readers:
+        log("reads (items and uncached tiles, 4 at a time) during a replace of the same rows…")
+        result["reads during the load"] = reads_during_load(settings.model_copy(update={"database_url": url}),
+                                                             engine, catalog, gpkg)
+    with engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE incidents"))
     engine.dispose()
-    return {name: statistics.median(values) for name, values in times.items()}
+    return result
+
+
+def reads_during_load(settings: Settings, engine: Engine, catalog: Catalog, gpkg: Path, port: int = 8098,
+                      concurrency: int = 4) -> dict[str, float]:
+    """Latency of reads of the layer while a load replaces its rows (the table holds the previous load's)."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    server = serve_for_bench(settings, port, {"GIS_IOC_TILE_CACHE": "false", "GIS_IOC_WARM_TILES": "false"})
+    base = f"http://127.0.0.1:{port}"
+    urls = [f"{base}/collections/incidents/items?bbox={','.join(map(str, b))}&limit=100" for b in bbox_list()]
+    urls += [f"{base}/tiles/incidents/{z}/{x}/{y}.mvt" for z, x, y in tile_list()[:400]]
+    random.Random(5).shuffle(urls)
+    loading = threading.Event()
+    done = threading.Event()
+    report: dict[str, float] = {}
+
+    def load() -> None:
+        loading.set()
+        started = time.perf_counter()
+        ingest.load(engine, catalog, gpkg, "incidents", mode="replace", region=settings.region_extent)
+        report["load_s"] = time.perf_counter() - started
+        done.set()
+
+    async def read() -> tuple[list[float], int, float]:
+        latencies: list[float] = []
+        errors = 0
+        position = 0
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def worker() -> None:
+                nonlocal position, errors
+                while not done.is_set():
+                    url = urls[position % len(urls)]
+                    position += 1
+                    started = time.perf_counter()
+                    try:
+                        ok = (await client.get(url)).status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    if loading.is_set() and not done.is_set():
+                        latencies.append(time.perf_counter() - started)
+                        errors += 0 if ok else 1
+
+            await asyncio.sleep(0)
+            threading.Thread(target=load, daemon=True).start()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return sorted(latencies), errors, 0.0
+
+    try:
+        for url in urls[:50]:  # warm the server and the database a little
+            httpx.get(url, timeout=60)
+        latencies, errors, _ = asyncio.run(read())
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return {"reads": len(latencies), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": latencies[-1] * 1000
+            if latencies else float("nan"), "errors": errors, "load_s": report.get("load_s", float("nan"))}
 
 
 # -- features: items pages under load ------------------------------------------------------------
@@ -300,8 +376,11 @@ def analysis_bench(settings: Settings, runs: int = 200, heavy_runs: int = 7) -> 
             "SELECT code FROM admin_units WHERE level = 'commune' AND valid_to IS NULL ORDER BY code"))]
         timed("coverage of a commune", lambda c: analysis.coverage(
             conn, analysis.area_geometry(conn, admin_code=c)), communes[:heavy_runs])
-        timed("hotspots dbscan, 30 days", lambda _: analysis.hotspots(
-            conn, catalog, "incidents", window=analysis.Window(start=_days_ago(30))), list(range(heavy_runs)))
+        timed("hotspots dbscan, 1 day", lambda _: analysis.hotspots(
+            conn, catalog, "incidents", window=analysis.Window(start=_days_ago(1))), list(range(heavy_runs)))
+        timed("hotspots grid 1 km, 30 days", lambda _: analysis.hotspots(
+            conn, catalog, "incidents", method="grid", window=analysis.Window(start=_days_ago(30))),
+            list(range(heavy_runs)))
         timed(f"stats by district, {count:,} incidents", lambda _: analysis.stats(
             conn, catalog, "incidents", "district", at=before), list(range(heavy_runs)))
     statement = analysis.stats(engine.connect(), catalog, "incidents", "district", at=before, statement_only=True)

@@ -226,7 +226,10 @@ def tile_statement(layers: list[Layer], z: int, x: int, y: int, params: Mapping[
 
 
 class TileCache:
-    """Tiles in memory (least recently used out first) and on disk, keyed by layer versions.
+    """Tiles in memory and on disk, keyed by layer versions.
+
+    In memory, tiles of versions that are gone go out as soon as a newer tile comes in, then the least
+    recently used beyond ``max_bytes``.
 
     On disk a tile lives under the versions it was made from (``public.incidents@57/ab/ab12….mvt.gz``), so
     when the disk passes ``max_disk_bytes`` a background pruning removes the tiles of old versions first,
@@ -240,6 +243,7 @@ class TileCache:
         self.max_disk_bytes = max_disk_bytes
         self.current = current or (lambda: None)
         self._memory: OrderedDict[str, Tile] = OrderedDict()
+        self._tags: dict[str, set[str]] = {}  # the keys in memory of each set of layer versions
         self._size = 0
         self._lock = threading.Lock()
         self._disk = 0  # bytes on disk as this process counts them (measured when it prunes)
@@ -290,14 +294,27 @@ class TileCache:
         return tile
 
     def _remember(self, key: str, tile: Tile) -> None:
+        tag = key.split("/", 1)[0]
+        current = self.current()
         with self._lock:
             if key in self._memory:
                 return
+            if current is not None:  # tiles of layer versions that are gone never serve again: out first
+                for stale in [t for t in self._tags if t != tag and _stale(t, current)]:
+                    for old_key in self._tags.pop(stale):
+                        self._forget(old_key)
             self._memory[key] = tile
+            self._tags.setdefault(tag, set()).add(key)
             self._size += len(tile.data) + len(tile.gzipped)
             while self._size > self.max_bytes and self._memory:
-                _, old = self._memory.popitem(last=False)
-                self._size -= len(old.data) + len(old.gzipped)
+                old_key = next(iter(self._memory))
+                self._tags.get(old_key.split("/", 1)[0], set()).discard(old_key)
+                self._forget(old_key)
+
+    def _forget(self, key: str) -> None:
+        old = self._memory.pop(key, None)
+        if old is not None:
+            self._size -= len(old.data) + len(old.gzipped)
 
     def _prune_later(self) -> None:
         if self._pruning.acquire(blocking=False):

@@ -20,12 +20,16 @@ def bench_ingest(
     workdir: Annotated[Path, typer.Option(help="Where the GeoPackage and the COPY file go.")] = Path(
         "/tmp/gis-ioc-bench"),
     runs: Annotated[int, typer.Option(min=1, max=9, help="Runs of each loader; the median is printed.")] = 1,
+    readers: Annotated[bool, typer.Option(help="Then replace the rows again while items and tiles are read, and "
+                                               "print those reads' latency.")] = False,
 ) -> None:
     """Load N points from a GeoPackage: gis-ioc beside ogr2ogr and a plain COPY, same database."""
     from gis_ioc import bench
 
     settings = _settings()
-    results = bench.ingest_bench(settings, rows=rows, workdir=workdir, runs=runs, log=err_console.print)
+    results = bench.ingest_bench(settings, rows=rows, workdir=workdir, runs=runs, log=err_console.print,
+                                 readers=readers)
+    reads = results.pop("reads during the load", None)
     table = Table(title=f"ingest of {rows:,} points from a GeoPackage (median of {runs})")
     for col in ("loader", "seconds", "rows/s", "vs gis-ioc"):
         table.add_column(col, justify="left" if col == "loader" else "right")
@@ -33,6 +37,10 @@ def bench_ingest(
     for name, seconds in results.items():
         table.add_row(name, f"{seconds:.2f}", f"{rows / seconds:,.0f}", f"{seconds / ours:.2f}×")
     out.print(table)
+    if reads is not None:
+        out.print(f"reads during a replace of {rows:,} rows ({reads['load_s']:.1f} s): {reads['reads']:,} reads, "
+                  f"p50 {reads['p50_ms']:.1f} ms, p99 {reads['p99_ms']:.1f} ms, max {reads['max_ms']:.1f} ms, "
+                  f"{reads['errors']} errors")
 
 
 def _levels(concurrency: str) -> tuple[int, ...]:

@@ -83,7 +83,11 @@ class Shadow:
             cur.execute(f"ALTER TABLE {shadow.table} ALTER COLUMN {quote_ident(column)} RESTART WITH %s",
                         (cur.fetchone()[0],))
         if mode == "append":
-            cur.execute(f"INSERT INTO {shadow.table} OVERRIDING SYSTEM VALUE SELECT * FROM {shadow.old}")
+            cur.execute("SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
+                        "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped AND attgenerated = ''", (oid,))
+            columns = cur.fetchone()[0]  # every stored column; generated ones are computed again
+            cur.execute(f"INSERT INTO {shadow.table} ({columns}) OVERRIDING SYSTEM VALUE "
+                        f"SELECT {columns} FROM {shadow.old}")
         return shadow
 
     def _identities(self, oid: int) -> list[tuple[str, str]]:

@@ -32,7 +32,8 @@ def _feature(engine: Any, catalog: Catalog, change: Change) -> Any:
             responses={200: {"content": {"text/event-stream": {}}, "description": "A stream of changes"}})
 async def events(
     request: Request,
-    layers: Annotated[str | None, Query(description="incidents, cameras or both (default both)")] = None,
+    layers: Annotated[str | None, Query(max_length=100, description="incidents, cameras or both (default both)")]
+    = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     """Changes of incidents and cameras as server-sent events.

@@ -169,6 +169,8 @@ class Guard:
         except _HeadDone:
             pass
         except Exception as exc:  # the last word: never a traceback to the client, never a dropped connection
+            if isinstance(exc, ExceptionGroup) and exc.split(_HeadDone)[1] is None:
+                return  # a HEAD of a stream, ended inside the stream's task group
             known = exc if isinstance(exc, GisIocError) else from_database(exc)
             if known is None:
                 log.exception("request %s %s %s failed", request_id, method, scope.get("path"))

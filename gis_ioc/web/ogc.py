@@ -186,6 +186,8 @@ def queryables(request: Request, layer: LayerDep) -> Response:
                                  **JSON_SCHEMA_TYPES[prop.type]}
         if prop.enum:
             entry["enum"] = prop.enum
+        if prop.read_only or prop.server_owned:
+            entry["readOnly"] = True  # kept by the service: a write that sets it is refused
         props[name] = entry
     kinds = [t.value for t in layer.geometry.types]
     props[layer.geometry.column] = {"title": "geometry", "x-ogc-role": "primary-geometry",

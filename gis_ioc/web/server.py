@@ -17,6 +17,11 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gis_ioc.settings import Settings
 
+# An idle keep-alive connection is closed after this long: longer than clients keep theirs idle (httpx 5 s,
+# requests and GDAL reuse at once), so the client, not the server, closes first and no request is sent into
+# a connection the server is closing (uvicorn's 5 s equalled httpx's and lost the race now and then).
+KEEP_ALIVE_S = 20
+
 
 @functools.cache
 def _header_timeout() -> float:
@@ -80,4 +85,4 @@ class HeaderDeadline(H11Protocol):
 def run(host: str, port: int, workers: int) -> None:
     """Serve ``create_app`` with the service's protocol and without a server banner."""
     uvicorn.run("gis_ioc.web.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", http=HeaderDeadline, server_header=False)
+                log_level="warning", http=HeaderDeadline, server_header=False, timeout_keep_alive=KEEP_ALIVE_S)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastPath
@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from gis_ioc import maps
-from gis_ioc.errors import NotFound
+from gis_ioc.errors import NotFound, from_database
 from gis_ioc.web.deps import KEY_COOKIE, CatalogDep, EngineDep, Heavy, SettingsDep, _authenticate
 
 router = APIRouter(prefix="/views", tags=["Map views"])
@@ -25,11 +25,13 @@ class Memo:
     """A value made once per key (a layer version, a time bucket) and shared by every request.
 
     One making at a time: requests that want a newer value wait for the making under way, then make the
-    next one if it is still not theirs; many walls asking after a change cost one making. A request that
-    waits longer than ``WAIT_S`` gets the last value (a wall would rather show figures a moment old).
+    next one if it is still not theirs; many walls asking after a change cost one making. A wall would
+    rather show figures a moment old than wait or fail: a request that has waited ``WAIT_S`` for someone
+    else's making, or whose own making fails because the database is away, gets the last value, marked as
+    not fresh. ``get`` returns (value, fresh).
     """
 
-    WAIT_S = 10.0
+    WAIT_S = 1.0
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
@@ -37,10 +39,10 @@ class Memo:
         self._key: Any = None
         self._value: Any = None
 
-    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+    def get(self, key: Any, make: Callable[[], Any]) -> tuple[Any, bool]:
         """The value for ``key`` (None: not to be kept), made by ``make`` when needed."""
         if key is None:
-            return make()
+            return make(), True
         deadline = time.monotonic() + self.WAIT_S
         with self._changed:
             while self._key != key:
@@ -49,14 +51,19 @@ class Memo:
                     break
                 left = deadline - time.monotonic()
                 if (left <= 0 or not self._changed.wait(left)) and self._value is not None:
-                    return self._value
+                    return self._value, False
             else:
-                return self._value
+                return self._value, True
         try:
             value = make()
+        except Exception as err:
+            if self._value is None or from_database(err) is None:
+                raise
+            return self._value, False  # the database is away: the last figures rather than an error
+        else:
             with self._changed:
                 self._key, self._value = key, value
-            return value
+            return value, True
         finally:
             with self._changed:
                 self._making = False
@@ -84,7 +91,8 @@ def wall(request: Request, engine: EngineDep, catalog: CatalogDep, settings: Set
         with engine.connect() as conn:
             return maps.page(maps.wall(conn, catalog, settings))
 
-    return HTMLResponse(_memo(request, "wall_page").get(key, make))
+    page, _ = _memo(request, "wall_page").get(key, make)
+    return HTMLResponse(page)
 
 
 @router.get("/wall/kpi.json", summary="The wall's KPIs", operation_id="viewWallKpi")
@@ -93,7 +101,8 @@ def wall_kpi(request: Request, engine: EngineDep, catalog: CatalogDep, settings:
 
     Every wall asks after every change: the figures are made once per change of incidents or cameras
     (layer versions, heard by NOTIFY) and at most 30 s old, as the 24 h window slides; one making at a
-    time, the others meanwhile get the figures before it.
+    time. While new figures take more than a second, or the database is away, the last ones come back
+    with ``"stale": true`` (the wall asks again two seconds later).
     """
     versions = request.app.state.listener.versions()
     key = None
@@ -104,7 +113,8 @@ def wall_kpi(request: Request, engine: EngineDep, catalog: CatalogDep, settings:
         with engine.connect() as conn:
             return maps.kpis(conn, catalog, settings)
 
-    return JSONResponse(_memo(request, "kpi").get(key, make), headers={"Cache-Control": "no-store"})
+    figures, fresh = _memo(request, "kpi").get(key, make)
+    return JSONResponse(figures if fresh else {**figures, "stale": True}, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/incidents/{incident_id}", summary="One incident on a map", operation_id="viewIncident",
@@ -125,11 +135,11 @@ def incident(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
             response_class=HTMLResponse, dependencies=[Heavy])
 def choropleth(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
                layer: Annotated[str, Query(max_length=63, description="Layer id")] = "incidents",
-               level: Annotated[str, Query(max_length=20, description="district or commune")] = "district",
+               level: Annotated[Literal["district", "commune"], Query()] = "district",
                window: Annotated[str, Query(max_length=12, pattern=r"^[0-9]+[mhdw]$",
                                             description="How far back: 24h, 7d, 30d, 2w… (at most ten years)")]
                = "30d",
-               measure: Annotated[str, Query(max_length=20, description="count or per_km2")] = "count"
+               measure: Annotated[Literal["count", "per_km2"], Query()] = "count"
                ) -> HTMLResponse:
     """A choropleth of feature counts (or counts per km²) per unit, in quantile classes with a legend."""
     with engine.connect() as conn:

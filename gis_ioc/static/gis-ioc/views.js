@@ -215,6 +215,7 @@
         .then(function (r) { return r.ok ? r.json() : null; })
         .then(function (k) {
           if (!k) { return; }
+          if (k.stale) { setTimeout(loadKpi, 2000); }  // the last figures while new ones are made: ask again
           state.kpi = k;
           setTimeout(function () { done("kpi"); }, 0);
           var sev = "";
