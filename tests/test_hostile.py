@@ -415,13 +415,13 @@ def test_the_guard_cancels_when_the_client_disconnects():
     async def run() -> None:
         messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         await messages.put({"type": "http.request", "body": b"", "more_body": False})
-        receive, watcher = Guard.watch_disconnect(messages.get, budget)
+        receive, end_watch = Guard.watch_disconnect(messages.get, budget)
         assert (await receive())["type"] == "http.request"
         budget.connections.add(object())
         await messages.put({"type": "http.disconnect"})
         await asyncio.wait_for(cancelled.wait(), 5)
         assert (await asyncio.wait_for(receive(), 5))["type"] == "http.disconnect"
-        watcher.cancel()
+        end_watch()
 
     asyncio.run(run())
 

@@ -39,6 +39,7 @@ log = logging.getLogger("gis_ioc.web")
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("gis_ioc_request_id", default="-")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 RETRY_AFTER_S = "5"
+WATCH_AFTER_S = 0.1  # a request still running after this long is watched for its client leaving
 
 
 def error_body(err: GisIocError) -> dict[str, Any]:
@@ -146,7 +147,7 @@ class Guard:
                 *((k.lower().encode(), v.encode()) for k, v in error_headers(status).items())]})
             await send_guarded({"type": "http.response.body", "body": body})
 
-        watcher: asyncio.Task[None] | None = None
+        end_watch: Callable[[], None] | None = None
         try:
             problem = self.refuse(scope)
             if problem is not None:
@@ -162,7 +163,7 @@ class Guard:
                 await send_guarded({"type": "http.response.body", "body": b""})
                 return
             if method in ("GET", "HEAD"):
-                receive, watcher = self.watch_disconnect(receive, budget)
+                receive, end_watch = self.watch_disconnect(receive, budget)
             else:
                 receive = self.limit_body(receive)
             await self.app(scope, receive, send_guarded)
@@ -179,8 +180,8 @@ class Guard:
             if not state["started"] and not budget.cancelled:
                 await fail(known)
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            if end_watch is not None:
+                end_watch()
             db.BUDGET.reset(budget_token)
             REQUEST_ID.reset(id_token)
 
@@ -225,9 +226,16 @@ class Guard:
         return counted
 
     @staticmethod
-    def watch_disconnect(receive: Receive, budget: db.Budget) -> tuple[Receive, asyncio.Task[None]]:
-        """For a request without a body: notice the client leaving and cancel its queries at once."""
+    def watch_disconnect(receive: Receive, budget: db.Budget) -> tuple[Receive, Callable[[], None]]:
+        """For a request without a body: notice the client leaving and cancel its queries at once.
+
+        The watch starts after ``WATCH_AFTER_S`` (most requests are answered before: a tile costs no extra
+        task), or at once when the app itself waits for the client (a stream). Returns the receive to give
+        the app and the function that ends the watch.
+        """
         gone = asyncio.Event()
+        task: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
 
         async def watch() -> None:
             while True:
@@ -240,6 +248,12 @@ class Guard:
                         budget.cancelled = True
                     return
 
+        def start() -> None:
+            nonlocal task
+            if task is None:
+                task = loop.create_task(watch())
+
+        timer = loop.call_later(WATCH_AFTER_S, start)
         delivered = False
 
         async def app_receive() -> Message:
@@ -247,10 +261,16 @@ class Guard:
             if not delivered:
                 delivered = True
                 return {"type": "http.request", "body": b"", "more_body": False}
+            start()
             await gone.wait()
             return {"type": "http.disconnect"}
 
-        return app_receive, asyncio.create_task(watch())
+        def close() -> None:
+            timer.cancel()
+            if task is not None:
+                task.cancel()
+
+        return app_receive, close
 
 
 # Pages served outside the API description (documentation, static files, the views' fallbacks): GET only.
