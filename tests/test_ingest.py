@@ -244,11 +244,14 @@ def test_a_shadow_load_leaves_the_table_as_it_was_built(engine, catalog, setting
         shape, before = _shape(engine, "public.incidents"), _count(engine, "incidents")
         with engine.connect() as conn:
             last_id = conn.execute(sa.text("SELECT max(id) FROM incidents")).scalar()
+            old_table = conn.execute(sa.text("SELECT 'incidents'::regclass::oid")).scalar()
         monkeypatch.setattr(store, "BULK_ROWS", 1)
         ingest.load(engine, catalog, write(sample("incidents"), "gpkg", tmp_path, "b"), "incidents", mode=mode,
                     region=settings.region_extent)
         assert _shape(engine, "public.incidents") == shape
         assert _count(engine, "incidents") == (3 if mode == "replace" else before + 3)
+        with engine.connect() as conn:  # it was a shadow table that took the layer's place
+            assert conn.execute(sa.text("SELECT 'incidents'::regclass::oid")).scalar() != old_table
         with engine.begin() as conn:
             assert conn.execute(sa.text("SELECT min(id) FROM incidents WHERE title = 'Cấp cứu' AND id > :i"),
                                 {"i": last_id}).scalar() is not None  # new ids go on from the old ones
@@ -266,10 +269,12 @@ def test_a_shadow_load_leaves_the_table_as_it_was_built(engine, catalog, setting
 def test_a_table_a_view_depends_on_is_loaded_in_place(engine, catalog, settings, monkeypatch, tmp_path):
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE VIEW online_cameras AS SELECT * FROM cameras WHERE status = 'online'"))
+        table = conn.execute(sa.text("SELECT 'cameras'::regclass::oid")).scalar()
     monkeypatch.setattr(store, "BULK_ROWS", 1)
     ingest.load(engine, catalog, write(sample("cameras"), "gpkg", tmp_path), "cameras", region=settings.region_extent)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM online_cameras")).scalar() == 1
+        assert conn.execute(sa.text("SELECT 'cameras'::regclass::oid")).scalar() == table  # loaded in place
 
 
 def test_incident_communes_are_derived_as_the_trigger_derives_them(engine, catalog, settings, tmp_path):

@@ -9,8 +9,9 @@ statistics are built there, and the two tables trade places in one short locked 
 queue behind it for long). Readers see the old rows throughout, then the new ones. Writers wait for
 the load (the old table is locked EXCLUSIVE, which readers pass).
 
-A table takes part only when nothing else is tied to it by name or identity: no foreign key pointing
-at it, no view or rule on it, no partitions, no inheritance, no row security, no publication.
+A table takes part only when nothing else is tied to it by name or identity (no foreign key pointing
+at it, no view or rule on it, no partitions, no inheritance, no row security, no publication) and the
+loading role owns it.
 Otherwise the load goes into the table itself (``None`` from ``Shadow.begin``).
 """
 
@@ -42,6 +43,8 @@ def _why_not(cur: Any, oid: int) -> str | None:
                                        "inhparent = %(o)s)",
         "it has row security": "SELECT relrowsecurity FROM pg_class WHERE oid = %s",
         "it is published": "SELECT EXISTS (SELECT 1 FROM pg_publication_rel WHERE prrelid = %s)",
+        "the loading role does not own it": "SELECT NOT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class "
+                                            "WHERE oid = %s",
     }
     for reason, sql in checks.items():
         cur.execute(sql, {"o": oid} if "%(o)s" in sql else (oid,))
