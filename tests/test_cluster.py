@@ -21,7 +21,7 @@ def _owner(pid_file: Path) -> str:
 
 
 @pytest.mark.skipif(os.environ.get("GIS_IOC_TEST_DATABASE_URL") is not None, reason="an external database is used")
-def test_cluster_lifecycle_in_a_new_home(tmp_path):
+def test_cluster_lifecycle_in_a_new_home(tmp_path, run_cli):
     home = tmp_path / "home"
     private = PrivateCluster(home)
     assert private.status()["created"] is False
@@ -41,6 +41,9 @@ def test_cluster_lifecycle_in_a_new_home(tmp_path):
         assert private.stop() is True
     assert private.status()["running"] is False
     assert private.stop() is False
+    code, out, _ = run_cli("db", "status", env={"GIS_IOC_HOME": str(home), "GIS_IOC_DATABASE_URL": ""})
+    assert code == 0 and "stopped" in out
+    assert private.status()["running"] is False  # issue 11: a status never starts the cluster
     url_again = private.ensure_running()  # started again from the same folder
     try:
         with psycopg2.connect(url_again) as conn, conn.cursor() as cur:

@@ -431,9 +431,11 @@ def test_an_error_in_a_later_chunk_aborts_the_copy_and_keeps_the_old_rows(engine
     before = table_snapshot(engine, "cameras")
     monkeypatch.setattr(store, "CHUNK_ROWS", 1)
     bad = sample("cameras").assign(status=["online", "offline", "exploded"])
-    with pytest.raises(IngestError, match=r"'exploded' not allowed \(row 3\)"):
+    with pytest.raises(IngestError, match=r"'exploded' not allowed \(row 3\)") as refused:
         ingest.load(engine, catalog, write(bad, "gpkg", tmp_path, "bad"), "cameras", mode="replace",
                     region=settings.region_extent)
+    assert refused.value.message.startswith("column 'status'")  # issue 11: the cause first, no COPY internals
+    assert "COPY" not in refused.value.message and "database" not in refused.value.message
     assert table_snapshot(engine, "cameras") == before
 
 

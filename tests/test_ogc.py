@@ -60,6 +60,7 @@ def test_landing_and_conformance(client):
     classes = client.get("/conformance").json()["conformsTo"]
     assert "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core" in classes
     assert "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter" in classes
+    assert "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/create-replace-delete" in classes  # issue 11
     assert client.get(next(li["href"] for li in landing["links"] if li["rel"] == "service-desc")).status_code == 200
 
 

@@ -38,6 +38,9 @@ def db_status() -> None:
         state = PrivateCluster(settings.home).status()
         out.print(f"private cluster: {state['data_dir']} "
                   f"({'running on port ' + str(state['port']) if state['running'] else 'stopped'})")
+        if not state["running"]:  # a status never starts anything
+            out.print("pending migrations: unknown while the cluster is stopped (gis-ioc db start)")
+            return
     engine = _engine(settings, migrate=False)
     pending = db.pending_migrations(engine, settings.migrations_dir)
     out.print(f"pending migrations: {', '.join(m.path.name for m in pending) or 'none'}")

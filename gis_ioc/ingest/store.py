@@ -91,6 +91,7 @@ class _ChunkReader(io.RawIOBase):
         self._total = total
         self._progress = progress
         self._stop = threading.Event()
+        self.failure: BaseException | None = None  # what the producer raised (checking a row), if anything
         self._thread = threading.Thread(target=self._produce, args=(chunks,), daemon=True)
         self._thread.start()
 
@@ -124,6 +125,7 @@ class _ChunkReader(io.RawIOBase):
                 self._queue.put(None)
                 return b""
             if isinstance(item, BaseException):
+                self.failure = item
                 raise item
             self._buffer, rows = item
             self.rows += rows
@@ -210,6 +212,10 @@ def write_rows(
         target = "_gis_ioc_load"
     try:
         cur.copy_expert(f"COPY {target} ({cols}) FROM STDIN WITH (FORMAT csv)", reader, size=1 << 20)
+    except psycopg2.Error:
+        if reader.failure is not None:  # a row failed its checks: say that, not what it did to the COPY
+            raise reader.failure from None
+        raise
     finally:
         reader.close()
     if reader.rows == 0:
