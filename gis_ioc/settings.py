@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="Port the server listens on.")
     workers: int = Field(default=1, ge=1, le=64, description="Server worker processes.")
     public_read: bool = Field(default=True, description="Allow reads without an API key.")
+    cors_origins: str = Field(default="*", description="Web origins that may call the API from a browser, "
+                                                       "comma-separated; * for any, empty for none.")
     layers_dir: Path = Field(default=PROJECT_ROOT / "layers", description="Folder of layer YAML files.")
     styles_dir: Path = Field(default=PROJECT_ROOT / "tiles" / "styles", description="Folder of MapLibre styles.")
     migrations_dir: Path = Field(default=PROJECT_ROOT / "db", description="Folder of SQL migrations.")
@@ -63,6 +65,11 @@ class Settings(BaseSettings):
         default=None, description="Raster basemap tile URL ({z}/{x}/{y}) under the map views (none: our layers only)."
     )
     basemap_attribution: str = Field(default="", description="Attribution shown for the basemap.")
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """``cors_origins`` as a list (empty: no cross-origin access)."""
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def heavy_slots(self) -> int:

@@ -305,3 +305,24 @@ def test_a_private_wall_signs_in_once_and_runs_on_its_cookie(browser, demo_url, 
     finally:
         context.close()
     assert not errors, errors
+
+
+def test_the_rendered_wall_opened_from_disk_draws_the_servers_data(browser, server, demo_url, tmp_path, run_cli):
+    """Issue 11: the file gis-ioc render writes opens anywhere; its tiles, KPIs and events come across origins."""
+    out = tmp_path / "wall.html"
+    code, _, stderr = run_cli("render", "wall", "--out", str(out), "--server", server,
+                              env={"GIS_IOC_DATABASE_URL": demo_url, "GIS_IOC_HOME": str(tmp_path / "home")})
+    assert code == 0, stderr
+    context = browser.new_context(viewport={"width": 1920, "height": 1080})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        page.goto(out.as_uri())  # origin "null": every request to the server is cross-origin
+        wait_until(page, WALL_READY, timeout=30_000)
+        counts = page.evaluate("window.gisIocWall.counts()")
+        assert counts["incidents"] > 20 and counts["cameras"] > 5 and counts["infrastructure"] > 20
+        assert page.inner_text("#gis-kpi-active").isdigit() and page.inner_text("#gis-live") == "LIVE"
+    finally:
+        context.close()
+    assert not errors, errors

@@ -63,3 +63,30 @@ def test_an_imported_layer_appears_in_the_running_service(db_url, engine, catalo
         after = {c["id"]: c for c in client.get("/collections").json()["collections"]}
     assert "camera_plan" not in before
     assert after["camera_plan"]["numberOfFeatures"] == 3 and after["camera_plan"]["source"] == "imported"
+
+
+def test_cors_lets_other_origins_read_and_write_with_a_key(settings):
+    """Issue 11: MapLibre on another origin reads tiles, styles and items; a page there may write with a key."""
+    from fastapi.testclient import TestClient
+
+    from gis_ioc.web.app import create_app
+
+    with TestClient(create_app(settings)) as client:
+        page = "https://maps.example.org"
+        for path in ("/collections/cameras/items?limit=1", "/styles/wall.json", "/tiles/cameras.json",
+                     "/tiles/cameras/8/204/116.mvt"):
+            response = client.get(path, headers={"Origin": page})
+            assert response.headers["access-control-allow-origin"] == "*", path
+        exposed = client.get("/collections/cameras/items?limit=1", headers={"Origin": page}).headers
+        assert {"etag", "content-crs", "location"} <= {h.strip().lower() for h in
+                                                       exposed["access-control-expose-headers"].split(",")}
+        preflight = client.options("/collections/incidents/items", headers={
+            "Origin": page, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type"})
+        assert preflight.status_code == 200
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+        plain = client.options("/collections/incidents/items")  # no preflight: the guard's Allow
+        assert plain.status_code == 204 and plain.headers["allow"] == "GET, HEAD, POST, OPTIONS"
+    with TestClient(create_app(settings.model_copy(update={"cors_origins": ""}))) as closed:
+        assert "access-control-allow-origin" not in closed.get("/collections", headers={"Origin": page}).headers

@@ -12,6 +12,7 @@ import psycopg2
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -171,6 +172,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(Guard, settings=settings, openapi=openapi)
+    if settings.cors_origin_list:
+        # outside the guard: a browser's preflight (OPTIONS with Access-Control-Request-Method) is answered here,
+        # a plain OPTIONS goes on to the guard's Allow. No credentials: keys travel in headers, not cookies.
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=False,
+                           allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-Match", "If-None-Match",
+                                          "Last-Event-ID", "X-Request-ID", "Accept", "Accept-Language"],
+                           expose_headers=["ETag", "Location", "Content-Crs", "X-Request-ID", "Retry-After"],
+                           max_age=3600)
     app.include_router(ogc.router, dependencies=[Depends(require_read)])
     app.include_router(edit.router)
     app.include_router(analysis.router, dependencies=[Depends(require_read)])
