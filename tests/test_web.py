@@ -90,3 +90,24 @@ def test_cors_lets_other_origins_read_and_write_with_a_key(settings):
         assert plain.status_code == 204 and plain.headers["allow"] == "GET, HEAD, POST, OPTIONS"
     with TestClient(create_app(settings.model_copy(update={"cors_origins": ""}))) as closed:
         assert "access-control-allow-origin" not in closed.get("/collections", headers={"Origin": page}).headers
+
+
+def test_json_pages_are_gzipped_for_clients_that_accept_it(settings, engine, catalog):
+    """Issue 11: a page of features is a sixth of its size when the client accepts gzip; tiles keep their own."""
+    from fastapi.testclient import TestClient
+
+    from gis_ioc import demo
+    from gis_ioc.web.app import create_app
+
+    demo.load_demo(engine, catalog, scale=0.05)
+    with TestClient(create_app(settings)) as client:
+        plain = client.get("/collections/incidents/items?limit=500", headers={"Accept-Encoding": "identity"})
+        packed = client.get("/collections/incidents/items?limit=500", headers={"Accept-Encoding": "gzip"})
+        assert "content-encoding" not in plain.headers
+        assert packed.headers["content-encoding"] == "gzip" and "Accept-Encoding" in packed.headers["vary"]
+        assert packed.num_bytes_downloaded * 4 < plain.num_bytes_downloaded
+        assert packed.json()["features"] == plain.json()["features"]  # httpx unpacks it
+        assert packed.headers["etag"] == plain.headers["etag"]
+        tile = client.get("/tiles/incidents/8/204/116.mvt", headers={"Accept-Encoding": "gzip"})
+        assert tile.headers["content-encoding"] == "gzip"
+        assert tile.content and not tile.content.startswith(b"\x1f\x8b")  # gzipped once, not twice

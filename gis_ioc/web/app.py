@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -171,6 +172,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    if settings.gzip_level:
+        # inside the guard; tiles carry their own cached gzip bytes (Content-Encoding set: left alone), event
+        # streams are never buffered; pages over 128 KiB are compressed in a worker thread
+        app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=settings.gzip_level)
     app.add_middleware(Guard, settings=settings, openapi=openapi)
     if settings.cors_origin_list:
         # outside the guard: a browser's preflight (OPTIONS with Access-Control-Request-Method) is answered here,
