@@ -338,7 +338,7 @@ class TileCache:
         for tag_dir in list(self.folder.iterdir()):
             if not tag_dir.is_dir():
                 continue
-            found = [(f.stat().st_mtime, f.stat().st_size, f) for f in tag_dir.glob("*/*.mvt.gz")]
+            found = [(info.st_mtime, info.st_size, f) for f in tag_dir.glob("*/*.mvt.gz") if (info := f.stat())]
             if current is not None and _stale(tag_dir.name, current):
                 shutil.rmtree(tag_dir, ignore_errors=True)
                 removed += sum(size for _, size, _ in found)
@@ -363,7 +363,7 @@ def _etag(key: str) -> str:
 
 
 def _stale(tag: str, current: Mapping[str, int]) -> bool:
-    """Whether a disk folder's layer versions (``public.incidents@57+public.cameras@12``) are all current."""
+    """Whether a cache tag (``public.incidents@57+public.cameras@12``) names a version that is no longer current."""
     for part in tag.split("+"):
         table, _, version = part.rpartition("@")
         if table in current and str(current[table]) != version:

@@ -433,7 +433,7 @@ def test_heavy_work_waits_for_a_place_and_a_full_queue_is_busy(monkeypatch):
     monkeypatch.setattr(deps, "HEAVY_WAIT_S", 0.3)
 
     async def run() -> list[str]:
-        state = SimpleNamespace(heavy=asyncio.Semaphore(1), heavy_waiting=[0])
+        state = SimpleNamespace(heavy=deps.HeavyLimit(1))
         request: Any = SimpleNamespace(app=SimpleNamespace(state=state))
         order: list[str] = []
 

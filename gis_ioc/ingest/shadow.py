@@ -63,6 +63,7 @@ class Shadow:
         self.schema = quote_ident(layer.schema_name)
         self.old = f"{self.schema}.{quote_ident(layer.table_name)}"
         self.name = (layer.table_name + SUFFIX)[:63]
+        self.sequences: dict[str, str] = {}  # the layer's identity columns and their sequences
         self.table = f"{self.schema}.{quote_ident(self.name)}"
         cur.execute("SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
                     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s", (oid,))
@@ -81,7 +82,8 @@ class Shadow:
         cur.execute(f"LOCK TABLE {shadow.old} IN EXCLUSIVE MODE")  # writers wait; readers go on
         cur.execute(f"DROP TABLE IF EXISTS {shadow.table}")
         cur.execute(f"CREATE TABLE {shadow.table} (LIKE {shadow.old} INCLUDING ALL EXCLUDING INDEXES)")
-        for column, sequence in shadow._identities(shadow.oid):  # ids go on from where the layer's stopped
+        shadow.sequences = shadow._identities(layer.table)
+        for column, sequence in shadow.sequences.items():  # ids go on from where the layer's stopped
             cur.execute("SELECT last_value + CASE WHEN is_called THEN 1 ELSE 0 END FROM " + sequence)
             cur.execute(f"ALTER TABLE {shadow.table} ALTER COLUMN {quote_ident(column)} RESTART WITH %s",
                         (cur.fetchone()[0],))
@@ -93,12 +95,12 @@ class Shadow:
                         f"SELECT {columns} FROM {shadow.old}")
         return shadow
 
-    def _identities(self, oid: int) -> list[tuple[str, str]]:
+    def _identities(self, table: str) -> dict[str, str]:
+        """The identity columns of ``table`` (``schema.name``) and their sequences."""
         self.cur.execute("SELECT a.attname, pg_get_serial_sequence(%s, a.attname) FROM pg_attribute a "
-                         "WHERE a.attrelid = %s AND a.attidentity <> '' AND NOT a.attisdropped",
-                         (f"{self.layer.schema_name}.{self.layer.table_name}" if oid == self.oid
-                          else f"{self.layer.schema_name}.{self.name}", oid))
-        return [(str(r[0]), str(r[1])) for r in self.cur.fetchall() if r[1]]
+                         "WHERE a.attrelid = to_regclass(%s) AND a.attidentity <> '' AND NOT a.attisdropped",
+                         (table, table))
+        return {str(r[0]): str(r[1]) for r in self.cur.fetchall() if r[1]}
 
     def finish(self) -> None:
         """Build what the table had, then take its place (a brief exclusive lock, asked for again until granted)."""
@@ -145,21 +147,16 @@ class Shadow:
             who = "PUBLIC" if grantee == "-" else quote_ident(grantee)
             cur.execute(f"GRANT {privilege} ON {self.table} TO {who}{' WITH GRANT OPTION' if grantable else ''}")
         cur.execute(f"ANALYZE {self.table}")
-        sequences = [(c, s) for c, s in self._identities(self._shadow_oid())]
+        new_sequences = self._identities(f"{self.layer.schema_name}.{self.name}")
         self._take_lock()
-        old_sequences = dict(self._identities(self.oid))
         cur.execute(f"DROP TABLE {self.old}")
         cur.execute(f"ALTER TABLE {self.table} RENAME TO {old_name}")
         for statement in renames:
             cur.execute(statement)
-        for column, sequence in sequences:
-            if column in old_sequences:
+        for column, sequence in new_sequences.items():  # the layer's sequence names, as before
+            if column in self.sequences:
                 cur.execute(f"ALTER SEQUENCE {sequence} RENAME TO "
-                            f"{quote_ident(old_sequences[column].split('.')[-1].strip(chr(34)))}")
-
-    def _shadow_oid(self) -> int:
-        self.cur.execute("SELECT to_regclass(%s)::oid", (f"{self.layer.schema_name}.{self.name}",))
-        return int(self.cur.fetchone()[0])
+                            f"{quote_ident(self.sequences[column].split('.')[-1].strip(chr(34)))}")
 
     def _take_lock(self) -> None:
         """ACCESS EXCLUSIVE on the old table, asked for briefly and again, so readers never queue long."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,8 +31,9 @@ from gis_ioc.tiles import WALL_LAYERS, TileCache, sync_cell_config, warm
 from gis_ioc.web import analysis, contract, edit, ogc, views
 from gis_ioc.web import events as events_router
 from gis_ioc.web import tiles as tiles_router
-from gis_ioc.web.deps import EngineDep, KeyCache, require_read
+from gis_ioc.web.deps import EngineDep, HeavyLimit, KeyCache, require_read
 from gis_ioc.web.guard import REQUEST_ID, Guard, error_body, error_headers
+from gis_ioc.web.views import Memo
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -52,8 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.catalog = Catalog.from_folder(settings.layers_dir, engine)
         app.state.key_cache = KeyCache()
-        app.state.heavy = asyncio.Semaphore(settings.heavy_slots)
-        app.state.heavy_waiting = [0]
+        app.state.heavy = HeavyLimit(settings.heavy_slots)
+        app.state.wall_page, app.state.kpi = Memo(), Memo()
         with engine.connect() as conn:
             sync_cell_config(conn, app.state.catalog)
         url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

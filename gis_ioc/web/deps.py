@@ -80,7 +80,8 @@ class KeyCache:
             self._entries.popitem(last=False)
 
 
-def _authenticate(engine: Engine, key: str) -> Principal | None:
+def principal_of(engine: Engine, key: str) -> Principal | None:
+    """The principal of a key, or None for an unknown or revoked one (a database read)."""
     try:
         with engine.begin() as conn:
             return auth.authenticate(conn, key)
@@ -111,7 +112,7 @@ async def get_principal(request: Request, engine: EngineDep) -> Principal | None
     cache: KeyCache = request.app.state.key_cache
     known, principal = cache.get(key)
     if not known:
-        principal = await run_in_threadpool(_authenticate, engine, key)
+        principal = await run_in_threadpool(principal_of, engine, key)
         cache.put(key, principal)
     if principal is None:
         raise Unauthorized("the API key is unknown or revoked")
@@ -130,28 +131,39 @@ async def require_read(settings: SettingsDep, principal: PrincipalDep) -> None:
         auth.require(principal, "viewer", "reading")
 
 
-@contextlib.asynccontextmanager
-async def heavy_work(request: Request) -> AsyncIterator[None]:
-    """One of the few places for heavy work (analysis, statistics, map views, exports, imports).
+class HeavyLimit:
+    """How many heavy requests (analysis, statistics, map views, exports, imports) run at once, and who waits.
 
     Waiting costs no thread and no connection; the pool's other connections stay for tiles, items and
-    events. Past ``HEAVY_WAIT_S`` of waiting, or with too many already waiting, the answer is a 503.
+    events. Past ``HEAVY_WAIT_S`` of waiting, or with ``HEAVY_QUEUE`` already waiting, the answer is a 503.
     """
-    slots: asyncio.Semaphore = request.app.state.heavy
-    waiting = request.app.state.heavy_waiting
-    if slots.locked() and waiting[0] >= HEAVY_QUEUE:
-        raise Busy("heavy requests are queued to the limit; try again shortly")
-    waiting[0] += 1
-    try:
-        await asyncio.wait_for(slots.acquire(), HEAVY_WAIT_S)
-    except TimeoutError:
-        raise Busy("heavy requests are busy; try again shortly") from None
-    finally:
-        waiting[0] -= 1
-    try:
-        yield
-    finally:
-        slots.release()
+
+    def __init__(self, slots: int) -> None:
+        self.slots = asyncio.Semaphore(slots)
+        self.waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the places for the duration of the block."""
+        if self.slots.locked() and self.waiting >= HEAVY_QUEUE:
+            raise Busy("heavy requests are queued to the limit; try again shortly")
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self.slots.acquire(), HEAVY_WAIT_S)
+        except TimeoutError:
+            raise Busy("heavy requests are busy; try again shortly") from None
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self.slots.release()
+
+
+def heavy_work(request: Request) -> contextlib.AbstractAsyncContextManager[None]:
+    """One of the app's places for heavy work."""
+    limit: HeavyLimit = request.app.state.heavy
+    return limit.slot()
 
 
 async def heavy_slot(request: Request) -> AsyncIterator[None]:

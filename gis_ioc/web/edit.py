@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from gis_ioc import auth, db, edits, features, ingest, limits
-from gis_ioc.catalog import Layer
+from gis_ioc.catalog import LAYER_ID, Layer
 from gis_ioc.errors import GisIocError, InvalidInput, PayloadTooLarge
 from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, LayerDep, PrincipalDep, SettingsDep
 
@@ -134,7 +134,7 @@ NEW_LAYER_FORM = {
         "type": "object", "required": ["file", "id"],
         "properties": {
             "file": {"type": "string", "format": "binary", "description": "The file"},
-            "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$", "description": "Id of the new layer"},
+            "id": {"type": "string", "pattern": LAYER_ID, "description": "Id of the new layer"},
             "title": {"type": "string", "maxLength": 200},
             "crs": {"type": "string", "maxLength": 200},
             "datetime_column": {"type": "string", "maxLength": 63},
@@ -144,7 +144,13 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 async def _form(request: Request) -> tuple[UploadFile, dict[str, str]]:
-    """The multipart form of an import, read after the key was checked, streamed to a spool file."""
+    """The multipart form of an import, read after the key was checked, streamed to a spool file.
+
+    The request's statement timeout is lifted: a load is bounded by the upload's size, and is all or nothing.
+    """
+    budget = db.BUDGET.get()
+    if budget is not None:
+        budget.timeout_ms = 0
     try:
         form = await request.form(max_files=1, max_fields=8, max_part_size=64 * 1024)
     except HTTPException as err:  # the multipart parser's own complaints
@@ -211,9 +217,6 @@ async def import_file(request: Request, layer: LayerDep, engine: EngineDep, cata
     if mode not in ingest.MODES:
         raise InvalidInput(f"mode: {mode!r} is not one of {', '.join(ingest.MODES)}", param="mode")
     strict = _flag(fields.get("strict"), "strict")
-    budget = db.BUDGET.get()
-    if budget is not None:
-        budget.timeout_ms = 0  # a load is bounded by the upload's size, and is all or nothing
     with _upload_folder(upload) as folder:
         path = await run_in_threadpool(_saved, upload, folder)
         report = await run_in_threadpool(functools.partial(
@@ -238,9 +241,6 @@ async def create_layer(request: Request, engine: EngineDep, catalog: CatalogDep,
     layer_id = fields.get("id")
     if not layer_id:
         raise InvalidInput("id: the new layer needs an id (a-z, 0-9, _)", param="id")
-    budget = db.BUDGET.get()
-    if budget is not None:
-        budget.timeout_ms = 0
     with _upload_folder(upload) as folder:
         path = await run_in_threadpool(_saved, upload, folder)
         report = await run_in_threadpool(functools.partial(

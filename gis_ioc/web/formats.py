@@ -1,4 +1,4 @@
-"""Output formats, chosen by ``f=`` or by the ``Accept`` header."""
+"""Output formats, chosen by ``f=`` or by the ``Accept`` header; conditional GETs (``If-None-Match``)."""
 
 from __future__ import annotations
 
@@ -40,3 +40,14 @@ def negotiate(request: Request, offered: tuple[str, ...]) -> str:
             if media == MEDIA[name]:
                 return name
     return offered[0]
+
+
+def not_modified(request: Request, tag: str) -> bool:
+    """``If-None-Match`` holds ``tag`` (weak comparison, as RFC 9110 asks for If-None-Match)."""
+    given = request.headers.get("if-none-match")
+    if not given:
+        return False
+    if given.strip() == "*":
+        return True
+    bare = tag.removeprefix("W/")
+    return any(t.strip().removeprefix("W/") == bare for t in given.split(","))

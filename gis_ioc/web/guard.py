@@ -149,7 +149,7 @@ class Guard:
 
         end_watch: Callable[[], None] | None = None
         try:
-            problem = self.refuse(scope)
+            problem = self.refuse(scope, headers)
             if problem is not None:
                 await fail(problem)
                 return
@@ -185,7 +185,7 @@ class Guard:
             db.BUDGET.reset(budget_token)
             REQUEST_ID.reset(id_token)
 
-    def refuse(self, scope: Scope) -> GisIocError | None:
+    def refuse(self, scope: Scope, headers: dict[bytes, bytes]) -> GisIocError | None:
         """A NUL in the path or the query, or a declared body over the limit (before anything reads it)."""
         if "\x00" in scope.get("path", ""):
             return InvalidInput("path: contains a NUL character", param="path")
@@ -195,10 +195,10 @@ class Guard:
                 if "\x00" in name or "\x00" in value:
                     param = name.replace("\x00", "") or "query"
                     return InvalidInput(f"{param}: contains a NUL character", param=param)
-        for key, value in scope.get("headers") or []:
-            if key == b"content-length" and value.isdigit() and int(value) > self.settings.max_body_bytes:
-                return PayloadTooLarge(f"body: {int(value):,} bytes is over the limit of "
-                                       f"{self.settings.max_body_bytes:,} (GIS_IOC_MAX_BODY_BYTES)", param="body")
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.settings.max_body_bytes:
+            return PayloadTooLarge(f"body: {int(length):,} bytes is over the limit of "
+                                   f"{self.settings.max_body_bytes:,} (GIS_IOC_MAX_BODY_BYTES)", param="body")
         return None
 
     def limit_body(self, receive: Receive) -> Receive:

@@ -18,7 +18,7 @@ from gis_ioc.catalog import Layer, PropertyType
 from gis_ioc.errors import NotFound
 from gis_ioc.web import html
 from gis_ioc.web.deps import ITEM_FORMATS, CatalogDep, EngineDep, Export, LayerDep
-from gis_ioc.web.formats import MEDIA, negotiate
+from gis_ioc.web.formats import MEDIA, negotiate, not_modified
 
 router = APIRouter()
 
@@ -244,7 +244,7 @@ def items(
     params = dict(request.query_params)
     req = queries.parse_items(layer, params)
     tag = _page_etag(request, layer, fmt)
-    if tag is not None and _not_modified(request, tag):
+    if tag is not None and not_modified(request, tag):
         return Response(status_code=304, headers={"ETag": tag})
     with engine.connect() as conn:
         page = features.items_page(conn, layer, req)
@@ -285,17 +285,6 @@ def _page_etag(request: Request, layer: Layer, fmt: str) -> str | None:
     query = "&".join(f"{k}={v}" for k, v in sorted(request.query_params.multi_items()))
     digest = hashlib.sha256(f"{layer.id}@{known[layer.table]}|{fmt}|{query}".encode()).hexdigest()[:32]
     return f'W/"{digest}"'
-
-
-def _not_modified(request: Request, tag: str) -> bool:
-    """``If-None-Match`` holds ``tag`` (weak comparison, as RFC 9110 asks for If-None-Match)."""
-    given = request.headers.get("if-none-match")
-    if not given:
-        return False
-    if given.strip() == "*":
-        return True
-    bare = tag.removeprefix("W/")
-    return any(t.strip().removeprefix("W/") == bare for t in given.split(","))
 
 
 def _page_links(request: Request, req: queries.ItemsRequest, page: features.Page, fmt: str) -> list[dict[str, str]]:
@@ -351,7 +340,7 @@ def item(
         tag = edits.etag(conn, layer, key)
         if tag is None:
             raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId")
-        if _not_modified(request, tag):
+        if not_modified(request, tag):
             return Response(status_code=304, headers={"ETag": tag})
         found = features.item(conn, layer, key, out_crs)
     if found is None:  # deleted between the two reads

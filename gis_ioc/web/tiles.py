@@ -16,6 +16,7 @@ from gis_ioc import limits, tiles
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import NotFound
 from gis_ioc.web.deps import CatalogDep, EngineDep, SettingsDep
+from gis_ioc.web.formats import not_modified
 
 router = APIRouter(tags=["Tiles"])
 MVT = "application/vnd.mapbox-vector-tile"
@@ -55,7 +56,7 @@ async def tile_response(request: Request, engine: Engine, catalog: Catalog, laye
     if found is None:
         found = await run_in_threadpool(_make_tile, engine, catalog, cache, layers, z, x, y, params)
     headers = {"ETag": found.etag, "Cache-Control": "public, max-age=5", "Vary": "Accept-Encoding"}
-    if request.headers.get("if-none-match") == found.etag:
+    if not_modified(request, found.etag):
         return Response(status_code=304, headers=headers)
     if "gzip" in request.headers.get("accept-encoding", ""):
         return Response(found.gzipped, media_type=MVT, headers={**headers, "Content-Encoding": "gzip"})

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gis_ioc import maps
 from gis_ioc.errors import NotFound, from_database
-from gis_ioc.web.deps import KEY_COOKIE, CatalogDep, EngineDep, Heavy, SettingsDep, _authenticate
+from gis_ioc.web.deps import KEY_COOKIE, CatalogDep, EngineDep, Heavy, SettingsDep, principal_of
 
 router = APIRouter(prefix="/views", tags=["Map views"])
 session_router = APIRouter(prefix="/views", tags=["Map views"])  # reachable without a key: it takes one
@@ -70,14 +70,6 @@ class Memo:
                 self._changed.notify_all()
 
 
-def _memo(request: Request, name: str) -> Memo:
-    memo: Memo | None = getattr(request.app.state, name, None)
-    if memo is None:
-        memo = Memo()
-        setattr(request.app.state, name, memo)
-    return memo
-
-
 @router.get("/wall", summary="The wall map", operation_id="viewWall", response_class=HTMLResponse)
 def wall(request: Request, engine: EngineDep, catalog: CatalogDep, settings: SettingsDep) -> HTMLResponse:
     """Full-screen dark map: boundaries, infrastructure, cameras with fields of view, incidents, KPIs, live.
@@ -91,7 +83,7 @@ def wall(request: Request, engine: EngineDep, catalog: CatalogDep, settings: Set
         with engine.connect() as conn:
             return maps.page(maps.wall(conn, catalog, settings))
 
-    page, _ = _memo(request, "wall_page").get(key, make)
+    page, _ = request.app.state.wall_page.get(key, make)
     return HTMLResponse(page)
 
 
@@ -113,7 +105,7 @@ def wall_kpi(request: Request, engine: EngineDep, catalog: CatalogDep, settings:
         with engine.connect() as conn:
             return maps.kpis(conn, catalog, settings)
 
-    figures, fresh = _memo(request, "kpi").get(key, make)
+    figures, fresh = request.app.state.kpi.get(key, make)
     return JSONResponse(figures if fresh else {**figures, "stale": True}, headers={"Cache-Control": "no-store"})
 
 
@@ -182,7 +174,7 @@ async def open_session(request: Request, engine: EngineDep) -> Response:
     """
     form = await request.form(max_files=0, max_fields=4, max_part_size=4096)
     key = form.get("key")
-    principal = await run_in_threadpool(_authenticate, engine, key) if isinstance(key, str) and key else None
+    principal = await run_in_threadpool(principal_of, engine, key) if isinstance(key, str) and key else None
     following = _next_page(form.get("next"))
     if principal is None or not principal.can("viewer"):
         return HTMLResponse(maps.sign_in_page(following, "That key is unknown or revoked."), status_code=401)
