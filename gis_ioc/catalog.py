@@ -117,6 +117,11 @@ class Layer(BaseModel):
     geometry: Geometry
     id_column: str = "id"
     datetime_column: str | None = None
+    valid_to_column: str | None = Field(default=None, description="With datetime_column, the period a row is in "
+                                        "force ([from, to), empty = current): a replace touches only the period "
+                                        "its file covers")
+    natural_key: list[str] = Field(default_factory=list, description="The columns that identify a feature for "
+                                   "people and files (upsert and replace match rows by them)")
     properties: dict[str, Property]
     style: Style = Field(default_factory=Style)
     tiles: TileOptions = Field(default_factory=TileOptions)
@@ -139,6 +144,11 @@ class Layer(BaseModel):
             PropertyType.date,
         ):
             raise ValueError(f"datetime_column {self.datetime_column!r} is not a date or datetime property")
+        for column in [*self.natural_key, *([self.valid_to_column] if self.valid_to_column else [])]:
+            if column not in names:
+                raise ValueError(f"natural_key/valid_to_column: {column!r} is not one of the properties")
+        if self.valid_to_column and not self.datetime_column:
+            raise ValueError("valid_to_column needs datetime_column (where the period starts)")
         for column in self.tiles.properties:
             if column not in names:
                 raise ValueError(f"tiles.properties: {column!r} is not one of the properties")

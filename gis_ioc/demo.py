@@ -673,7 +673,7 @@ def load_demo(
         if step:
             step(layer_id, len(frame))
         prepared = prepare(frame, layer, ignore_unknown=False, source=f"demo {layer_id}")
-        loaded[layer_id] = load_frame(engine, layer, prepared, "replace")
+        loaded[layer_id] = load_frame(engine, layer, prepared, "replace", cascade=True)  # lineage follows below
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM admin_lineage"))
         conn.execute(

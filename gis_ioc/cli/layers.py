@@ -28,6 +28,16 @@ def _parse_map(pairs: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _parse_set(pairs: list[str]) -> dict[str, str]:
+    constants = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise InvalidInput(f"--set {pair!r}: write it as COLUMN=VALUE", param="set")
+        constants[name.strip()] = value.strip()
+    return constants
+
+
 def _print_report(report: LoadReport) -> None:
     table = Table(title=f"loaded into {report.layer} ({report.mode})", show_header=False)
     for label, value in (
@@ -40,6 +50,14 @@ def _print_report(report: LoadReport) -> None:
         ("rows/s", f"{report.rows_per_second:,.0f}"),
     ):
         table.add_row(label, value)
+    if report.mode in ("replace", "upsert"):
+        table.add_row("inserted / updated", f"{report.inserted:,} / {report.updated:,}")
+    if report.period:
+        table.add_row("period replaced", report.period)
+    if report.mode == "replace":
+        table.add_row("deleted", f"{report.deleted:,}")
+    for other, count in report.cascaded.items():
+        table.add_row(f"deleted from {other}", f"{count:,} (--cascade)")
     if report.ignored_columns:
         table.add_row("ignored columns", ", ".join(report.ignored_columns))
     out.print(table)
@@ -51,8 +69,16 @@ def load(
                                               "or CSV (lon/lat or WKT columns).")],
     layer: Annotated[str, typer.Option("--layer", "-l", help="Layer to load into.")],
     crs: Annotated[str | None, typer.Option(help="CRS of the file, e.g. EPSG:9216 (overrides the file's).")] = None,
-    mode: Annotated[str, typer.Option(help="append, replace or upsert (by the layer's id).")] = "append",
+    mode: Annotated[str, typer.Option(help="append, replace or upsert (by the layer's id, else its natural key: "
+                                           "admin units by code + valid_from). A replace of a layer with periods "
+                                           "(admin units) covers only the period of its file.")] = "append",
     map_: Annotated[list[str] | None, typer.Option("--map", help="Rename a column: SRC=DST (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Give a column one value on every row: "
+                                                                 "COLUMN=VALUE, e.g. level=district (repeatable).")]
+    = None,
+    cascade: Annotated[bool, typer.Option(help="Let a replace remove rows of other tables that refer to the rows "
+                                               "it removes (admin_lineage); without it such a load is refused.")]
+    = False,
     strict: Annotated[bool, typer.Option(help="Refuse invalid geometries instead of repairing them.")] = False,
     ignore_unknown: Annotated[bool, typer.Option(help="Leave out columns the layer does not have.")] = False,
     source_layer: Annotated[str | None, typer.Option(help="Layer of a multi-layer file.")] = None,
@@ -68,8 +94,9 @@ def load(
     try:
         report = ingest.load(
             engine, _catalog(settings, engine), file, layer, crs=crs, mode=mode,  # type: ignore[arg-type]
-            mapping=_parse_map(map_ or []), strict=strict, ignore_unknown=ignore_unknown,
-            source_layer=source_layer, region=settings.region_extent, progress=bar,
+            mapping=_parse_map(map_ or []), constants=_parse_set(set_ or []), strict=strict,
+            ignore_unknown=ignore_unknown, cascade=cascade, source_layer=source_layer,
+            region=settings.region_extent, progress=bar,
         )
     finally:
         bar.close()

@@ -153,7 +153,7 @@ def import_layer(
             cur.execute(f"CREATE INDEX ON {quote_table(layer.table)} ({quote_ident(datetime_column)})")
         cur.execute("SELECT gis_ioc_track_layer(%s::regclass)", (layer.table,))
         loaded = write_rows(cur, layer, prepared.columns, _chunks_of(prepared.frame), len(prepared.frame), "append",
-                            progress)
+                            progress).rows
         cur.execute(
             "INSERT INTO layer_registry (id, definition, source) VALUES (%s, %s::jsonb, %s)",
             (layer.id, layer.model_dump_json(), source_label or str(path)),

@@ -101,6 +101,26 @@ def _apply_mapping(frame: gpd.GeoDataFrame, mapping: dict[str, str], layer: Laye
     return frame
 
 
+def _apply_constants(frame: gpd.GeoDataFrame, constants: dict[str, str] | None) -> gpd.GeoDataFrame:
+    """Set a column to one value on every row (``--set level=district``), over what the file has."""
+    if not constants:
+        return frame
+    return frame.assign(**constants)
+
+
+def check_constants(constants: dict[str, str] | None, layer: Layer) -> dict[str, str]:
+    """``--set`` names writable properties; their values are checked with the rows like any other value."""
+    checked = {}
+    for name, value in (constants or {}).items():
+        key = name.strip().lower()
+        if key not in layer.writable_properties:
+            known = ", ".join(layer.writable_properties)
+            raise IngestError(f"--set {name}={value}: layer {layer.id!r} has no property {name!r} one can set "
+                              f"(properties: {known})", param="set")
+        checked[key] = value
+    return checked
+
+
 def _as_text(values: pd.Series) -> pd.Series:
     if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.dropna(), 1) == 0):
         values = values.astype("Int64")
@@ -250,6 +270,7 @@ def plan_load(
     *,
     crs: CRS | None = None,
     mapping: dict[str, str] | None = None,
+    constants: dict[str, str] | None = None,
     strict: bool = False,
     ignore_unknown: bool = False,
     region: tuple[float, float, float, float] | None = None,
@@ -258,7 +279,8 @@ def plan_load(
     """Check a file's columns and CRS against a layer; return the renamed frame and the plan."""
     if len(frame) == 0:
         raise IngestError(f"{source}: the file has no features", param="file")
-    frame = _apply_mapping(_normalize_columns(frame), mapping or {}, layer)
+    frame = _apply_constants(_apply_mapping(_normalize_columns(frame), mapping or {}, layer),
+                             check_constants(constants, layer))
     writable = set(layer.writable_properties) | {layer.id_column}
     ignored = [c for c in frame.columns if c in READ_ONLY_KEPT_BY_DB and c != layer.id_column]
     unknown = [c for c in frame.columns if c != "geometry" and c not in writable and c not in ignored]

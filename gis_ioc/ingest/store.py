@@ -6,6 +6,7 @@ import contextlib
 import io
 import itertools
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,10 +24,20 @@ from sqlalchemy.engine import Engine
 
 from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
 from gis_ioc.errors import IngestError
-from gis_ioc.ingest import derive
+from gis_ioc.ingest import derive, replace
 from gis_ioc.ingest.derive import CommuneLookup
 from gis_ioc.ingest.read import open_source, read_batches
-from gis_ioc.ingest.rows import Prepared, _apply_mapping, _normalize_columns, check_rows, parse_crs, plan_load
+from gis_ioc.ingest.replace import Written
+from gis_ioc.ingest.rows import (
+    Prepared,
+    _apply_constants,
+    _apply_mapping,
+    _normalize_columns,
+    check_constants,
+    check_rows,
+    parse_crs,
+    plan_load,
+)
 from gis_ioc.ingest.shadow import Shadow
 
 Mode = Literal["append", "replace", "upsert"]
@@ -50,6 +61,11 @@ class LoadReport:
     seconds: float = 0.0
     source_crs: str | None = None
     ignored_columns: list[str] = field(default_factory=list)
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    cascaded: dict[str, int] = field(default_factory=dict)  # rows of other tables removed with deleted ones
+    period: str | None = None  # what a replace covered, for layers whose rows have a period
 
     @property
     def rows_per_second(self) -> float:
@@ -141,6 +157,14 @@ class _ChunkReader(io.RawIOBase):
 def _db_error(err: psycopg2.Error) -> IngestError:
     text = (getattr(err, "pgerror", None) or str(err)).strip()
     first = text.splitlines()[0] if text else type(err).__name__
+    detail = getattr(getattr(err, "diag", None), "message_detail", None) or ""
+    found = re.match(r"Key \((.+)\)=\((.*)\) already exists", detail)
+    if getattr(err, "pgcode", None) == "23505" and found:  # unique_violation: name the row
+        names, values = found.group(1).split(", "), found.group(2).split(", ")
+        pairs = ", ".join(f"{n}={v}" for n, v in zip(names, values, strict=False)) if len(names) == len(values) \
+            else f"{found.group(1)}={found.group(2)}"
+        return IngestError(f"a row of the file is already in the layer ({pairs}); nothing was loaded "
+                           "(--mode upsert updates such rows)", param=names[0])
     return IngestError(f"the database refused the rows: {first.removeprefix('ERROR:').strip()}")
 
 
@@ -186,30 +210,39 @@ def write_rows(
     total: int,
     mode: Mode,
     progress: Progress | None = None,
-) -> int:
-    """COPY checked rows into a layer's table on an open transaction; return rows written.
+    *,
+    cascade: bool = False,
+) -> Written:
+    """COPY checked rows into a layer's table on an open transaction; say what was written and removed.
 
     ``frames`` may be lazy: checking and CSV writing then run beside the COPY, and an error in
     any chunk aborts it (the caller's transaction rolls everything back). The table keeps its
     indexes (dropping one would lock readers out for the whole load): readers go on seeing the old
-    rows until the transaction commits.
+    rows until the transaction commits. Upserts and replaces match rows by the id, else by the
+    layer's natural key (``ingest.replace``); a replace never removes rows other tables refer to
+    unless ``cascade``.
     """
     table = quote_table(layer.table)
     cols = ", ".join(quote_ident(c) for c in columns)
-    if mode == "upsert" and layer.id_column not in columns:
-        raise IngestError(f"--mode upsert needs the id column {layer.id_column!r} in the file", param="mode")
+    key = replace.keyed(layer, list(columns))
+    by_id = layer.id_column in columns
+    if mode == "upsert" and not by_id and not key:
+        named = f" or its key ({', '.join(layer.natural_key)})" if layer.natural_key else ""
+        raise IngestError(f"--mode upsert needs the id column {layer.id_column!r}{named} in the file", param="mode")
     cur.execute("SET LOCAL timezone = 'UTC'")  # timestamps in the COPY stream are UTC wall time
     cur.execute("SET LOCAL gis_ioc.bulk = 'on'")  # one 'reload' event for the load, not one per row
     defaults = _db_defaults(cur, layer, columns)
-    shadow = Shadow.begin(cur, layer, mode) if _is_bulk(cur, layer, mode, total) else None
-    if mode == "replace" and shadow is None:
-        cur.execute(f"DELETE FROM {table}")
+    written = Written()
+    staged = mode == "upsert" or (mode == "replace" and bool(key) and not by_id)
+    shadow = Shadow.begin(cur, layer, mode) if not staged and _is_bulk(cur, layer, mode, total) else None
+    if mode == "replace" and shadow is None and not staged:
+        replace.remove(cur, layer, "true", (), cascade=cascade, written=written)
     filled = (_fill_defaults(frame, defaults) for frame in frames)
     reader = _ChunkReader(_csv_chunks(filled, columns), progress, total)
     target = table if shadow is None else shadow.table
-    if mode == "upsert":
-        cur.execute(f"CREATE TEMP TABLE _gis_ioc_load (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
-        target = "_gis_ioc_load"
+    if staged:
+        replace.stage(cur, layer, columns)
+        target = replace.STAGE
     try:
         cur.copy_expert(f"COPY {target} ({cols}) FROM STDIN WITH (FORMAT csv)", reader, size=1 << 20)
     except psycopg2.Error:
@@ -218,14 +251,23 @@ def write_rows(
         raise
     finally:
         reader.close()
+    written.rows = reader.rows
     if reader.rows == 0:
         raise IngestError("no feature has a usable geometry: nothing to load", param="geometry")
-    if mode == "upsert":
+    if staged and by_id:
         updates = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in columns if c != layer.id_column)
         cur.execute(
-            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _gis_ioc_load "
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {replace.STAGE} "
             f"ON CONFLICT ({quote_ident(layer.id_column)}) DO UPDATE SET {updates}"
         )
+    elif staged:
+        replace.check_unique(cur, key)
+        if mode == "replace":
+            replace.replace_keyed(cur, layer, list(columns), key, cascade=cascade, written=written)
+        else:
+            replace.merge(cur, layer, list(columns), key, written)
+    else:
+        written.inserted = reader.rows
     if shadow is not None:
         shadow.finish()
         # the layer's own statement triggers, under its own name: version bumped, one reload event, cells
@@ -234,7 +276,7 @@ def write_rows(
     # tiles never see new rows with old cells, and no reader is left to rebuild them after the load
     cur.execute("SELECT gis_ioc_rebuild_cells(layer_table) FROM tile_cell_config WHERE layer_table = %s",
                 (layer.table,))
-    if layer.id_column in columns:
+    if by_id:
         cur.execute(
             "SELECT pg_get_serial_sequence(%s, %s)", (f"{layer.schema_name}.{layer.table_name}", layer.id_column)
         )
@@ -246,7 +288,7 @@ def write_rows(
             )
     if reader.rows >= BULK_ROWS and shadow is None:  # a shadow table was analysed before it took the place
         cur.execute(f"ANALYZE {table}")
-    return reader.rows
+    return written
 
 
 def _is_bulk(cur: Any, layer: Layer, mode: Mode, total: int) -> bool:
@@ -287,6 +329,8 @@ def load_frame(
     prepared: Prepared,
     mode: Mode = "append",
     progress: Progress | None = None,
+    *,
+    cascade: bool = False,
 ) -> int:
     """Write prepared rows in one transaction; on any error the layer is left as it was.
 
@@ -305,7 +349,7 @@ def load_frame(
                 if derive.COLUMN not in columns:
                     columns.insert(columns.index("geom"), derive.COLUMN)
             cur.execute("SET LOCAL gis_ioc.derived = 'on'")
-        return write_rows(cur, layer, columns, _chunks_of(frame), len(frame), mode, progress)
+        return write_rows(cur, layer, columns, _chunks_of(frame), len(frame), mode, progress, cascade=cascade).rows
 
 
 def load(
@@ -317,8 +361,10 @@ def load(
     crs: str | None = None,
     mode: Mode = "append",
     mapping: dict[str, str] | None = None,
+    constants: dict[str, str] | None = None,
     strict: bool = False,
     ignore_unknown: bool = False,
+    cascade: bool = False,
     source_layer: str | None = None,
     region: tuple[float, float, float, float] | None = None,
     progress: Progress | None = None,
@@ -332,13 +378,14 @@ def load(
     if mode not in MODES:
         raise IngestError(f"--mode: {mode!r} is not one of {', '.join(MODES)}", param="mode")
     layer = catalog.get(layer_id)
+    constants = check_constants(constants, layer)
     source_crs = parse_crs(crs)
     source = open_source(path, source_layer)
     batches = read_batches(source, CHUNK_ROWS)
     first = next(batches, None)
     if first is None or len(first) == 0:
         raise IngestError(f"{source.path}: the file has no features", param="file")
-    first, plan = plan_load(first, layer, crs=source_crs, mapping=mapping, strict=strict,
+    first, plan = plan_load(first, layer, crs=source_crs, mapping=mapping, constants=constants, strict=strict,
                             ignore_unknown=ignore_unknown, region=region, source=str(path))
     try:
         total = int(pyogrio.read_info(source.target, layer=source_layer, **source.options)["features"])
@@ -350,7 +397,7 @@ def load(
         offset = 0
         for number, batch in enumerate(itertools.chain([first], batches)):
             if number:
-                batch = _apply_mapping(_normalize_columns(batch), mapping or {}, layer)
+                batch = _apply_constants(_apply_mapping(_normalize_columns(batch), mapping or {}, layer), constants)
             rows = check_rows(batch, plan, offset=offset)
             offset += len(batch)
             report.rows_read = offset
@@ -362,7 +409,10 @@ def load(
         plan.communes = CommuneLookup.for_layer(cur, layer)
         if plan.communes is not None:
             cur.execute("SET LOCAL gis_ioc.derived = 'on'")  # the row trigger need not look them up again
-        report.rows_loaded = write_rows(cur, layer, plan.copy_columns, checked(), max(total, len(first)), mode,
-                                        progress)
+        written = write_rows(cur, layer, plan.copy_columns, checked(), max(total, len(first)), mode, progress,
+                             cascade=cascade)
+    report.rows_loaded = written.rows
+    report.inserted, report.updated, report.deleted = written.inserted, written.updated, written.deleted
+    report.cascaded, report.period = written.cascaded, written.period
     report.seconds = time.perf_counter() - started
     return report
