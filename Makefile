@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian/Ubuntu packages the project needs; installed with apt when missing (as root).
-SYSTEM_PACKAGES := postgresql postgresql-postgis gdal-bin chromium
+SYSTEM_PACKAGES := postgresql postgresql-postgis gdal-bin chromium python3-qgis qgis-providers
 # Browser libraries kept in gis_ioc/static/vendor (the views make no request outside the server).
 LEAFLET := leaflet@1.9.4
 VECTORGRID := leaflet.vectorgrid@1.3.0
@@ -23,6 +23,8 @@ sysdeps:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$$need postgresql"; \
 	ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || need="$$need postgresql-postgis"; \
 	test -x /usr/bin/chromium || need="$$need chromium"; \
+	test -d /usr/lib/python3/dist-packages/qgis/core || need="$$need python3-qgis"; \
+	ls /usr/lib/qgis/plugins/libprovider_wfs.so >/dev/null 2>&1 || need="$$need qgis-providers"; \
 	if [ -n "$$need" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages:$$need"; \

@@ -46,6 +46,24 @@ class GeometryType(StrEnum):
     MultiPolygon = "MultiPolygon"
 
 
+JSON_SCHEMA_TYPES: dict[PropertyType, dict[str, str]] = {
+    PropertyType.string: {"type": "string"},
+    PropertyType.integer: {"type": "integer"},
+    PropertyType.number: {"type": "number"},
+    PropertyType.boolean: {"type": "boolean"},
+    PropertyType.date: {"type": "string", "format": "date"},
+    PropertyType.datetime: {"type": "string", "format": "date-time"},
+}
+
+# A mixed-geometry layer is also published as one collection per kind of geometry (``incidents.polygons``):
+# GDAL and QGIS give a collection one geometry type, taken from its first page.
+PARTS: dict[str, tuple[int, tuple[GeometryType, ...]]] = {
+    "points": (0, (GeometryType.Point, GeometryType.MultiPoint)),
+    "lines": (1, (GeometryType.LineString, GeometryType.MultiLineString)),
+    "polygons": (2, (GeometryType.Polygon, GeometryType.MultiPolygon)),
+}
+
+
 class Property(BaseModel):
     """One exposed column of a layer."""
 
@@ -128,6 +146,8 @@ class Layer(BaseModel):
     source: Literal["builtin", "imported"] = "builtin"
     attribution: str | None = None
     keywords: list[str] = Field(default_factory=list)
+    part: Literal["points", "lines", "polygons"] | None = Field(
+        default=None, description="Set by the service on the per-geometry views of a mixed layer, never in a file")
 
     @model_validator(mode="after")
     def _names_known(self) -> Layer:
@@ -167,6 +187,44 @@ class Layer(BaseModel):
     def table_name(self) -> str:
         """Table name without schema."""
         return self.table.split(".")[1]
+
+    @property
+    def base_id(self) -> str:
+        """The layer a per-geometry view belongs to (its own id otherwise)."""
+        return self.id.rsplit(".", 1)[0] if self.part else self.id
+
+    @property
+    def dimension(self) -> int | None:
+        """0, 1 or 2 for a per-geometry view (the features it keeps), None for a whole layer."""
+        return PARTS[self.part][0] if self.part else None
+
+    @property
+    def as_multi(self) -> bool:
+        """Whether a per-geometry view serves its geometries as Multi* (the layer holds both forms)."""
+        return self.part is not None and any(t.value.startswith("Multi") for t in self.geometry.types)
+
+    @property
+    def served_types(self) -> list[str]:
+        """The geometry types a client gets (a view holding both forms serves the Multi* one)."""
+        if self.as_multi:
+            return [f"Multi{self.geometry.types[-1].value.removeprefix('Multi')}"]
+        return [t.value for t in self.geometry.types]
+
+    def parts(self) -> list[Layer]:
+        """The per-geometry views of a layer that holds more than one kind of geometry (else none)."""
+        if self.part:
+            return []
+        kinds = [(part, [t for t in types if t in self.geometry.types]) for part, (_dim, types) in PARTS.items()]
+        kinds = [(part, types) for part, types in kinds if types]
+        if len(kinds) < 2:
+            return []
+        return [self.model_copy(update={
+            "id": f"{self.id}.{part}", "title": f"{self.title} — {part}", "part": part,
+            "description": f"The {part} of {self.id!r}, each as {'Multi' if len(types) > 1 else ''}"
+                           f"{types[-1].value.removeprefix('Multi')} (for clients that give a layer one "
+                           f"geometry type). Read-only: write to {self.id!r}.",
+            "geometry": Geometry(column=self.geometry.column, types=types),
+        }) for part, types in kinds]
 
     @property
     def points_only(self) -> bool:
@@ -299,6 +357,19 @@ class Catalog:
                 return found[0]
         known = ", ".join(layer.id for layer in self.layers(conn))
         raise LayerNotFound(f"no layer {layer_id!r} (layers: {known})", param="layer")
+
+    def collection(self, collection_id: str, conn: Connection | None = None) -> Layer:
+        """A layer, or one of its per-geometry views (``incidents.polygons``); unknown ones raise ``LayerNotFound``."""
+        base, dot, part = collection_id.rpartition(".")
+        if not dot:
+            return self.get(collection_id, conn)
+        layer = self.get(base, conn)
+        for view in layer.parts():
+            if view.part == part:
+                return view
+        kinds = ", ".join(v.id for v in layer.parts()) or "none: its features have one kind of geometry"
+        raise LayerNotFound(f"collection {collection_id!r} does not exist (views of {base!r}: {kinds})",
+                            param="layer")
 
     def counts(self, conn: Connection) -> list[tuple[Layer, FeatureCount]]:
         """Every layer with its feature count and the note on where its data came from.

@@ -21,30 +21,41 @@ class Page:
 
     features: str
     returned: int
-    matched: int | None
-    matched_is_estimate: bool
+    matched: int | None  # exact, or None when counting would cost more than COUNT_BUDGET_MS (or on later pages)
     next_cursor: str | None = None
 
 
 def items_page(conn: Connection, layer: Layer, req: ItemsRequest) -> Page:
     """The features of one page, as JSON built by PostgreSQL, and how many match in all.
 
-    The count is exact up to ``queries.COUNT_BOUND``; above it the planner's estimate is
-    returned and marked as such (an exact count costs more than the page itself). The next page
-    is addressed by a cursor (the last row's sort values), so any page costs what the first does.
+    The count is exact or absent, never an estimate (GDAL and QGIS show it as exact): the first page
+    counts within ``queries.COUNT_BUDGET_MS``; pages reached by a cursor do not count again. The next
+    page is addressed by a cursor (the last row's sort values), so any page costs what the first does.
     """
     features, returned, more, last = conn.execute(queries.items_statement(layer, req)).one()
     following = queries.encode_cursor(queries.sort_keys(layer, req), json.loads(last)) if more and last else None
     if req.offset == 0 and req.after is None and not more:
-        return Page(features, returned, returned, False)
-    counted = conn.execute(queries.count_statement(layer, req)).scalar_one()
-    if counted <= queries.COUNT_BOUND:
-        return Page(features, returned, counted, False, following)
-    compiled = queries.match_statement(layer, req).compile(conn, compile_kwargs={"render_postcompile": True})
-    plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar_one()
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    estimate = int(plan[0]["Plan"]["Plan Rows"])
-    return Page(features, returned, max(estimate, counted), True, following)
+        return Page(features, returned, returned)
+    if req.after is not None:
+        return Page(features, returned, None, following)
+    return Page(features, returned, count_within(conn, queries.count_statement(layer, req)), following)
+
+
+def count_within(conn: Connection, statement: sa.Select[Any], budget_ms: int = queries.COUNT_BUDGET_MS) -> int | None:
+    """Run a count under a statement timeout of its own; None when it would take longer."""
+    previous = conn.execute(sa.text("SELECT current_setting('statement_timeout')")).scalar_one()
+    savepoint = conn.begin_nested()
+    try:
+        conn.execute(sa.text("SELECT set_config('statement_timeout', :t, true)"), {"t": str(budget_ms)})
+        counted = int(conn.execute(statement).scalar_one())
+    except sa.exc.OperationalError as err:
+        if getattr(err.orig, "pgcode", None) != "57014":  # query_canceled: the count ran out of time
+            raise
+        savepoint.rollback()
+        return None
+    conn.execute(sa.text("SELECT set_config('statement_timeout', :t, true)"), {"t": previous})
+    savepoint.commit()
+    return counted
 
 
 def item(conn: Connection, layer: Layer, feature_id: Any, crs: Crs = queries.CRS84) -> str | None:

@@ -32,7 +32,7 @@ from gis_ioc.errors import InvalidInput
 
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 100
-COUNT_BOUND = 10_000  # count exactly up to here, above it the planner's estimate (said so)
+COUNT_BUDGET_MS = 300  # numberMatched: counted exactly within this time, else left out (never estimated)
 
 
 # -- coordinate reference systems -----------------------------------------------------------------
@@ -561,7 +561,7 @@ def _coordinates(geometry: dict[str, Any]) -> list[float]:
 
 def conditions(layer: Layer, req: ItemsRequest, table: sa.TableClause) -> list[ColumnElement[bool]]:
     """The WHERE conditions of an items request."""
-    where: list[ColumnElement[bool]] = []
+    where: list[ColumnElement[bool]] = view_condition(layer, table)
     geom = table.c[layer.geometry.column]
     if req.bbox is not None:
         where.append(sa.func.ST_Intersects(geom, bbox_envelope(req.bbox, req.bbox_crs)))
@@ -582,9 +582,18 @@ def conditions(layer: Layer, req: ItemsRequest, table: sa.TableClause) -> list[C
     return where
 
 
+def view_condition(layer: Layer, table: sa.TableClause) -> list[ColumnElement[bool]]:
+    """A per-geometry view keeps the features of its dimension (``incidents.polygons``: 2)."""
+    if layer.dimension is None:
+        return []
+    return [sa.func.ST_Dimension(table.c[layer.geometry.column]) == layer.dimension]
+
+
 def output_geometry(layer: Layer, table: sa.TableClause, crs: Crs) -> ColumnElement[Any]:
-    """The geometry in the requested CRS and axis order."""
+    """The geometry in the requested CRS and axis order (Multi* throughout in a view that holds both forms)."""
     geom: ColumnElement[Any] = table.c[layer.geometry.column]
+    if layer.as_multi:
+        geom = sa.func.ST_Multi(geom)
     if crs.srid != 4326:
         geom = sa.func.ST_Transform(geom, crs.srid)
     if crs.lat_lon:
@@ -719,17 +728,10 @@ def items_statement(layer: Layer, req: ItemsRequest) -> sa.Select[str, int, Any,
     )
 
 
-def count_statement(layer: Layer, req: ItemsRequest, bound: int = COUNT_BOUND) -> sa.Select[Any]:
-    """Count the matches, stopping at ``bound`` + 1 (a larger count is then estimated)."""
+def count_statement(layer: Layer, req: ItemsRequest) -> sa.Select[Any]:
+    """Count the matches."""
     table = table_of(layer)
-    inner = sa.select(sa.literal(1)).select_from(table).where(*conditions(layer, req, table)).limit(bound + 1)
-    return sa.select(sa.func.count()).select_from(inner.subquery("matches"))
-
-
-def match_statement(layer: Layer, req: ItemsRequest) -> sa.Select[Any]:
-    """All matching rows (for the planner's row estimate)."""
-    table = table_of(layer)
-    return sa.select(sa.literal(1)).select_from(table).where(*conditions(layer, req, table))
+    return sa.select(sa.func.count()).select_from(table).where(*conditions(layer, req, table))
 
 
 def item_statement(layer: Layer, feature_id: Any, crs: Crs) -> sa.Select[Any]:
@@ -737,5 +739,5 @@ def item_statement(layer: Layer, feature_id: Any, crs: Crs) -> sa.Select[Any]:
     table = table_of(layer)
     req = ItemsRequest(crs=crs)
     return sa.select(sa.cast(feature_json(layer, table, req, decimals_for(crs)), sa.Text)).where(
-        table.c[layer.id_column] == feature_id
+        table.c[layer.id_column] == feature_id, *view_condition(layer, table)
     )

@@ -67,7 +67,9 @@ def test_landing_and_conformance(client):
 def test_collections_describe_every_layer(client, demo_engine):
     body = client.get("/collections").json()
     layers = {c["id"]: c for c in body["collections"]}
-    assert set(layers) == {"admin_units", "cameras", "incidents", "infrastructure"}
+    assert {k for k in layers if "." not in k} == {"admin_units", "cameras", "incidents", "infrastructure"}
+    assert {k for k in layers if "." in k} == {"incidents.points", "incidents.polygons", "infrastructure.points",
+                                               "infrastructure.lines", "infrastructure.polygons"}
     incidents = client.get("/collections/incidents").json()
     xmin, ymin, xmax, ymax = incidents["extent"]["spatial"]["bbox"][0]
     assert 107.3 <= xmin < xmax <= 108.6 and 13.9 <= ymin < ymax <= 15.45

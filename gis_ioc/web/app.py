@@ -85,7 +85,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
         docs_url=None,  # served below from this server's own files: no CDN (a control room may be offline)
         redoc_url=None,
+        openapi_url=None,  # served below: the document with one items path per collection
     )
+
+    collection_paths: dict[str, Any] = {"key": None, "document": None}
+
+    @app.get("/openapi.json", include_in_schema=False, name="openapi")
+    def openapi_json() -> JSONResponse:
+        """The OpenAPI document, with an items path per collection naming its property filters (GDAL, QGIS)."""
+        catalog: Catalog = app.state.catalog
+        try:
+            layers = catalog.layers()
+        except (GisIocError, sa.exc.SQLAlchemyError, psycopg2.Error):  # the database is away: built-in layers only
+            layers = list(catalog.builtin.values())
+        layers += [view for layer in layers for view in layer.parts()]
+        key = tuple(layer.model_dump_json() for layer in layers)
+        if collection_paths["key"] != key:
+            collection_paths["document"] = contract.with_collections(app.openapi(), layers)
+            collection_paths["key"] = key
+        return JSONResponse(collection_paths["document"])
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:

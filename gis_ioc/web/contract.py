@@ -121,3 +121,32 @@ def exact(document: dict[str, Any]) -> dict[str, Any]:
                                     "content": {"text/html": {"schema": {"type": "string"}}}}
             operation["responses"] = dict(sorted(responses.items()))
     return document
+
+
+def with_collections(document: dict[str, Any], layers: list[Any]) -> dict[str, Any]:
+    """The document with one items path per collection, listing its properties as query parameters.
+
+    GDAL and QGIS read the parameters of ``/collections/{id}/items`` to learn which attribute
+    filters the server evaluates (``ogr2ogr -where "severity='extreme'"`` becomes ``?severity=extreme``).
+    """
+    from gis_ioc.catalog import JSON_SCHEMA_TYPES  # the types queryables and schemas use
+
+    template = document["paths"]["/collections/{collection_id}/items"]["get"]
+    standard = [p for p in template.get("parameters", []) if p.get("in") != "path"]
+    taken = {p["name"] for p in standard}
+    paths = dict(document["paths"])
+    for layer in layers:
+        own = []
+        for name, prop in layer.properties.items():
+            if name in taken:
+                continue
+            schema = dict(JSON_SCHEMA_TYPES[prop.type])
+            if prop.enum:
+                schema["enum"] = prop.enum
+            own.append({"name": name, "in": "query", "required": False, "schema": schema,
+                        "description": f"Only features whose {name} equals this value"})
+        operation = {**template, "operationId": f"getFeatures.{layer.id}", "parameters": [*standard, *own],
+                     "summary": f"Features of {layer.id}", "description": layer.title}
+        operation["responses"] = {k: v for k, v in template["responses"].items() if k != "404"}
+        paths[f"/collections/{layer.id}/items"] = {"get": operation}
+    return {**document, "paths": paths}

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from gis_ioc import auth, db
 from gis_ioc.auth import Principal
 from gis_ioc.catalog import Catalog, Layer
-from gis_ioc.errors import Busy, Unauthorized
+from gis_ioc.errors import Busy, Forbidden, Unauthorized
 from gis_ioc.settings import Settings
 from gis_ioc.web.formats import negotiate
 
@@ -47,11 +47,20 @@ CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 def get_layer(
     catalog: CatalogDep, collection_id: Annotated[str, Path(description="Layer id, e.g. `incidents`.")]
 ) -> Layer:
-    """The layer named in the path; an unknown one is a 404."""
-    return catalog.get(collection_id)
+    """The layer (or per-geometry view, ``incidents.polygons``) named in the path; an unknown one is a 404."""
+    return catalog.collection(collection_id)
+
+
+def get_writable_layer(layer: Annotated[Layer, Depends(get_layer)]) -> Layer:
+    """A layer that takes writes: a per-geometry view is read-only (403 naming the layer to write to)."""
+    if layer.part:
+        raise Forbidden(f"{layer.id!r} is a read-only view; write to /collections/{layer.base_id}/items",
+                        param="collectionId")
+    return layer
 
 
 LayerDep = Annotated[Layer, Depends(get_layer)]
+WritableLayerDep = Annotated[Layer, Depends(get_writable_layer)]
 
 
 KEY_COOKIE = "gis_ioc_key"  # set by /views/session for the wall in private-read mode; HttpOnly, SameSite=Strict

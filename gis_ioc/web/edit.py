@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from gis_ioc import auth, db, edits, features, ingest, limits
 from gis_ioc.catalog import LAYER_ID, Layer
 from gis_ioc.errors import GisIocError, InvalidInput, PayloadTooLarge
-from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, LayerDep, PrincipalDep, SettingsDep
+from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, PrincipalDep, SettingsDep, WritableLayerDep
 
 router = APIRouter(tags=["Edit"])
 FeatureId = Annotated[str, FastPath(max_length=100, description="The feature's id")]
@@ -63,7 +63,7 @@ def _feature_response(request: Request, engine: Any, layer: Layer, feature_id: A
 @router.post("/collections/{collection_id}/items", summary="Add a feature", operation_id="createFeature",
              status_code=201, openapi_extra={"requestBody": FEATURE_BODY}, response_class=Response,
              responses={201: {"content": {GEOJSON: {}}, "description": "The feature as stored (Location, ETag)"}})
-async def create_feature(request: Request, layer: LayerDep, engine: EngineDep, settings: SettingsDep,
+async def create_feature(request: Request, layer: WritableLayerDep, engine: EngineDep, settings: SettingsDep,
                          principal: PrincipalDep) -> Response:
     """Add a feature (GeoJSON Feature in CRS84); 201 with its Location and ETag."""
     who = auth.require(principal, edits.writer_role(layer), f"writing to {layer.id}")
@@ -86,7 +86,7 @@ async def _change(request: Request, layer: Layer, engine: Any, settings: Any, pr
 @router.put("/collections/{collection_id}/items/{feature_id}", summary="Replace a feature",
             operation_id="replaceFeature", openapi_extra={"requestBody": FEATURE_BODY}, response_class=Response,
             responses={200: {"content": {GEOJSON: {}}, "description": "The feature as stored (ETag)"}})
-async def replace_feature(request: Request, layer: LayerDep, engine: EngineDep, settings: SettingsDep,
+async def replace_feature(request: Request, layer: WritableLayerDep, engine: EngineDep, settings: SettingsDep,
                           principal: PrincipalDep, feature_id: FeatureId,
                           if_match: IfMatch = None) -> Response:
     """Replace a feature; with ``If-Match`` only if it has not changed since (else 412)."""
@@ -96,7 +96,7 @@ async def replace_feature(request: Request, layer: LayerDep, engine: EngineDep, 
 @router.patch("/collections/{collection_id}/items/{feature_id}", summary="Update a feature",
               operation_id="updateFeature", openapi_extra={"requestBody": CHANGE_BODY}, response_class=Response,
               responses={200: {"content": {GEOJSON: {}}, "description": "The feature as stored (ETag)"}})
-async def update_feature(request: Request, layer: LayerDep, engine: EngineDep, settings: SettingsDep,
+async def update_feature(request: Request, layer: WritableLayerDep, engine: EngineDep, settings: SettingsDep,
                          principal: PrincipalDep, feature_id: FeatureId,
                          if_match: IfMatch = None) -> Response:
     """Change some properties (and/or the geometry) of a feature; incident status follows the lifecycle."""
@@ -106,7 +106,7 @@ async def update_feature(request: Request, layer: LayerDep, engine: EngineDep, s
 @router.delete("/collections/{collection_id}/items/{feature_id}", summary="Delete a feature",
                operation_id="deleteFeature", status_code=204, response_class=Response,
                responses={204: {"description": "Deleted"}})
-def delete_feature(layer: LayerDep, engine: EngineDep, principal: PrincipalDep, feature_id: FeatureId,
+def delete_feature(layer: WritableLayerDep, engine: EngineDep, principal: PrincipalDep, feature_id: FeatureId,
                    if_match: IfMatch = None) -> Response:
     """Delete a feature; with ``If-Match`` only if it has not changed since (else 412)."""
     who = auth.require(principal, edits.writer_role(layer), f"writing to {layer.id}")
@@ -205,7 +205,7 @@ def _flag(value: str | None, param: str) -> bool:
 
 @router.post("/collections/{collection_id}/import", summary="Load a file into a layer", operation_id="importFile",
              openapi_extra={"requestBody": IMPORT_FORM}, dependencies=[Heavy])
-async def import_file(request: Request, layer: LayerDep, engine: EngineDep, catalog: CatalogDep,
+async def import_file(request: Request, layer: WritableLayerDep, engine: EngineDep, catalog: CatalogDep,
                       settings: SettingsDep, principal: PrincipalDep) -> JSONResponse:
     """Load an uploaded file into the layer in one transaction (the same checks as ``gis-ioc load``).
 

@@ -149,7 +149,7 @@ def items(layer: Layer, features: list[dict[str, Any]], page: Any, links: list[d
     )
     nav = " ".join(f"<a href='{escape(link['href'])}'>{escape(link['rel'])}</a>" for link in links
                    if link["rel"] in ("next", "prev"))
-    matched = f" of {'~' if page.matched_is_estimate else ''}{page.matched}" if page.matched is not None else ""
+    matched = f" of {page.matched}" if page.matched is not None else ""
     return _page(f"{layer.title}: features", f"<p>{page.returned}{matched} features {nav}</p>"
                  f"{_svg(features, layer)}<table>{head}{rows}</table>")
 

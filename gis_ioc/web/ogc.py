@@ -14,7 +14,7 @@ from fastapi import Path as FastPath
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from gis_ioc import edits, features, limits, queries
-from gis_ioc.catalog import Layer, PropertyType
+from gis_ioc.catalog import JSON_SCHEMA_TYPES, Layer
 from gis_ioc.errors import NotFound
 from gis_ioc.web import html
 from gis_ioc.web.deps import ITEM_FORMATS, CatalogDep, EngineDep, Export, LayerDep
@@ -49,14 +49,6 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/oas30",
 ]
 GEOJSON = "application/geo+json"
-JSON_SCHEMA_TYPES = {
-    PropertyType.string: {"type": "string"},
-    PropertyType.integer: {"type": "integer"},
-    PropertyType.number: {"type": "number"},
-    PropertyType.boolean: {"type": "boolean"},
-    PropertyType.date: {"type": "string", "format": "date"},
-    PropertyType.datetime: {"type": "string", "format": "date-time"},
-}
 
 Text = Annotated[str | None, Query()]
 Fmt = Annotated[Literal["json", "html"] | None, Query(description="json or html (or ask with Accept)")]
@@ -115,6 +107,7 @@ def conformance(request: Request, f: Fmt = None) -> Response:
 
 def _collection(request: Request, layer: Layer, extent: dict[str, Any] | None, count: Any = None) -> dict[str, Any]:
     items = str(request.url_for("items", collection_id=layer.id))
+    schema = str(request.url_for("schema", collection_id=layer.id))
     body: dict[str, Any] = {
         "id": layer.id,
         "title": layer.title,
@@ -131,12 +124,23 @@ def _collection(request: Request, layer: Layer, extent: dict[str, Any] | None, c
             _link(items + "?f=gpkg", "items", MEDIA["gpkg"], "the features as GeoPackage"),
             _link(str(request.url_for("queryables", collection_id=layer.id)), "http://www.opengis.net/def/rel/ogc/1.0/"
                   "queryables", "application/schema+json", "the queryable properties"),
-            _link(str(request.url_for("collection_tilesets", collection_id=layer.id)),
-                  "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector", "application/json", "vector tiles"),
+            # the schema of a feature, where GDAL (rel describedBy up to 3.8) and QGIS read a layer's fields
+            _link(schema, "describedby", "application/schema+json", "the schema of a feature"),
+            _link(schema, "describedBy", "application/schema+json", "the schema of a feature"),
         ],
-        "geometryTypes": [t.value for t in layer.geometry.types],
+        "geometryTypes": layer.served_types,
         "source": layer.source,
     }
+    if layer.part:
+        body["links"].append(_link(str(request.url_for("collection", collection_id=layer.base_id)), "collection",
+                                   "application/json", "the whole layer"))
+    else:
+        body["links"].append(_link(str(request.url_for("collection_tilesets", collection_id=layer.id)),
+                                   "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector", "application/json",
+                                   "vector tiles"))
+        for view in layer.parts():
+            body["links"].append(_link(str(request.url_for("collection", collection_id=view.id)), "related",
+                                       "application/json", f"only the {view.part}, one geometry type"))
     if extent:
         body["extent"] = extent
     if count is not None:
@@ -153,8 +157,11 @@ def collections(request: Request, engine: EngineDep, catalog: CatalogDep, f: Fmt
     """Every layer (built-in and imported), with its feature count and extent."""
     fmt = negotiate(request, ("json", "html"))
     with engine.connect() as conn:
-        entries = [_collection(request, layer, features.extent(conn, layer), count)
-                   for layer, count in catalog.counts(conn)]
+        entries = []
+        for layer, count in catalog.counts(conn):
+            extent = features.extent(conn, layer)
+            entries.append(_collection(request, layer, extent, count))
+            entries += [_collection(request, view, extent) for view in layer.parts()]
     body = {
         "collections": entries,
         "links": _alternates(str(request.url_for("collections")), ("json", "html"), fmt),
@@ -191,7 +198,7 @@ def queryables(request: Request, layer: LayerDep) -> Response:
         if prop.read_only or prop.server_owned:
             entry["readOnly"] = True  # kept by the service: a write that sets it is refused
         props[name] = entry
-    kinds = [t.value for t in layer.geometry.types]
+    kinds = layer.served_types
     props[layer.geometry.column] = {"title": "geometry", "x-ogc-role": "primary-geometry",
                                     "format": f"geometry-{kinds[0].lower()}" if len(kinds) == 1 else "geometry-any"}
     body = {
@@ -201,6 +208,45 @@ def queryables(request: Request, layer: LayerDep) -> Response:
         "title": layer.title,
         "properties": props,
         "additionalProperties": False,
+    }
+    return JSONResponse(body, media_type="application/schema+json")
+
+
+@router.get("/collections/{collection_id}/schema", summary="The schema of a feature", tags=["Data"],
+            response_class=Response,
+            responses={200: {"content": {"application/schema+json": {}}, "description": "JSON Schema"}},
+            operation_id="getSchema")
+def schema(request: Request, layer: LayerDep) -> Response:
+    """A feature of the layer as JSON Schema: a GeoJSON Feature with its typed properties and geometry types.
+
+    The collection links it as ``describedby``; GDAL and QGIS type the layer's fields from it.
+    """
+    props: dict[str, Any] = {}
+    for name, prop in layer.properties.items():
+        if name == layer.id_column:
+            continue
+        entry: dict[str, Any] = {"title": prop.title or name, "description": prop.description,
+                                 **JSON_SCHEMA_TYPES[prop.type]}
+        if prop.enum:
+            entry["enum"] = prop.enum
+        if prop.read_only or prop.server_owned:
+            entry["readOnly"] = True
+        props[name] = entry
+    kinds = layer.served_types
+    body = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": str(request.url_for("schema", collection_id=layer.id)),
+        "title": layer.title,
+        "type": "object",
+        "required": ["type", "geometry", "properties"],
+        "properties": {
+            "type": {"type": "string", "enum": ["Feature"]},
+            "id": JSON_SCHEMA_TYPES[layer.properties[layer.id_column].type],
+            "geometry": {"title": "geometry", "x-ogc-role": "primary-geometry",
+                         "format": f"geometry-{kinds[0].lower()}" if len(kinds) == 1 else "geometry-any",
+                         "oneOf": [{"$ref": f"https://geojson.org/schema/{kind}.json"} for kind in kinds]},
+            "properties": {"type": "object", "properties": props},
+        },
     }
     return JSONResponse(body, media_type="application/schema+json")
 
@@ -265,7 +311,6 @@ def items(
         "type": "FeatureCollection",
         "numberReturned": page.returned,
         **({"numberMatched": page.matched} if page.matched is not None else {}),
-        **({"numberMatchedIsEstimate": True} if page.matched_is_estimate else {}),
         "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "links": links,
     }
