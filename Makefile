@@ -5,15 +5,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian/Ubuntu packages the project needs; installed with apt when missing (as root).
-SYSTEM_PACKAGES := postgresql postgresql-postgis gdal-bin chromium python3-qgis qgis-providers
+SYSTEM_PACKAGES := postgresql postgresql-postgis gdal-bin chromium python3-qgis qgis-providers npm fonts-dejavu-core
 # Browser libraries kept in gis_ioc/static/vendor (the views make no request outside the server).
 LEAFLET := leaflet@1.9.4
 VECTORGRID := leaflet.vectorgrid@1.3.0
 SWAGGER_UI := swagger-ui-dist@5.35.0
+# MapLibre GL JS, for the tests that draw our styles in Chromium as a web developer's page would (not shipped).
+MAPLIBRE := maplibre-gl@6.17.0
+NPM_STAMP := build/npm/.installed-$(MAPLIBRE)
 
 .PHONY: setup sysdeps run test lint typecheck pytest bench-ingest bench-tiles db-stop clean vendor
 
-setup: sysdeps $(STAMP)
+setup: sysdeps $(STAMP) $(NPM_STAMP)
 
 sysdeps:
 	@need=""; \
@@ -23,6 +26,8 @@ sysdeps:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$$need postgresql"; \
 	ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || need="$$need postgresql-postgis"; \
 	test -x /usr/bin/chromium || need="$$need chromium"; \
+	command -v npm >/dev/null || need="$$need npm"; \
+	test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || need="$$need fonts-dejavu-core"; \
 	test -d /usr/lib/python3/dist-packages/qgis/core || need="$$need python3-qgis"; \
 	ls /usr/lib/qgis/plugins/libprovider_wfs.so >/dev/null 2>&1 || need="$$need qgis-providers"; \
 	if [ -n "$$need" ]; then \
@@ -40,6 +45,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+$(NPM_STAMP):
+	mkdir -p build/npm
+	npm install --silent --no-audit --no-fund --prefix build/npm $(MAPLIBRE)
+	touch $@
 
 run: setup
 	@echo "gis-ioc: the wall will be at http://$${GIS_IOC_HOST:-127.0.0.1}:$${GIS_IOC_PORT:-8000}/views/wall"

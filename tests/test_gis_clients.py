@@ -145,3 +145,41 @@ def test_qgis_opens_each_layer_with_every_feature(server, demo_engine, tmp_path)
         assert sum(opened[name]["kinds"].values()) == _sql(demo_engine, query), name
         assert set(opened[name]["kinds"]) == {kind}, (name, opened[name])
 
+
+
+QGIS_TILES = r"""
+import json, sys
+from qgis.core import QgsApplication, QgsVectorTileLayer
+app = QgsApplication([], False)
+app.initQgis()
+server = sys.argv[1]
+tiles = f"{server}/tiles/admin_units,infrastructure,cameras,incidents/{{z}}/{{x}}/{{y}}.mvt"
+layer = QgsVectorTileLayer(f"type=xyz&url={tiles}&zmin=0&zmax=22&styleUrl={server}/styles/wall.json", "ioc")
+message, loaded = layer.loadDefaultStyle()
+styles = [{"name": s.styleName(), "layer": s.layerName(), "filter": s.filterExpression(),
+           "colour": s.symbol().color().name() if s.symbol() else None} for s in layer.renderer().styles()]
+print(json.dumps({"valid": layer.isValid(), "loaded": loaded, "styles": styles}), flush=True)
+import os
+os._exit(0)
+"""
+
+
+def test_qgis_loads_the_vector_tiles_with_our_style_and_colours_incidents_by_severity(server, tmp_path):
+    python = _qgis_python()
+    assert python, "QGIS's Python bindings are missing: `make setup` installs python3-qgis"
+    script = tmp_path / "tiles.py"
+    script.write_text(QGIS_TILES)
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(tmp_path), "HOME": str(tmp_path),
+           "PYTHONPATH": ""}
+    done = subprocess.run([python, str(script), server], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["valid"] and result["loaded"]
+    styles = {s["name"]: s for s in result["styles"]}
+    colours = {"extreme": "#d7191c", "severe": "#fd8d3c", "moderate": "#fecc5c", "minor": "#74add1"}
+    for severity, colour in colours.items():
+        style = styles[f"incidents-{severity}"]
+        assert style["layer"] == "incidents" and style["colour"] == colour
+        assert f"\"severity\" IS '{severity}'" in style["filter"] and "Point" in style["filter"]
+    assert "Polygon" in styles["incident-areas"]["filter"]

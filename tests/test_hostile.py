@@ -536,3 +536,16 @@ def test_many_walls_asking_after_a_change_cost_one_making():
     assert memo.get(("v", 3), away) == (2, False)  # the database away: the last figures, said to be old
     with pytest.raises(ZeroDivisionError):  # a bug is not hidden behind old figures
         memo.get(("v", 4), lambda: 1 // 0)
+
+
+def test_a_url_of_the_longest_allowed_non_ascii_parameter_gets_its_400(hostile, unchanged):
+    """16,384 three-byte characters are ~147 KB of URL: answered (400 naming the parameter), not reset."""
+    import http.client
+    from urllib.parse import quote, urlsplit
+
+    where = urlsplit(hostile.url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)  # httpx stops at 64 KiB of URL
+    conn.request("GET", "/analysis/impact?polygon=" + quote("\u0800" * 16_384))
+    response = conn.getresponse()
+    assert response.status == 400 and json.loads(response.read())["parameter"] == "polygon"
+    conn.close()

@@ -21,6 +21,11 @@ from gis_ioc.settings import Settings
 # requests and GDAL reuse at once), so the client, not the server, closes first and no request is sent into
 # a connection the server is closing (uvicorn's 5 s equalled httpx's and lost the race now and then).
 KEEP_ALIVE_S = 20
+# The request line and headers may take this much (h11's default is 16 KiB): a parameter may hold 16,384
+# characters (limits.MAX_FILTER_CHARS), and one of Vietnamese text or other non-ASCII letters is up to nine
+# URL bytes a character. Past h11's limit uvicorn closes the connection while the client still sends, which
+# the client sees as a reset instead of the 400 naming the parameter.
+MAX_HEAD_BYTES = 512 * 1024
 
 
 @functools.cache
@@ -85,4 +90,5 @@ class HeaderDeadline(H11Protocol):
 def run(host: str, port: int, workers: int) -> None:
     """Serve ``create_app`` with the service's protocol and without a server banner."""
     uvicorn.run("gis_ioc.web.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", http=HeaderDeadline, server_header=False, timeout_keep_alive=KEEP_ALIVE_S)
+                log_level="warning", http=HeaderDeadline, server_header=False, timeout_keep_alive=KEEP_ALIVE_S,
+                h11_max_incomplete_event_size=MAX_HEAD_BYTES)

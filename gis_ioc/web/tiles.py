@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
-from gis_ioc import limits, tiles
+from gis_ioc import glyphs, limits, tiles
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import NotFound
 from gis_ioc.web.deps import CatalogDep, EngineDep, SettingsDep
@@ -180,6 +180,18 @@ async def collection_tile(request: Request, engine: EngineDep, catalog: CatalogD
 
 
 # -- MapLibre styles -----------------------------------------------------------------------------------
+
+@router.get("/fonts/{fontstack}/{block}.pbf", summary="Label glyphs for MapLibre styles", operation_id="getGlyphs",
+            response_class=Response,
+            responses={200: {"content": {"application/x-protobuf": {}}, "description": "SDF glyphs of 256 code "
+                                                                                      "points"}})
+def glyph_block(fontstack: Annotated[str, FastPath(max_length=200, description="e.g. `DejaVu Sans Book`")],
+                block: Annotated[str, FastPath(max_length=20, description="e.g. `0-255`, `7680-7935`")]) -> Response:
+    """Signed-distance-field glyphs made by this server from DejaVu Sans (Vietnamese included): no CDN."""
+    data = glyphs.glyph_block(fontstack, glyphs.parse_range(block))
+    return Response(data, media_type="application/x-protobuf",
+                    headers={"Cache-Control": "public, max-age=604800"})
+
 
 @router.get("/styles", summary="Map styles", operation_id="getStyles")
 def styles_list(request: Request, settings: SettingsDep) -> JSONResponse:
