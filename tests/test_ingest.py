@@ -384,7 +384,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "no CRS": ([str(no_crs), "--layer", "cameras"], "no coordinate reference system; give one with --crs"),
         "unknown CRS": ([str(good), "--layer", "cameras", "--crs", "EPSG:999999"], "unknown coordinate reference"),
         "far outside the province": ([str(far), "--layer", "cameras"], "far outside the province"),
-        "lon/lat swapped": ([str(swapped), "--layer", "cameras"], "far outside the province"),
+        "lon/lat swapped": ([str(swapped), "--layer", "cameras"], "latitude, longitude (swapped)"),
         "value not allowed": ([str(bad_enum), "--layer", "cameras"], "'broken' not allowed"),
         "required column missing": ([str(no_name), "--layer", "cameras"], "needs column(s) name"),
         "bad mode": ([str(good), "--layer", "cameras", "--mode", "merge"], "'merge' is not one of"),

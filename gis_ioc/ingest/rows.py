@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -15,7 +16,7 @@ from pyproj.exceptions import CRSError
 
 from gis_ioc.catalog import GeometryType, Layer, Property, PropertyType
 from gis_ioc.errors import IngestError
-from gis_ioc.ingest import derive
+from gis_ioc.ingest import crs_check, derive
 from gis_ioc.ingest.derive import CommuneLookup
 
 WGS84 = CRS.from_epsg(4326)
@@ -242,6 +243,7 @@ class Plan:
     strict: bool = False
     region: tuple[float, float, float, float] | None = None
     communes: CommuneLookup | None = None  # derive commune_code as the table's trigger would
+    area: Any = None  # today's province (ingest.crs_check): a file mostly outside it had its CRS checked
 
     @property
     def copy_columns(self) -> list[str]:
@@ -338,6 +340,7 @@ def check_rows(frame: gpd.GeoDataFrame, plan: Plan, offset: int = 0) -> Rows:
         return ", ".join(str(int(r) + 1 + offset) for r in np.flatnonzero(mask)[:n])
 
     geoseries = frame.geometry.set_crs(plan.source_crs, allow_override=True)
+    as_read = np.asarray(geoseries.values, dtype=object)
     if not plan.source_crs.equals(WGS84):
         try:
             geoseries = geoseries.to_crs(WGS84)
@@ -346,6 +349,8 @@ def check_rows(frame: gpd.GeoDataFrame, plan: Plan, offset: int = 0) -> Rows:
     geoms = np.asarray(geoseries.values, dtype=object)
     if shapely.has_z(geoms).any():
         geoms = shapely.force_2d(geoms)
+    if offset == 0:  # the first chunk decides whether the CRS is doubted
+        crs_check.check(plan.area, as_read, geoms, plan.source_crs, plan.crs_label)
 
     # -- geometry: empty, invalid, type, extent
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)

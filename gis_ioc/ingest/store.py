@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
 from gis_ioc.errors import IngestError
-from gis_ioc.ingest import derive, replace
+from gis_ioc.ingest import crs_check, derive, replace
 from gis_ioc.ingest.derive import CommuneLookup
 from gis_ioc.ingest.read import open_source, read_batches
 from gis_ioc.ingest.replace import Written
@@ -407,6 +407,7 @@ def load(
 
     with _transaction(engine) as cur:
         plan.communes = CommuneLookup.for_layer(cur, layer)
+        plan.area = crs_check.province_area(cur, region)
         if plan.communes is not None:
             cur.execute("SET LOCAL gis_ioc.derived = 'on'")  # the row trigger need not look them up again
         written = write_rows(cur, layer, plan.copy_columns, checked(), max(total, len(first)), mode, progress,
