@@ -4,7 +4,8 @@ MapLibre asks ``/fonts/{fontstack}/{start}-{end}.pbf`` for each block of 256 cod
 uses: a protobuf of signed-distance-field bitmaps (the format of mapbox/glyph-pbf, 24 px, a 3 px
 border, radius 8, cut-off 0.25, as node-fontnik makes them). The glyphs come from DejaVu Sans
 (Debian's ``fonts-dejavu-core``), which covers Vietnamese: precomposed letters (U+1EA0–U+1EF9),
-Đ/đ, Ơ/ơ, Ư/ư and the combining marks. Each block is rendered once per process (~1 s) and kept.
+Đ/đ, Ơ/ơ, Ư/ư and the combining marks. Each block is rendered once per process (up to ~1 s, in one of
+the heavy-work slots) and kept.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def glyph_block(fontstack: str, start: int) -> bytes:
     return _block(str(_font_file(fontstack)), start)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=128)  # every block DejaVu Sans Book (42) and Bold (41) have glyphs in
 def _block(path: str, start: int) -> bytes:
     import freetype
 

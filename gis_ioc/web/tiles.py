@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from gis_ioc import glyphs, limits, tiles
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import NotFound
-from gis_ioc.web.deps import CatalogDep, EngineDep, SettingsDep
+from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, SettingsDep
 from gis_ioc.web.formats import not_modified
 
 router = APIRouter(tags=["Tiles"])
@@ -182,7 +182,7 @@ async def collection_tile(request: Request, engine: EngineDep, catalog: CatalogD
 # -- MapLibre styles -----------------------------------------------------------------------------------
 
 @router.get("/fonts/{fontstack}/{block}.pbf", summary="Label glyphs for MapLibre styles", operation_id="getGlyphs",
-            response_class=Response,
+            response_class=Response, dependencies=[Heavy],  # a block not made yet costs up to ~1 s of CPU
             responses={200: {"content": {"application/x-protobuf": {}}, "description": "SDF glyphs of 256 code "
                                                                                       "points"}})
 def glyph_block(fontstack: Annotated[str, FastPath(max_length=200, description="e.g. `DejaVu Sans Book`")],
