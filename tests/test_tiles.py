@@ -96,6 +96,33 @@ def test_cluster_cells_follow_writes_and_bulk_loads(db_url, engine, catalog, tmp
         assert total() == 599  # the bulk load marked the cells stale; they were rebuilt
 
 
+def test_an_append_adds_its_rows_to_the_cells_as_a_rebuild_would(db_url, engine, catalog, tmp_path):
+    from gis_ioc import demo, ingest
+
+    demo.load_demo(engine, catalog, scale=0.05)
+    with TestClient(create_app(Settings(database_url=db_url, home=tmp_path / "home"))):
+        pass  # the app tells the database which layers keep cells, and builds them
+
+    def cells() -> dict[tuple[int, int, str], tuple[int, float, float]]:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT cx, cy, category, n, sum_lon, sum_lat FROM tile_cells "
+                                        "WHERE layer_table = 'public.incidents'")).all()
+        return {(r.cx, r.cy, r.category): (r.n, r.sum_lon, r.sum_lat) for r in rows}
+
+    frame = demo.generate(scale=0.01, seed=7).incidents.drop(columns=["id", "commune_code"])
+    ingest.load_frame(engine, catalog.get("incidents"), ingest.prepare(frame, catalog.get("incidents")), "append")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT stale FROM tile_cell_config WHERE layer_table = 'public.incidents'")
+                            ).scalar_one() is False
+    added = cells()
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT gis_ioc_rebuild_cells('public.incidents')"))
+    rebuilt = cells()
+    assert added.keys() == rebuilt.keys()
+    for key, (n, lon, lat) in rebuilt.items():
+        assert added[key][0] == n and added[key][1] == pytest.approx(lon) and added[key][2] == pytest.approx(lat)
+
+
 def test_filters_apply_to_tiles(client, demo_engine, tmp_path):
     z, (x, y) = 15, tile_of(*CITY, 15)
     response = client.get(f"/tiles/incidents/{z}/{x}/{y}.mvt?severity=severe", headers={"Accept-Encoding": "identity"})

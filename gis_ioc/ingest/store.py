@@ -237,6 +237,10 @@ def write_rows(
     shadow = Shadow.begin(cur, layer, mode) if not staged and _is_bulk(cur, layer, mode, total) else None
     if mode == "replace" and shadow is None and not staged:
         replace.remove(cur, layer, "true", (), cascade=cascade, written=written)
+    appended_only = mode == "append" and shadow is None
+    cur.execute("SELECT NOT stale FROM tile_cell_config WHERE layer_table = %s", (layer.table,))
+    found = cur.fetchone()
+    cells_current = bool(found and found[0])
     filled = (_fill_defaults(frame, defaults) for frame in frames)
     reader = _ChunkReader(_csv_chunks(filled, columns), progress, total)
     target = table if shadow is None else shadow.table
@@ -272,10 +276,11 @@ def write_rows(
         shadow.finish()
         # the layer's own statement triggers, under its own name: version bumped, one reload event, cells
         cur.execute(f"DELETE FROM {table} WHERE false")
-    # the low-zoom tile cells of this layer, rebuilt from its rows in this same transaction (1M rows: ~2 s), so
-    # tiles never see new rows with old cells, and no reader is left to rebuild them after the load
-    cur.execute("SELECT gis_ioc_rebuild_cells(layer_table) FROM tile_cell_config WHERE layer_table = %s",
-                (layer.table,))
+    # the low-zoom tile cells of this layer, brought up to date in this same transaction, so tiles never see new
+    # rows with old cells and no reader is left to rebuild them: an append to cells that were current adds its
+    # own rows (1,000 rows into a million: ~0.1 s), anything else rebuilds them from the layer (1M rows: ~2 s)
+    cells = "gis_ioc_add_cells_of_this_transaction" if appended_only and cells_current else "gis_ioc_rebuild_cells"
+    cur.execute(f"SELECT {cells}(layer_table) FROM tile_cell_config WHERE layer_table = %s", (layer.table,))
     if by_id:
         cur.execute(
             "SELECT pg_get_serial_sequence(%s, %s)", (f"{layer.schema_name}.{layer.table_name}", layer.id_column)
