@@ -21,7 +21,7 @@ class Page:
 
     features: str
     returned: int
-    matched: int | None  # exact, or None when counting would cost more than COUNT_BUDGET_MS (or on later pages)
+    matched: int | None  # exact, or None when counting would cost too much (and on pages after the first)
     next_cursor: str | None = None
 
 
@@ -29,14 +29,21 @@ def items_page(conn: Connection, layer: Layer, req: ItemsRequest) -> Page:
     """The features of one page, as JSON built by PostgreSQL, and how many match in all.
 
     The count is exact or absent, never an estimate (GDAL and QGIS show it as exact): the first page
-    counts within ``queries.COUNT_BUDGET_MS``; pages reached by a cursor do not count again. The next
-    page is addressed by a cursor (the last row's sort values), so any page costs what the first does.
+    counts up to ``queries.COUNT_BOUND`` matches (a few ms), and a whole layer beyond that within
+    ``queries.COUNT_BUDGET_MS``; a large filtered selection has none, and pages reached by a cursor do
+    not count again. The next page is addressed by a cursor (the last row's sort values), so any page
+    costs what the first does.
     """
     features, returned, more, last = conn.execute(queries.items_statement(layer, req)).one()
     following = queries.encode_cursor(queries.sort_keys(layer, req), json.loads(last)) if more and last else None
     if req.offset == 0 and req.after is None and not more:
         return Page(features, returned, returned)
     if req.after is not None:
+        return Page(features, returned, None, following)
+    counted = int(conn.execute(queries.count_statement(layer, req, queries.COUNT_BOUND)).scalar_one())
+    if counted <= queries.COUNT_BOUND:
+        return Page(features, returned, counted, following)
+    if queries.filtered(req):
         return Page(features, returned, None, following)
     return Page(features, returned, count_within(conn, queries.count_statement(layer, req)), following)
 

@@ -32,7 +32,8 @@ from gis_ioc.errors import InvalidInput
 
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 100
-COUNT_BUDGET_MS = 300  # numberMatched: counted exactly within this time, else left out (never estimated)
+COUNT_BOUND = 10_000  # numberMatched: counted exactly up to here (cheap); above it only for a whole layer
+COUNT_BUDGET_MS = 300  # a whole layer's count must take no longer, else numberMatched is left out (never estimated)
 
 
 # -- coordinate reference systems -----------------------------------------------------------------
@@ -728,10 +729,18 @@ def items_statement(layer: Layer, req: ItemsRequest) -> sa.Select[str, int, Any,
     )
 
 
-def count_statement(layer: Layer, req: ItemsRequest) -> sa.Select[Any]:
-    """Count the matches."""
+def count_statement(layer: Layer, req: ItemsRequest, bound: int | None = None) -> sa.Select[Any]:
+    """Count the matches (stopping at ``bound`` + 1 when given)."""
     table = table_of(layer)
-    return sa.select(sa.func.count()).select_from(table).where(*conditions(layer, req, table))
+    if bound is None:
+        return sa.select(sa.func.count()).select_from(table).where(*conditions(layer, req, table))
+    inner = sa.select(sa.literal(1)).select_from(table).where(*conditions(layer, req, table)).limit(bound + 1)
+    return sa.select(sa.func.count()).select_from(inner.subquery("matches"))
+
+
+def filtered(req: ItemsRequest) -> bool:
+    """Whether a request selects part of a layer (bbox, datetime, property values, CQL2)."""
+    return bool(req.bbox is not None or req.interval is not None or req.equals or req.cql is not None)
 
 
 def item_statement(layer: Layer, feature_id: Any, crs: Crs) -> sa.Select[Any]:

@@ -277,3 +277,17 @@ def test_gdal_reads_a_collection_with_the_right_count(server, demo_engine):
 def test_geopandas_reads_an_items_url(server):
     frame = gpd.read_file(f"{server}/collections/infrastructure/items?kind=hospital&limit=1000")
     assert len(frame) > 0 and set(frame["kind"]) == {"hospital"}
+
+
+def test_number_matched_is_exact_or_left_out_never_estimated(client, demo_engine, monkeypatch):
+    from gis_ioc import queries
+
+    monkeypatch.setattr(queries, "COUNT_BOUND", 100)  # as if the demo were large
+    total = _count(demo_engine, "SELECT count(*) FROM incidents")
+    whole = client.get("/collections/incidents/items?limit=5").json()
+    assert whole["numberMatched"] == total  # a whole layer: counted within the budget
+    part = client.get("/collections/incidents/items?limit=5&status=closed").json()
+    assert "numberMatched" not in part and "numberMatchedIsEstimate" not in part  # large selection: none
+    few = client.get("/collections/incidents/items?limit=5&severity=extreme&status=new").json()
+    assert few["numberMatched"] == _count(demo_engine, "SELECT count(*) FROM incidents WHERE severity = 'extreme' "
+                                                       "AND status = 'new'") <= 100
