@@ -18,6 +18,7 @@ import folium
 import geopandas as gpd
 import pandas as pd
 import sqlalchemy as sa
+from shapely.geometry import shape
 from sqlalchemy.engine import Connection, Engine
 
 from gis_ioc import analysis, db, maps, queries
@@ -113,6 +114,18 @@ class Workspace:
             return pd.read_sql(sa.text("SELECT * FROM admin_lineage ORDER BY old_code, new_code"), conn)
 
     # -- the spatial operations (the same code as /analysis and gis-ioc query) -------------------------
+
+    def search(self, q: str, *, types: list[str] | None = None, near: tuple[float, float] | None = None,
+               limit: int = 10) -> gpd.GeoDataFrame:
+        """Places for what an operator types ("dak ha", "QL14", "bệnh viện Kon Tum", "14.35, 108.0"), best first."""
+        from gis_ioc import search
+
+        with self._conn() as conn:
+            found = search.search(conn, q, kinds=types, near=near, limit=limit, region=self.settings.region_extent)
+        rows = [{**{k: v for k, v in r.items() if k != "geometry"}, "geometry": shape(r["geometry"])}
+                for r in found["results"]]
+        return gpd.GeoDataFrame(rows, geometry="geometry", crs=4326) if rows else gpd.GeoDataFrame(
+            {"kind": [], "name": [], "score": []}, geometry=[], crs=4326)
 
     def locate(self, lon: float, lat: float, at: date | None = None) -> dict[str, Any]:
         """The units holding a point on a date."""

@@ -11,7 +11,7 @@ import sys
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
-from gis_ioc.cli import benchmarks, database, keys, layers, query, serve, tiles
+from gis_ioc.cli import benchmarks, database, keys, layers, query, search, serve, tiles
 from gis_ioc.cli.common import app, err_console
 from gis_ioc.errors import GisIocError, InvalidInput
 
@@ -21,7 +21,7 @@ app.add_typer(benchmarks.bench_app, name="bench")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(query.query_app, name="query")
 app.add_typer(tiles.tiles_app, name="tiles")
-__all__ = ["app", "main", "serve"]
+__all__ = ["app", "main", "search", "serve"]
 
 
 def main() -> None:
