@@ -107,6 +107,28 @@ def bench_analysis(
     out.print(table)
 
 
+@bench_app.command("search")
+def bench_search(
+    runs: Annotated[int, typer.Option(min=1, max=500, help="Times each query is run.")] = 20,
+) -> None:
+    """p50/p99 of searches as operators type them, beside the same SQL in psql.
+
+    Places five ways, roads, facilities, cameras, coordinates; on the configured database (load
+    ``gis-ioc demo --scale 100`` first).
+    """
+    from gis_ioc import bench_search
+
+    rows = bench_search.search_bench(_settings(), runs)
+    table = Table(title="search (one connection, one query at a time)")
+    for col in ("queries", "texts", "gis-ioc p50 ms", "gis-ioc p99 ms", "SQL p50 ms", "SQL p99 ms"):
+        table.add_column(col, justify="left" if col == "queries" else "right")
+    for r in rows:
+        sql = r["sql"]
+        table.add_row(r["queries"], str(r["texts"]), f"{r['gis-ioc']['p50_ms']:.1f}", f"{r['gis-ioc']['p99_ms']:.1f}",
+                      f"{sql['p50_ms']:.1f}" if sql else "—", f"{sql['p99_ms']:.1f}" if sql else "—")
+    out.print(table)
+
+
 @bench_app.command("tiles")
 def bench_tiles(
     layers: Annotated[str, typer.Option(help="Layers of each tile, comma-separated.")] = "incidents",

@@ -1,0 +1,95 @@
+"""gis-ioc bench search: what an operator types, through gis-ioc and as the same SQL in psql (figures, not tests)."""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+import psycopg2.extensions
+import sqlalchemy as sa
+
+from gis_ioc import db, search
+from gis_ioc.settings import Settings
+
+FIXED = {
+    "roads": ["QL14", "ql 14", "quốc lộ 14", "ĐT676", "đường tỉnh 671"],
+    "facilities": ["bệnh viện Kon Tum", "benh vien da khoa", "công an tỉnh", "truong tieu hoc"],
+    "cameras": ["CAM-00012", "cam 00145", "CAM-01999"],
+    "coordinates": ["14.35, 108.0", "108.0 14.35", "14°21'00\"N 108°00'10\"E", "1587000 555000"],
+}
+
+
+def typed_forms(name: str) -> list[str]:
+    """A name as operators type it: as written, without diacritics, with GADM's Ð, in capitals, with a typo."""
+    folded = search.fold(name)
+    words = folded.split(" ")
+    i = max(range(len(words)), key=lambda n: len(words[n]))
+    j = words[i].find("k") if "k" in words[i] else len(words[i]) // 2
+    letter = "c" if words[i][j] == "k" else chr((ord(words[i][j]) - 96) % 26 + 97)
+    typo = " ".join([*words[:i], words[i][:j] + letter + words[i][j + 1:], *words[i + 1:]])
+    return [name, folded, name.upper().replace("Đ", "\u00d0"), name.upper(), typo]
+
+
+def _literal(sql: str, params: dict[str, Any]) -> str:
+    def value(match: re.Match[str]) -> str:
+        v = params[match.group(1)]
+        if isinstance(v, list):
+            return "ARRAY[" + ",".join(psycopg2.extensions.adapt(x).getquoted().decode() for x in v) + "]::text[]"
+        return "NULL" if v is None else psycopg2.extensions.adapt(v).getquoted().decode()
+
+    return re.sub(r"(?<![:\w]):(\w+)", value, sql)
+
+
+def _psql_ms(url: str, statements: list[str]) -> list[float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+        script.write("\\timing on\n" + "".join(sql.strip() + ";\n" for sql in statements))
+        script.flush()
+        done = subprocess.run(["psql", url, "-X", "-q", "-o", "/dev/null", "-f", script.name], capture_output=True,
+                              text=True, check=True)
+    return [float(m) for m in re.findall(r"Time: ([\d.]+) ms", done.stdout)]
+
+
+def _stats(ms: list[float]) -> dict[str, float]:
+    ordered = sorted(ms)
+    return {"n": len(ordered), "p50_ms": statistics.median(ordered),
+            "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
+
+
+def search_bench(settings: Settings, runs: int = 20) -> list[dict[str, Any]]:
+    """p50/p99 per kind of query: ``search.search`` (one connection, warm) and its SQL alone in psql."""
+    url = db.database_url(settings)
+    engine = db.make_engine(url, pool_size=1)
+    db.migrate(engine, settings.migrations_dir)
+    with engine.connect() as conn:
+        names = list(conn.execute(sa.text("SELECT DISTINCT name FROM admin_units WHERE level = 'commune' "
+                                          "ORDER BY name LIMIT 30")).scalars())
+    queries = {"places (30 communes, 5 ways)": [f for n in names for f in typed_forms(n)], **FIXED}
+    rows = []
+    with engine.connect() as conn:
+        for kind, texts in queries.items():
+            for text in texts:  # warm: plans and pages in cache, as a desk that has been searching
+                search.search(conn, text, region=settings.region_extent)
+            ours: list[float] = []
+            for _ in range(runs):
+                for text in texts:
+                    started = time.perf_counter()
+                    search.search(conn, text, region=settings.region_extent)
+                    ours.append((time.perf_counter() - started) * 1000)
+            statements = []
+            for text in texts:
+                if kind == "coordinates":
+                    continue
+                q = search.parse(text)
+                params = {"kinds": ["unit", "facility", "road", "camera"], "folded": q.folded, "name": q.name,
+                          "unit_type": q.unit_type, "road": q.road, "code": q.code, "incident_id": q.incident_id,
+                          "near_lon": None, "near_lat": None, "limit": 10}
+                statements.append(_literal(search.RANKED.format(found=search.PLACES), params))
+            sql = _psql_ms(url, statements * runs) if statements else []
+            rows.append({"queries": kind, "texts": len(texts), "gis-ioc": _stats(ours),
+                         "sql": _stats(sql) if sql else None})
+    engine.dispose()
+    return rows
