@@ -146,8 +146,9 @@ class Layer(BaseModel):
     source: Literal["builtin", "imported"] = "builtin"
     attribution: str | None = None
     keywords: list[str] = Field(default_factory=list)
-    part: Literal["points", "lines", "polygons"] | None = Field(
-        default=None, description="Set by the service on the per-geometry views of a mixed layer, never in a file")
+    part: Literal["points", "lines", "polygons", "labels"] | None = Field(
+        default=None, description="Set by the service on the views of a layer (per geometry; label points in "
+                                  "tiles), never in a file")
 
     @model_validator(mode="after")
     def _names_known(self) -> Layer:
@@ -196,7 +197,21 @@ class Layer(BaseModel):
     @property
     def dimension(self) -> int | None:
         """0, 1 or 2 for a per-geometry view (the features it keeps), None for a whole layer."""
-        return PARTS[self.part][0] if self.part else None
+        return PARTS[self.part][0] if self.part in PARTS else None
+
+    def labels(self) -> Layer:
+        """The label points of a polygon layer's tiles (``admin_units.labels``).
+
+        One point per feature, in the one tile that holds it, so a map labels each unit once instead of
+        once per tile it crosses.
+        """
+        from gis_ioc.errors import NotFound
+
+        if self.part or not self.style.label or not set(self.geometry.types) <= set(PARTS["polygons"][1]):
+            raise NotFound(f"layer {self.id!r} has no label points (a polygon layer with a style label has)",
+                           param="layers")
+        return self.model_copy(update={"id": f"{self.id}.labels", "part": "labels",
+                                       "title": f"{self.title} — label points"})
 
     @property
     def as_multi(self) -> bool:

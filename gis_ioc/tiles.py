@@ -71,7 +71,8 @@ def resolve_layers(catalog: Catalog, conn: Connection, names: str) -> list[Layer
         raise InvalidInput("layers: name at least one layer", param="layers")
     if len(set(ids)) != len(ids):
         raise InvalidInput("layers: a layer is named twice", param="layers")
-    return [catalog.get(layer_id, conn) for layer_id in ids]
+    return [catalog.get(layer_id.removesuffix(".labels"), conn).labels() if layer_id.endswith(".labels")
+            else catalog.get(layer_id, conn) for layer_id in ids]
 
 
 def _tile_properties(layer: Layer) -> list[str]:
@@ -164,7 +165,13 @@ def layer_sql(layer: Layer, z: int, where: str, cells_xy: tuple[int, int] | None
     props = _tile_properties(layer)
     point = geom if layer.points_only else f"ST_PointOnSurface({geom})"
     cluster = layer.tiles.cluster_below_zoom
-    if cluster is not None and z < cluster and cells_xy is not None:
+    if layer.part == "labels":  # one point per feature, only in the tile that holds it (no buffer: no repeats)
+        columns = "".join(f", t.{quote_ident(p)}" for p in props)
+        inner = (f"SELECT ST_AsMVTGeom(ST_Transform(l.p, 3857), env.e, {EXTENT}, 0, true) AS geom, "
+                 f"t.{quote_ident(layer.id_column)} AS id{columns} FROM {table} t, env, "
+                 f"LATERAL (SELECT ST_PointOnSurface({geom}) AS p) l "
+                 f"WHERE {geom} && env.e4326 AND ST_Transform(l.p, 3857) && env.e AND {where}")
+    elif cluster is not None and z < cluster and cells_xy is not None:
         inner = _cells_sql(layer, z, *cells_xy)
     elif cluster is not None and z < cluster:
         cell = WORLD_M / 2**z * layer.tiles.cluster_cell_px / 256
@@ -396,10 +403,15 @@ def cached_tile(catalog: Catalog, cache: TileCache | None, names: str, z: int, x
     if cache is None or known is None:
         return None
     ids = layer_ids(names)
-    if not ids or any(i not in catalog.builtin for i in ids) or len(set(ids)) != len(ids):
+    bases = [i.removesuffix(".labels") for i in ids]
+    if not ids or any(b not in catalog.builtin for b in bases) or len(set(ids)) != len(ids):
         return None  # resolve_layers says what is wrong, or finds an imported layer
     check_tile(z, x, y)
-    layers = [catalog.builtin[i] for i in ids]
+    try:
+        layers = [catalog.builtin[b].labels() if i.endswith(".labels") else catalog.builtin[b]
+                  for i, b in zip(ids, bases, strict=True)]
+    except NotFound:
+        return None
     if any(layer.table not in known for layer in layers):
         return None
     return cache.get(tile_key(layers, z, x, y, params, [known[layer.table] for layer in layers]))

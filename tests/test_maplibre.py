@@ -43,13 +43,14 @@ window.map = map;
 RENDERED = """() => {
   const b = map.getBounds(), inView = c => c[0] >= b.getWest() && c[0] <= b.getEast()
     && c[1] >= b.getSouth() && c[1] <= b.getNorth();
-  const out = {bounds: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()], layers: {}, kinds: {}, labels: []};
+  const out = {bounds: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()], layers: {}, kinds: {}, labels: [],
+               labelIds: []};
   for (const f of map.queryRenderedFeatures()) {
     const id = f.layer.id;
     (out.kinds[id] ||= {})[f.geometry.type] = true;
     if (id.startsWith("incidents-") && f.geometry.type === "Point" && !inView(f.geometry.coordinates)) continue;
     (out.layers[id] ||= new Set()).add(f.properties.id ?? f.properties.name);
-    if (id === "communes-label") out.labels.push(f.properties.name);
+    if (id === "communes-label") { out.labels.push(f.properties.name); out.labelIds.push(f.properties.id); }
   }
   for (const k in out.layers) out.layers[k] = [...out.layers[k]];
   for (const k in out.kinds) out.kinds[k] = Object.keys(out.kinds[k]);
@@ -145,6 +146,7 @@ def test_the_province_at_zoom_10_shows_todays_communes_with_their_names(page, si
     with demo_engine.connect() as conn:
         names = set(conn.execute(sa.text("SELECT name FROM admin_units WHERE valid_to IS NULL")).scalars())
     assert drawn["labels"] and set(drawn["labels"]) <= names
+    assert len(drawn["labelIds"]) == len(set(drawn["labelIds"]))  # each commune named once, not once per tile
     assert any(set(label) - set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ") for label in
                drawn["labels"])  # Vietnamese letters, from the server's glyphs
 
