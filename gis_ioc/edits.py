@@ -260,3 +260,29 @@ def parse_json(raw: bytes) -> Any:
     if where is not None:
         raise InvalidInput(f"{where}: contains a NUL character", param=where)
     return body
+
+
+def history(conn: Connection, layer: Layer, feature_id: Any, limit: int = 200) -> list[dict[str, Any]] | None:
+    """A feature's writes from the audit trail, oldest first: when, by which key, what changed (None: never existed).
+
+    A change lists each property whose value moved (``{"from": …, "to": …}``); the geometry is only
+    said to have changed. A feature deleted since keeps its history.
+    """
+    rows = conn.execute(sa.text(
+        "SELECT at, key_name, role, operation, before, after FROM audit_log WHERE layer_id = :l AND feature_id = :f "
+        "ORDER BY at, id LIMIT :n"), {"l": layer.id, "f": str(feature_id), "n": limit}).all()
+    if not rows and etag(conn, layer, feature_id) is None:
+        return None
+    steps = []
+    for at, key_name, role, operation, before, after in rows:
+        old, new = before or {}, after or {}
+        changes: dict[str, Any] = {}
+        for name in dict.fromkeys([*old, *new]):
+            if name == "geometry":
+                if old.get(name) != new.get(name):
+                    changes["geometry"] = "changed" if old and new else ("set" if new else "removed")
+            elif old.get(name) != new.get(name) and name != "updated_at":
+                changes[name] = {"from": old.get(name), "to": new.get(name)}
+        steps.append({"at": at.isoformat(), "by": key_name, "role": role, "operation": operation,
+                      "changes": changes})
+    return steps

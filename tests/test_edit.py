@@ -109,6 +109,28 @@ def test_incident_lifecycle(client, engine, keys):
     assert bad_start.status_code == 400
 
 
+def test_an_incidents_history_comes_from_the_audit_trail(client, keys):
+    headers = bearer(keys["operator"])
+    location = client.post("/collections/incidents/items", json=INCIDENT, headers=headers).headers["location"]
+    path = location.split("testserver")[-1]
+    for status in ("verified", "dispatched"):
+        assert client.patch(path, json={"properties": {"status": status}}, headers=headers).status_code == 200
+    moved = {"type": "Point", "coordinates": [CITY[0] + 0.002, CITY[1]]}
+    assert client.patch(path, json={"geometry": moved}, headers=headers).status_code == 200
+    history = client.get(path + "/history").json()
+    steps = history["steps"]
+    assert [s["operation"] for s in steps] == ["create", "update", "update", "update"]
+    assert all(s["by"] == "operator-test" and s["role"] == "operator" for s in steps)
+    assert steps[1]["changes"]["status"] == {"from": "new", "to": "verified"}
+    assert steps[1]["changes"]["verified_at"]["from"] is None and steps[1]["changes"]["verified_at"]["to"]
+    assert steps[2]["changes"]["status"] == {"from": "verified", "to": "dispatched"}
+    assert steps[3]["changes"] == {"geometry": "changed"}
+    assert client.delete(path, headers=headers).status_code == 204
+    assert client.get(path + "/history").json()["steps"][-1]["operation"] == "delete"  # kept after a delete
+    missing = client.get("/collections/incidents/items/987654321/history")
+    assert missing.status_code == 404 and missing.json()["parameter"] == "featureId"
+
+
 def test_if_match_guards_against_lost_updates(client, engine, keys):
     headers = bearer(keys["operator"])
     created = client.post("/collections/cameras/items", headers=headers, json={

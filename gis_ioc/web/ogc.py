@@ -399,3 +399,19 @@ def item(
     if fmt == "html":
         return HTMLResponse(html.feature(layer, feature), headers=headers)
     return Response(json.dumps(feature), media_type=GEOJSON, headers=headers)
+
+
+@router.get("/collections/{collection_id}/items/{feature_id}/history", summary="A feature's history",
+            operation_id="getFeatureHistory", tags=["Data"])
+def item_history(
+    layer: LayerDep,
+    engine: EngineDep,
+    feature_id: Annotated[str, FastPath(max_length=100, description="The feature's id")],
+) -> JSONResponse:
+    """Every write of the feature from the audit trail, oldest first: when, which key, what changed (200 at most)."""
+    key = layer.feature_key(feature_id)
+    with engine.connect() as conn:
+        steps = edits.history(conn, layer, key)
+    if steps is None:
+        raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId")
+    return JSONResponse({"layer": layer.id, "id": key, "steps": steps})
