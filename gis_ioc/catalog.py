@@ -123,6 +123,27 @@ class TileOptions(BaseModel):
     max_features: int = Field(default=20_000, ge=1, le=200_000, description="Features per layer and tile")
 
 
+class DuplicateRule(BaseModel):
+    """How near, in space and time, a report of a kind may be to an active one and be the same event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    distance_m: float = Field(gt=0, le=50_000)
+    window_h: float = Field(gt=0, le=24 * 30)
+    kinds: list[str] | None = Field(default=None, description="Kinds it may duplicate (default: its own)")
+
+
+class Duplicates(BaseModel):
+    """Possible duplicate reports: active features of a compatible kind, near in space and time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind_column: str = "type"
+    status_column: str = "status"
+    active: list[str] = Field(min_length=1, description="Statuses of the features a new report may repeat")
+    rules: dict[str, DuplicateRule] = Field(description="By kind; 'default' for the kinds not listed")
+
+
 class Layer(BaseModel):
     """A geographic layer: a table, the properties it exposes, and how it is drawn."""
 
@@ -140,6 +161,7 @@ class Layer(BaseModel):
                                         "its file covers")
     natural_key: list[str] = Field(default_factory=list, description="The columns that identify a feature for "
                                    "people and files (upsert and replace match rows by them)")
+    duplicates: Duplicates | None = None
     properties: dict[str, Property]
     style: Style = Field(default_factory=Style)
     tiles: TileOptions = Field(default_factory=TileOptions)
@@ -168,6 +190,12 @@ class Layer(BaseModel):
         for column in [*self.natural_key, *([self.valid_to_column] if self.valid_to_column else [])]:
             if column not in names:
                 raise ValueError(f"natural_key/valid_to_column: {column!r} is not one of the properties")
+        if self.duplicates:
+            for column in (self.duplicates.kind_column, self.duplicates.status_column):
+                if column not in names:
+                    raise ValueError(f"duplicates: {column!r} is not one of the properties")
+            if not self.datetime_column:
+                raise ValueError("duplicates needs datetime_column (when a report was made)")
         if self.valid_to_column and not self.datetime_column:
             raise ValueError("valid_to_column needs datetime_column (where the period starts)")
         for column in self.tiles.properties:

@@ -269,3 +269,27 @@ def test_keys_from_the_command_line(settings, engine, run_cli):
     assert code == 0
     with engine.begin() as conn, pytest.raises(Exception, match="unknown or revoked"):
         auth.authenticate(conn, key.strip())
+
+
+def test_a_new_report_comes_back_with_its_possible_duplicates(client, keys):
+    headers = bearer(keys["operator"])
+    first = client.post("/collections/incidents/items", json=INCIDENT, headers=headers).json()
+    assert first["possible_duplicates"] == [] or all(d["id"] != first["id"] for d in first["possible_duplicates"])
+    near = {**INCIDENT, "geometry": {"type": "Point", "coordinates": [CITY[0] + 0.0012, CITY[1]]},
+            "properties": {**INCIDENT["properties"], "source": "114", "title": "Tai nạn QL14, gọi lại"}}
+    second = client.post("/collections/incidents/items", json=near, headers=headers).json()
+    same = [d for d in second["possible_duplicates"] if d["id"] == first["id"]]
+    assert same and 15 < same[0]["distance_m"] < 30 and same[0]["minutes_apart"] <= 1 and same[0]["score"] > 0.5
+    far = {**near, "geometry": {"type": "Point", "coordinates": [CITY[0] + 0.01, CITY[1]]}}  # ~1 km: not the same
+    assert first["id"] not in [d["id"] for d in client.post("/collections/incidents/items", json=far,
+                                                              headers=headers).json()["possible_duplicates"]]
+    other = {**near, "properties": {**near["properties"], "type": "medical"}}  # another kind of event
+    assert first["id"] not in [d["id"] for d in client.post("/collections/incidents/items", json=other,
+                                                              headers=headers).json()["possible_duplicates"]]
+    preview = client.get("/collections/incidents/duplicates", params={
+        "lon": CITY[0] + 0.001, "lat": CITY[1], "type": "traffic_accident"}).json()["possible_duplicates"]
+    assert first["id"] in [d["id"] for d in preview]  # what the desk shows while the operator types
+    bad = client.get("/collections/incidents/duplicates", params={"lon": CITY[0], "lat": CITY[1], "type": "meteor"})
+    assert bad.status_code == 400 and bad.json()["parameter"] == "type"
+    assert client.get("/collections/cameras/duplicates", params={"lon": 108, "lat": 14.3, "type": "x"}).status_code \
+        == 404

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import re
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from gis_ioc import auth, db, edits, features, ingest, limits
+from gis_ioc import auth, db, duplicates, edits, features, ingest, limits
 from gis_ioc.catalog import LAYER_ID, Layer
 from gis_ioc.errors import GisIocError, InvalidInput, PayloadTooLarge
 from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, PrincipalDep, SettingsDep, WritableLayerDep
@@ -51,10 +52,15 @@ async def _body(request: Request) -> Any:
     return edits.parse_json(b"".join(chunks))
 
 
-def _feature_response(request: Request, engine: Any, layer: Layer, feature_id: Any, status: int) -> Response:
+def _feature_response(request: Request, engine: Any, layer: Layer, feature_id: Any, status: int,
+                      with_duplicates: bool = False) -> Response:
     with engine.connect() as conn:
         found = features.item(conn, layer, feature_id)
         tag = edits.etag(conn, layer, feature_id)
+        if found and with_duplicates and layer.duplicates:  # a foreign member of the GeoJSON Feature
+            body = json.loads(found)
+            body["possible_duplicates"] = duplicates.of_feature(conn, layer, feature_id)
+            found = json.dumps(body)
     location = str(request.url_for("item", collection_id=layer.id, feature_id=str(feature_id)))
     headers = {"Location": location, "ETag": tag or ""}
     return Response(found or "{}", status_code=status, media_type=GEOJSON, headers=headers)
@@ -65,12 +71,16 @@ def _feature_response(request: Request, engine: Any, layer: Layer, feature_id: A
              responses={201: {"content": {GEOJSON: {}}, "description": "The feature as stored (Location, ETag)"}})
 async def create_feature(request: Request, layer: WritableLayerDep, engine: EngineDep, settings: SettingsDep,
                          principal: PrincipalDep) -> Response:
-    """Add a feature (GeoJSON Feature in CRS84); 201 with its Location and ETag."""
+    """Add a feature (GeoJSON Feature in CRS84); 201 with its Location and ETag.
+
+    A new incident comes back with ``possible_duplicates``: active incidents of a compatible type near it in
+    space and time (the layer's ``duplicates`` rules), best first.
+    """
     who = auth.require(principal, edits.writer_role(layer), f"writing to {layer.id}")
     body = await _body(request)
     with engine.begin() as conn:
         new_id = edits.create(conn, layer, body, who, settings.region_extent)
-    return _feature_response(request, engine, layer, new_id, 201)
+    return _feature_response(request, engine, layer, new_id, 201, with_duplicates=True)
 
 
 async def _change(request: Request, layer: Layer, engine: Any, settings: Any, principal: Any, feature_id: str,

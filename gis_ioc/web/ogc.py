@@ -13,9 +13,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastPath
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from gis_ioc import edits, features, limits, queries
+from gis_ioc import duplicates, edits, features, limits, queries
 from gis_ioc.catalog import JSON_SCHEMA_TYPES, Layer
-from gis_ioc.errors import NotFound
+from gis_ioc.errors import InvalidInput, NotFound
 from gis_ioc.web import html
 from gis_ioc.web.deps import ITEM_FORMATS, CatalogDep, EngineDep, Export, LayerDep
 from gis_ioc.web.formats import MEDIA, negotiate, not_modified
@@ -415,3 +415,25 @@ def item_history(
     if steps is None:
         raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId")
     return JSONResponse({"layer": layer.id, "id": key, "steps": steps})
+
+
+@router.get("/collections/{collection_id}/duplicates", summary="Possible duplicates of a report, before it is saved",
+            operation_id="getPossibleDuplicates", tags=["Data"])
+def possible_duplicates(
+    layer: LayerDep,
+    engine: EngineDep,
+    lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False, description="Longitude (CRS84)")],
+    lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False, description="Latitude (CRS84)")],
+    type_: Annotated[str, Query(alias="type", min_length=1, max_length=63, description="The report's kind")],
+    at: Annotated[datetime | None, Query(description="When it was reported (default now)")] = None,
+) -> JSONResponse:
+    """Active features of a compatible kind near the point in space and time (the layer's ``duplicates`` rules)."""
+    if layer.duplicates is None:
+        raise NotFound(f"layer {layer.id!r} keeps no duplicate rules", param="collectionId")
+    when = at or datetime.now(UTC)
+    if when.tzinfo is None:
+        raise InvalidInput("at: give a time zone (e.g. 2026-11-30T08:15:00+07:00)", param="at")
+    with engine.connect() as conn:
+        found = duplicates.possible(conn, layer, {"type": "Point", "coordinates": [lon, lat]},
+                                    duplicates.check_kind(layer, type_), when)
+    return JSONResponse({"layer": layer.id, "possible_duplicates": found})
