@@ -314,32 +314,46 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
 
 
 def kpis(conn: Connection, catalog: Catalog, settings: Settings) -> dict[str, Any]:
-    """The wall's KPI panel: active incidents by severity, cameras online, incidents in 24 h per district."""
+    """The wall's KPI panel: active incidents by severity, cameras online, incidents in 24 h by today's commune.
+
+    The 24 hours are the last ones, or, when they hold no incident (a demo, an archive), the 24 hours up to the
+    latest report, said so. The communes are today's (there are no districts since 1 July 2025): the ten with
+    most incidents, and the province's total.
+    """
     now = datetime.now(ZoneInfo(settings.timezone))
     active: dict[str, int] = dict(conn.execute(sa.text(
         "SELECT coalesce(severity, 'unknown'), count(*) FROM incidents WHERE status = ANY(:s) GROUP BY 1"),
         {"s": list(ACTIVE_STATUSES)}).all())
     cameras = conn.execute(sa.text(
         "SELECT count(*) FILTER (WHERE status = 'online'), count(*) FROM cameras")).one()
-    district_day = _districts_on(conn)
-    window = analysis.Window(now - timedelta(hours=24), None)
-    try:
-        by_district = analysis.stats(conn, catalog, "incidents", "district", window=window, at=district_day)
-        last_24h = [{"code": u["code"], "name": u["name"], "count": u["count"]}
-                    for u in sorted(by_district["units"], key=lambda u: (-u["count"], u["code"]))]
-    except InvalidInput:  # no district level in the data at all
-        last_24h = []
-    total_24h = conn.execute(sa.text("SELECT count(*) FROM incidents WHERE reported_at >= :t"),
-                             {"t": now - timedelta(hours=24)}).scalar()
+    end = now
+    total = conn.execute(sa.text("SELECT count(*) FROM incidents WHERE reported_at >= :t"),
+                         {"t": now - timedelta(hours=24)}).scalar() or 0
+    if not total:
+        latest = conn.execute(sa.text("SELECT max(reported_at) FROM incidents WHERE reported_at <= :t"),
+                              {"t": now}).scalar()
+        if latest is not None:
+            end = latest.astimezone(ZoneInfo(settings.timezone))
+            total = conn.execute(sa.text(
+                "SELECT count(*) FROM incidents WHERE reported_at >= :a AND reported_at <= :b"),
+                {"a": end - timedelta(hours=24), "b": end}).scalar() or 0
+    window = analysis.Window(end - timedelta(hours=24), None if end is now else end + timedelta(microseconds=1))
+    by_commune: list[dict[str, Any]] = []
+    if total:
+        communes = analysis.stats(conn, catalog, "incidents", "commune", window=window, at=end.date())
+        by_commune = [{"code": u["code"], "name": u["name"], "type": u.get("unit_type"), "count": u["count"]}
+                      for u in sorted(communes["units"], key=lambda u: (-u["count"], u["code"])) if u["count"]][:10]
     return {
         "at": now.isoformat(timespec="seconds"),
         "active_by_severity": {s: int(active.get(s, 0)) for s in SEVERITIES},
         "active_total": int(sum(active.values())),
         "cameras": {"online": int(cameras[0]), "total": int(cameras[1]),
                     "online_pct": round(100 * cameras[0] / cameras[1], 1) if cameras[1] else None},
-        "last_24h_total": int(total_24h or 0),
-        "last_24h_by_district": last_24h,
-        "districts_on": district_day.isoformat(),
+        "window": {"from": (end - timedelta(hours=24)).isoformat(),
+                   "to": end.isoformat(),
+                   "label": "last 24 h" if end is now else f"24 h to {end:%Y-%m-%d %H:%M} (the latest reports)"},
+        "window_total": int(total),
+        "top_communes": by_commune,
     }
 
 

@@ -224,8 +224,9 @@
           });
           var cams = k.cameras.online_pct === null ? "—" : k.cameras.online_pct.toFixed(1) + " %";
           var rows = "";
-          k.last_24h_by_district.forEach(function (d) {
-            rows += "<tr><td>" + esc(d.name) + '</td><td class="num">' + d.count + "</td></tr>";
+          k.top_communes.forEach(function (d) {
+            rows += "<tr><td>" + esc((d.type ? d.type + " " : "") + d.name) + '</td><td class="num">' + d.count +
+              "</td></tr>";
           });
           var body = document.querySelector("#gis-kpi .gis-kpi-body");
           body.innerHTML =
@@ -233,8 +234,8 @@
             "</span> active incidents</div>" + '<div class="gis-kpi-sevs">' + sev + "</div>" +
             '<div class="gis-kpi-big"><span id="gis-kpi-cameras" class="gis-kpi-n">' + cams + "</span> cameras online" +
             ' <span class="gis-muted">(' + k.cameras.online + " / " + k.cameras.total + ")</span></div>" +
-            '<div class="gis-kpi-sub">Incidents, last 24 h: <b id="gis-kpi-24h">' + k.last_24h_total + "</b>" +
-            (rows ? ' <span class="gis-muted">by district (as of ' + esc(k.districts_on) + ")</span>" : "") +
+            '<div class="gis-kpi-sub">Incidents, ' + esc(k.window.label) + ': <b id="gis-kpi-24h">' +
+            k.window_total + "</b>" + (rows ? ' <span class="gis-muted">top communes</span>' : "") +
             "</div>" + (rows ? '<table class="gis-kpi-table">' + rows + "</table>" : "");
         })
         .catch(function () {});
