@@ -148,22 +148,25 @@ PLACES = """
           + CASE WHEN :unit_type IS NOT NULL AND u.unit_type = :unit_type THEN 0.2 ELSE 0 END
           + CASE WHEN u.valid_to IS NULL THEN 0.1 ELSE 0 END
           + CASE u.level WHEN 'commune' THEN 0.02 WHEN 'district' THEN 0.01 ELSE 0 END) AS score,
-         ST_PointOnSurface(u.geom) AS at, ST_SimplifyPreserveTopology(u.geom, 0.0005) AS shape
+         ST_PointOnSurface(u.geom) AS at, u.geom AS shape
   FROM admin_units u
   WHERE 'unit' = ANY(:kinds) AND (gis_ioc_fold(u.name) % :name OR gis_ioc_fold(u.name) = :name
         OR (length(:name) BETWEEN 4 AND 12 AND levenshtein(gis_ioc_fold(u.name), :name) <= 1))
 UNION ALL
   SELECT CASE WHEN i.kind IN ('road', 'river') THEN 'road' ELSE 'facility' END, 'infrastructure', i.id, i.name,
          i.kind, NULL, NULL,
-         CASE WHEN :road IS NOT NULL AND replace(gis_ioc_fold(i.name), ' ', '') = :road THEN 1.3
-              WHEN gis_ioc_fold(i.name) = :folded THEN 1.0
+         CASE WHEN gis_ioc_fold(i.name) = :folded THEN 1.0
               ELSE greatest(similarity(gis_ioc_fold(i.name), :folded), word_similarity(:folded, gis_ioc_fold(i.name)))
          END,
          CASE WHEN GeometryType(i.geom) = 'POINT' THEN i.geom ELSE ST_PointOnSurface(i.geom) END, i.geom
   FROM infrastructure i
   WHERE i.name IS NOT NULL AND ((CASE WHEN i.kind IN ('road', 'river') THEN 'road' ELSE 'facility' END) = ANY(:kinds))
-    AND (gis_ioc_fold(i.name) % :folded OR :folded <% gis_ioc_fold(i.name)
-         OR (:road IS NOT NULL AND replace(gis_ioc_fold(i.name), ' ', '') = :road))
+    AND (gis_ioc_fold(i.name) % :folded OR :folded <% gis_ioc_fold(i.name))
+UNION ALL
+  SELECT 'road', 'infrastructure', i.id, i.name, i.kind, NULL, NULL, 1.3,
+         ST_PointOnSurface(i.geom), i.geom
+  FROM infrastructure i
+  WHERE 'road' = ANY(:kinds) AND :road IS NOT NULL AND replace(gis_ioc_fold(i.name), ' ', '') = :road
 UNION ALL
   SELECT 'camera', 'cameras', c.id, c.name, c.camera_type, NULL, NULL,
          CASE WHEN gis_ioc_fold(split_part(c.name, ' ', 1)) = :code THEN 1.2 ELSE 0.9 END, c.geom, c.geom
@@ -189,14 +192,19 @@ UNION ALL
 
 RANKED = """
 WITH found AS ({found}), ranked AS (
-  SELECT *, score + CASE WHEN :near_lon IS NULL THEN 0
-                         ELSE 0.3 / (1 + ST_Distance(at::geography,
-                                                     ST_SetSRID(ST_MakePoint(:near_lon, :near_lat), 4326)::geography)
-                                         / 5000) END AS rank
-  FROM found ORDER BY rank DESC, name LIMIT :limit
+  SELECT * FROM (  -- a road found by its number and by trigram once, at its best score
+    SELECT DISTINCT ON (collection, id) *,
+           score + CASE WHEN :near_lon IS NULL THEN 0
+                        ELSE 0.3 / (1 + ST_Distance(at::geography,
+                                                    ST_SetSRID(ST_MakePoint(:near_lon, :near_lat), 4326)::geography)
+                                        / 5000) END AS rank
+    FROM found ORDER BY collection, id, score DESC) best
+  ORDER BY rank DESC, name LIMIT :limit
 )
 SELECT r.kind, r.collection, r.id, r.name, r.type, r.code, r.valid_to, round(r.rank::numeric, 3) AS score,
-       ST_AsGeoJSON(r.shape, 6)::json AS geometry, ST_X(r.at) AS lon, ST_Y(r.at) AS lat,
+       ST_AsGeoJSON(CASE WHEN GeometryType(r.shape) = 'POINT' THEN r.shape
+                         ELSE ST_SimplifyPreserveTopology(r.shape, 0.0002) END, 6)::json AS geometry,
+       ST_X(r.at) AS lon, ST_Y(r.at) AS lat,
        today.code AS unit_code, today.name AS unit_name, today.unit_type AS unit_type
 FROM ranked r
 LEFT JOIN LATERAL (SELECT c.code, c.name, c.unit_type FROM admin_units c
