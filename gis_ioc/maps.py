@@ -313,6 +313,21 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
     return _finish(m, "gis-wall", assets)
 
 
+def _why_not(camera: dict[str, Any], x: float, y: float, lon: float, lat: float) -> str:
+    """Why a camera does not see a point: too far for its range, or looking another way."""
+    from pyproj import Geod
+
+    bearing, _, metres = Geod(ellps="WGS84").inv(x, y, lon, lat)
+    reach = camera.get("range_m") or 50
+    if metres > reach:
+        return f"out of range ({metres:,.0f} m; it sees {reach:,.0f} m)"
+    heading, fov = camera.get("heading_deg") or 0, camera.get("fov_deg") or 360
+    off = abs((bearing - heading + 180) % 360 - 180)
+    if fov < 360 and off > fov / 2:
+        return f"looks elsewhere (it faces {heading % 360:.0f}°, the incident is at {bearing % 360:.0f}°)"
+    return "not in its field of view"
+
+
 def kpis(conn: Connection, catalog: Catalog, settings: Settings) -> dict[str, Any]:
     """The wall's KPI panel: active incidents by severity, cameras online, incidents in 24 h by today's commune.
 
@@ -404,7 +419,8 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
                                                    f"{' · sees it' if sees else ''}", permanent=True,
                                                    direction="right")).add_to(camera_group)
         corners.append((y, x))
-        camera_rows.append((cp.get("name") or str(cam["id"]), cp["distance_m"], sees))
+        camera_rows.append((cp.get("name") or str(cam["id"]), cp["distance_m"],
+                            "sees it" if sees else _why_not(cp, x, y, lon, lat)))
     camera_group.add_to(m)
     infra_group = folium.FeatureGroup(name="Infrastructure within 2 km")
     infra_rows = []
@@ -435,7 +451,7 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
     unit_line = " · ".join(f"{u['unit_type']} {u['name']} ({u['code']})" for u in (units.get("commune"),
                                                                                     units.get("district")) if u)
     rows_cam = "".join(f"<tr><td>{html.escape(n)}</td><td class='num'>{d:,.0f} m</td>"
-                       f"<td>{'sees it' if s else '—'}</td></tr>" for n, d, s in camera_rows) or \
+                       f"<td>{html.escape(s)}</td></tr>" for n, d, s in camera_rows) or \
         "<tr><td colspan=3>no online camera</td></tr>"
     rows_infra = "".join(f"<tr><td>{html.escape(k.replace('_', ' '))}</td><td>{html.escape(n)}</td>"
                          f"<td class='num'>{d:,.0f} m</td></tr>" for k, n, d in infra_rows) or \

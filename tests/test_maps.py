@@ -92,6 +92,9 @@ def test_the_incident_view_lists_cameras_and_infrastructure_with_distances(clien
     for camera in near["features"]:
         assert f"{camera['properties']['distance_m']:,.0f} m" in page.text
         assert camera["properties"]["name"] in page.text
+    side = page.text.split('id="gis-incident"', 1)[1]
+    assert "<td>—</td>" not in side  # a camera that does not see it says why
+    assert "sees it" in side or "out of range" in side or "looks elsewhere" in side
     for feature in reach["layers"]["infrastructure"]:
         assert f"{feature['properties']['distance_m']:,.0f} m" in page.text
 
