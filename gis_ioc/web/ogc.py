@@ -14,7 +14,7 @@ from fastapi import Path as FastPath
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from gis_ioc import duplicates, edits, features, limits, queries
-from gis_ioc.catalog import JSON_SCHEMA_TYPES, Layer
+from gis_ioc.catalog import JSON_SCHEMA_TYPES, Layer, Property
 from gis_ioc.errors import InvalidInput, NotFound
 from gis_ioc.web import html
 from gis_ioc.web.deps import ITEM_FORMATS, CatalogDep, EngineDep, Export, LayerDep
@@ -183,24 +183,32 @@ def collection(request: Request, layer: LayerDep, engine: EngineDep, catalog: Ca
     return JSONResponse(body)
 
 
+def _property_schema(name: str, prop: Property) -> dict[str, Any]:
+    """One property as JSON Schema (queryables, and the feature schema GDAL and QGIS read)."""
+    entry: dict[str, Any] = {"title": prop.title or name, "description": prop.description,
+                             **JSON_SCHEMA_TYPES[prop.type]}
+    if prop.enum:
+        entry["enum"] = prop.enum
+    if prop.read_only or prop.server_owned:
+        entry["readOnly"] = True  # kept by the service: a write that sets it is refused
+    return entry
+
+
+def _geometry_schema(layer: Layer) -> dict[str, Any]:
+    """The geometry as JSON Schema (OGC API – Features Part 5 roles and formats)."""
+    kinds = layer.served_types
+    return {"title": "geometry", "x-ogc-role": "primary-geometry",
+            "format": f"geometry-{kinds[0].lower()}" if len(kinds) == 1 else "geometry-any"}
+
+
 @router.get("/collections/{collection_id}/queryables", summary="Queryable properties", tags=["Data"],
             response_class=Response,
             responses={200: {"content": {"application/schema+json": {}}, "description": "JSON Schema"}},
             operation_id="getQueryables")
 def queryables(request: Request, layer: LayerDep) -> Response:
     """The properties a filter may use, as JSON Schema."""
-    props: dict[str, Any] = {}
-    for name, prop in layer.properties.items():
-        entry: dict[str, Any] = {"title": prop.title or name, "description": prop.description,
-                                 **JSON_SCHEMA_TYPES[prop.type]}
-        if prop.enum:
-            entry["enum"] = prop.enum
-        if prop.read_only or prop.server_owned:
-            entry["readOnly"] = True  # kept by the service: a write that sets it is refused
-        props[name] = entry
-    kinds = layer.served_types
-    props[layer.geometry.column] = {"title": "geometry", "x-ogc-role": "primary-geometry",
-                                    "format": f"geometry-{kinds[0].lower()}" if len(kinds) == 1 else "geometry-any"}
+    props = {name: _property_schema(name, prop) for name, prop in layer.properties.items()}
+    props[layer.geometry.column] = _geometry_schema(layer)
     body = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": str(request.url_for("queryables", collection_id=layer.id)),
@@ -221,18 +229,8 @@ def schema(request: Request, layer: LayerDep) -> Response:
 
     The collection links it as ``describedby``; GDAL and QGIS type the layer's fields from it.
     """
-    props: dict[str, Any] = {}
-    for name, prop in layer.properties.items():
-        if name == layer.id_column:
-            continue
-        entry: dict[str, Any] = {"title": prop.title or name, "description": prop.description,
-                                 **JSON_SCHEMA_TYPES[prop.type]}
-        if prop.enum:
-            entry["enum"] = prop.enum
-        if prop.read_only or prop.server_owned:
-            entry["readOnly"] = True
-        props[name] = entry
-    kinds = layer.served_types
+    props = {name: _property_schema(name, prop) for name, prop in layer.properties.items()
+             if name != layer.id_column}
     body = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": str(request.url_for("schema", collection_id=layer.id)),
@@ -242,9 +240,8 @@ def schema(request: Request, layer: LayerDep) -> Response:
         "properties": {
             "type": {"type": "string", "enum": ["Feature"]},
             "id": JSON_SCHEMA_TYPES[layer.properties[layer.id_column].type],
-            "geometry": {"title": "geometry", "x-ogc-role": "primary-geometry",
-                         "format": f"geometry-{kinds[0].lower()}" if len(kinds) == 1 else "geometry-any",
-                         "oneOf": [{"$ref": f"https://geojson.org/schema/{kind}.json"} for kind in kinds]},
+            "geometry": {**_geometry_schema(layer),
+                         "oneOf": [{"$ref": f"https://geojson.org/schema/{kind}.json"} for kind in layer.served_types]},
             "properties": {"type": "object", "properties": props},
         },
     }
