@@ -107,8 +107,7 @@ def remove(cur: Any, layer: Layer, condition: str, params: tuple[Any, ...], *, c
                 "upsert, or pass --cascade to remove the referring rows too",
                 param="mode",
             )
-        for ref, _count, _sample in found:
-            written.cascaded[ref.table] = 0
+        # counted before and after, not summed from the references: a row may refer to two rows that go
         before = {ref.table: _count_rows(cur, ref.table) for ref, _c, _s in found}
         cur.execute(f"DELETE FROM {table} t USING _gis_ioc_gone g WHERE t.ctid = g.row_id")
         written.deleted = cur.rowcount

@@ -109,6 +109,12 @@ def _apply_constants(frame: gpd.GeoDataFrame, constants: dict[str, str] | None) 
     return frame.assign(**constants)
 
 
+def conform(frame: gpd.GeoDataFrame, layer: Layer, mapping: dict[str, str] | None,
+            constants: dict[str, str] | None) -> gpd.GeoDataFrame:
+    """A batch of a file with the layer's column names: normalised, renamed by ``--map``, given ``--set`` values."""
+    return _apply_constants(_apply_mapping(_normalize_columns(frame), mapping or {}, layer), constants)
+
+
 def check_constants(constants: dict[str, str] | None, layer: Layer) -> dict[str, str]:
     """``--set`` names writable properties; their values are checked with the rows like any other value."""
     checked = {}
@@ -281,8 +287,7 @@ def plan_load(
     """Check a file's columns and CRS against a layer; return the renamed frame and the plan."""
     if len(frame) == 0:
         raise IngestError(f"{source}: the file has no features", param="file")
-    frame = _apply_constants(_apply_mapping(_normalize_columns(frame), mapping or {}, layer),
-                             check_constants(constants, layer))
+    frame = conform(frame, layer, mapping, constants)  # constants as check_constants returns them
     writable = set(layer.writable_properties) | {layer.id_column}
     ignored = [c for c in frame.columns if c in READ_ONLY_KEPT_BY_DB and c != layer.id_column]
     unknown = [c for c in frame.columns if c != "geometry" and c not in writable and c not in ignored]

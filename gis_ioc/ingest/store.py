@@ -28,16 +28,7 @@ from gis_ioc.ingest import crs_check, derive, replace
 from gis_ioc.ingest.derive import CommuneLookup
 from gis_ioc.ingest.read import open_source, read_batches
 from gis_ioc.ingest.replace import Written
-from gis_ioc.ingest.rows import (
-    Prepared,
-    _apply_constants,
-    _apply_mapping,
-    _normalize_columns,
-    check_constants,
-    check_rows,
-    parse_crs,
-    plan_load,
-)
+from gis_ioc.ingest.rows import Prepared, check_constants, check_rows, conform, parse_crs, plan_load
 from gis_ioc.ingest.shadow import Shadow
 
 Mode = Literal["append", "replace", "upsert"]
@@ -402,7 +393,7 @@ def load(
         offset = 0
         for number, batch in enumerate(itertools.chain([first], batches)):
             if number:
-                batch = _apply_constants(_apply_mapping(_normalize_columns(batch), mapping or {}, layer), constants)
+                batch = conform(batch, layer, mapping, constants)
             rows = check_rows(batch, plan, offset=offset)
             offset += len(batch)
             report.rows_read = offset
