@@ -34,7 +34,6 @@ def possible(conn: Connection, layer: Layer, geometry: dict[str, Any], kind: str
     kinds = rule.kinds or [kind]
     label = layer.style.label or layer.id_column
     geom, when = quote_ident(layer.geometry.column), quote_ident(layer.datetime_column or "")
-    lat = max(abs(c) for c in queries._coordinates(geometry)[1::2]) if geometry.get("coordinates") else 0.0
     rows = conn.execute(sa.text(f"""
         WITH g AS (SELECT ST_SetSRID(ST_GeomFromGeoJSON(:geometry), 4326) AS g)
         SELECT t.{quote_ident(layer.id_column)} AS id, t.{quote_ident(label)} AS name,
@@ -47,7 +46,7 @@ def possible(conn: Connection, layer: Layer, geometry: dict[str, Any], kind: str
           AND t.{geom} && ST_Expand(g.g, :box) AND ST_DWithin(t.{geom}::geography, g.g::geography, :metres)
           AND t.{when} BETWEEN :at - make_interval(secs => :window) AND :at + make_interval(secs => :window)
     """), {"geometry": json.dumps(geometry), "at": at, "active": config.active, "kinds": kinds, "exclude": exclude,
-           "box": queries.box_degrees(rule.distance_m, lat), "metres": rule.distance_m,
+           "box": queries.box_degrees(rule.distance_m, queries.max_abs_latitude(geometry)), "metres": rule.distance_m,
            "window": rule.window_h * 3600}).mappings().all()
     found = []
     for row in rows:

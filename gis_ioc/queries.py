@@ -518,8 +518,7 @@ class Cql2ToSql:
             raise self.fail("S_DWITHIN takes a geometry property, a geometry and a distance in metres")
         metres = limits.number(metres, "filter", 0, limits.MAX_RADIUS_M)
         column, literal = self.same_kind("s_dwithin", args[:2], ("geometry",))
-        latitudes = [abs(c) for c in _coordinates(args[1])[1::2]] or [90.0]
-        degrees = box_degrees(metres, max(latitudes))
+        degrees = box_degrees(metres, max_abs_latitude(args[1]))
         return sa.and_(
             column.op("&&")(sa.func.ST_Expand(literal, degrees)),
             sa.func.ST_DWithin(sa.func.geography(column), sa.func.geography(literal), metres),
@@ -542,6 +541,11 @@ def compile_where(condition: ColumnElement[Any]) -> tuple[str, dict[str, Any]]:
     """A condition as SQL text with ``:named`` parameters (for statements assembled around it)."""
     compiled = condition.compile(dialect=_NAMED, compile_kwargs={"render_postcompile": True})
     return str(compiled), dict(compiled.params)
+
+
+def max_abs_latitude(geometry: dict[str, Any]) -> float:
+    """The largest absolute latitude a GeoJSON geometry reaches (90 when it has no coordinates)."""
+    return max([abs(c) for c in _coordinates(geometry)[1::2]] or [90.0])
 
 
 def _coordinates(geometry: dict[str, Any]) -> list[float]:

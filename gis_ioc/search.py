@@ -10,6 +10,7 @@ extent), degrees-minutes-seconds, and VN-2000 x/y in the province's TM-3 zone.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -102,6 +103,12 @@ def _dms_values(text: str) -> list[tuple[float, str | None]]:
     return values
 
 
+@functools.cache
+def _from_tm3() -> Transformer:
+    """VN-2000 / TM-3 to longitude, latitude (made once: a transformer takes milliseconds to build)."""
+    return Transformer.from_crs(TM3_SRID, 4326, always_xy=True)
+
+
 def parse_coordinates(text: str, region: tuple[float, float, float, float]) -> tuple[float, float, str] | None:
     """Longitude, latitude and the form they were read in, or None when the text is not coordinates."""
     xmin, ymin, xmax, ymax = region
@@ -111,13 +118,11 @@ def parse_coordinates(text: str, region: tuple[float, float, float, float]) -> t
         return xmin <= lon <= xmax and ymin <= lat <= ymax
 
     plain = re.fullmatch(rf"\(?\s*({_NUMBER})\s*[,;\s]\s*({_NUMBER})\s*\)?", stripped.replace(", ", ","))
-    if plain is None:
-        plain = re.fullmatch(rf"\(?\s*({_NUMBER})\s*[;\s]\s*({_NUMBER})\s*\)?", stripped)
     if plain:
         a, b = (float(v.replace(",", ".")) for v in plain.groups())
         if abs(a) > 1000 and abs(b) > 1000:  # VN-2000 metres: x is the northing (~1.5-1.7 million), y the easting
             north, east = (a, b) if a > b else (b, a)
-            lon, lat = Transformer.from_crs(TM3_SRID, 4326, always_xy=True).transform(east, north)
+            lon, lat = _from_tm3().transform(east, north)
             return (lon, lat, f"VN-2000 / TM-3 (EPSG:{TM3_SRID}) x/y") if in_region(lon, lat) else None
         if in_region(a, b):
             return a, b, "longitude, latitude"
