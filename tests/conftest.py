@@ -41,13 +41,18 @@ def _admin(url: str):  # type: ignore[no-untyped-def]
     return conn
 
 
-def _create_from_template(server_url: str, name: str) -> str:
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    """A new database (empty, or a copy of ``template``); its URL."""
     conn = _admin(server_url)
     try:
-        conn.cursor().execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+        conn.cursor().execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     finally:
         conn.close()
     return _with_database(server_url, name)
+
+
+def _create_from_template(server_url: str, name: str) -> str:
+    return create_database(server_url, name, TEMPLATE)
 
 
 def _drop(server_url: str, name: str) -> None:
@@ -129,11 +134,7 @@ def demo_url(server_url: str, template_url: str) -> Iterator[str]:
     demo.load_demo(engine, Catalog.from_folder(PROJECT_ROOT / "layers", engine), scale=DEMO_SCALE,
                    ref_time=DEMO_REF_TIME)
     engine.dispose()
-    conn = _admin(server_url)  # a copy nobody connects to: the template of demo_copy
-    try:
-        conn.cursor().execute(f'CREATE DATABASE "{name}_template" TEMPLATE "{name}"')
-    finally:
-        conn.close()
+    create_database(server_url, f"{name}_template", name)  # a copy nobody connects to: the template of demo_copy
     yield url
     _drop(server_url, name)
     _drop(server_url, f"{name}_template")
@@ -150,13 +151,9 @@ def demo_engine(demo_url: str) -> Iterator[Engine]:
 def demo_copy(server_url: str, demo_url: str, name: str) -> Iterator[str]:
     """A database of its own with the demo province in it (for tests that write through a served process)."""
     _drop(server_url, name)
-    conn = _admin(server_url)
+    url = create_database(server_url, name, f"{make_url(demo_url).database}_template")
     try:
-        conn.cursor().execute(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(demo_url).database}_template"')
-    finally:
-        conn.close()
-    try:
-        yield _with_database(server_url, name)
+        yield url
     finally:
         _drop(server_url, name)
 

@@ -12,7 +12,7 @@ from gis_ioc import auth, db
 from gis_ioc.settings import Settings
 from gis_ioc.web.app import create_app
 
-from .conftest import _admin, _drop, _with_database, demo_copy, table_snapshot
+from .conftest import _drop, create_database, demo_copy, table_snapshot
 from .test_edit import INCIDENT, bearer
 
 TABLES = ["admin_units", "admin_lineage", "cameras", "incidents", "infrastructure"]
@@ -20,12 +20,7 @@ TABLES = ["admin_units", "admin_lineage", "cameras", "incidents", "infrastructur
 
 def _fresh(server_url: str, name: str) -> str:
     _drop(server_url, name)
-    conn = _admin(server_url)
-    try:
-        conn.cursor().execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
-    return _with_database(server_url, name)
+    return create_database(server_url, name)
 
 
 @pytest.mark.parametrize("layers_only", [False, True], ids=["whole", "layers-only"])
