@@ -132,6 +132,18 @@ def test_a_filter_of_the_wrong_kinds_is_a_400_naming_filter(hostile, unchanged, 
     ("/views/incidents/" + "9" * 5000, "incident_id"),
     ("/tiles/incidents/99/0/0.mvt", "z"),
     ("/collections/incidents/items?title=a%00b", "title"),
+    # the routes of stop 16
+    ("/search?q=" + "x" * 201, "q"),
+    ("/search?q=dak&limit=51", "limit"),
+    ("/search?q=dak&types=" + "unit," * 30, "types"),
+    ("/search?q=dak&near=200,14", "near"),
+    ("/search?q=%00", "q"),
+    ("/collections/incidents/duplicates?lon=200&lat=14.3&type=fire", "lon"),
+    ("/collections/incidents/duplicates?lon=108&lat=14.3&type=fire&at=2026-11-30T08:00:00", "at"),
+    ("/collections/incidents/duplicates?lon=108&lat=14.3&type=" + "f" * 64, "type"),
+    ("/fonts/DejaVu%20Sans%20Book/65536-65791.pbf", "range"),
+    ("/fonts/DejaVu%20Sans%20Book/0-65535.pbf", "range"),
+    ("/collections/incidents.polygons/items?limit=100000", "limit"),
 ])
 def test_out_of_range_and_malformed_parameters_are_a_400_naming_them(hostile, unchanged, path, param):
     _refused(httpx.get(f"{hostile.url}{path}", timeout=30), 400, param)
