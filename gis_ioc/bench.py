@@ -88,8 +88,9 @@ def ingest_bench(
         units = catalog.get("admin_units")
         ingest.load_frame(engine, units, ingest.prepare(demo.generate(scale=0.01).admin_units, units), "replace")
     gpkg = _gpkg(rows, workdir, log)
-    times: dict[str, list[float]] = {"gis-ioc load, append": [], "gis-ioc load, replace": [], "ogr2ogr": [],
-                                     "COPY only": [], "COPY + indexes": []}
+    times: dict[str, list[float]] = {"gis-ioc load, append": [], "gis-ioc load, replace": [],
+                                     "gis-ioc load --local, append": [], "gis-ioc load --local, replace": [],
+                                     "ogr2ogr": [], "COPY only": [], "COPY + indexes": []}
 
     # plain COPY of the same rows: the prepared CSV (hex EWKB) written once, untimed
     prepared = ingest.prepare(pyogrio.read_dataframe(gpkg, use_arrow=True), layer, region=settings.region_extent)
@@ -101,56 +102,31 @@ def ingest_bench(
     pg = make_url(url)
     ogr_dsn = (f"PG:host={pg.host} port={pg.port} dbname={pg.database} user={pg.username} "
                f"password={pg.password}")
-    # the command a user types, in a process of its own: start-up, imports and connection included
+    # the command a user types, in a process of its own: start-up, imports and connection included; once
+    # handed to a running server of its home (as in a control room, where the server always runs), once alone
     command = [sys.executable, "-m", "gis_ioc", "load", str(gpkg), "--layer", "incidents", "--mode"]
-    env = {**os.environ, "GIS_IOC_DATABASE_URL": url}
-
-    for run in range(runs):
-        for mode in ("append", "replace"):  # append into an empty layer, then replace what it holds
-            log(f"run {run + 1}/{runs}: gis-ioc load --mode {mode}…")
-            if mode == "append":
-                _truncate(engine, "incidents")
-            started = time.perf_counter()
-            subprocess.run([*command, mode], check=True, capture_output=True, env=env)
-            times[f"gis-ioc load, {mode}"].append(time.perf_counter() - started)
-
-        log(f"run {run + 1}/{runs}: ogr2ogr…")
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP TABLE IF EXISTS bench_ogr"))
-            conn.execute(sa.text("CHECKPOINT"))
-        started = time.perf_counter()
-        subprocess.run(
-            ["ogr2ogr", "-f", "PostgreSQL", ogr_dsn, str(gpkg), "incidents", "-nln", "bench_ogr",
-             "-lco", "GEOMETRY_NAME=geom", "-lco", "FID=id", "-lco", "SPATIAL_INDEX=GIST", "-gt", "65536"],
-            check=True, capture_output=True,
-        )
-        times["ogr2ogr"].append(time.perf_counter() - started)
-
-        log(f"run {run + 1}/{runs}: plain COPY…")
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP TABLE IF EXISTS bench_copy"))
-            conn.execute(sa.text("CREATE TABLE bench_copy "
-                                 "(LIKE incidents INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY)"))
-            conn.execute(sa.text("CHECKPOINT"))
-        raw: Any = engine.raw_connection()
-        try:
-            with raw.cursor() as cur, open(csv_path, "rb") as fh:
-                started = time.perf_counter()
-                cur.copy_expert(f"COPY bench_copy ({cols}) FROM STDIN WITH (FORMAT csv)", fh,
-                                size=1 << 20)
-                raw.commit()
-                copied = time.perf_counter() - started
-                cur.execute("ALTER TABLE bench_copy ADD PRIMARY KEY (id)")
-                for name in ("geom", "reported_at", "status", "commune_code"):
-                    using = "USING gist " if name == "geom" else ""
-                    cur.execute(f"CREATE INDEX ON bench_copy {using}({name})")
-                cur.execute("ANALYZE bench_copy")
-                raw.commit()
-                indexed = time.perf_counter() - started
-        finally:
-            raw.close()
-        times["COPY only"].append(copied)
-        times["COPY + indexes"].append(indexed)
+    home = workdir / "home"  # the bench server's own: never a user's running server
+    env = {**os.environ, "GIS_IOC_DATABASE_URL": url, "GIS_IOC_HOME": str(home)}
+    server = serve_for_bench(settings.model_copy(update={"database_url": url, "home": home}), 8099,
+                             {"GIS_IOC_HOME": str(home), "GIS_IOC_WARM_TILES": "false"})
+    try:
+        for run in range(runs):
+            for local in (False, True):
+                for mode in ("append", "replace"):  # append into an empty layer, then replace what it holds
+                    flags = ["--local"] if local else []
+                    label = f"gis-ioc load{' --local' if local else ''}, {mode}"
+                    log(f"run {run + 1}/{runs}: {label}…")
+                    if mode == "append":
+                        _truncate(engine, "incidents")
+                    started = time.perf_counter()
+                    done = subprocess.run([*command, mode, *flags], check=True, capture_output=True, env=env)
+                    times[label].append(time.perf_counter() - started)
+                    if (b"running server" in done.stdout) == local:
+                        raise InvalidInput(f"{label}: the load was {'not ' if not local else ''}made by the server")
+            _ogr_and_copy(run, runs, engine, gpkg, ogr_dsn, csv_path, cols, times, log)
+    finally:
+        server.terminate()
+        server.wait(30)
 
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS bench_ogr, bench_copy"))
@@ -164,6 +140,48 @@ def ingest_bench(
         conn.execute(sa.text("TRUNCATE incidents"))
     engine.dispose()
     return result
+
+
+def _ogr_and_copy(run: int, runs: int, engine: Engine, gpkg: Path, ogr_dsn: str, csv_path: Path, cols: str,
+                  times: dict[str, list[float]], log: Callable[[str], None]) -> None:
+    """One run of the peers: ogr2ogr into a new table, and COPY of the prepared rows (then indexes)."""
+    log(f"run {run + 1}/{runs}: ogr2ogr…")
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS bench_ogr"))
+        conn.execute(sa.text("CHECKPOINT"))
+    started = time.perf_counter()
+    subprocess.run(
+        ["ogr2ogr", "-f", "PostgreSQL", ogr_dsn, str(gpkg), "incidents", "-nln", "bench_ogr",
+         "-lco", "GEOMETRY_NAME=geom", "-lco", "FID=id", "-lco", "SPATIAL_INDEX=GIST", "-gt", "65536"],
+        check=True, capture_output=True,
+    )
+    times["ogr2ogr"].append(time.perf_counter() - started)
+
+    log(f"run {run + 1}/{runs}: plain COPY…")
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS bench_copy"))
+        conn.execute(sa.text("CREATE TABLE bench_copy "
+                             "(LIKE incidents INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY)"))
+        conn.execute(sa.text("CHECKPOINT"))
+    raw: Any = engine.raw_connection()
+    try:
+        with raw.cursor() as cur, open(csv_path, "rb") as fh:
+            started = time.perf_counter()
+            cur.copy_expert(f"COPY bench_copy ({cols}) FROM STDIN WITH (FORMAT csv)", fh,
+                            size=1 << 20)
+            raw.commit()
+            copied = time.perf_counter() - started
+            cur.execute("ALTER TABLE bench_copy ADD PRIMARY KEY (id)")
+            for name in ("geom", "reported_at", "status", "commune_code"):
+                using = "USING gist " if name == "geom" else ""
+                cur.execute(f"CREATE INDEX ON bench_copy {using}({name})")
+            cur.execute("ANALYZE bench_copy")
+            raw.commit()
+            indexed = time.perf_counter() - started
+    finally:
+        raw.close()
+    times["COPY only"].append(copied)
+    times["COPY + indexes"].append(indexed)
 
 
 def reads_during_load(settings: Settings, engine: Engine, catalog: Catalog, gpkg: Path, port: int = 8098,

@@ -13,7 +13,7 @@ from gis_ioc.cli.common import _Bar, _catalog, _engine, _settings, app, err_cons
 from gis_ioc.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from gis_ioc.ingest import LoadReport
+    from gis_ioc.load_service import LoadReport
 
 layers_app = typer.Typer(help="The layer catalog.", no_args_is_help=True)
 
@@ -60,6 +60,8 @@ def _print_report(report: LoadReport) -> None:
         table.add_row(f"deleted from {other}", f"{count:,} (--cascade)")
     if report.ignored_columns:
         table.add_row("ignored columns", ", ".join(report.ignored_columns))
+    if report.by_server:
+        table.add_row("loaded by", "the running server (--local: by this command)")
     out.print(table)
 
 
@@ -82,25 +84,40 @@ def load(
     strict: Annotated[bool, typer.Option(help="Refuse invalid geometries instead of repairing them.")] = False,
     ignore_unknown: Annotated[bool, typer.Option(help="Leave out columns the layer does not have.")] = False,
     source_layer: Annotated[str | None, typer.Option(help="Layer of a multi-layer file.")] = None,
+    local: Annotated[bool, typer.Option(help="Load in this process even when a server of this home is running "
+                                             "(by default the running server loads the file: it is warm).")]
+    = False,
 ) -> None:
     """Load a file into a layer, in one transaction."""
-    from gis_ioc import ingest
+    from gis_ioc import load_service
 
-    if mode not in ingest.MODES:
-        raise InvalidInput(f"--mode: {mode!r} is not one of {', '.join(ingest.MODES)}", param="mode")
+    if mode not in load_service.MODES:
+        raise InvalidInput(f"--mode: {mode!r} is not one of {', '.join(load_service.MODES)}", param="mode")
+    mapping, constants = _parse_map(map_ or []), _parse_set(set_ or [])
     settings = _settings()
-    engine = _engine(settings)
     bar = _Bar(f"loading {file.name}")
+    request = {"file": str(file), "layer": layer, "crs": crs, "mode": mode, "map": mapping, "set": constants,
+               "strict": strict, "ignore_unknown": ignore_unknown, "cascade": cascade, "source_layer": source_layer}
+    engine = None
     try:
-        report = ingest.load(
-            engine, _catalog(settings, engine), file, layer, crs=crs, mode=mode,  # type: ignore[arg-type]
-            mapping=_parse_map(map_ or []), constants=_parse_set(set_ or []), strict=strict,
-            ignore_unknown=ignore_unknown, cascade=cascade, source_layer=source_layer,
-            region=settings.region_extent, progress=bar,
-        )
+        report = None if local else load_service.load_via_server(settings, request, bar)
+        if report is None:  # no server of this home: load here
+            from gis_ioc import ingest
+
+            engine = _engine(settings)
+            report = ingest.load(
+                engine, _catalog(settings, engine), file, layer, crs=crs, mode=mode,  # type: ignore[arg-type]
+                mapping=mapping, constants=constants, strict=strict, ignore_unknown=ignore_unknown,
+                cascade=cascade, source_layer=source_layer, region=settings.region_extent, progress=bar,
+                analyze_after=False,
+            )
     finally:
         bar.close()
     _print_report(report)
+    if engine is not None and report.analyze:  # the statistics after the report (the server does the same)
+        from gis_ioc.ingest.store import analyze
+
+        analyze(engine, _catalog(settings, engine).get(report.layer))
 
 
 @app.command()

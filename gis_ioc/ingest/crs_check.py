@@ -16,6 +16,7 @@ import shapely
 from pyproj import CRS, Transformer
 
 from gis_ioc.errors import IngestError
+from gis_ioc.ingest.derive import anchors
 
 SAMPLE = 2_000  # features tried per candidate CRS
 INSIDE = 0.5  # below this share inside the province, the declared CRS is doubted
@@ -59,10 +60,10 @@ def check(area: Any, source: Any, lonlat: np.ndarray, declared: CRS, label: str)
         return
     step = max(1, int(usable.sum()) // SAMPLE)
     picked = np.flatnonzero(usable)[::step][:SAMPLE]
-    here = shapely.get_coordinates(shapely.point_on_surface(lonlat[picked]))
+    here = shapely.get_coordinates(anchors(lonlat[picked]))
     if float(shapely.contains_xy(area, here[:, 0], here[:, 1]).sum()) / len(picked) >= INSIDE:
         return
-    raw = shapely.get_coordinates(shapely.point_on_surface(source[picked]))
+    raw = shapely.get_coordinates(anchors(source[picked]))
     x, y = raw[:, 0], raw[:, 1]
     best, best_share = None, 0.0
     for code in CANDIDATES:

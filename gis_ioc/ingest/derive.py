@@ -25,6 +25,15 @@ TIMEZONE = "Asia/Ho_Chi_Minh"  # the trigger's: a report's date is the province'
 _NO_END = np.datetime64("9999-12-31", "D")
 
 
+def anchors(geoms: np.ndarray) -> np.ndarray:
+    """A point on the surface of each geometry (``ST_PointOnSurface``); a point is its own."""
+    points = geoms.copy()
+    areas = shapely.get_type_id(geoms) != 0
+    if areas.any():
+        points[areas] = shapely.point_on_surface(geoms[areas])
+    return points
+
+
 @dataclass(frozen=True)
 class CommuneLookup:
     """The communes of every period, cut into pieces of at most 64 vertices, in an STRtree."""
@@ -60,10 +69,7 @@ class CommuneLookup:
         out = np.full(len(geoms), None, dtype=object)
         if not len(geoms) or not len(self.codes):
             return out
-        points = geoms.copy()
-        areas = shapely.get_type_id(geoms) != 0  # a point is its own point on surface
-        if areas.any():
-            points[areas] = shapely.point_on_surface(geoms[areas])
+        points = anchors(geoms)
         x, y = shapely.get_x(points), shapely.get_y(points)  # NaN for an empty point, which lies nowhere
         where, piece = self.tree.query(points)  # boxes only; then the pieces, prepared, test the points: 2x faster
         hit = shapely.intersects_xy(self.tree.geometries[piece], x[where], y[where])

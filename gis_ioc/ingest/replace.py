@@ -29,6 +29,7 @@ class Written:
     deleted: int = 0
     cascaded: dict[str, int] = field(default_factory=dict)  # rows of other tables removed with them
     period: str | None = None  # the period a replace covered, when the layer has one
+    analyze: bool = False  # enough rows changed that the planner's statistics must be made again
 
 
 @dataclass

@@ -3,8 +3,9 @@
 Growing a GiST index row by row costs about 13 µs a point (a million rows: 13 s, more than the COPY
 itself); building it afterwards costs 2 s. A load used to drop the indexes inside its transaction to
 build them at the end, which held an ACCESS EXCLUSIVE lock for the whole load and froze every reader.
-Here the rows go into a new table of the same shape, its indexes, constraints, triggers, grants and
-statistics are built there, and the two tables trade places in one short locked moment at the end
+Here the rows go into a new table of the same shape, its indexes, constraints, triggers and grants
+are built there (statistics after the commit: ``store.analyze``), and the two tables trade places in
+one short locked moment at the end
 (the lock is asked for with a short ``lock_timeout`` and again until it is granted, so readers never
 queue behind it for long). Readers see the old rows throughout, then the new ones. Writers wait for
 the load (the old table is locked EXCLUSIVE, which readers pass).
@@ -146,7 +147,6 @@ class Shadow:
         for grantee, privilege, grantable in cur.fetchall():
             who = "PUBLIC" if grantee == "-" else quote_ident(grantee)
             cur.execute(f"GRANT {privilege} ON {self.table} TO {who}{' WITH GRANT OPTION' if grantable else ''}")
-        cur.execute(f"ANALYZE {self.table}")
         new_sequences = self._identities(f"{self.layer.schema_name}.{self.name}")
         self._take_lock()
         cur.execute(f"DROP TABLE {self.old}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 import gis_ioc
-from gis_ioc import db, maps
+from gis_ioc import db, load_service, maps
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, InvalidInput, Unauthorized, from_database, http_status
 from gis_ioc.events import ChangeListener
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         app.state.listener = ChangeListener(url)
         app.state.listener.start()
+        loads = contextlib.ExitStack()  # `gis-ioc load` hands its files to this process (load_service)
+        app.state.load_service = loads.enter_context(load_service.serving(settings, app.state.catalog, url))
         app.state.tile_cache = TileCache(settings.home / "tiles", max_disk_bytes=settings.tile_cache_mb * 1024 * 1024,
                                          current=app.state.listener.versions) if settings.tile_cache else None
         stop_warming = threading.Event()
@@ -73,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stop_warming.set()
             if warming.is_alive():
                 warming.join(timeout=10)
+            loads.close()
             app.state.listener.stop()
             engine.dispose()
 
