@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from gis_ioc import errors
 from gis_ioc.errors import GisIocError
+from gis_ioc.paths import Place
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -87,27 +88,27 @@ class LoadReport:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def socket_path(settings: Settings) -> Path:
+def socket_path(place: Place) -> Path:
     """Where the server of this home listens for loads."""
-    return settings.home / "run" / "load.sock"
+    return place.home / "run" / "load.sock"
 
 
-def identity(settings: Settings) -> dict[str, str]:
+def identity(place: Place) -> dict[str, str]:
     """The database and layer folder a process works on (never a password)."""
-    if settings.database_url:
-        url = urlsplit(settings.database_url)
+    if place.database_url:
+        url = urlsplit(place.database_url)
         scheme = url.scheme.split("+")[0]
         scheme = "postgresql" if scheme == "postgres" else scheme
         database = f"{scheme}://{url.username or ''}@{url.hostname or ''}:{url.port or 5432}{url.path}"
     else:
-        database = f"private cluster in {settings.home.resolve()}"
-    return {"database": database, "layers": str(settings.layers_dir.resolve())}
+        database = f"private cluster in {place.home.resolve()}"
+    return {"database": database, "layers": str(place.layers_dir.resolve())}
 
 
 # -- the client: gis-ioc load ------------------------------------------------------------------------
 
 
-def load_via_server(settings: Settings, request: dict[str, Any],
+def load_via_server(place: Place, request: dict[str, Any],
                     progress: Callable[[int, int], None] | None = None) -> LoadReport | None:
     """Have the running server load a file; None when no server of this home takes it (load here then).
 
@@ -115,7 +116,7 @@ def load_via_server(settings: Settings, request: dict[str, Any],
     ``ignore_unknown``, ``cascade``, ``source_layer``. A refused load raises the server's error, as a
     load in this process would.
     """
-    path = socket_path(settings)
+    path = socket_path(place)
     if not path.exists():
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -127,7 +128,7 @@ def load_via_server(settings: Settings, request: dict[str, Any],
         sock.close()
         return None
     message = {**request, "file": str(Path(request["file"]).absolute()), "protocol": PROTOCOL,
-               "identity": identity(settings)}
+               "identity": identity(place)}
     with sock, sock.makefile("rwb") as stream:
         try:
             stream.write(json.dumps(message).encode() + b"\n")
@@ -169,7 +170,7 @@ class LoadService:
         self.settings = settings
         self.catalog = catalog
         self.engine = engine  # a pool of its own (one connection), not the requests'
-        self.path = socket_path(settings)
+        self.path = socket_path(settings.place)
         self._server: socketserver.ThreadingUnixStreamServer | None = None
         self._thread: threading.Thread | None = None
         self._lock_file: Any = None
@@ -241,11 +242,11 @@ class LoadService:
             if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
                 send({"declined": "another version of gis-ioc"})
                 return
-            if request.get("identity") != identity(self.settings):
+            if request.get("identity") != identity(self.settings.place):
                 send({"declined": "another database or layer folder"})
                 return
             try:
-                report = self._load(request, send)
+                report = self._load(request, send, connection)
             except _ClientGone:
                 log.info("load of %s abandoned: the command went away", request.get("file"))
                 return
@@ -265,7 +266,8 @@ class LoadService:
         except OSError:
             return  # the command went away
 
-    def _load(self, request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> LoadReport:
+    def _load(self, request: dict[str, Any], send: Callable[[dict[str, Any]], None],
+              connection: socket.socket) -> LoadReport:
         from gis_ioc import ingest
 
         texts = {k: request.get(k) for k in ("file", "layer", "crs", "mode", "source_layer")}
@@ -280,6 +282,13 @@ class LoadService:
 
         def progress(done: int, total: int) -> None:
             nonlocal last
+            try:  # a command that went away has closed its end: what it would read is the end of the stream
+                if connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    raise _ClientGone("the command went away")
+            except (BlockingIOError, InterruptedError):
+                pass  # nothing to read: it is waiting for us
+            except OSError:
+                raise _ClientGone("the command went away") from None
             now = time.monotonic()
             if now - last >= PROGRESS_EVERY_S:
                 last = now

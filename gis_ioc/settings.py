@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from gis_ioc.paths import DEFAULT_HOME, DEFAULT_LAYERS_DIR, PROJECT_ROOT, Place
 
 # Kon Tum province, with a margin: data outside this box is "far outside the area".
 KON_TUM_BBOX = (107.33, 13.92, 108.55, 15.42)
@@ -26,7 +26,7 @@ class Settings(BaseSettings):
         default=None,
         description="PostgreSQL/PostGIS URL. Without it gis-ioc runs its own private cluster in `home`.",
     )
-    home: Path = Field(default=PROJECT_ROOT / ".gis-ioc",
+    home: Path = Field(default=DEFAULT_HOME,
                        description="Data folder: private cluster, caches (the same from any working directory).")
     host: str = Field(default="127.0.0.1", description="Address the server listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the server listens on.")
@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     public_read: bool = Field(default=True, description="Allow reads without an API key.")
     cors_origins: str = Field(default="*", description="Web origins that may call the API from a browser, "
                                                        "comma-separated; * for any, empty for none.")
-    layers_dir: Path = Field(default=PROJECT_ROOT / "layers", description="Folder of layer YAML files.")
+    layers_dir: Path = Field(default=DEFAULT_LAYERS_DIR, description="Folder of layer YAML files.")
     styles_dir: Path = Field(default=PROJECT_ROOT / "tiles" / "styles", description="Folder of MapLibre styles.")
     migrations_dir: Path = Field(default=PROJECT_ROOT / "db", description="Folder of SQL migrations.")
     region_bbox: tuple[float, float, float, float] = Field(
@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         default=None, description="Raster basemap tile URL ({z}/{x}/{y}) under the map views (none: our layers only)."
     )
     basemap_attribution: str = Field(default="", description="Attribution shown for the basemap.")
+
+    @property
+    def place(self) -> Place:
+        """The home, database and layer folder (``paths.Place``, as a process that has no settings reads them)."""
+        return Place(self.home, self.database_url, self.layers_dir)
 
     @property
     def cors_origin_list(self) -> list[str]:

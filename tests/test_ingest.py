@@ -246,8 +246,10 @@ def test_a_shadow_load_leaves_the_table_as_it_was_built(engine, catalog, setting
             last_id = conn.execute(sa.text("SELECT max(id) FROM incidents")).scalar()
             old_table = conn.execute(sa.text("SELECT 'incidents'::regclass::oid")).scalar()
         monkeypatch.setattr(store, "BULK_ROWS", 1)
-        ingest.load(engine, catalog, write(sample("incidents"), "gpkg", tmp_path, "b"), "incidents", mode=mode,
-                    region=settings.region_extent)
+        report = ingest.load(engine, catalog, write(sample("incidents"), "gpkg", tmp_path, "b"), "incidents",
+                             mode=mode, region=settings.region_extent)
+        assert report.deleted == (before if mode == "replace" else 0)  # the report says what a replace removed
+        assert report.analyze is False  # statistics made after the commit, by the load itself
         assert _shape(engine, "public.incidents") == shape
         assert _count(engine, "incidents") == (3 if mode == "replace" else before + 3)
         with engine.connect() as conn:  # it was a shadow table that took the layer's place

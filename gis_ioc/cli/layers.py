@@ -93,17 +93,19 @@ def load(
 
     if mode not in load_service.MODES:
         raise InvalidInput(f"--mode: {mode!r} is not one of {', '.join(load_service.MODES)}", param="mode")
+    from gis_ioc.paths import Place
+
     mapping, constants = _parse_map(map_ or []), _parse_set(set_ or [])
-    settings = _settings()
     bar = _Bar(f"loading {file.name}")
     request = {"file": str(file), "layer": layer, "crs": crs, "mode": mode, "map": mapping, "set": constants,
                "strict": strict, "ignore_unknown": ignore_unknown, "cascade": cascade, "source_layer": source_layer}
     engine = None
     try:
-        report = None if local else load_service.load_via_server(settings, request, bar)
+        report = None if local else load_service.load_via_server(Place.from_environment(), request, bar)
         if report is None:  # no server of this home: load here
             from gis_ioc import ingest
 
+            settings = _settings()
             engine = _engine(settings)
             report = ingest.load(
                 engine, _catalog(settings, engine), file, layer, crs=crs, mode=mode,  # type: ignore[arg-type]

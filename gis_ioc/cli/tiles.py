@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gis_ioc.cli.common import _Bar, _catalog, _engine, _settings, app, out
 from gis_ioc.errors import InvalidInput
-from gis_ioc.settings import Settings
+
+if TYPE_CHECKING:
+    from gis_ioc.settings import Settings
 
 tiles_app = typer.Typer(help="Vector tiles: offline archives.", no_args_is_help=True)
 

@@ -65,6 +65,7 @@ class Shadow:
         self.old = f"{self.schema}.{quote_ident(layer.table_name)}"
         self.name = (layer.table_name + SUFFIX)[:63]
         self.sequences: dict[str, str] = {}  # the layer's identity columns and their sequences
+        self.replaced = 0  # rows of the old table a replace removes
         self.table = f"{self.schema}.{quote_ident(self.name)}"
         cur.execute("SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
                     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s", (oid,))
@@ -88,6 +89,9 @@ class Shadow:
             cur.execute("SELECT last_value + CASE WHEN is_called THEN 1 ELSE 0 END FROM " + sequence)
             cur.execute(f"ALTER TABLE {shadow.table} ALTER COLUMN {quote_ident(column)} RESTART WITH %s",
                         (cur.fetchone()[0],))
+        if mode == "replace":  # what the load removes, for its report (the table is locked against writers)
+            cur.execute(f"SELECT count(*) FROM {shadow.old}")
+            shadow.replaced = int(cur.fetchone()[0])
         if mode == "append":
             cur.execute("SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
                         "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped AND attgenerated = ''", (oid,))
