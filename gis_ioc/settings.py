@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         default=None, description="Raster basemap tile URL ({z}/{x}/{y}) under the map views (none: our layers only)."
     )
     basemap_attribution: str = Field(default="", description="Attribution shown for the basemap.")
+    cap_sender: str = Field(default="ioc.kontum.gov.vn", pattern=r"^[^\s,<&]+$", max_length=200,
+                            description="CAP sender of the incidents' alerts: globally unique, e.g. the IOC's "
+                                        "domain name (no spaces or commas).")
+    cap_sender_name: str = Field(default="Trung tâm Giám sát, điều hành thông minh tỉnh Kon Tum", max_length=200,
+                                 description="Who the alerts come from, as people read it.")
 
     @property
     def place(self) -> Place:

@@ -26,6 +26,7 @@ SUFFIXES = {
     ".fgb": "FlatGeobuf",
     ".kml": "KML",
     ".csv": "CSV",
+    ".xml": "CAP 1.2 alert",
 }
 CSV_OPTIONS = {
     "X_POSSIBLE_NAMES": "lon,longitude,lng,x,easting",
@@ -45,6 +46,11 @@ class Source:
     target: str
     layer: str | None
     options: dict[str, Any]
+
+    @property
+    def is_cap(self) -> bool:
+        """CAP alerts (XML), read by ``gis_ioc.cap``."""
+        return self.path.suffix.lower() == ".xml"
 
     def fail(self, err: Exception) -> IngestError:
         """A GDAL error while reading, as one line naming the file."""
@@ -84,6 +90,8 @@ def open_source(path: Path | str, source_layer: str | None = None) -> Source:
     if path.is_file() and path.stat().st_size == 0:
         raise IngestError(f"{path}: the file is empty", param="file")
     source = Source(path, target, source_layer, options)
+    if suffix == ".xml":  # CAP alerts, read by gis_ioc.cap (GDAL has no driver for them)
+        return source
     try:
         layers = pyogrio.list_layers(target)
     except Exception as err:  # pyogrio raises several GDAL error types
@@ -130,6 +138,11 @@ def geometries(wkb: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def read_batches(source: Source, batch_rows: int) -> Iterator[gpd.GeoDataFrame]:
     """Read a file in batches (GDAL's Arrow stream), so a large file is loaded while it is read."""
+    if source.is_cap:
+        from gis_ioc import cap
+
+        yield cap.read_file(source.path)
+        return
     try:
         with pyogrio.open_arrow(source.target, layer=source.layer, batch_size=batch_rows, use_pyarrow=True,
                                 **source.options) as (meta, reader):

@@ -381,7 +381,8 @@ def load(
     source_crs = parse_crs(crs)
     source = open_source(path, source_layer)
     try:
-        total = int(pyogrio.read_info(source.target, layer=source_layer, **source.options)["features"])
+        total = -1 if source.is_cap else int(pyogrio.read_info(source.target, layer=source_layer,
+                                                               **source.options)["features"])
     except Exception:  # a count is only needed for the progress bar, the chunk size and the bulk decision
         total = -1
     batches = read_batches(source, CHUNK_ROWS if total < 0 or total >= BIG_FILE_ROWS else

@@ -29,7 +29,7 @@ from gis_ioc.errors import GisIocError, InvalidInput, Unauthorized, from_databas
 from gis_ioc.events import ChangeListener
 from gis_ioc.settings import Settings
 from gis_ioc.tiles import WALL_LAYERS, TileCache, sync_cell_config, warm
-from gis_ioc.web import analysis, contract, edit, ogc, search, views
+from gis_ioc.web import alerts, analysis, contract, edit, ogc, search, views
 from gis_ioc.web import events as events_router
 from gis_ioc.web import tiles as tiles_router
 from gis_ioc.web.deps import EngineDep, HeavyLimit, KeyCache, require_read
@@ -212,6 +212,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(edit.router)
     app.include_router(analysis.router, dependencies=[Depends(require_read)])
     app.include_router(search.router, dependencies=[Depends(require_read)])
+    app.include_router(alerts.router, dependencies=[Depends(require_read)])
     app.include_router(tiles_router.router, dependencies=[Depends(require_read)])
     app.include_router(events_router.router, dependencies=[Depends(require_read)])
     app.include_router(views.router, dependencies=[Depends(require_read)])

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from gis_ioc import auth, db, duplicates, edits, features, ingest, limits
+from gis_ioc import auth, cap, db, duplicates, edits, features, ingest, limits
 from gis_ioc.catalog import LAYER_ID, Layer
 from gis_ioc.errors import GisIocError, InvalidInput, PayloadTooLarge
 from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, PrincipalDep, SettingsDep, WritableLayerDep
@@ -31,7 +31,9 @@ IfMatch = Annotated[str | None, Header(max_length=2000, description="The feature
 GEOJSON = "application/geo+json"
 FEATURE_BODY = {
     "required": True,
-    "content": {media: {"schema": {"$ref": "#/components/schemas/Feature"}} for media in (GEOJSON, "application/json")},
+    "content": {**{media: {"schema": {"$ref": "#/components/schemas/Feature"}}
+                   for media in (GEOJSON, "application/json")},
+                cap.MEDIA: {"schema": {"type": "string", "description": "A CAP 1.2 alert (incidents only)"}}},
 }
 CHANGE_BODY = {
     "required": True,
@@ -40,8 +42,8 @@ CHANGE_BODY = {
 }
 
 
-async def _body(request: Request) -> Any:
-    """A JSON body read as it arrives, up to ``limits.MAX_FEATURE_BYTES``, parsed with its nesting bounded."""
+async def _bytes(request: Request) -> bytes:
+    """A body read as it arrives, up to ``limits.MAX_FEATURE_BYTES``."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -49,7 +51,17 @@ async def _body(request: Request) -> Any:
             raise PayloadTooLarge(f"body: a feature is at most {limits.MAX_FEATURE_BYTES:,} bytes; load files with "
                                   "the import route", param="body")
         chunks.append(chunk)
-    return edits.parse_json(b"".join(chunks))
+    return b"".join(chunks)
+
+
+async def _body(request: Request) -> Any:
+    """A JSON body, parsed with its nesting bounded."""
+    return edits.parse_json(await _bytes(request))
+
+
+def _is_cap(request: Request) -> bool:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media in (cap.MEDIA, "application/xml", "text/xml")
 
 
 def _feature_response(request: Request, engine: Any, layer: Layer, feature_id: Any, status: int,
@@ -77,7 +89,16 @@ async def create_feature(request: Request, layer: WritableLayerDep, engine: Engi
     space and time (the layer's ``duplicates`` rules), best first.
     """
     who = auth.require(principal, edits.writer_role(layer), f"writing to {layer.id}")
-    body = await _body(request)
+    if _is_cap(request):  # another agency's CAP alert: the incident it describes, with its area
+        if not cap.supports(layer.properties):
+            raise InvalidInput(f"body: CAP alerts are taken by layers of incidents, not {layer.id!r}", param="body")
+        found = cap.parse(await _bytes(request))
+        if len(found) != 1:
+            raise InvalidInput(f"body: one alert per request ({len(found)} given); load files of several with "
+                               "the import route or gis-ioc load", param="body")
+        body = found[0]
+    else:
+        body = await _body(request)
     with engine.begin() as conn:
         new_id = edits.create(conn, layer, body, who, settings.region_extent)
     return _feature_response(request, engine, layer, new_id, 201, with_duplicates=True)

@@ -12,6 +12,7 @@ MEDIA = {
     "html": "text/html",
     "csv": "text/csv",
     "gpkg": "application/geopackage+sqlite3",
+    "cap": "application/cap+xml",
 }
 
 

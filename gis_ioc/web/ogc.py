@@ -16,8 +16,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from gis_ioc import duplicates, edits, features, limits, queries
 from gis_ioc.catalog import JSON_SCHEMA_TYPES, Layer, Property
 from gis_ioc.errors import InvalidInput, NotFound
-from gis_ioc.web import html
-from gis_ioc.web.deps import ITEM_FORMATS, CatalogDep, EngineDep, Export, LayerDep
+from gis_ioc.web import alerts, html
+from gis_ioc.web.deps import ITEM_FORMATS, CatalogDep, EngineDep, Export, LayerDep, SettingsDep
 from gis_ioc.web.formats import MEDIA, negotiate, not_modified
 
 router = APIRouter()
@@ -364,18 +364,21 @@ def _geopackage(features_json: str, layer: Layer, crs: queries.Crs) -> bytes:
 
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature", operation_id="getFeature",
             tags=["Data"], response_class=Response,
-            responses={200: {"content": {GEOJSON: {}, "text/html": {}}, "description": "A feature"},
+            responses={200: {"content": {GEOJSON: {}, "text/html": {}, "application/cap+xml": {}},
+                             "description": "A feature"},
                        304: {"description": "The feature has not changed (If-None-Match)"}})
 def item(
     request: Request,
     layer: LayerDep,
     engine: EngineDep,
+    settings: SettingsDep,
     feature_id: Annotated[str, FastPath(max_length=100, description="The feature's id")],
     crs: Annotated[str | None, Query(max_length=200, description="CRS of the response (URI)")] = None,
-    f: Annotated[Literal["json", "html"] | None, Query()] = None,
+    f: Annotated[Literal["json", "html", "cap"] | None, Query(description="cap: the incident as a CAP 1.2 "
+                                                                         "alert")] = None,
 ) -> Response:
     """One feature by id; its ETag changes with the row (``If-Match`` on writes, ``If-None-Match`` here)."""
-    fmt = negotiate(request, ("json", "html"))
+    fmt = negotiate(request, ("json", "html", "cap"))
     out_crs = queries.parse_crs(crs)
     key = layer.feature_key(feature_id)
     with engine.connect() as conn:
@@ -384,7 +387,9 @@ def item(
             raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId")
         if not_modified(request, tag):
             return Response(status_code=304, headers={"ETag": tag})
-        found = features.item(conn, layer, key, out_crs)
+        found = None if fmt == "cap" else features.item(conn, layer, key, out_crs)
+    if fmt == "cap":
+        return alerts.alert_response(request, engine, settings, layer, key, {"ETag": tag})
     if found is None:  # deleted between the two reads
         raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId")
     feature = json.loads(found)
