@@ -65,6 +65,22 @@ def _truncate(engine: Engine, table: str) -> None:
         conn.execute(sa.text("CHECKPOINT"))
 
 
+def _quiet(engine: Engine, seconds: float = 30.0) -> None:
+    """Wait until nothing else runs in the database: each timed run starts alone.
+
+    A loader is never measured against the previous one's aftermath (its statistics, autovacuum).
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            busy = conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND state = 'active' "
+                "AND (datname = current_database() OR backend_type = 'autovacuum worker')")).scalar()
+        if not busy:
+            return
+        time.sleep(0.1)
+
+
 def ingest_bench(
     settings: Settings, rows: int, workdir: Path, runs: int = 1, log: Callable[[str], None] = print,
     readers: bool = False,
@@ -118,6 +134,7 @@ def ingest_bench(
                     log(f"run {run + 1}/{runs}: {label}…")
                     if mode == "append":
                         _truncate(engine, "incidents")
+                    _quiet(engine)
                     started = time.perf_counter()
                     done = subprocess.run([*command, mode, *flags], check=True, capture_output=True, env=env)
                     times[label].append(time.perf_counter() - started)
@@ -149,6 +166,7 @@ def _ogr_and_copy(run: int, runs: int, engine: Engine, gpkg: Path, ogr_dsn: str,
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS bench_ogr"))
         conn.execute(sa.text("CHECKPOINT"))
+    _quiet(engine)
     started = time.perf_counter()
     subprocess.run(
         ["ogr2ogr", "-f", "PostgreSQL", ogr_dsn, str(gpkg), "incidents", "-nln", "bench_ogr",
@@ -163,6 +181,7 @@ def _ogr_and_copy(run: int, runs: int, engine: Engine, gpkg: Path, ogr_dsn: str,
         conn.execute(sa.text("CREATE TABLE bench_copy "
                              "(LIKE incidents INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY)"))
         conn.execute(sa.text("CHECKPOINT"))
+    _quiet(engine)
     raw: Any = engine.raw_connection()
     try:
         with raw.cursor() as cur, open(csv_path, "rb") as fh:
