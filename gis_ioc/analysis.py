@@ -373,6 +373,7 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
                                f"{', '.join(fixed) or '(none in this layer)'}", param="breakdown")
     on = at or date.today()
     where, params = _windowed(layer, *_condition(layer, filter_text), window)
+    where += f" AND {layer.events_only()}"  # an event counts once, not once per report merged into it
     geom = f"t.{quote_ident(layer.geometry.column)}"
     params.update({"level": by, "on": on})
     point = geom if layer.points_only else f"ST_PointOnSurface({geom})"  # a feature counts in one unit

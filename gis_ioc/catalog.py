@@ -142,6 +142,9 @@ class Duplicates(BaseModel):
     status_column: str = "status"
     active: list[str] = Field(min_length=1, description="Statuses of the features a new report may repeat")
     rules: dict[str, DuplicateRule] = Field(description="By kind; 'default' for the kinds not listed")
+    merged_column: str | None = Field(default=None, description="Where a report merged into another feature names "
+                                      "it (gis_ioc.merge); such rows are not counted as events")
+    reports_column: str | None = Field(default=None, description="How many reports were merged into a feature")
 
 
 class Layer(BaseModel):
@@ -191,9 +194,11 @@ class Layer(BaseModel):
             if column not in names:
                 raise ValueError(f"natural_key/valid_to_column: {column!r} is not one of the properties")
         if self.duplicates:
-            for column in (self.duplicates.kind_column, self.duplicates.status_column):
-                if column not in names:
-                    raise ValueError(f"duplicates: {column!r} is not one of the properties")
+            columns = (self.duplicates.kind_column, self.duplicates.status_column, self.duplicates.merged_column,
+                       self.duplicates.reports_column)
+            for named in columns:
+                if named is not None and named not in names:
+                    raise ValueError(f"duplicates: {named!r} is not one of the properties")
             if not self.datetime_column:
                 raise ValueError("duplicates needs datetime_column (when a report was made)")
         if self.valid_to_column and not self.datetime_column:
@@ -206,6 +211,16 @@ class Layer(BaseModel):
             if value and value not in names:
                 raise ValueError(f"style.{field} {value!r} is not one of the properties")
         return self
+
+    @property
+    def merged_column(self) -> str | None:
+        """The column naming the feature a merged report repeats (``gis_ioc.merge``), if the layer has one."""
+        return self.duplicates.merged_column if self.duplicates else None
+
+    def events_only(self, alias: str = "t") -> str:
+        """SQL: the rows that are events of their own (not reports merged into another), for counts and the wall."""
+        column = self.merged_column
+        return f"{alias}.{quote_ident(column)} IS NULL" if column else "TRUE"
 
     @property
     def schema_name(self) -> str:

@@ -42,7 +42,7 @@ def possible(conn: Connection, layer: Layer, geometry: dict[str, Any], kind: str
                abs(extract(epoch FROM t.{when} - :at)) / 60 AS minutes
         FROM {quote_table(layer.table)} t, g
         WHERE t.{quote_ident(config.status_column)} = ANY(:active) AND t.{quote_ident(config.kind_column)} = ANY(:kinds)
-          AND t.{quote_ident(layer.id_column)} IS DISTINCT FROM :exclude
+          AND t.{quote_ident(layer.id_column)} IS DISTINCT FROM :exclude AND {layer.events_only()}
           AND t.{geom} && ST_Expand(g.g, :box) AND ST_DWithin(t.{geom}::geography, g.g::geography, :metres)
           AND t.{when} BETWEEN :at - make_interval(secs => :window) AND :at + make_interval(secs => :window)
     """), {"geometry": json.dumps(geometry), "at": at, "active": config.active, "kinds": kinds, "exclude": exclude,

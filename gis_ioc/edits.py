@@ -134,7 +134,7 @@ def _feature_body(body: Any, partial: bool) -> dict[str, Any]:
     return body
 
 
-def _row_json(conn: Connection, layer: Layer, feature_id: Any, lock: bool) -> tuple[dict[str, Any], str] | None:
+def row_json(conn: Connection, layer: Layer, feature_id: Any, lock: bool) -> tuple[dict[str, Any], str] | None:
     """The current row (properties and geometry) and its ETag, locked for the write."""
     geom, key = quote_ident(layer.geometry.column), quote_ident(layer.id_column)
     sql = (f"SELECT to_jsonb(t) - :g || jsonb_build_object('geometry', ST_AsGeoJSON(t.{geom})::jsonb), "
@@ -147,11 +147,11 @@ def _row_json(conn: Connection, layer: Layer, feature_id: Any, lock: bool) -> tu
 
 def etag(conn: Connection, layer: Layer, feature_id: Any) -> str | None:
     """The ETag of a feature (a digest of its whole row), or None when it does not exist."""
-    found = _row_json(conn, layer, feature_id, lock=False)
+    found = row_json(conn, layer, feature_id, lock=False)
     return found[1] if found else None
 
 
-def _check_if_match(if_match: str | None, current: str, layer: Layer, feature_id: Any) -> None:
+def check_if_match(if_match: str | None, current: str, layer: Layer, feature_id: Any) -> None:
     """``If-Match`` with the strong comparison RFC 9110 asks for: a weak tag (``W/"…"``) never matches."""
     if if_match is None:
         return
@@ -205,7 +205,7 @@ def create(conn: Connection, layer: Layer, body: Any, principal: Principal | Non
     values = {k: v for k, v in values.items() if v is not None}
     table = queries.table_of(layer)
     new_id = conn.execute(sa.insert(table).values(values).returning(table.c[layer.id_column])).scalar_one()
-    after = _row_json(conn, layer, new_id, lock=False)
+    after = row_json(conn, layer, new_id, lock=False)
     auth.audit(conn, principal, layer.id, new_id, "create", None, after[0] if after else None)
     return new_id
 
@@ -214,11 +214,11 @@ def change(conn: Connection, layer: Layer, feature_id: Any, body: Any, principal
            if_match: str | None, region: tuple[float, float, float, float] | None, *, partial: bool) -> None:
     """Replace (PUT) or update (PATCH) a feature."""
     body = _feature_body(body, partial=partial)
-    found = _row_json(conn, layer, feature_id, lock=True)
+    found = row_json(conn, layer, feature_id, lock=True)
     if found is None:
         raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId")
     before, current = found
-    _check_if_match(if_match, current, layer, feature_id)
+    check_if_match(if_match, current, layer, feature_id)
     values = _properties(layer, body.get("properties"))
     if not partial:
         # A replacement sets every writable property: what the body leaves out takes its default,
@@ -236,7 +236,7 @@ def change(conn: Connection, layer: Layer, feature_id: Any, body: Any, principal
         return
     table = queries.table_of(layer)
     conn.execute(sa.update(table).where(table.c[layer.id_column] == feature_id).values(values))
-    after = _row_json(conn, layer, feature_id, lock=False)
+    after = row_json(conn, layer, feature_id, lock=False)
     auth.audit(conn, principal, layer.id, feature_id, "update" if partial else "replace", before,
                after[0] if after else None)
 
@@ -244,10 +244,10 @@ def change(conn: Connection, layer: Layer, feature_id: Any, body: Any, principal
 def delete(conn: Connection, layer: Layer, feature_id: Any, principal: Principal | None,
            if_match: str | None) -> None:
     """Delete a feature."""
-    found = _row_json(conn, layer, feature_id, lock=True)
+    found = row_json(conn, layer, feature_id, lock=True)
     if found is None:
         raise NotFound(f"layer {layer.id!r} has no feature {feature_id!r}", param="featureId")
-    _check_if_match(if_match, found[1], layer, feature_id)
+    check_if_match(if_match, found[1], layer, feature_id)
     table = queries.table_of(layer)
     conn.execute(sa.delete(table).where(table.c[layer.id_column] == feature_id))
     auth.audit(conn, principal, layer.id, feature_id, "delete", found[0], None)

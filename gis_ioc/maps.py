@@ -337,12 +337,13 @@ def kpis(conn: Connection, catalog: Catalog, settings: Settings) -> dict[str, An
     """
     now = datetime.now(ZoneInfo(settings.timezone))
     active: dict[str, int] = dict(conn.execute(sa.text(
-        "SELECT coalesce(severity, 'unknown'), count(*) FROM incidents WHERE status = ANY(:s) GROUP BY 1"),
+        "SELECT coalesce(severity, 'unknown'), count(*) FROM incidents WHERE status = ANY(:s) AND merged_into IS NULL "
+        "GROUP BY 1"),
         {"s": list(ACTIVE_STATUSES)}).all())
     cameras = conn.execute(sa.text(
         "SELECT count(*) FILTER (WHERE status = 'online'), count(*) FROM cameras")).one()
     end = now
-    total = conn.execute(sa.text("SELECT count(*) FROM incidents WHERE reported_at >= :t"),
+    total = conn.execute(sa.text("SELECT count(*) FROM incidents WHERE reported_at >= :t AND merged_into IS NULL"),
                          {"t": now - timedelta(hours=24)}).scalar() or 0
     if not total:
         latest = conn.execute(sa.text("SELECT max(reported_at) FROM incidents WHERE reported_at <= :t"),
@@ -350,7 +351,7 @@ def kpis(conn: Connection, catalog: Catalog, settings: Settings) -> dict[str, An
         if latest is not None:
             end = latest.astimezone(ZoneInfo(settings.timezone))
             total = conn.execute(sa.text(
-                "SELECT count(*) FROM incidents WHERE reported_at >= :a AND reported_at <= :b"),
+                "SELECT count(*) FROM incidents WHERE reported_at >= :a AND reported_at <= :b AND merged_into IS NULL"),
                 {"a": end - timedelta(hours=24), "b": end}).scalar() or 0
     window = analysis.Window(end - timedelta(hours=24), None if end is now else end + timedelta(microseconds=1))
     by_commune: list[dict[str, Any]] = []

@@ -118,11 +118,14 @@ def sync_cell_config(conn: Connection, catalog: Catalog) -> set[str]:
             conn.execute(sa.text("DELETE FROM tile_cell_config WHERE layer_table = :t"), {"t": layer.table})
             continue
         conn.execute(sa.text(
-            "INSERT INTO tile_cell_config AS c (layer_table, cells, category_column) VALUES (:t, :cells, :cat) "
+            "INSERT INTO tile_cell_config AS c (layer_table, cells, category_column, not_counted_column) "
+            "VALUES (:t, :cells, :cat, :merged) "
             "ON CONFLICT (layer_table) DO UPDATE SET cells = EXCLUDED.cells, "
-            "category_column = EXCLUDED.category_column, stale = c.stale OR c.cells <> EXCLUDED.cells "
-            "OR c.category_column IS DISTINCT FROM EXCLUDED.category_column"),
-            {"t": layer.table, "cells": cells, "cat": layer.style.color_by})
+            "category_column = EXCLUDED.category_column, not_counted_column = EXCLUDED.not_counted_column, "
+            "stale = c.stale OR c.cells <> EXCLUDED.cells "
+            "OR c.category_column IS DISTINCT FROM EXCLUDED.category_column "
+            "OR c.not_counted_column IS DISTINCT FROM EXCLUDED.not_counted_column"),
+            {"t": layer.table, "cells": cells, "cat": layer.style.color_by, "merged": layer.merged_column})
         kept.add(layer.table)
     conn.commit()
     return kept
@@ -218,6 +221,7 @@ def tile_statement(layers: list[Layer], z: int, x: int, y: int, params: Mapping[
     parts, bind = [], {"z": z, "x": x, "y": y, "margin": BUFFER / EXTENT}
     for index, layer in enumerate(layers):
         where, values = _conditions(layer, params) if params else ("TRUE", {})
+        where = f"({where}) AND {layer.events_only()}"  # a report merged into another incident is not drawn again
         renamed = {}
         for key in sorted(values, key=len, reverse=True):  # :status_10 before :status_1
             new = f"l{index}_{key}"

@@ -63,7 +63,7 @@ def alerts_feed(
     wanted = list(cap.SEVERITIES[cap.SEVERITIES.index(severity):])
     with engine.connect() as conn:
         rows = cap.incident_rows(conn, quote_table(layer.table), settings.timezone,
-                                 "i.status = ANY(:active) AND i.severity = ANY(:wanted)",
+                                 f"i.status = ANY(:active) AND i.severity = ANY(:wanted) AND {layer.events_only('i')}",
                                  {"active": list(cap.ACTIVE), "wanted": wanted}, limit=limit)
     item = str(request.url_for("item", collection_id=layer.id, feature_id="{id}")).replace("%7Bid%7D", "{id}")
     body = cap.feed(rows, sender(settings), str(request.url), item + "?f=cap", severity)

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from gis_ioc import auth, cap, db, duplicates, edits, features, ingest, limits
+from gis_ioc import auth, cap, db, duplicates, edits, features, ingest, limits, merge
 from gis_ioc.catalog import LAYER_ID, Layer
 from gis_ioc.errors import GisIocError, InvalidInput, PayloadTooLarge
 from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, PrincipalDep, SettingsDep, WritableLayerDep
@@ -102,6 +102,40 @@ async def create_feature(request: Request, layer: WritableLayerDep, engine: Engi
     with engine.begin() as conn:
         new_id = edits.create(conn, layer, body, who, settings.region_extent)
     return _feature_response(request, engine, layer, new_id, 201, with_duplicates=True)
+
+
+@router.post("/collections/{collection_id}/items/{feature_id}/merge", summary="Merge a duplicate report into this "
+             "feature", operation_id="mergeFeature", response_class=Response,
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                 "type": "object", "required": ["duplicate"], "properties": {"duplicate": {
+                     "type": ["integer", "string"], "description": "The report of the same event"}}}}}}},
+             responses={200: {"content": {GEOJSON: {}}, "description": "This feature, counting its reports"}})
+async def merge_feature(request: Request, layer: WritableLayerDep, engine: EngineDep, principal: PrincipalDep,
+                        feature_id: FeatureId, if_match: IfMatch = None) -> Response:
+    """Link a duplicate report to this feature: the report keeps its row, source and time; counts see one event."""
+    who = auth.require(principal, edits.writer_role(layer), f"writing to {layer.id}")
+    main = layer.feature_key(feature_id)
+    report = merge.duplicate_id(layer, await _body(request))
+    with engine.begin() as conn:
+        merge.merge(conn, layer, main, report, who, if_match)
+    return _feature_response(request, engine, layer, main, 200)
+
+
+@router.delete("/collections/{collection_id}/items/{feature_id}/merge/{duplicate_id}",
+               summary="Undo a merge: the report stands alone again", operation_id="unmergeFeature",
+               response_class=Response,
+               responses={200: {"content": {GEOJSON: {}}, "description": "This feature, counting its reports"}})
+def unmerge_feature(request: Request, layer: WritableLayerDep, engine: EngineDep, principal: PrincipalDep,
+                    feature_id: FeatureId,
+                    duplicate_id: Annotated[str, FastPath(max_length=100, description="The merged report")],
+                    ) -> Response:
+    """Undo a merge (audited on both features)."""
+    who = auth.require(principal, edits.writer_role(layer), f"writing to {layer.id}")
+    main = layer.feature_key(feature_id)
+    report = merge.duplicate_id(layer, {"duplicate": duplicate_id})
+    with engine.begin() as conn:
+        merge.unmerge(conn, layer, main, report, who)
+    return _feature_response(request, engine, layer, main, 200)
 
 
 async def _change(request: Request, layer: Layer, engine: Any, settings: Any, principal: Any, feature_id: str,
