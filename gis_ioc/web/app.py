@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.catalog = Catalog.from_folder(settings.layers_dir, engine)
         app.state.key_cache = KeyCache()
         app.state.heavy = HeavyLimit(settings.heavy_slots)
-        app.state.wall_page, app.state.kpi = Memo(), Memo()
+        app.state.wall_page, app.state.desk_page, app.state.kpi = Memo(), Memo(), Memo()
         with engine.connect() as conn:
             sync_cell_config(conn, app.state.catalog)
         url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -12,7 +12,7 @@ from fastapi import Path as FastPath
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from gis_ioc import maps
+from gis_ioc import desk, maps
 from gis_ioc.errors import NotFound, from_database
 from gis_ioc.web.deps import KEY_COOKIE, CatalogDep, EngineDep, Heavy, SettingsDep, principal_of
 
@@ -107,6 +107,23 @@ def wall_kpi(request: Request, engine: EngineDep, catalog: CatalogDep, settings:
 
     figures, fresh = request.app.state.kpi.get(key, make)
     return JSONResponse(figures if fresh else {**figures, "stale": True}, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/desk", summary="The operators' desk", operation_id="viewDesk", response_class=HTMLResponse)
+def desk_view(request: Request, engine: EngineDep, catalog: CatalogDep, settings: SettingsDep) -> HTMLResponse:
+    """Find a place, log an incident, work the queue and merge duplicates (an operator key, kept in the tab).
+
+    Made once per version of the boundaries, as the wall is; the rest comes from the API.
+    """
+    versions = request.app.state.listener.versions()
+    key = ("desk", versions.get("public.admin_units")) if versions is not None else None
+
+    def make() -> str:
+        with engine.connect() as conn:
+            return maps.page(desk.page(conn, catalog, settings))
+
+    page, _ = request.app.state.desk_page.get(key, make)
+    return HTMLResponse(page)
 
 
 @router.get("/incidents/{incident_id}", summary="One incident on a map", operation_id="viewIncident",
