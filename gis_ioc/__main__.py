@@ -1,5 +1,5 @@
 """``python -m gis_ioc`` is the ``gis-ioc`` command."""
 
-from gis_ioc.cli import main
+from gis_ioc.entry import main
 
 main()

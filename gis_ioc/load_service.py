@@ -88,6 +88,59 @@ class LoadReport:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def parse_map(pairs: list[str]) -> dict[str, str]:
+    """``--map SRC=DST`` options as a mapping."""
+    mapping = {}
+    for pair in pairs:
+        src, sep, dst = pair.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise errors.InvalidInput(f"--map {pair!r}: write it as SOURCE_COLUMN=LAYER_PROPERTY", param="map")
+        mapping[src.strip()] = dst.strip()
+    return mapping
+
+
+def parse_set(pairs: list[str]) -> dict[str, str]:
+    """``--set COLUMN=VALUE`` options as a mapping."""
+    constants = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise errors.InvalidInput(f"--set {pair!r}: write it as COLUMN=VALUE", param="set")
+        constants[name.strip()] = value.strip()
+    return constants
+
+
+def print_report(report: LoadReport, console: Any = None) -> None:
+    """The report of a load as the command prints it (a rich table)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"loaded into {report.layer} ({report.mode})", show_header=False)
+    for label, value in (
+        ("rows read", f"{report.rows_read:,}"),
+        ("loaded", f"{report.rows_loaded:,}"),
+        ("repaired", f"{report.repaired:,}"),
+        ("refused", f"{report.refused:,}"),
+        ("source CRS", report.source_crs or "?"),
+        ("seconds", f"{report.seconds:.2f}"),
+        ("rows/s", f"{report.rows_per_second:,.0f}"),
+    ):
+        table.add_row(label, value)
+    if report.mode in ("replace", "upsert"):
+        table.add_row("inserted / updated", f"{report.inserted:,} / {report.updated:,}")
+    if report.period:
+        table.add_row("period replaced", report.period)
+    if report.mode == "replace":
+        table.add_row("deleted", f"{report.deleted:,}")
+    for other, count in report.cascaded.items():
+        table.add_row(f"deleted from {other}", f"{count:,} (--cascade)")
+    if report.ignored_columns:
+        table.add_row("ignored columns", ", ".join(report.ignored_columns))
+    if report.by_server:
+        table.add_row("loaded by", "the running server (--local: by this command)")
+    (console or Console()).print(table)
+
+
 def socket_path(place: Place) -> Path:
     """Where the server of this home listens for loads."""
     return place.home / "run" / "load.sock"

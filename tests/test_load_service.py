@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 
@@ -58,6 +60,42 @@ def test_the_command_hands_its_file_to_the_running_server(db_url, engine, tmp_pa
         assert code == 0 and "running server" not in out
         assert _count(engine, "cameras") == 6
     assert not (home / "run" / "load.sock").exists()  # removed when the server stops
+
+
+def test_the_command_reaches_the_server_before_importing_the_cli(db_url, engine, tmp_path):
+    """``gis-ioc load`` as typed: the quick path (gis_ioc.entry) hands the file over; errors are one line."""
+    home = tmp_path / "home"
+    env = {**os.environ, "GIS_IOC_DATABASE_URL": db_url, "GIS_IOC_HOME": str(home)}
+    good = write(sample("cameras"), "gpkg", tmp_path, "good")
+    probe = ("import sys, runpy; sys.argv = ['gis-ioc', *sys.argv[1:]]; "
+             "from gis_ioc.entry import main\ntry:\n    main()\nfinally:\n"
+             "    print('typer' in sys.modules, 'pydantic' in sys.modules, 'pandas' in sys.modules, file=sys.stderr)")
+    with served(db_url, home):
+        done = subprocess.run([sys.executable, "-c", probe, "load", str(good), "--layer", "cameras", "--set",
+                               "status=online"], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "running server" in done.stdout and _count(engine, "cameras") == 3
+        assert done.stderr.strip().splitlines()[-1] == "False False False"  # nothing heavy was imported
+        done = subprocess.run([sys.executable, "-m", "gis_ioc", "load", str(tmp_path / "nope.gpkg"), "-l", "cameras"],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 2 and done.stderr.strip() == f"gis-ioc: error: {tmp_path / 'nope.gpkg'}: no such file"
+        done = subprocess.run([sys.executable, "-m", "gis_ioc", "load", str(good), "--layer", "cameras", "--mode",
+                               "sideways"], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 2 and "--mode: 'sideways' is not one of" in done.stderr  # the full CLI said it
+        assert "Traceback" not in done.stderr
+
+
+def test_the_quick_path_takes_the_options_the_load_command_declares():
+    import typer
+
+    from gis_ioc.cli import app
+    from gis_ioc.entry import load_parser
+
+    command = typer.main.get_command(app).commands["load"]  # type: ignore[attr-defined]
+    declared = {opt for param in command.params for opt in [*param.opts, *param.secondary_opts]
+                if opt.startswith("-")} - {"--help"}
+    taken = {opt for action in load_parser()._actions for opt in action.option_strings}
+    assert declared == taken
 
 
 def test_a_server_of_another_database_is_not_used(server_url, db_url, engine, tmp_path, run_cli):

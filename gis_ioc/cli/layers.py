@@ -4,65 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from gis_ioc import load_service
 from gis_ioc.cli.common import _Bar, _catalog, _engine, _settings, app, err_console, out
 from gis_ioc.errors import InvalidInput
 
-if TYPE_CHECKING:
-    from gis_ioc.load_service import LoadReport
-
 layers_app = typer.Typer(help="The layer catalog.", no_args_is_help=True)
-
-
-def _parse_map(pairs: list[str]) -> dict[str, str]:
-    mapping = {}
-    for pair in pairs:
-        src, sep, dst = pair.partition("=")
-        if not sep or not src.strip() or not dst.strip():
-            raise InvalidInput(f"--map {pair!r}: write it as SOURCE_COLUMN=LAYER_PROPERTY", param="map")
-        mapping[src.strip()] = dst.strip()
-    return mapping
-
-
-def _parse_set(pairs: list[str]) -> dict[str, str]:
-    constants = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise InvalidInput(f"--set {pair!r}: write it as COLUMN=VALUE", param="set")
-        constants[name.strip()] = value.strip()
-    return constants
-
-
-def _print_report(report: LoadReport) -> None:
-    table = Table(title=f"loaded into {report.layer} ({report.mode})", show_header=False)
-    for label, value in (
-        ("rows read", f"{report.rows_read:,}"),
-        ("loaded", f"{report.rows_loaded:,}"),
-        ("repaired", f"{report.repaired:,}"),
-        ("refused", f"{report.refused:,}"),
-        ("source CRS", report.source_crs or "?"),
-        ("seconds", f"{report.seconds:.2f}"),
-        ("rows/s", f"{report.rows_per_second:,.0f}"),
-    ):
-        table.add_row(label, value)
-    if report.mode in ("replace", "upsert"):
-        table.add_row("inserted / updated", f"{report.inserted:,} / {report.updated:,}")
-    if report.period:
-        table.add_row("period replaced", report.period)
-    if report.mode == "replace":
-        table.add_row("deleted", f"{report.deleted:,}")
-    for other, count in report.cascaded.items():
-        table.add_row(f"deleted from {other}", f"{count:,} (--cascade)")
-    if report.ignored_columns:
-        table.add_row("ignored columns", ", ".join(report.ignored_columns))
-    if report.by_server:
-        table.add_row("loaded by", "the running server (--local: by this command)")
-    out.print(table)
 
 
 @app.command()
@@ -89,13 +40,11 @@ def load(
     = False,
 ) -> None:
     """Load a file into a layer, in one transaction."""
-    from gis_ioc import load_service
-
     if mode not in load_service.MODES:
         raise InvalidInput(f"--mode: {mode!r} is not one of {', '.join(load_service.MODES)}", param="mode")
     from gis_ioc.paths import Place
 
-    mapping, constants = _parse_map(map_ or []), _parse_set(set_ or [])
+    mapping, constants = load_service.parse_map(map_ or []), load_service.parse_set(set_ or [])
     bar = _Bar(f"loading {file.name}")
     request = {"file": str(file), "layer": layer, "crs": crs, "mode": mode, "map": mapping, "set": constants,
                "strict": strict, "ignore_unknown": ignore_unknown, "cascade": cascade, "source_layer": source_layer}
@@ -115,7 +64,7 @@ def load(
             )
     finally:
         bar.close()
-    _print_report(report)
+    load_service.print_report(report, out)
     if engine is not None and report.analyze:  # the statistics after the report (the server does the same)
         from gis_ioc.ingest.store import analyze
 
@@ -212,4 +161,4 @@ def layers_import(
         )
     finally:
         bar.close()
-    _print_report(report)
+    load_service.print_report(report, out)
