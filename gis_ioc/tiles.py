@@ -30,6 +30,9 @@ __all__ = ["GZIP_LEVEL", "Tile", "TileCache"]  # the cache's own module holds th
 
 EXTENT = 4096
 BUFFER = 64
+# a cluster symbol is up to 22 px across a 256-px tile: the tiles beside it must carry it too, or each draws
+# only its own half and the wall shows clusters cut straight at tile borders
+CLUSTER_BUFFER = 384
 MAX_ZOOM = 22
 WORLD_M = 40_075_016.685578488
 def check_tile(z: int, x: int, y: int) -> None:
@@ -126,14 +129,20 @@ def _cells_sql(layer: Layer, z: int, x: int, y: int) -> str:
     assert cells is not None and layer.tiles.cluster_below_zoom is not None
     factor = 2 ** (layer.tiles.cluster_below_zoom - 1 - z)  # below 1 (a dense tile at high zoom): one per cell
     per_tile = cells / 2**z
-    x0, x1 = math.floor(x * per_tile) - 1, math.ceil((x + 1) * per_tile) + 1
-    y0, y1 = math.floor(y * per_tile) - 1, math.ceil((y + 1) * per_tile) + 1
+    margin = per_tile * CLUSTER_BUFFER / EXTENT
+    x0, x1 = math.floor(x * per_tile - margin) - 1, math.ceil((x + 1) * per_tile + margin) + 1
+    y0, y1 = math.floor(y * per_tile - margin) - 1, math.ceil((y + 1) * per_tile + margin) + 1
+    if factor >= 1:  # whole clusters only: the tiles on both sides of a border make the same one
+        group = int(factor)
+        x0, y0 = x0 // group * group, y0 // group * group
+        x1, y1 = (x1 // group + 1) * group - 1, (y1 // group + 1) * group - 1
     table = _table_literal(layer)
     colour = (f", (array_agg(category ORDER BY n DESC))[1] AS {quote_ident(layer.style.color_by)}"
               if layer.style.color_by else "")
     return (
         "SELECT ST_AsMVTGeom(ST_Transform(ST_SetSRID(ST_MakePoint(sum(s_lon) / sum(n), sum(s_lat) / sum(n)), 4326), "
-        f"3857), env.e, {EXTENT}, {BUFFER}, true) AS geom, sum(n)::bigint AS count, true AS cluster{colour} FROM ("
+        f"3857), env.e, {EXTENT}, {CLUSTER_BUFFER}, true) AS geom, sum(n)::bigint AS count, true AS cluster{colour} "
+        "FROM ("
         f"SELECT floor(cx / {factor}) AS gx, floor(cy / {factor}) AS gy, category, sum(n) AS n, "
         "sum(sum_lon) AS s_lon, sum(sum_lat) AS s_lat FROM tile_cells "
         f"WHERE layer_table = '{table}' AND cx BETWEEN {x0} AND {x1} AND cy BETWEEN {y0} AND {y1} "

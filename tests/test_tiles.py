@@ -267,3 +267,22 @@ def test_the_walls_first_tiles_are_made_at_start(demo_url, tmp_path):
     with TestClient(create_app(Settings(database_url=demo_url, home=tmp_path / "cold", warm_tiles=False))):
         time.sleep(1)
     assert not (tmp_path / "cold" / "tiles").exists()
+
+
+def test_a_cluster_on_a_tile_border_is_drawn_whole_by_both_tiles(client, tmp_path):
+    """Clusters near a border come in both tiles, the same ones (count and place): no half circles on the wall."""
+    z = 10
+    x, y = tile_of(*CITY, z)
+    left = decode(client.get(f"/tiles/incidents/{z}/{x}/{y}.mvt", headers={"Accept-Encoding": "identity"}).content,
+                  z, x, y, tmp_path)["incidents"]
+    right = decode(client.get(f"/tiles/incidents/{z}/{x + 1}/{y}.mvt", headers={"Accept-Encoding": "identity"}
+                              ).content, z, x + 1, y, tmp_path)["incidents"]
+    edge = -20037508.342789244 + (x + 1) * 2 * 20037508.342789244 / 2**z  # their common border, in metres
+    pixel = 2 * 20037508.342789244 / 2**z / 256
+    near = [(round(g.x / pixel), round(g.y / pixel), int(n))  # type: ignore[attr-defined]
+            for frame in (left, right) for g, n in zip(frame.geometry, frame["count"], strict=True)
+            if abs(g.x - edge) < 20 * pixel]  # type: ignore[attr-defined]
+    assert near, "no cluster near the border: pick another tile"
+    from collections import Counter
+
+    assert set(Counter(near).values()) == {2}  # each cluster near the border: once in each tile, alike
