@@ -290,7 +290,7 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
     legend = "".join([
         _legend("Incidents (CAP severity)", [("gis-dot", c, s) for s, c in _style_colours(layers["incidents"]).items()]
                 + [("gis-dot gis-active", "#ffffff", "active: large, white ring"),
-                   ("gis-dot gis-faded", "#bdbdbd", "resolved / closed: faded"),
+                   ("gis-dot gis-faded", "#bdbdbd", "resolved / closed in the last 24 h: faded"),
                    ("gis-dot gis-cluster", "#fd8d3c", "cluster, sized by count (click), below zoom "
                     f"{layers['incidents'].tiles.cluster_below_zoom}")]),
         _legend("Cameras", [("gis-dot", c, s) for s, c in _style_colours(layers["cameras"]).items()]

@@ -172,6 +172,10 @@ def test_the_wall_close_up_has_fields_of_view_and_names(visit):
     assert wall.page.locator(".gis-commune-label").first.is_visible()
     # at zoom 15 incidents are single features, not clusters
     assert wall.page.evaluate("document.querySelectorAll('path.gis-incident.gis-cluster').length") == 0
+    # the live picture: active incidents; what ended more than 24 h ago is not drawn (the demo's history ended
+    # before 2026-11-28: none of it)
+    assert wall.page.evaluate("document.querySelectorAll('path.gis-incident.gis-active').length") > 0
+    assert wall.page.evaluate("document.querySelectorAll('path.gis-incident.gis-faded').length") == 0
     wall.page.wait_for_timeout(500)
     wall.shot("wall-zoom15")
     assert not wall.errors and not wall.foreign, (wall.errors, wall.foreign)

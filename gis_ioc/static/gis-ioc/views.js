@@ -17,6 +17,7 @@
     });
   }
 
+  V.recentHours = 24;
   V.incidentStyle = function (p, z) {
     var c = colour("incidents", p.severity || "unknown", "#bdbdbd");
     if (p.cluster) {
@@ -27,6 +28,10 @@
       return {className: "gis-incident gis-active", radius: z >= 15 ? 11 : 8, fill: true, fillColor: c,
               fillOpacity: 1, color: "#ffffff", weight: 2.5};
     }
+    // the live picture: what is active, and what ended within the last hours (V.recentHours); older history
+    // is for the analyses, not for the wall (it made a grey soup over the city)
+    var ended = Date.parse(p.closed_at || p.resolved_at || p.reported_at);
+    if (!(Date.now() - ended < V.recentHours * 3600e3)) { return []; }
     return {className: "gis-incident gis-faded", radius: z >= 15 ? 6 : 4, fill: true, fillColor: c,
             fillOpacity: 0.3, color: c, opacity: 0.35, weight: 1};
   };
