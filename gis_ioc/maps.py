@@ -291,8 +291,9 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
         _legend("Incidents (CAP severity)", [("gis-dot", c, s) for s, c in _style_colours(layers["incidents"]).items()]
                 + [("gis-dot gis-active", "#ffffff", "active: large, white ring"),
                    ("gis-dot gis-faded", "#bdbdbd", "resolved / closed in the last 24 h: faded"),
-                   ("gis-dot gis-cluster", "#fd8d3c", "cluster, sized by count (click), below zoom "
-                    f"{layers['incidents'].tiles.cluster_below_zoom}")]),
+                   ("gis-dot gis-cluster", "#fd8d3c", "cluster below zoom "
+                    f"{layers['incidents'].tiles.cluster_below_zoom}: the colour of its most frequent severity, "
+                    "sized by count (click: the count)")]),
         _legend("Cameras", [("gis-dot", c, s) for s, c in _style_colours(layers["cameras"]).items()]
                 + [("gis-sector", "#2ecc71", f"field of view (zoom ≥ {config['fovFromZoom']})")]),
         _legend("Infrastructure", [("gis-line" if k in ("road", "river") else "gis-square", c, k.replace("_", " "))
