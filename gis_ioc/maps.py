@@ -19,6 +19,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import folium
+import shapely
+import shapely.geometry
+import shapely.ops
 import sqlalchemy as sa
 from branca.element import Element, Figure, MacroElement
 from jinja2 import Template
@@ -405,7 +408,9 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
     camera_rows = []
     reach_deg = radius_m / 111_000
     corners = [(lat - reach_deg, lon - reach_deg), (lat + reach_deg, lon + reach_deg)]
-    for cam in near["features"]:
+    # Each camera and facility is a numbered badge on the map and a numbered row in the panel: their names in
+    # full beside each of them piled up over the city (a label shows on hover)
+    for number, cam in enumerate(near["features"], 1):
         cp = cam["properties"]
         x, y = cam["geometry"]["coordinates"][:2]
         sees = cam["id"] in seeing
@@ -415,28 +420,32 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
         folium.GeoJson(sector.__geo_interface__, style_function=lambda f, c=colour: {
             "color": c, "weight": 1.5, "fillColor": c, "fillOpacity": 0.25, "className": "gis-fov"},
         ).add_to(camera_group)
+        label = f"C{number} {cp.get('name') or ''} · {cp['distance_m']:,.0f} m{' · sees it' if sees else ''}"
         folium.CircleMarker((y, x), radius=8, color="#0b1220", weight=2, fill=True, fill_color=colour, fill_opacity=1,
-                            class_name="gis-camera",
-                            tooltip=folium.Tooltip(f"{html.escape(cp.get('name') or '')} · {cp['distance_m']:,.0f} m"
-                                                   f"{' · sees it' if sees else ''}", permanent=True,
-                                                   direction="right")).add_to(camera_group)
+                            class_name="gis-camera", tooltip=folium.Tooltip(html.escape(label), direction="right"),
+                            ).add_to(camera_group)
+        _badge((y, x), f"C{number}", colour).add_to(camera_group)
         corners.append((y, x))
-        camera_rows.append((cp.get("name") or str(cam["id"]), cp["distance_m"],
+        camera_rows.append((f"C{number}", cp.get("name") or str(cam["id"]), cp["distance_m"],
                             "sees it" if sees else _why_not(cp, x, y, lon, lat)))
     camera_group.add_to(m)
     infra_group = folium.FeatureGroup(name="Infrastructure within 2 km")
     infra_rows = []
     infra_colours = _style_colours(catalog.get("infrastructure", conn))
-    for f in reach["layers"]["infrastructure"]:
+    here = shapely.Point(lon, lat)
+    for number, f in enumerate(reach["layers"]["infrastructure"], 1):
         fp = f["properties"]
         colour = infra_colours.get(fp.get("kind"), "#5dade2")
-        label = f"{fp.get('kind', '').replace('_', ' ')}: {fp.get('name') or ''} — {fp['distance_m']:.0f} m"
+        label = f"F{number} {fp.get('kind', '').replace('_', ' ')}: {fp.get('name') or ''} — {fp['distance_m']:.0f} m"
         folium.GeoJson(f, style_function=lambda _, c=colour: {"color": c, "weight": 3, "className": "gis-infra"},
                        marker=folium.CircleMarker(radius=7, fill=True, fill_color=colour, color="#0b1220",
                                                   fill_opacity=1, weight=2),
-                       tooltip=folium.Tooltip(html.escape(label), permanent=True, direction="right"),
+                       tooltip=folium.Tooltip(html.escape(label), direction="right"),
                        ).add_to(infra_group)
-        infra_rows.append((fp.get("kind", ""), fp.get("name") or "", fp["distance_m"]))
+        # the badge where the facility is nearest the incident (a road: the point of it that is 283 m away)
+        spot = shapely.ops.nearest_points(shapely.geometry.shape(f["geometry"]), here)[0]
+        _badge((spot.y, spot.x), f"F{number}", colour).add_to(infra_group)
+        infra_rows.append((f"F{number}", fp.get("kind", ""), fp.get("name") or "", fp["distance_m"]))
     infra_group.add_to(m)
     folium.Circle((lat, lon), radius=radius_m, color="#f5f7fa", weight=1, dash_array="6 6", fill=False,
                   interactive=False).add_to(m)
@@ -452,12 +461,12 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
             "{animate: false, paddingTopLeft: [440, 20], paddingBottomRight: [20, 20]});").add_to(m)
     unit_line = " · ".join(f"{u['unit_type']} {u['name']} ({u['code']})" for u in (units.get("commune"),
                                                                                     units.get("district")) if u)
-    rows_cam = "".join(f"<tr><td>{html.escape(n)}</td><td class='num'>{d:,.0f} m</td>"
-                       f"<td>{html.escape(s)}</td></tr>" for n, d, s in camera_rows) or \
-        "<tr><td colspan=3>no online camera</td></tr>"
-    rows_infra = "".join(f"<tr><td>{html.escape(k.replace('_', ' '))}</td><td>{html.escape(n)}</td>"
-                         f"<td class='num'>{d:,.0f} m</td></tr>" for k, n, d in infra_rows) or \
-        "<tr><td colspan=3>nothing within 2 km</td></tr>"
+    rows_cam = "".join(f"<tr><td class='gis-ref'>{i}</td><td>{html.escape(n)}</td><td class='num'>{d:,.0f} m</td>"
+                       f"<td>{html.escape(s)}</td></tr>" for i, n, d, s in camera_rows) or \
+        "<tr><td colspan=4>no online camera</td></tr>"
+    rows_infra = "".join(f"<tr><td class='gis-ref'>{i}</td><td>{html.escape(k.replace('_', ' '))}</td>"
+                         f"<td>{html.escape(n)}</td><td class='num'>{d:,.0f} m</td></tr>"
+                         for i, k, n, d in infra_rows) or "<tr><td colspan=4>nothing within 2 km</td></tr>"
     when = _local_time(props.get("reported_at"), settings.timezone)
     _root(m).html.add_child(Element(
         f'<div id="gis-incident" class="gis-panel gis-side"><div class="gis-panel-title">Incident {incident_id}</div>'
@@ -469,6 +478,13 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
         f'<h3>Nearest online cameras</h3><table id="gis-cameras">{rows_cam}</table>'
         f'<h3>Infrastructure within {radius_m / 1000:g} km</h3><table id="gis-infra">{rows_infra}</table></div>'))
     return _finish(m, "gis-view", assets)
+
+
+def _badge(at: tuple[float, float], text: str, colour: str) -> folium.Marker:
+    """A small numbered badge beside a point (its row in the side panel has the same number)."""
+    return folium.Marker(at, interactive=False, icon=folium.DivIcon(
+        html=f'<div class="gis-badge-num" style="--c:{colour}">{html.escape(text)}</div>', icon_size=(0, 0),
+        class_name="gis-label-anchor"))
 
 
 def _local_time(value: Any, timezone: str) -> str:

@@ -262,6 +262,11 @@ def test_the_incident_view(visit, demo_engine):
     assert view.page.locator("path.gis-incident").count() == 1
     assert view.page.locator("path.gis-camera").count() == 5
     assert view.page.locator("#gis-cameras tr").count() == 5
+    # numbered badges, the same numbers in the panel; no names piled over the map (they show on hover)
+    rows = view.page.locator("#gis-cameras tr").count() + view.page.locator("#gis-infra tr").count()
+    assert view.page.locator(".gis-badge-num").count() == rows
+    assert [view.page.inner_text(f"#gis-cameras tr:nth-child({i}) .gis-ref") for i in (1, 5)] == ["C1", "C5"]
+    assert view.page.locator(".leaflet-tooltip").count() == 0
     assert f"Incident {incident}" in (view.page.text_content("#gis-incident") or "")
     view.shot("incident")
     assert not view.errors and not view.foreign, (view.errors, view.foreign)
