@@ -15,7 +15,6 @@ parsed by defusedxml: a document type, entities or external references are refus
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,11 +25,13 @@ from zoneinfo import ZoneInfo
 
 import defusedxml.ElementTree as SafeET
 import shapely
+import sqlalchemy as sa
 from defusedxml import DefusedXmlException
 from pyproj import Geod
 from shapely.geometry import mapping, shape
 
 from gis_ioc.errors import IngestError
+from gis_ioc.ingest.rows import fold
 
 NS = "urn:oasis:names:tc:emergency:cap:1.2"
 ATOM = "http://www.w3.org/2005/Atom"
@@ -192,8 +193,6 @@ def feed(rows: list[dict[str, Any]], sender: Sender, self_url: str, item_url: st
 def incident_rows(conn: Any, table: str, timezone: str, where: str, params: dict[str, Any],
                   limit: int = 1) -> list[dict[str, Any]]:
     """Incidents with what an alert needs: geometry (GeoJSON, CRS84), times, and the commune's name then."""
-    import sqlalchemy as sa
-
     sql = sa.text(
         f"SELECT i.id, i.type, i.severity, i.status, i.reported_at, i.title, i.description, i.commune_code, "
         f"i.created_at, i.updated_at, ST_AsGeoJSON(i.geom, 6)::json AS geometry, "
@@ -208,15 +207,10 @@ def incident_rows(conn: Any, table: str, timezone: str, where: str, params: dict
 # -- in: alerts of other agencies ----------------------------------------------------------------------
 
 
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.lower().replace("đ", "d"))
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-
-
 def _type_of(categories: list[str], event: str, codes: dict[str, str]) -> str:
     if codes.get("gis-ioc:type") in TYPES:
         return codes["gis-ioc:type"]
-    words = _fold(event)
+    words = fold(event)
     for needle, kind in (("rung", "forest_fire"), ("forest", "forest_fire"), ("sat lo", "landslide"),
                          ("landslide", "landslide"), ("lu", "flood"), ("ngap", "flood"), ("flood", "flood"),
                          ("giao thong", "traffic_accident"), ("traffic", "traffic_accident")):

@@ -44,11 +44,15 @@ def load_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NOBODY_TOOK_IT = -1  # no server of this home took the load: the full command line loads it without asking again
+
+
 def _quick_load(argv: list[str]) -> int | None:
-    """Hand a load to the running server; its exit code, or None to go on with the full command line."""
+    """Hand a load to the running server; its exit code, ``NOBODY_TOOK_IT``, or None for the full command line."""
     from gis_ioc import load_service
     from gis_ioc.errors import GisIocError, InvalidInput
     from gis_ioc.paths import Place
+    from gis_ioc.progress import Bar
 
     try:
         args = load_parser().parse_args(argv)
@@ -61,37 +65,19 @@ def _quick_load(argv: list[str]) -> int | None:
                    "map": load_service.parse_map(args.map_), "set": load_service.parse_set(args.set_),
                    "strict": args.strict, "ignore_unknown": args.ignore_unknown, "cascade": args.cascade,
                    "source_layer": args.source_layer}
-        report = load_service.load_via_server(Place.from_environment(), request, _progress(args.file))
+        bar = Bar(f"loading {args.file}")
+        try:
+            report = load_service.load_via_server(Place.from_environment(), request, bar)
+        finally:
+            bar.close()
     except GisIocError as err:
         for line in str(err).splitlines() or [type(err).__name__]:
             print(f"gis-ioc: error: {line}", file=sys.stderr)
         return 2 if isinstance(err, InvalidInput) else 1
     if report is None:
-        return None
+        return NOBODY_TOOK_IT
     load_service.print_report(report)
     return 0
-
-
-def _progress(file: str) -> Any:
-    """A progress bar on a terminal past 20,000 rows (rich, imported only then)."""
-    state: dict[str, Any] = {}
-
-    def show(done: int, total: int) -> None:
-        if total < 20_000 or not sys.stderr.isatty():
-            return
-        if "bar" not in state:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            state["bar"] = Progress(TextColumn(f"loading {file}"), BarColumn(), MofNCompleteColumn(),
-                                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-            state["bar"].start()
-            state["task"] = state["bar"].add_task("load", total=total)
-        state["bar"].update(state["task"], completed=done)
-        if done >= total:
-            state["bar"].stop()
-
-    return show
 
 
 def main() -> None:
@@ -103,7 +89,9 @@ def main() -> None:
         except KeyboardInterrupt:
             print("gis-ioc: interrupted", file=sys.stderr)
             sys.exit(130)
-        if code is not None:
+        if code == NOBODY_TOOK_IT:
+            sys.argv.append("--local")  # the server was asked already
+        elif code is not None:
             sys.exit(code)
     from gis_ioc.cli import main as full
 

@@ -32,6 +32,11 @@ class Tile:
     gzipped: bytes
     etag: str
 
+    @classmethod
+    def made(cls, key: str, data: bytes) -> Tile:
+        """A tile just made: its bytes, compressed once, and the ETag its key gives."""
+        return cls(data, gzip.compress(data, compresslevel=GZIP_LEVEL), _etag(key))
+
 
 def _etag(key: str) -> str:
     return f'"{key.rsplit("/", 1)[-1]}"'
@@ -100,7 +105,7 @@ class TileCache:
 
     def put(self, key: str, data: bytes) -> Tile:
         """Keep a tile (and its gzip bytes) in memory and on disk."""
-        tile = Tile(data, gzip.compress(data, compresslevel=GZIP_LEVEL), _etag(key))
+        tile = Tile.made(key, data)
         self._remember(key, tile)
         if self.folder is not None:
             path = self._path(key)

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from gis_ioc import queries
 from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput, NotFound
-from gis_ioc.tile_cache import GZIP_LEVEL, Tile, TileCache, _etag
+from gis_ioc.tile_cache import GZIP_LEVEL, Tile, TileCache
 
 __all__ = ["GZIP_LEVEL", "Tile", "TileCache"]  # the cache's own module holds them; the tiles module offers them too
 
@@ -299,7 +299,7 @@ def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names:
     sql, bind = tile_statement(layers, z, x, y, params, cell_tables)
     data = bytes(conn.execute(sa.text(sql), bind).scalar_one() or b"")
     if cache is None:
-        return Tile(data, gzip.compress(data, compresslevel=GZIP_LEVEL), _etag(key))
+        return Tile.made(key, data)
     return cache.put(key, data)
 
 

@@ -18,6 +18,7 @@ import httpx
 import psycopg2
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine, make_url
 
 from gis_ioc import db, demo
@@ -25,6 +26,7 @@ from gis_ioc.catalog import Catalog
 from gis_ioc.cli import main
 from gis_ioc.cluster import PrivateCluster
 from gis_ioc.settings import PROJECT_ROOT, Settings
+from gis_ioc.web.app import create_app
 
 TEMPLATE = "gis_ioc_test_template"
 DEMO_REF_TIME = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
@@ -123,6 +125,17 @@ def engine(settings: Settings) -> Iterator[Engine]:
 @pytest.fixture
 def catalog(settings: Settings, engine: Engine) -> Catalog:
     return Catalog.from_folder(settings.layers_dir, engine)
+
+
+@pytest.fixture
+def client(settings: Settings, engine: Engine, catalog: Catalog) -> Iterator[TestClient]:
+    """The app on a database of its own holding a small demo province, for tests that write.
+
+    A module reading the shared demo defines its own ``client``, which takes precedence.
+    """
+    demo.load_demo(engine, catalog, scale=0.02, ref_time=DEMO_REF_TIME)
+    with TestClient(create_app(settings)) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import shapely
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from lxml import etree
 from shapely.geometry import shape
 
-from gis_ioc import auth, cap, demo
-from gis_ioc.web.app import create_app
+from gis_ioc import auth, cap
 
 from .conftest import table_snapshot
 from .factories import CITY
@@ -29,13 +25,6 @@ AREA = {"type": "Feature", "geometry": {"type": "MultiPolygon", "coordinates": [
     [[[CITY[0] + 0.02, CITY[1]], [CITY[0] + 0.03, CITY[1]], [CITY[0] + 0.03, CITY[1] + 0.01],
       [CITY[0] + 0.02, CITY[1]]]]]},
         "properties": {"type": "flood", "severity": "extreme", "title": "Ngập sâu ven sông Đắk Bla"}}
-
-
-@pytest.fixture
-def client(settings, engine, catalog) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
-    demo.load_demo(engine, catalog, scale=0.02, ref_time=datetime(2026, 11, 28, 8, tzinfo=UTC))
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 @pytest.fixture

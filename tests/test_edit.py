@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from gis_ioc import auth, demo
+from gis_ioc import auth
 from gis_ioc.settings import Settings
 from gis_ioc.web.app import create_app
 
@@ -25,13 +23,6 @@ INCIDENT = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [CIT
 @pytest.fixture
 def keys(engine) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return {role: auth.create_key(engine, f"{role}-test", role) for role in auth.ROLES}
-
-
-@pytest.fixture
-def client(settings, engine, catalog) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
-    demo.load_demo(engine, catalog, scale=0.02, ref_time=datetime(2026, 11, 28, 8, tzinfo=UTC))
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def bearer(key: str) -> dict[str, str]:

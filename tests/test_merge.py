@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime
-
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from gis_ioc import auth, demo, maps
-from gis_ioc.web.app import create_app
+from gis_ioc import auth, maps
 
 from .conftest import table_snapshot
 from .factories import CITY
@@ -20,13 +16,6 @@ ACCIDENT = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [CIT
                            "source": "113"}}
 AGAIN = {**ACCIDENT, "geometry": {"type": "Point", "coordinates": [CITY[0] + 0.0012, CITY[1]]},
          "properties": {**ACCIDENT["properties"], "source": "app", "title": "Tai nạn QL14 (ứng dụng)"}}
-
-
-@pytest.fixture
-def client(settings, engine, catalog) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
-    demo.load_demo(engine, catalog, scale=0.02, ref_time=datetime(2026, 11, 28, 8, tzinfo=UTC))
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 @pytest.fixture

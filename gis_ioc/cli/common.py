@@ -1,4 +1,4 @@
-"""What every command shares: the root app, the consoles, settings, engine, catalog, a progress bar."""
+"""What every command shares: the root app, the consoles, settings, engine, catalog (progress bars: ``progress``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -44,27 +43,3 @@ def _catalog(settings: Settings, engine: Engine) -> Catalog:
     from gis_ioc.catalog import Catalog
 
     return Catalog.from_folder(settings.layers_dir, engine)
-
-
-class _Bar:
-    """A rich progress bar for long loads, only on a terminal and only past a few thousand rows."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.progress: Progress | None = None
-        self.task: TaskID | None = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if total < 20_000 or not err_console.is_terminal:
-            return
-        if self.progress is None:
-            self.progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), console=err_console, transient=True)
-            self.progress.start()
-            self.task = self.progress.add_task(self.label, total=total)
-        assert self.task is not None
-        self.progress.update(self.task, completed=done)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()

@@ -10,8 +10,9 @@ import typer
 from rich.table import Table
 
 from gis_ioc import load_service
-from gis_ioc.cli.common import _Bar, _catalog, _engine, _settings, app, err_console, out
+from gis_ioc.cli.common import _catalog, _engine, _settings, app, err_console, out
 from gis_ioc.errors import InvalidInput
+from gis_ioc.progress import Bar
 
 layers_app = typer.Typer(help="The layer catalog.", no_args_is_help=True)
 
@@ -45,7 +46,7 @@ def load(
     from gis_ioc.paths import Place
 
     mapping, constants = load_service.parse_map(map_ or []), load_service.parse_set(set_ or [])
-    bar = _Bar(f"loading {file.name}")
+    bar = Bar(f"loading {file.name}", err_console)
     request = {"file": str(file), "layer": layer, "crs": crs, "mode": mode, "map": mapping, "set": constants,
                "strict": strict, "ignore_unknown": ignore_unknown, "cascade": cascade, "source_layer": source_layer}
     engine = None
@@ -153,7 +154,7 @@ def layers_import(
 
     settings = _settings()
     engine = _engine(settings)
-    bar = _Bar(f"importing {file.name}")
+    bar = Bar(f"importing {file.name}", err_console)
     try:
         report = ingest.import_layer(
             engine, _catalog(settings, engine), file, layer_id, title=title, crs=crs,

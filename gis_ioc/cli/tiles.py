@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gis_ioc.cli.common import _Bar, _catalog, _engine, _settings, app, out
+from gis_ioc.cli.common import _catalog, _engine, _settings, app, err_console, out
 from gis_ioc.errors import InvalidInput
+from gis_ioc.progress import Bar
 
 if TYPE_CHECKING:
     from gis_ioc.settings import Settings
@@ -41,7 +42,7 @@ def tiles_export(
     box = _bbox_option(bbox, settings)
     levels = tiles.parse_zooms(zooms)
     engine = _engine(settings)
-    bar = _Bar("tiles")
+    bar = Bar("tiles", err_console)
     try:
         with engine.connect() as conn:
             report = tiles.export_pmtiles(conn, _catalog(settings, engine), layers, box, levels, out_file,

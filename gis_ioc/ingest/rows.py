@@ -61,10 +61,15 @@ def _first_rows(mask: np.ndarray, n: int = 3) -> str:
     return ", ".join(str(int(r) + 1) for r in rows)
 
 
+def fold(text: str) -> str:
+    """Vietnamese text without case or diacritics (đ → d): "Đắk Hà" → "dak ha"."""
+    decomposed = unicodedata.normalize("NFKD", text.lower().replace("đ", "d"))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
 def column_slug(name: str) -> str:
     """A file's column name as a property name: lower case ASCII (diacritics folded, đ → d), ``_``."""
-    folded = unicodedata.normalize("NFKD", str(name).strip().lower().replace("đ", "d"))
-    ascii_name = "".join(ch for ch in folded if not unicodedata.combining(ch))
+    ascii_name = fold(str(name).strip())
     slug = re.sub(r"[^a-z0-9_]+", "_", ascii_name).strip("_") or "column"
     return (slug if re.match(r"^[a-z_]", slug) else f"c_{slug}")[:63]
 

@@ -70,21 +70,30 @@ class Memo:
                 self._changed.notify_all()
 
 
+def _page_per_boundaries(request: Request, memo: Memo, engine: Any, build: Callable[[Any], Any]) -> HTMLResponse:
+    """A view's page (``build`` makes its map), made once per version of the boundaries for every request.
+
+    The rest of what it shows comes as tiles, events and API calls.
+    """
+    versions = request.app.state.listener.versions()
+    key = ("boundaries", versions.get("public.admin_units")) if versions is not None else None
+
+    def make() -> str:
+        with engine.connect() as conn:
+            return maps.page(build(conn))
+
+    page, _ = memo.get(key, make)
+    return HTMLResponse(page)
+
+
 @router.get("/wall", summary="The wall map", operation_id="viewWall", response_class=HTMLResponse)
 def wall(request: Request, engine: EngineDep, catalog: CatalogDep, settings: SettingsDep) -> HTMLResponse:
     """Full-screen dark map: boundaries, infrastructure, cameras with fields of view, incidents, KPIs, live.
 
     Made once per version of the boundaries (the rest comes as tiles and events), not per request.
     """
-    versions = request.app.state.listener.versions()
-    key = ("wall", versions.get("public.admin_units")) if versions is not None else None
-
-    def make() -> str:
-        with engine.connect() as conn:
-            return maps.page(maps.wall(conn, catalog, settings))
-
-    page, _ = request.app.state.wall_page.get(key, make)
-    return HTMLResponse(page)
+    return _page_per_boundaries(request, request.app.state.wall_page, engine,
+                                lambda conn: maps.wall(conn, catalog, settings))
 
 
 @router.get("/wall/kpi.json", summary="The wall's KPIs", operation_id="viewWallKpi")
@@ -115,15 +124,8 @@ def desk_view(request: Request, engine: EngineDep, catalog: CatalogDep, settings
 
     Made once per version of the boundaries, as the wall is; the rest comes from the API.
     """
-    versions = request.app.state.listener.versions()
-    key = ("desk", versions.get("public.admin_units")) if versions is not None else None
-
-    def make() -> str:
-        with engine.connect() as conn:
-            return maps.page(desk.page(conn, catalog, settings))
-
-    page, _ = request.app.state.desk_page.get(key, make)
-    return HTMLResponse(page)
+    return _page_per_boundaries(request, request.app.state.desk_page, engine,
+                                lambda conn: desk.page(conn, catalog, settings))
 
 
 @router.get("/incidents/{incident_id}", summary="One incident on a map", operation_id="viewIncident",
