@@ -142,6 +142,11 @@ def test_a_filter_of_the_wrong_kinds_is_a_400_naming_filter(hostile, unchanged, 
     ("/collections/incidents/duplicates?lon=108&lat=14.3&type=fire&at=2026-11-30T08:00:00", "at"),
     ("/collections/incidents/duplicates?lon=108&lat=14.3&type=" + "f" * 64, "type"),
     ("/fonts/DejaVu%20Sans%20Book/65536-65791.pbf", "range"),
+    ("/alerts.atom?severity=catastrophic", "severity"),
+    ("/alerts.atom?limit=501", "limit"),
+    ("/alerts.atom?limit=0", "limit"),
+    ("/collections/incidents/items/1?f=cap%00", "f"),
+    ("/collections/cameras/items/1?f=cap", "f"),
     ("/fonts/DejaVu%20Sans%20Book/0-65535.pbf", "range"),
     ("/collections/incidents.polygons/items?limit=100000", "limit"),
 ])
@@ -561,3 +566,41 @@ def test_a_url_of_the_longest_allowed_non_ascii_parameter_gets_its_400(hostile, 
     response = conn.getresponse()
     assert response.status == 400 and json.loads(response.read())["parameter"] == "polygon"
     conn.close()
+
+
+BOMB = (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+        b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">'
+        b"<identifier>&c;</identifier></alert>")
+
+
+@pytest.mark.parametrize("body, param", [
+    (BOMB, "body"),
+    (b"<alert xmlns='urn:oasis:names:tc:emergency:cap:1.2'>" * 5000, "body"),  # never closed
+    (b"\x00\x01 not xml at all", "body"),
+])
+def test_hostile_cap_alerts_are_a_400_and_change_nothing(hostile, unchanged, body, param):
+    response = httpx.post(f"{hostile.url}/collections/incidents/items", content=body, timeout=30,
+                          headers={**_bearer(hostile.keys["operator"]), "Content-Type": "application/cap+xml"})
+    _refused(response, 400, param)
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ({"duplicate": {"$gt": 1}}, 400, "duplicate"),
+    ({"duplicate": "1" * 5000}, 404, "duplicate"),
+    ({"duplicate": -1}, 404, "duplicate"),
+    ({"duplicate": "1\u0000"}, 400, "duplicate"),
+    ([[[[[[[[[[]]]]]]]]]], 400, "duplicate"),
+])
+def test_hostile_merges_are_refused_and_change_nothing(hostile, unchanged, body, status, param):
+    response = httpx.post(f"{hostile.url}/collections/incidents/items/1/merge", json=body, timeout=30,
+                          headers=_bearer(hostile.keys["operator"]))
+    _refused(response, status, param)
+    response = httpx.delete(f"{hostile.url}/collections/incidents/items/1/merge/{'9' * 90}", timeout=30,
+                            headers=_bearer(hostile.keys["operator"]))
+    _refused(response, 404, "duplicate")
+
+
+def test_the_desk_page_needs_nothing_but_a_get(hostile):
+    response = httpx.get(f"{hostile.url}/views/desk?x=" + "%00" * 100, timeout=30)
+    assert response.status_code in (200, 400) and "Traceback" not in response.text
+    assert httpx.post(f"{hostile.url}/views/desk", timeout=30).status_code == 405
