@@ -572,6 +572,8 @@ def build_incidents(rng: np.random.Generator, n: int, outline: Polygon, roads: g
         np.where(age_h < 24, rng.choice(["in_progress", "resolved", "dispatched", "rejected"], n,
                                         p=[0.3, 0.5, 0.1, 0.1]),
                  rng.choice(["closed", "resolved", "rejected", "reopened"], n, p=[0.8, 0.1, 0.08, 0.02])))
+    # reopened within two weeks of the report; a reopened incident is active again (the API clears its stamps)
+    status = np.where((status == "reopened") & (age_h > 14 * 24), "closed", status)
     minutes_after = pd.to_timedelta
     verified = reported + minutes_after(rng.uniform(3, 30, n), unit="min")
     dispatched = verified + minutes_after(rng.uniform(2, 20, n), unit="min")
@@ -579,7 +581,7 @@ def build_incidents(rng: np.random.Generator, n: int, outline: Polygon, roads: g
     closed = resolved + minutes_after(rng.uniform(60, 60 * 48, n), unit="min")
     has_verified = ~np.isin(status, ["new"])
     has_dispatched = np.isin(status, ["dispatched", "in_progress", "resolved", "closed", "reopened"])
-    has_resolved = np.isin(status, ["resolved", "closed", "reopened"])
+    has_resolved = np.isin(status, ["resolved", "closed"])
     has_closed = np.isin(status, ["closed"])
 
     def stamp(values: pd.DatetimeIndex, mask: np.ndarray) -> pd.Series:

@@ -67,7 +67,7 @@ def page(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
     for pane, z in (("fovPane", 425), ("dataPane", 430), ("livePane", 450)):
         folium.map.CustomPane(pane, z_index=z).add_to(m)
     admin = maps._admin_layers(m, conn)
-    grid = maps._data_tiles(m, server)
+    grids = maps.data_tiles(m, server)
     incidents = catalog.get("incidents", conn)
     props = incidents.properties
     config: dict[str, Any] = {
@@ -75,11 +75,13 @@ def page(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
         "types": props["type"].enum, "severities": props["severity"].enum, "sources": props["source"].enum,
         "lifecycle": {k: list(v) for k, v in edits.LIFECYCLE.items()},
         "active": list(maps.ACTIVE_STATUSES), "colors": maps._style_colours(incidents),
+        "time": {"active": maps.time_filter(None), "ended": maps.ENDED_SINCE, "step": maps.TIME_STEP_MINUTES,
+                 "hours": maps.LIVE_HOURS},
     }
     root = maps._root(m)
     root.html.add_child(Element(PANEL))
     root.header.add_child(Element(f'<link rel="stylesheet" href="{server}/static/gis-ioc/desk.css">'), name="desk_css")
     root.html.add_child(Element(f'<script src="{server}/static/gis-ioc/desk.js"></script>'))
-    maps._Script(f"GisIocDesk.start({m.get_name()}, {{grid: {grid}, admin: {json.dumps(list(admin))}}}, "
-                 f"{json.dumps(config)});").add_to(m)
+    maps._Script(f"GisIocDesk.start({m.get_name()}, {{grids: [{', '.join(grids.values())}], "
+                 f"admin: {json.dumps(list(admin))}}}, {json.dumps(config)});").add_to(m)
     return maps._finish(m, "gis-desk", maps.Assets(server))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import folium
@@ -116,6 +117,7 @@ def _inline_images(css: str, folder: Path) -> str:
 def _finish(m: folium.Map, body_class: str, assets: Assets | None) -> folium.Map:
     """The view's page class (the CSS keys on it) and its libraries, from the server or inside the page."""
     _root(m).html.add_child(Element(f'<script>document.body.classList.add("{body_class}");</script>'))
+    _Script(f"GisIocViews.declutter({m.get_name()});").add_to(m)
     return offline(m, assets or Assets())
 
 
@@ -178,7 +180,8 @@ def _districts_on(conn: Connection) -> date:
 def _units(conn: Connection, level: str, on: date, tolerance: float = 0.0004) -> list[dict[str, Any]]:
     rows = conn.execute(sa.text(
         "SELECT code, name, unit_type, ST_AsGeoJSON(ST_SimplifyPreserveTopology(geom, :tol), 6) AS g, "
-        "ST_X(ST_PointOnSurface(geom)) AS lx, ST_Y(ST_PointOnSurface(geom)) AS ly FROM admin_units "
+        "ST_X(ST_PointOnSurface(geom)) AS lx, ST_Y(ST_PointOnSurface(geom)) AS ly, ST_Area(geom::geography) AS area "
+        "FROM admin_units "
         f"WHERE level = :level AND {analysis.IN_FORCE} ORDER BY code"),
         {"level": level, "on": on, "tol": tolerance}).mappings().all()
     return [dict(r) for r in rows]
@@ -191,12 +194,17 @@ def _collection(units: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
                         **{k: v.get(u["code"]) for k, v in extra.items()}}} for u in units]}
 
 
-def _labels(units: list[dict[str, Any]], css_class: str, name: str) -> folium.FeatureGroup:
+def _labels(units: list[dict[str, Any]], css_class: str, name: str, first_rank: int = 0) -> folium.FeatureGroup:
+    """Unit names at a point on each unit's surface; where two would overlap, the larger unit's is drawn.
+
+    ``data-rank`` orders them, larger units first from ``first_rank``; ``GisIocViews.declutter`` hides the rest.
+    """
     group = folium.FeatureGroup(name=name, control=False)
-    for u in units:
+    by_area = sorted(units, key=lambda u: -(u.get("area") or 0))
+    for rank, u in enumerate(by_area, start=first_rank):
         folium.Marker((u["ly"], u["lx"]), icon=folium.DivIcon(
-            html=f'<div class="gis-label {css_class}">{html.escape(u["name"])}</div>', icon_size=(0, 0),
-            class_name="gis-label-anchor"), interactive=False).add_to(group)
+            html=f'<div class="gis-label {css_class}" data-rank="{rank}">{html.escape(u["name"])}</div>',
+            icon_size=(0, 0), class_name="gis-label-anchor"), interactive=False).add_to(group)
     return group
 
 
@@ -228,7 +236,7 @@ def _admin_layers(m: folium.Map, conn: Connection) -> dict[str, str]:
             tooltip=folium.GeoJsonTooltip(fields=["name", "code"], aliases=["District", "Code"]))
         layer.add_to(m)
         names["districts"] = layer.get_name()
-        _labels(districts, "gis-district-label", "District names").add_to(m)
+        _labels(districts, "gis-district-label", "District names", first_rank=1000).add_to(m)
     if communes:
         layer = folium.GeoJson(
             _collection(communes), name="Communes",
@@ -238,29 +246,81 @@ def _admin_layers(m: folium.Map, conn: Connection) -> dict[str, str]:
             tooltip=folium.GeoJsonTooltip(fields=["name", "unit_type", "code"], aliases=["Commune", "Type", "Code"]))
         layer.add_to(m)
         names["communes"] = layer.get_name()
+        # today's communes before the former districts (hidden below zoom 11: then the districts' names show)
         _labels(communes, "gis-commune-label", "Commune names").add_to(m)
     return names
 
 
 DATA_LAYERS = {"infrastructure": "Infrastructure", "cameras": "Cameras", "incidents": "Incidents"}
-assert ",".join(DATA_LAYERS) == tiles.WALL_LAYERS  # the tiles warmed at start are the wall's
+BASE_LAYERS = "infrastructure,cameras"  # one tile for both; incidents come in their own, time-filtered tiles
+assert BASE_LAYERS == tiles.WALL_LAYERS  # the tiles warmed at start are the wall's
+TIME_STEP_MINUTES = 10  # the time filter moves in steps, so every wall asks for the same, cached, tiles
+LIVE_HOURS = 24  # the live picture: active incidents and those that ended within the last 24 hours
+ENDED_SINCE = "resolved_at >= TIMESTAMP('{since}') OR closed_at >= TIMESTAMP('{since}')"
 
 
-def _data_tiles(m: folium.Map, server: str) -> str:
-    """The wall's data layers as one vector tile layer: one request per tile, not one per layer and tile.
+def time_filter(hours: float | None, now: datetime | None = None) -> str:
+    """The wall's time filter as CQL2: active incidents, and those that ended within ``hours`` (None: none).
 
-    Each layer keeps its own style and its own switch in the layer control (``GisIocViews.hidden``).
+    The start is ``now`` less ``hours``, taken down to a step of ``TIME_STEP_MINUTES`` (views.js makes the same
+    text: a wall's tiles are the ones warmed and cached here).
+    """
+    active = "status IN (" + ", ".join(f"'{s}'" for s in ACTIVE_STATUSES) + ")"
+    if hours is None:
+        return active
+    now = now or datetime.now(ZoneInfo("UTC"))
+    step = TIME_STEP_MINUTES * 60
+    since = datetime.fromtimestamp(now.timestamp() // step * step - hours * 3600, ZoneInfo("UTC"))
+    at = since.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{active} OR {ENDED_SINCE.format(since=at)}"
+
+
+def wall_tiles(now: datetime | None = None) -> list[tuple[str, dict[str, str]]]:
+    """The tiles a wall asks for, as (layers, query): warmed at start (``tiles.warm``)."""
+    return [(BASE_LAYERS, {}), ("incidents", {"filter": time_filter(LIVE_HOURS, now)})]
+
+
+def data_tiles(m: folium.Map, server: str) -> dict[str, str]:
+    """The wall's data layers as two vector tile layers: infrastructure and cameras in one, incidents apart.
+
+    The incidents' tiles carry the time filter (``{filter}`` in their URL, set by views.js). Each layer keeps
+    its own style and its own switch in the layer control (``GisIocViews.hidden``); cluster
+    counts are written on the clusters (``GisIocViews.tileRenderer``).
     """
     from folium.plugins import VectorGridProtobuf
 
-    styles = ", ".join(f'"{lid}": GisIocViews.style("{lid}")' for lid in DATA_LAYERS)
-    options = ("{" f'"vectorTileLayerStyles": {{{styles}}}, "interactive": true, '
-               '"rendererFactory": L.svg.tile, "maxNativeZoom": 19, "maxZoom": 19, '
-               '"fetchOptions": {"cache": "no-cache"}, "pane": "dataPane"' "}")
-    grid = VectorGridProtobuf(f"{server}/tiles/{','.join(DATA_LAYERS)}/{{z}}/{{x}}/{{y}}.mvt", "data layers",
-                              options, control=False)
-    grid.add_to(m)
-    return str(grid.get_name())
+    names = {}
+    for part, ids, query in (("base", BASE_LAYERS, ""), ("incidents", "incidents", "?filter={filter}")):
+        styles = ", ".join(f'"{lid}": GisIocViews.style("{lid}")' for lid in ids.split(","))
+        options = ("{" f'"vectorTileLayerStyles": {{{styles}}}, "interactive": true, '
+                   '"rendererFactory": GisIocViews.tileRenderer, "maxNativeZoom": 19, "maxZoom": 19, '
+                   f'"filter": {json.dumps(quote(time_filter(LIVE_HOURS), safe=""))}, '
+                   '"fetchOptions": {"cache": "no-cache"}, "pane": "dataPane"' "}")
+        grid = VectorGridProtobuf(f"{server}/tiles/{ids}/{{z}}/{{x}}/{{y}}.mvt{query}", f"{part} tiles", options,
+                                  control=False)
+        grid.add_to(m)
+        names[part] = str(grid.get_name())
+    return names
+
+
+# the time bar: the live picture's window, and replays (views.js wires it; no inline script: the CSP allows none)
+TIME_BAR = """<div id="gis-timebar" class="gis-panel">
+ <label>Incidents shown <select id="gis-window">
+  <option value="24" selected>active + ended in 24 h</option>
+  <option value="168">active + ended in 7 days</option>
+  <option value="">active only</option></select></label>
+ <span class="gis-replay-buttons">Replay <button type="button" data-replay="24">last 24 h</button>
+  <button type="button" data-replay="168">last 7 days</button></span>
+ <div id="gis-replay" hidden>
+  <button type="button" id="gis-play">▶ Play</button>
+  <input type="range" id="gis-at" aria-label="Time of the replay">
+  <select id="gis-speed" aria-label="Replay speed"><option value="1">1 min/s</option>
+   <option value="10">10 min/s</option><option value="30">30 min/s</option><option value="60">1 h/s</option>
+   <option value="180">3 h/s</option></select>
+  <button type="button" id="gis-back">Back to live</button>
+  <div id="gis-at-label"></div><div id="gis-replay-note" class="gis-muted"></div>
+ </div>
+</div>"""
 
 
 def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str = "",
@@ -276,7 +336,7 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
         folium.map.CustomPane(pane, z_index=z).add_to(m)
     admin = _admin_layers(m, conn)
     layers = {lid: catalog.get(lid, conn) for lid in DATA_LAYERS}
-    grid = _data_tiles(m, server)
+    grids = data_tiles(m, server)
     switches = {}
     for lid, title in DATA_LAYERS.items():  # empty groups: the layer control's switches for the tile layers
         group = folium.FeatureGroup(name=title, show=True)
@@ -289,14 +349,16 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
             lid: layer.tiles.cluster_below_zoom for lid, layer in layers.items()},
         "colors": {lid: _style_colours(layer) for lid, layer in layers.items()},
         "active": list(ACTIVE_STATUSES), "fovFromZoom": 13, "communeLabelsFromZoom": 11,
+        "time": {"active": time_filter(None), "ended": ENDED_SINCE,
+                 "step": TIME_STEP_MINUTES, "hours": LIVE_HOURS},
     }
     legend = "".join([
         _legend("Incidents (CAP severity)", [("gis-dot", c, s) for s, c in _style_colours(layers["incidents"]).items()]
                 + [("gis-dot gis-active", "#ffffff", "active: large, white ring"),
-                   ("gis-dot gis-faded", "#bdbdbd", "resolved / closed in the last 24 h: faded"),
-                   ("gis-dot gis-cluster", "#fd8d3c", "cluster below zoom "
-                    f"{layers['incidents'].tiles.cluster_below_zoom}: the colour of its most frequent severity, "
-                    "sized by count (click: the count)")]),
+                   ("gis-dot gis-faded", "#bdbdbd", "ended in the time bar's window: faded"),
+                   ("gis-dot gis-cluster", "#fd8d3c", "cluster (below zoom "
+                    f"{layers['incidents'].tiles.cluster_below_zoom}): its count on it, the colour of its most "
+                    "frequent severity")]),
         _legend("Cameras", [("gis-dot", c, s) for s, c in _style_colours(layers["cameras"]).items()]
                 + [("gis-sector", "#2ecc71", f"field of view (zoom ≥ {config['fovFromZoom']})")]),
         _legend("Infrastructure", [("gis-line" if k in ("road", "river") else "gis-square", c, k.replace("_", " "))
@@ -309,8 +371,9 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
         '<div id="gis-live" class="gis-live-off">connecting…</div></div>'
         '<div id="gis-kpi" class="gis-panel"><div class="gis-panel-title">Operations</div>'
         '<div class="gis-kpi-body">loading…</div></div>'
-        f'<div id="gis-legend" class="gis-panel gis-legend">{legend}</div>'))
-    _Script(f"GisIocViews.startWall({m.get_name()}, {{grid: {grid}, "
+        f'<div id="gis-legend" class="gis-panel gis-legend">{legend}</div>' + TIME_BAR))
+    _Script(f"GisIocViews.startWall({m.get_name()}, {{grids: {{base: {grids['base']}, "
+            f"incidents: {grids['incidents']}}}, "
             f"switches: {{{', '.join(f'{k}: {v}' for k, v in switches.items())}}}, "
             f"admin: {{{', '.join(f'{k}: {v}' for k, v in admin.items())}}}, control: {control.get_name()}}}, "
             f"{json.dumps(config)});").add_to(m)
@@ -522,7 +585,7 @@ def class_breaks(values: list[float], classes: int = 5) -> list[float]:
 
 
 def choropleth(conn: Connection, catalog: Catalog, settings: Settings, *, layer: str = "incidents",
-               level: str = "district", window: str = "30d", measure: str = "count",
+               level: str = "commune", window: str = "30d", measure: str = "count",
                assets: Assets | None = None) -> folium.Map:
     """Counts per unit (or per km²) over a time window, in quantile classes with a legend."""
     if level not in ("district", "commune"):
@@ -566,7 +629,7 @@ def choropleth(conn: Connection, catalog: Catalog, settings: Settings, *, layer:
     _root(m).html.add_child(Element(
         f'<div id="gis-legend" class="gis-panel gis-legend">{_legend(title, rows)}'
         f'<div class="gis-note">Units in force on {on.isoformat()}; {result["total"]:,} features in all; '
-        f"quantile classes.</div></div>"))
+        f"quantile classes; a name that would cover another is left out (zoom in).</div></div>"))
     return _finish(m, "gis-view", assets)
 
 

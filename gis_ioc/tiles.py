@@ -29,7 +29,9 @@ from gis_ioc.tile_cache import GZIP_LEVEL, Tile, TileCache
 __all__ = ["GZIP_LEVEL", "Tile", "TileCache"]  # the cache's own module holds them; the tiles module offers them too
 
 EXTENT = 4096
-BUFFER = 64
+# a point's symbol is drawn up to 14 px from its centre (an active incident at zoom 15: radius 11, a 2.5-px ring):
+# the tile beside it must carry the point too, or each tile draws only its own part of the circle
+BUFFER = 256
 # a cluster symbol is up to 22 px across a 256-px tile: the tiles beside it must carry it too, or each draws
 # only its own half and the wall shows clusters cut straight at tile borders
 CLUSTER_BUFFER = 384
@@ -150,17 +152,43 @@ def _cells_sql(layer: Layer, z: int, x: int, y: int) -> str:
     )
 
 
-def layer_sql(layer: Layer, z: int, where: str, cells_xy: tuple[int, int] | None = None) -> str:
-    """The part of the tile statement for one layer.
+def _clusters_sql(layer: Layer, z: int, x: int, y: int, where: str) -> str:
+    """Clusters of a filtered low-zoom tile, made from the features (the cells hold every feature, unfiltered).
 
-    An ``ST_AsMVT`` of its features, or of grid clusters with counts below ``cluster_below_zoom``.
+    Each cluster is a whole grid cell: the tile reads every cell within ``CLUSTER_BUFFER`` of its edges in full,
+    so the tiles on both sides of a border make the same cluster (same count, same place) and neither cuts it.
+    """
+    geom = f"t.{quote_ident(layer.geometry.column)}"
+    point = geom if layer.points_only else f"ST_PointOnSurface({geom})"
+    cell = WORLD_M / 2**z * layer.tiles.cluster_cell_px / 256
+    size = WORLD_M / 2**z
+    margin = size * CLUSTER_BUFFER / EXTENT
+    west, north = -WORLD_M / 2 + x * size, WORLD_M / 2 - y * size
+    x0, x1 = math.floor((west - margin) / cell) * cell, (math.floor((west + size + margin) / cell) + 1) * cell
+    y0, y1 = math.floor((north - size - margin) / cell) * cell, (math.floor((north + margin) / cell) + 1) * cell
+    box = f"ST_MakeEnvelope({x0!r}, {y0!r}, {x1!r}, {y1!r}, 3857)"
+    colour = quote_ident(layer.style.color_by) if layer.style.color_by else ""
+    mode = f", mode() WITHIN GROUP (ORDER BY t.{colour}) AS {colour}" if colour else ""
+    return (f"SELECT ST_AsMVTGeom(ST_Centroid(ST_Collect(p.m)), env.e, {EXTENT}, {CLUSTER_BUFFER}, true) AS geom, "
+            f"count(*) AS count, true AS cluster{mode} "
+            f"FROM {quote_table(layer.table)} t CROSS JOIN env "
+            f"CROSS JOIN LATERAL (SELECT ST_Transform({point}, 3857) AS m) p "
+            f"WHERE {geom} && ST_Transform({box}, 4326) AND p.m && {box} AND {where} "
+            f"GROUP BY env.e, floor(ST_X(p.m) / {cell!r}), floor(ST_Y(p.m) / {cell!r})")
+
+
+def layer_sql(layer: Layer, z: int, where: str, xy: tuple[int, int], cells: bool = False) -> str:
+    """The part of the tile statement for one layer (tile ``z``/``xy``).
+
+    An ``ST_AsMVT`` of its features, or of grid clusters with counts below ``cluster_below_zoom`` (from the
+    pre-aggregated cells when ``cells``).
     """
     geom = f"t.{quote_ident(layer.geometry.column)}"
     table = quote_table(layer.table)
     name = layer.id.replace("'", "''")
     props = _tile_properties(layer)
-    point = geom if layer.points_only else f"ST_PointOnSurface({geom})"
     cluster = layer.tiles.cluster_below_zoom
+    cells_xy = xy if cells else None
     if layer.part == "labels":  # one point per feature, only in the tile that holds it (no buffer: no repeats)
         columns = "".join(f", t.{quote_ident(p)}" for p in props)
         inner = (f"SELECT ST_AsMVTGeom(ST_Transform(l.p, 3857), env.e, {EXTENT}, 0, true) AS geom, "
@@ -170,21 +198,15 @@ def layer_sql(layer: Layer, z: int, where: str, cells_xy: tuple[int, int] | None
     elif cluster is not None and z < cluster and cells_xy is not None:
         inner = _cells_sql(layer, z, *cells_xy)
     elif cluster is not None and z < cluster:
-        cell = WORLD_M / 2**z * layer.tiles.cluster_cell_px / 256
-        colour = quote_ident(layer.style.color_by) if layer.style.color_by else ""
-        mode = f", mode() WITHIN GROUP (ORDER BY t.{colour}) AS {colour}" if colour else ""
-        inner = (f"SELECT ST_AsMVTGeom(ST_Centroid(ST_Collect(ST_Transform({point}, 3857))), env.e, {EXTENT}, "
-                 f"{BUFFER}, true) AS geom, count(*) AS count, true AS cluster{mode} "
-                 f"FROM {table} t, env WHERE {geom} && env.e4326 AND {where} "
-                 f"GROUP BY env.e, ST_SnapToGrid(ST_Transform({point}, 3857), {cell!r})")
+        inner = _clusters_sql(layer, z, *xy, where)
     elif cells_xy is not None:
         # At or above the cluster zoom a tile holds single features, unless it holds more than max_features
         # (a city centre: 101,029 incidents in one z13 tile of the scale-100 demo): then it shows every one
         # of them as clusters of the finest cells rather than an arbitrary max_features of them.
-        plain = layer_sql(layer, z, where)
-        cells = finest_cells(layer)
-        assert cells is not None
-        per_tile = cells / 2**z
+        plain = layer_sql(layer, z, where, xy)
+        finest = finest_cells(layer)
+        assert finest is not None
+        per_tile = finest / 2**z
         x, y = cells_xy
         x0, x1 = math.floor(x * per_tile), math.ceil((x + 1) * per_tile) - 1
         y0, y1 = math.floor(y * per_tile), math.ceil((y + 1) * per_tile) - 1
@@ -222,7 +244,7 @@ def tile_statement(layers: list[Layer], z: int, x: int, y: int, params: Mapping[
             renamed[new] = values[key]
         bind.update(renamed)
         use_cells = not params and layer.table in cell_tables  # low zoom: clusters; high zoom: when dense
-        parts.append(layer_sql(layer, z, where, (x, y) if use_cells else None))
+        parts.append(layer_sql(layer, z, where, (x, y), use_cells))
     sql = ("WITH env AS (SELECT ST_TileEnvelope(:z, :x, :y) AS e, "
            "ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => :margin), 4326) AS e4326) "
            f"SELECT {' || '.join(parts)}")
@@ -428,12 +450,14 @@ def export_pmtiles(conn: Connection, catalog: Catalog, names: str, bbox: tuple[f
             "zooms": [zooms[0], zooms[-1]], "out": str(out)}
 
 
-WALL_LAYERS = "infrastructure,cameras,incidents"  # the wall's one data tile layer (maps.DATA_LAYERS)
+WALL_LAYERS = "infrastructure,cameras"  # the wall's base data tiles (maps.BASE_LAYERS); incidents come apart
 
 
-def warm(engine: Any, catalog: Catalog, cache: TileCache, names: str, bbox: tuple[float, float, float, float],
-         zooms: list[int], stop: threading.Event) -> int:
+def warm(engine: Any, catalog: Catalog, cache: TileCache, wanted_tiles: list[tuple[str, dict[str, str]]],
+         bbox: tuple[float, float, float, float], zooms: list[int], stop: threading.Event) -> int:
     """Make the tiles a wall asks for first (the province at zooms 8–11) before anyone asks: run at start.
+
+    ``wanted_tiles`` are (layers, query) pairs, as a wall asks for them (``maps.wall_tiles``).
 
     Also rebuilds stale pre-aggregated cells (after a bulk load), so the first viewer does not wait for it.
     Returns how many tiles it made; stops early when ``stop`` is set. Errors are logged, never raised.
@@ -445,11 +469,12 @@ def warm(engine: Any, catalog: Catalog, cache: TileCache, names: str, bbox: tupl
     try:
         wanted = list(morecantile.tms.get("WebMercatorQuad").tiles(*bbox, zooms))
         for t in wanted:
-            if stop.is_set():
-                break
-            with engine.connect() as conn:
-                get_tile(conn, catalog, cache, names, t.z, t.x, t.y, {})
-            made += 1
+            for names, params in wanted_tiles:
+                if stop.is_set():
+                    return made
+                with engine.connect() as conn:
+                    get_tile(conn, catalog, cache, names, t.z, t.x, t.y, params)
+                made += 1
     except Exception as err:  # a warm-up must never take the server down
         log.warning("tile warm-up stopped after %d tiles: %s", made, err)
     return made

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -22,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
-from gis_ioc import auth
+from gis_ioc import auth, maps
 from gis_ioc.settings import PROJECT_ROOT
 from tests.conftest import free_port, served
 
@@ -142,6 +143,10 @@ def test_the_wall_shows_the_four_layers_kpis_and_clock(visit, demo_engine):
     # district names always; commune names only from zoom 11
     assert wall.page.locator(".gis-district-label").first.is_visible()
     assert not wall.page.locator(".gis-commune-label").first.is_visible()
+    # clusters carry their counts (a <text> on each, in the same tile as the circle)
+    counts_drawn = wall.page.evaluate(
+        "Array.from(document.querySelectorAll('text.gis-cluster-count')).map(t => t.textContent)")
+    assert counts_drawn and all(re.fullmatch(r"\d+(\.\d)?k?", c) for c in counts_drawn), counts_drawn
     wall.shot("wall")
     assert not wall.errors, wall.errors
     assert not wall.foreign, wall.foreign
@@ -178,6 +183,45 @@ def test_the_wall_close_up_has_fields_of_view_and_names(visit):
     assert wall.page.evaluate("document.querySelectorAll('path.gis-incident.gis-faded').length") == 0
     wall.page.wait_for_timeout(500)
     wall.shot("wall-zoom15")
+    assert not wall.errors and not wall.foreign, (wall.errors, wall.foreign)
+
+
+def test_the_wall_draws_its_time_window_and_replays_the_last_day(visit, demo_engine):
+    wall = visit("/views/wall", WALL_READY)
+    # the incidents' tiles are asked with the filter the server warms (the same text, made by maps.time_filter)
+    now = datetime.now(UTC)
+    made_here = {maps.time_filter(24, now - timedelta(minutes=m)) for m in (-1, 0, 1)}
+    assert wall.page.evaluate("window.gisIocWall.incidentsFilter()") in made_here
+    loads = wall.page.evaluate("window.gisIocWall.tileLoads")
+    wall.page.select_option("#gis-window", "")
+    wait_until(wall.page, f"window.gisIocWall.tileLoads > {loads}", timeout=10_000)
+    assert wall.page.evaluate("window.gisIocWall.incidentsFilter()") == maps.time_filter(None)
+
+    wall.page.click("[data-replay='24']")
+    wait_until(wall.page, "window.gisIocWall.replay.on", timeout=30_000)
+    assert wall.page.locator("#gis-replay").is_visible()
+    west, south, east, north = wall.page.evaluate(
+        "(b => [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()])(window.gisIocWall.map.getBounds())")
+    start, end = wall.page.evaluate("[Number(document.querySelector('#gis-at').min), "
+                                    "Number(document.querySelector('#gis-at').max)]")
+
+    def active_at(ms: int) -> int:  # what the replay calls active at a minute: reported, not yet ended
+        with demo_engine.connect() as conn:
+            return int(conn.execute(sa.text(
+                "SELECT count(*) FROM incidents WHERE status <> 'rejected' AND merged_into IS NULL "
+                "AND reported_at <= :t AND coalesce(resolved_at, closed_at, 'infinity') > :t "
+                "AND ST_Intersects(geom, ST_MakeEnvelope(:w, :s, :e, :n, 4326))"),
+                {"t": datetime.fromtimestamp(ms / 1000, UTC), "w": west, "s": south, "e": east, "n": north}
+            ).scalar_one())
+
+    for moment in (start, (start + end) // 2, end):
+        shown = wall.page.evaluate(f"window.gisIocWall.replayTo({moment})")
+        assert shown["active"] == active_at(moment), moment
+    assert "active" in wall.page.inner_text("#gis-at-label")
+    wall.shot("wall-replay")
+    wall.page.click("#gis-back")
+    wait_until(wall.page, "!window.gisIocWall.replay.on && window.gisIocWall.counts().incidents > 0", timeout=10_000)
+    assert not wall.page.locator("#gis-replay").is_visible()
     assert not wall.errors and not wall.foreign, (wall.errors, wall.foreign)
 
 
@@ -278,6 +322,14 @@ def test_the_choropleth_view(visit, demo_engine):
     communes, _ = _units(demo_engine)
     assert view.page.locator("path.gis-unit").count() == communes
     assert view.page.locator("#gis-legend .gis-legend-row").count() >= 3
+    # names never cover each other: where two would, the larger unit's is drawn
+    boxes = view.page.evaluate(
+        "Array.from(document.querySelectorAll('.gis-label')).filter(e => !e.classList.contains('gis-label-hidden'))"
+        ".map(e => e.getBoundingClientRect()).filter(b => b.width > 0).map(b => [b.left, b.top, b.right, b.bottom])")
+    assert len(boxes) > communes // 2
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
     view.shot("choropleth")
     assert not view.errors and not view.foreign, (view.errors, view.foreign)
 

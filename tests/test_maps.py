@@ -135,7 +135,8 @@ def test_render_writes_self_contained_pages(run_cli, demo_url, demo_engine, tmp_
         assert not ASSET.findall(text), "libraries are inside the file"
         assert "L.map(" in text and "GisIocViews" in text
     wall = (tmp_path / "wall.html").read_text()
-    assert "http://wall.example:8000/tiles/infrastructure,cameras,incidents/{z}/{x}/{y}.mvt" in wall
+    assert "http://wall.example:8000/tiles/infrastructure,cameras/{z}/{x}/{y}.mvt" in wall
+    assert "http://wall.example:8000/tiles/incidents/{z}/{x}/{y}.mvt?filter={filter}" in wall
     code, _, stderr = run_cli("render", "incident", "--incident", "999999999", "--out", str(tmp_path / "x.html"),
                               env=env)
     assert code == 1 and stderr.startswith("gis-ioc: error: incident 999999999") and "Traceback" not in stderr

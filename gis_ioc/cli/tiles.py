@@ -60,7 +60,7 @@ def render(
     out_file: Annotated[Path, typer.Option("--out", help="The HTML file to write.")],
     incident: Annotated[int | None, typer.Option(help="The incident (view incident).")] = None,
     layer: Annotated[str, typer.Option(help="Layer counted (choropleth).")] = "incidents",
-    level: Annotated[str, typer.Option(help="district or commune (choropleth).")] = "district",
+    level: Annotated[str, typer.Option(help="commune or district (choropleth; districts: before 2025).")] = "commune",
     window: Annotated[str, typer.Option(help="How far back, e.g. 24h, 30d (choropleth).")] = "30d",
     measure: Annotated[str, typer.Option(help="count or per_km2 (choropleth).")] = "count",
     server: Annotated[str | None, typer.Option(help="The gis-ioc server the wall takes tiles and live changes "

@@ -28,7 +28,7 @@ from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, InvalidInput, Unauthorized, from_database, http_status
 from gis_ioc.events import ChangeListener
 from gis_ioc.settings import Settings
-from gis_ioc.tiles import WALL_LAYERS, TileCache, sync_cell_config, warm
+from gis_ioc.tiles import TileCache, sync_cell_config, warm
 from gis_ioc.web import alerts, analysis, contract, edit, ogc, search, views
 from gis_ioc.web import events as events_router
 from gis_ioc.web import tiles as tiles_router
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                          current=app.state.listener.versions) if settings.tile_cache else None
         stop_warming = threading.Event()
         warming = threading.Thread(target=warm, name="gis-ioc-warm", daemon=True,
-                                   args=(engine, app.state.catalog, app.state.tile_cache, WALL_LAYERS,
+                                   args=(engine, app.state.catalog, app.state.tile_cache, maps.wall_tiles(),
                                          settings.region_bbox, [8, 9, 10, 11], stop_warming))
         if app.state.tile_cache is not None and settings.warm_tiles:
             warming.start()  # the wall's first view, made before the wall asks for it

@@ -146,7 +146,8 @@ def incident(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
             response_class=HTMLResponse, dependencies=[Heavy])
 def choropleth(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
                layer: Annotated[str, Query(max_length=63, description="Layer id")] = "incidents",
-               level: Annotated[Literal["district", "commune"], Query()] = "district",
+               level: Annotated[Literal["district", "commune"], Query(
+                   description="Today's communes, or the districts as they were before the 2025 reform")] = "commune",
                window: Annotated[str, Query(max_length=12, pattern=r"^[0-9]+[mhdw]$",
                                             description="How far back: 24h, 7d, 30d, 2w… (at most ten years)")]
                = "30d",

@@ -310,7 +310,13 @@
     });
 
     // -- live: every desk and the wall move together
-    function redrawGrid() { map.removeLayer(parts.grid); parts.grid.addTo(map); }
+    function redrawGrid() {  // the wall's tiles, the incidents' with the live window as it is now
+      parts.grids.forEach(function (grid) {
+        if (grid.options.filter) { grid.options.filter = encodeURIComponent(GisIocViews.timeFilter(cfg.time, cfg.time.hours)); }
+        map.removeLayer(grid);
+        grid.addTo(map);
+      });
+    }
     var later = debounce(function () { loadQueue(); redrawGrid(); }, 500);
     function connect() {
       var es = new EventSource(cfg.server + "/events");

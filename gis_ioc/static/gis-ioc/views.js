@@ -67,6 +67,40 @@
   };
   var LAYER_OF_CLASS = {"gis-incident": "incidents", "gis-camera": "cameras", "gis-infra": "infrastructure"};
 
+  // a cluster's count, written on it: VectorGrid draws circles only, so each tile's SVG gets a <text> beside
+  // every cluster it draws (the tiles on both sides of a border carry the same whole cluster, and its count)
+  function shortCount(n) {
+    if (n >= 10000) { return Math.round(n / 1000) + "k"; }
+    if (n >= 1000) { return (Math.round(n / 100) / 10) + "k"; }
+    return String(n);
+  }
+  V.tileRenderer = function (coords, size, options) {
+    var renderer = L.svg.tile(coords, size, options);
+    var addPath = renderer._addPath;
+    renderer._addPath = function (layer) {
+      addPath.call(this, layer);
+      var p = layer.properties || {};
+      if (!p.cluster || !(p.count > 1) || !layer._point) { return; }
+      var text = L.SVG.create("text");
+      text.setAttribute("x", layer._point.x);
+      text.setAttribute("y", layer._point.y);
+      text.setAttribute("class", "gis-cluster-count");
+      text.setAttribute("font-size", Math.max(10, Math.min(15, (layer._radius || 8) * 0.8)));
+      text.textContent = shortCount(p.count);
+      this._rootGroup.appendChild(text);
+    };
+    return renderer;
+  };
+
+  // the incidents' time filter (CQL2, as maps.time_filter makes it): active ones, and those that ended within
+  // the last hours, from a start taken down to a step so that every wall asks for the same cached tiles
+  V.timeFilter = function (time, hours) {
+    if (hours === null) { return time.active; }
+    var step = time.step * 60e3;
+    var since = new Date(Math.floor(Date.now() / step) * step - hours * 3600e3);
+    return time.active + " OR " + time.ended.split("{since}").join(since.toISOString().replace(".000Z", "Z"));
+  };
+
   function debounce(fn, ms) {
     var t = null;
     return function () { clearTimeout(t); t = setTimeout(fn, ms); };
@@ -83,10 +117,95 @@
     return "<table>" + rows + "</table>" + link;
   }
 
+  // a replay: every incident of a past window as a dot on one canvas, drawn as it stood at any minute (active
+  // then: full colour with a white ring; ended in the 24 h before: faded), the map moving as usual
+  var DAY = 24 * 3600e3;
+  var ReplayLayer = L.Layer.extend({
+    initialize: function (items) { this._items = items; this._at = 0; this.shown = {active: 0, ended: 0}; },
+    onAdd: function (map) {
+      this._canvas = L.DomUtil.create("canvas", "gis-replay leaflet-zoom-hide");
+      map.getPane("livePane").appendChild(this._canvas);
+      map.on("moveend zoomend resize", this._reset, this);
+      this._reset();
+    },
+    onRemove: function (map) {
+      L.DomUtil.remove(this._canvas);
+      map.off("moveend zoomend resize", this._reset, this);
+    },
+    _reset: function () {
+      var map = this._map, size = map.getSize();
+      L.DomUtil.setPosition(this._canvas, map.containerPointToLayerPoint([0, 0]));
+      this._canvas.width = size.x;
+      this._canvas.height = size.y;
+      this._xy = this._items.map(function (it) { return map.latLngToContainerPoint(it.at); });
+      this.draw(this._at);
+    },
+    draw: function (t) {
+      this._at = t;
+      if (!this._canvas) { return this.shown; }
+      var ctx = this._canvas.getContext("2d"), items = this._items, xy = this._xy, shown = {active: 0, ended: 0};
+      var big = this._map.getZoom() >= 13 ? 6 : 4;
+      ctx.clearRect(0, 0, this._canvas.width, this._canvas.height);
+      [false, true].forEach(function (activePass) {
+        for (var i = 0; i < items.length; i += 1) {
+          var it = items[i];
+          if (it.from > t) { continue; }
+          var active = it.to > t;
+          if (active !== activePass || (!active && t - it.to > DAY)) { continue; }
+          ctx.beginPath();
+          ctx.arc(xy[i].x, xy[i].y, active ? big : 3, 0, 2 * Math.PI);
+          ctx.globalAlpha = active ? 1 : 0.35;
+          ctx.fillStyle = it.colour;
+          ctx.fill();
+          if (active) { ctx.lineWidth = 1.5; ctx.strokeStyle = "#ffffff"; ctx.stroke(); }
+          shown[active ? "active" : "ended"] += 1;
+        }
+      });
+      ctx.globalAlpha = 1;
+      this.shown = shown;
+      return shown;
+    }
+  });
+
+  function middle(geometry) {  // a point's place, or the middle of a shape's box
+    var lo = [Infinity, Infinity], hi = [-Infinity, -Infinity];
+    (function walk(c) {
+      if (typeof c[0] === "number") {
+        lo = [Math.min(lo[0], c[0]), Math.min(lo[1], c[1])];
+        hi = [Math.max(hi[0], c[0]), Math.max(hi[1], c[1])];
+      } else { c.forEach(walk); }
+    })(geometry.coordinates);
+    return L.latLng((lo[1] + hi[1]) / 2, (lo[0] + hi[0]) / 2);
+  }
+
+  // names that would overlap another are hidden, the larger unit's kept (data-rank: lower first); again
+  // after every zoom and move, as the names' places on the screen change
+  V.declutter = function (map) {
+    var container = map.getContainer();
+    function run() {
+      var labels = Array.prototype.slice.call(container.querySelectorAll(".gis-label"));
+      labels.forEach(function (el) { el.classList.remove("gis-label-hidden"); });
+      var placed = [], pad = 3;
+      labels.map(function (el) { return {el: el, rank: Number(el.dataset.rank || 1e9), box: el.getBoundingClientRect()}; })
+        .filter(function (l) { return l.box.width > 0; })
+        .sort(function (a, b) { return a.rank - b.rank; })
+        .forEach(function (l) {
+          var b = l.box;
+          var clash = placed.some(function (p) {
+            return b.left < p.right + pad && b.right > p.left - pad && b.top < p.bottom + pad && b.bottom > p.top - pad;
+          });
+          if (clash) { l.el.classList.add("gis-label-hidden"); } else { placed.push(b); }
+        });
+    }
+    map.on("zoomend moveend resize", run);
+    setTimeout(run, 0);
+  };
+
   V.startWall = function (map, parts, config) {
     cfg = config;
-    var state = {map: map, grid: parts.grid, live: {incidents: {}, cameras: {}}, kpi: null, events: 0,
-                 connected: false};
+    var grids = parts.grids;
+    var state = {map: map, grids: grids, live: {incidents: {}, cameras: {}}, kpi: null, events: 0,
+                 connected: false, hours: cfg.time.hours};
     window.gisIocWall = state;
     var container = map.getContainer();
 
@@ -110,21 +229,35 @@
     window.addEventListener("unhandledrejection", function (e) {
       if (e.reason instanceof TypeError) { state.failedFetches += 1; e.preventDefault(); }
     });
-    parts.grid.on("load", function () { state.tileLoads += 1; done("tiles"); });
-    // GridLayer.redraw() asks for tiles at a fractional zoom (9.75) when the map sits between zooms;
-    // taking the layer off and on again asks at the tile zoom, as the first load does
-    function redrawGrid() {
-      map.removeLayer(parts.grid);
-      parts.grid.addTo(map);
-    }
-    parts.grid.on("click", function (e) {
-      var classes = ((e.layer && e.layer.options && e.layer.options.className) || "").split(" ");
-      var layer = LAYER_OF_CLASS[classes[0]] || "features";
-      L.popup().setLatLng(e.latlng).setContent(popupHtml(layer, e.layer.properties || {})).openOn(map);
+    var loaded = {};
+    Object.keys(grids).forEach(function (part) {
+      grids[part].on("load", function () {
+        state.tileLoads += 1;
+        loaded[part] = true;
+        if (loaded.base && loaded.incidents) { done("tiles"); }
+      });
+      grids[part].on("click", function (e) {
+        var classes = ((e.layer && e.layer.options && e.layer.options.className) || "").split(" ");
+        var layer = LAYER_OF_CLASS[classes[0]] || "features";
+        L.popup().setLatLng(e.latlng).setContent(popupHtml(layer, e.layer.properties || {})).openOn(map);
+      });
     });
+    // GridLayer.redraw() asks for tiles at a fractional zoom (9.75) when the map sits between zooms;
+    // taking the layer off and on again asks at the tile zoom, as the first load does. The incidents' tiles
+    // take the time filter as it is now (its start moves in steps).
+    function redrawGrid(part) {
+      (part ? [part] : Object.keys(grids)).forEach(function (name) {
+        var grid = grids[name];
+        if (name === "incidents") { grid.options.filter = encodeURIComponent(V.timeFilter(cfg.time, state.hours)); }
+        if (!map.hasLayer(grid)) { return; }  // a replay has it off
+        map.removeLayer(grid);
+        grid.addTo(map);
+      });
+    }
+    var PART_OF = {incidents: "incidents", cameras: "base", infrastructure: "base"};
     function switched(e, on) {
       Object.keys(parts.switches).forEach(function (layer) {
-        if (parts.switches[layer] === e.layer) { V.hidden[layer] = !on; redrawGrid(); }
+        if (parts.switches[layer] === e.layer) { V.hidden[layer] = !on; redrawGrid(PART_OF[layer]); }
       });
     }
     map.on("overlayadd", function (e) { switched(e, true); });
@@ -156,8 +289,9 @@
     // live changes: the changed feature at once, its layer's tiles and the KPIs shortly after
     var live = L.layerGroup([], {pane: "livePane"}).addTo(map);
     parts.control.addOverlay(live, "Live changes");
-    var redrawTiles = debounce(redrawGrid, 3000);
-    var redraw = {incidents: redrawTiles, cameras: function () { redrawTiles(); loadFov(); }};
+    var redrawIncidents = debounce(function () { redrawGrid("incidents"); }, 3000);
+    var redrawBase = debounce(function () { redrawGrid("base"); }, 3000);
+    var redraw = {incidents: redrawIncidents, cameras: function () { redrawBase(); loadFov(); }};
     var refreshKpi = debounce(loadKpi, 1500);
 
     function liveLayer(layer, feature, op) {
@@ -260,6 +394,124 @@
     }
     tick();
     setInterval(tick, 1000);
+
+    // -- time: the window of the live picture, and replays of the last day or week
+    var dayFmt = new Intl.DateTimeFormat("en-GB", {timeZone: cfg.timezone, weekday: "short", day: "2-digit",
+                                                   month: "short", hour: "2-digit", minute: "2-digit", hour12: false});
+    function $(id) { return document.getElementById(id); }
+    function iso(ms) { return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z"); }
+    V.recentHours = state.hours;
+    $("gis-window").addEventListener("change", function (e) {
+      state.hours = e.target.value === "" ? null : Number(e.target.value);
+      V.recentHours = state.hours === null ? 0 : state.hours;
+      redrawGrid("incidents");
+    });
+    setInterval(function () {  // the window's start moves on in steps: then ask for the new step's tiles
+      if (encodeURIComponent(V.timeFilter(cfg.time, state.hours)) !== grids.incidents.options.filter) {
+        redrawGrid("incidents");
+      }
+    }, 60e3);
+
+    var MAX_REPLAY = 100000;
+    var replay = {on: false, layer: null, timer: null, start: 0, end: 0, at: 0, loading: false};
+    state.replay = replay;
+    function showAt(t) {
+      replay.at = t;
+      $("gis-at").value = String(t);
+      var shown = replay.layer ? replay.layer.draw(t) : {active: 0, ended: 0};
+      $("gis-at-label").textContent = dayFmt.format(new Date(t)) + " · " + shown.active + " active, " +
+        shown.ended + " ended in the 24 h before";
+    }
+    function pause() {
+      clearInterval(replay.timer);
+      replay.timer = null;
+      $("gis-play").textContent = "▶ Play";
+    }
+    function play() {
+      if (replay.at >= replay.end) { showAt(replay.start); }
+      $("gis-play").textContent = "❚❚ Pause";
+      replay.timer = setInterval(function () {
+        var t = Math.min(replay.end, replay.at + Number($("gis-speed").value) * 60e3 / 10);
+        showAt(t);
+        if (t >= replay.end) { pause(); }
+      }, 100);
+    }
+    function note(text) { $("gis-replay-note").textContent = text; }
+    function load(url, items, done) {  // the items API, page after page, as any client reads it
+      fetch(url).then(function (r) {
+        if (!r.ok) { throw new Error("the server answered " + r.status); }
+        return r.json();
+      }).then(function (page) {
+        page.features.forEach(function (f) {
+          if (!f.geometry) { return; }
+          var p = f.properties, end = Date.parse(p.resolved_at || p.closed_at || "");
+          items.push({at: middle(f.geometry), from: Date.parse(p.reported_at), to: isNaN(end) ? Infinity : end,
+                      colour: colour("incidents", p.severity || "unknown", "#bdbdbd")});
+        });
+        var next = (page.links || []).filter(function (l) { return l.rel === "next"; })[0];
+        if (page.numberMatched > MAX_REPLAY) {
+          throw new Error(page.numberMatched + " incidents in this view and window: more than " + MAX_REPLAY +
+                          " — zoom in, or replay the last 24 h");
+        }
+        note("loading… " + items.length + (page.numberMatched ? " of " + page.numberMatched : ""));
+        if (next && replay.loading) { load(next.href, items, done); } else { done(null); }
+      }).catch(function (err) { done(err); });
+    }
+    function startReplay(hours) {
+      if (replay.loading) { return; }
+      var end = Date.now(), start = end - hours * 3600e3, b = map.getBounds();
+      var bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map(function (v) { return v.toFixed(5); });
+      // every incident alive at some minute of the window, or ended within the 24 h before its start
+      var since = "TIMESTAMP('" + iso(start - DAY) + "')";
+      var filter = "reported_at <= TIMESTAMP('" + iso(end) + "') AND status <> 'rejected' AND merged_into IS NULL " +
+        "AND (resolved_at >= " + since + " OR (resolved_at IS NULL AND (closed_at IS NULL OR closed_at >= " + since +
+        ")))";
+      var url = cfg.server + "/collections/incidents/items?f=json&limit=10000&bbox=" + bbox.join(",") +
+        "&properties=severity,status,reported_at,resolved_at,closed_at&filter=" + encodeURIComponent(filter);
+      replay.loading = true;
+      $("gis-replay").hidden = false;
+      note("loading…");
+      var items = [];
+      load(url, items, function (err) {
+        replay.loading = false;
+        if (err) { note("No replay: " + err.message); return; }
+        replay.on = true;
+        replay.start = start;
+        replay.end = end;
+        map.removeLayer(grids.incidents);
+        map.removeLayer(live);
+        if (replay.layer) { map.removeLayer(replay.layer); }
+        replay.layer = new ReplayLayer(items).addTo(map);
+        $("gis-at").min = String(start);
+        $("gis-at").max = String(end);
+        $("gis-at").step = "60000";
+        $("gis-speed").value = hours > 24 ? "180" : "30";
+        document.body.classList.add("gis-replaying");
+        note("Replay of the last " + (hours > 24 ? hours / 24 + " days" : hours + " h") + ": " + items.length +
+             " incidents in this view (each at its place, shapes at their middle); the KPIs stay live");
+        showAt(start);
+        play();
+      });
+    }
+    function backToLive() {
+      pause();
+      replay.loading = false;
+      if (replay.layer) { map.removeLayer(replay.layer); replay.layer = null; }
+      replay.on = false;
+      $("gis-replay").hidden = true;
+      document.body.classList.remove("gis-replaying");
+      grids.incidents.addTo(map);
+      live.addTo(map);
+      redrawGrid("incidents");
+    }
+    Array.prototype.forEach.call(document.querySelectorAll("[data-replay]"), function (button) {
+      button.addEventListener("click", function () { startReplay(Number(button.dataset.replay)); });
+    });
+    $("gis-play").addEventListener("click", function () { if (replay.timer) { pause(); } else { play(); } });
+    $("gis-at").addEventListener("input", function (e) { pause(); showAt(Number(e.target.value)); });
+    $("gis-back").addEventListener("click", backToLive);
+    state.incidentsFilter = function () { return decodeURIComponent(grids.incidents.options.filter); };
+    state.replayTo = function (t) { pause(); showAt(t); return replay.layer ? replay.layer.shown : null; };
 
     state.counts = function () {
       function n(sel) { return container.querySelectorAll(sel).length; }
