@@ -38,6 +38,7 @@ ATOM = "http://www.w3.org/2005/Atom"
 MEDIA = "application/cap+xml"
 ATOM_MEDIA = "application/atom+xml"
 MAX_ALERT_BYTES = 1 << 20  # one alert POSTed; files go through gis-ioc load / the import route
+MAX_REFERENCES = 1000  # earlier messages an Update or Cancel may name
 
 # our incident types: CAP category and the event's words (Vietnamese, the alerts' language)
 TYPES: dict[str, tuple[str, str]] = {
@@ -73,6 +74,15 @@ class Sender:
     def __post_init__(self) -> None:
         if not self.sender or re.search(r"[\s,<&]", self.sender):
             raise ValueError("cap_sender: no spaces, commas, < or & (a domain name such as ioc.kontum.gov.vn)")
+
+
+@dataclass(frozen=True)
+class Message:
+    """Who sent an alert and which earlier ones it changes: each as ``sender,identifier``."""
+
+    ref: str
+    kind: str  # Alert, Update, Cancel (Ack and Error are taken as Alerts: they describe nothing new)
+    references: tuple[str, ...] = ()
 
 
 def supports(properties: Iterable[str]) -> bool:
@@ -308,8 +318,14 @@ def _feature(element: ET.Element, where: str) -> dict[str, Any]:
     sender = _text(info, "senderName") or _text(element, "sender") or "?"
     note = f"CAP {identifier} from {sender}"
     description = _text(info, "description")
+    # references: "sender,identifier,sent" groups separated by white space; sender and identifier name a message
+    earlier = tuple(",".join(group.split(",")[:2]) for group in (_text(element, "references") or "").split())
+    if len(earlier) > MAX_REFERENCES:
+        raise IngestError(f"{where}: references names {len(earlier)} messages (at most {MAX_REFERENCES})",
+                          param="body")
     return {
         "type": "Feature",
+        "cap": Message(f"{_text(element, 'sender') or '?'},{identifier}", message, earlier),
         "geometry": _geometry(shapes, where),
         "properties": {
             "type": _type_of(categories, event, codes),
@@ -321,6 +337,45 @@ def _feature(element: ET.Element, where: str) -> dict[str, Any]:
             "reported_at": when,
         },
     }
+
+
+def linked(conn: Any, table: str, message: Message) -> Any | None:
+    """The incident this message changes: the one any of its references (or the message itself) made or changed.
+
+    Locked for the change; None for a new alert.
+    """
+    names = [message.ref, *message.references]
+    return conn.execute(sa.text(
+        f"SELECT id FROM {table} WHERE cap_messages && CAST(:names AS text[]) ORDER BY id LIMIT 1 FOR UPDATE"),
+        {"names": names}).scalar()
+
+
+def remember(conn: Any, table: str, incident_id: Any, message: Message) -> None:
+    """Note that this message made or changed the incident (its later Updates and Cancels will find it)."""
+    conn.execute(sa.text(
+        f"UPDATE {table} SET cap_messages = array_append(coalesce(cap_messages, '{{}}'), CAST(:ref AS text)) "
+        "WHERE id = :id AND NOT (coalesce(cap_messages, '{}') @> ARRAY[CAST(:ref AS text)])"),
+        {"ref": message.ref, "id": incident_id})
+
+
+def change_of(feature: dict[str, Any], message: Message, current_status: str) -> dict[str, Any] | None:
+    """What an Update or Cancel changes in the incident it references (a PATCH body); None: nothing.
+
+    An Update brings its severity, type, title, description and area; a Cancel rejects the incident, which the
+    lifecycle allows only while it is new or verified (once a response is under way, an operator decides).
+    """
+    if message.kind == "Cancel":
+        if current_status == "rejected":
+            return None
+        if current_status not in ("new", "verified"):
+            raise IngestError(f"body: the Cancel {message.ref} withdraws an alert whose incident is {current_status}: "
+                              "a Cancel rejects an incident only while it is new or verified (an operator decides "
+                              "now)", param="body")
+        return {"properties": {"status": "rejected"}}
+    if message.kind != "Update":
+        return None  # the same alert again: the incident it made stands
+    keep = ("type", "severity", "title", "description")
+    return {"geometry": feature["geometry"], "properties": {k: feature["properties"][k] for k in keep}}
 
 
 def read_file(path: Path) -> Any:

@@ -166,6 +166,62 @@ def test_a_circle_becomes_an_area_of_its_radius(client, operator):
     assert abs(abs(Geod(ellps="WGS84").geometry_area_perimeter(area)[0]) / 1e6 - 3.14159 * 2.5**2) < 0.1
 
 
+def _next(kind: str, identifier: str, references: str, severity: str = "Severe") -> bytes:
+    """The circle alert's sequel from the same agency: an Update or a Cancel of earlier messages."""
+    return (CIRCLE.replace("KTTV-2026-1130-01", identifier).replace("<msgType>Alert</msgType>",
+                                                                     f"<msgType>{kind}</msgType>"
+                                                                     f"<references>{references}</references>")
+            .replace("<severity>Severe</severity>", f"<severity>{severity}</severity>")
+            .replace("Nguy cơ sạt lở đất ở Đắk Glei", f"Nguy cơ sạt lở đất ở Đắk Glei ({identifier})").encode())
+
+
+def test_updates_and_cancels_from_an_agency_change_the_incident_its_alert_made(client, engine, operator):
+    sender = "kttv.kontum.gov.vn"
+    xml = {"Content-Type": cap.MEDIA, **operator}
+    first = client.post("/collections/incidents/items", content=CIRCLE.encode(), headers=xml)
+    assert first.status_code == 201, first.text
+    incident = first.json()["id"]
+    again = client.post("/collections/incidents/items", content=CIRCLE.encode(), headers=xml)
+    assert again.status_code == 200 and again.json()["id"] == incident  # the same alert twice: one incident
+    update = _next("Update", "KTTV-2026-1130-02", f"{sender},KTTV-2026-1130-01,2026-11-30T06:00:00+07:00",
+                   severity="Extreme")
+    changed = client.post("/collections/incidents/items", content=update, headers=xml)
+    assert changed.status_code == 200 and changed.json()["id"] == incident, changed.text
+    props = changed.json()["properties"]
+    assert (props["severity"], props["title"]) == ("extreme", "Nguy cơ sạt lở đất ở Đắk Glei (KTTV-2026-1130-02)")
+    # a Cancel that names only the Update still finds the incident the first alert made
+    cancel = _next("Cancel", "KTTV-2026-1130-03", f"{sender},KTTV-2026-1130-02,2026-11-30T07:00:00+07:00")
+    cancelled = client.post("/collections/incidents/items", content=cancel, headers=xml)
+    assert cancelled.status_code == 200 and cancelled.json()["properties"]["status"] == "rejected", cancelled.text
+    history = client.get(f"/collections/incidents/items/{incident}/history").json()
+    steps = history["steps"]  # audited as any write: made, updated by the Update, rejected by the Cancel
+    assert [step["operation"] for step in steps] == ["create", "update", "update"]
+    assert steps[1]["changes"]["severity"] == {"from": "severe", "to": "extreme"}
+    assert steps[2]["changes"]["status"] == {"from": "new", "to": "rejected"}
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM incidents WHERE title LIKE 'Nguy cơ sạt lở đất ở Đắk Glei%'"
+                                    )).scalar_one()
+    assert rows == 1
+
+
+def test_a_cancel_of_nothing_known_or_of_an_incident_under_way_is_refused(client, engine, operator):
+    xml = {"Content-Type": cap.MEDIA, **operator}
+    before = table_snapshot(engine, "incidents")
+    unknown = _next("Cancel", "X-2", "other.agency.vn,X-1,2026-11-30T07:00:00+07:00")
+    refused = client.post("/collections/incidents/items", content=unknown, headers=xml)
+    assert refused.status_code == 400 and "no incident here came from" in refused.json()["description"]
+    assert table_snapshot(engine, "incidents") == before
+    made = client.post("/collections/incidents/items", content=CIRCLE.replace("KTTV-2026-1130-01", "U-1").encode(),
+                       headers=xml).json()["id"]
+    for status in ("verified", "dispatched"):
+        assert client.patch(f"/collections/incidents/items/{made}", json={"properties": {"status": status}},
+                            headers=operator).status_code == 200
+    late = client.post("/collections/incidents/items", headers=xml,
+                       content=_next("Cancel", "U-2", "kttv.kontum.gov.vn,U-1,2026-11-30T06:00:00+07:00"))
+    assert late.status_code == 400 and "dispatched" in late.json()["description"], late.text
+    assert client.get(f"/collections/incidents/items/{made}").json()["properties"]["status"] == "dispatched"
+
+
 BOMB = b"""<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;">]>
 <alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&lol2;</identifier></alert>"""
 EXTERNAL = b"""<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>
@@ -178,6 +234,8 @@ EXTERNAL = b"""<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/
     (b"<alert", "not well-formed"),
     (b"<feed xmlns='http://www.w3.org/2005/Atom'/>", "no CAP 1.2 alert"),
     (CIRCLE.replace("2.5</circle>", "-3</circle>").encode(), "radius -3 km"),
+    (_next("Update", "R-2", " ".join(f"a.vn,R-{i},2026-11-30T06:00:00+07:00" for i in range(1001))),
+     "references names 1001 messages"),
     (CIRCLE.replace(f"{CITY[1]},{CITY[0]} 2.5", "95,10 1").encode(), "outside the earth"),
     (CIRCLE.replace(f"<circle>{CITY[1]},{CITY[0]} 2.5</circle>", "").encode(), "no polygon or circle"),
     (CIRCLE.replace(f"<circle>{CITY[1]},{CITY[0]} 2.5</circle>", "<polygon>1,2 3,4</polygon>").encode(),

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Header, Request
 from fastapi import Path as FastPath
 from fastapi.responses import JSONResponse, Response
@@ -20,8 +21,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from gis_ioc import auth, cap, db, duplicates, edits, features, ingest, limits, merge
-from gis_ioc.catalog import LAYER_ID, Layer
+from gis_ioc.catalog import LAYER_ID, Layer, quote_table
 from gis_ioc.errors import GisIocError, InvalidInput, PayloadTooLarge
+from gis_ioc.settings import Settings
 from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, PrincipalDep, SettingsDep, WritableLayerDep
 
 router = APIRouter(tags=["Edit"])
@@ -96,12 +98,39 @@ async def create_feature(request: Request, layer: WritableLayerDep, engine: Engi
         if len(found) != 1:
             raise InvalidInput(f"body: one alert per request ({len(found)} given); load files of several with "
                                "the import route or gis-ioc load", param="body")
-        body = found[0]
-    else:
-        body = await _body(request)
+        return _cap_alert(request, engine, layer, found[0], who, settings)
+    body = await _body(request)
     with engine.begin() as conn:
         new_id = edits.create(conn, layer, body, who, settings.region_extent)
     return _feature_response(request, engine, layer, new_id, 201, with_duplicates=True)
+
+
+def _cap_alert(request: Request, engine: Any, layer: Layer, feature: dict[str, Any], who: auth.Principal,
+               settings: Settings) -> Response:
+    """Another agency's alert: a new incident (201), or the incident an earlier alert made, changed (200).
+
+    An Update or Cancel changes the incident that any alert it references made (the same alert again changes
+    nothing), in one transaction with its audit.
+    """
+    message: cap.Message = feature.pop("cap")
+    table = quote_table(layer.table)
+    with engine.begin() as conn:
+        target = cap.linked(conn, table, message)
+        if target is None:
+            if message.kind == "Cancel":
+                raise InvalidInput(f"body: the Cancel {message.ref} withdraws "
+                                   f"{', '.join(message.references) or 'no alert'}: no incident here came from "
+                                   "any of them", param="body")
+            target = edits.create(conn, layer, feature, who, settings.region_extent)
+            status = 201
+        else:
+            current = conn.execute(sa.text(f"SELECT status FROM {table} WHERE id = :id"), {"id": target}).scalar()
+            change = cap.change_of(feature, message, str(current))
+            if change is not None:
+                edits.change(conn, layer, target, change, who, None, settings.region_extent, partial=True)
+            status = 200
+        cap.remember(conn, table, target, message)
+    return _feature_response(request, engine, layer, target, status, with_duplicates=status == 201)
 
 
 @router.post("/collections/{collection_id}/items/{feature_id}/merge", summary="Merge a duplicate report into this "
