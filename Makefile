@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Debian/Ubuntu packages the project needs; installed with apt when missing (as root).
+# Debian/Ubuntu packages the project needs; installed with apt when missing (as root); pgRouting for the
+# newest PostgreSQL installed (postgresql-NN-pgrouting) after them.
 SYSTEM_PACKAGES := postgresql postgresql-postgis gdal-bin chromium python3-qgis qgis-providers npm fonts-dejavu-core
 # Browser libraries kept in gis_ioc/static/vendor (the views make no request outside the server).
 LEAFLET := leaflet@1.9.4
@@ -37,6 +38,18 @@ sysdeps:
 	    apt-get install -y -q $$need >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q $$need; }; \
 	  else \
 	    echo "missing system packages:$$need -- install them with: sudo apt-get install$$need"; exit 1; \
+	  fi; \
+	fi; \
+	pg=$$(ls /usr/lib/postgresql | sort -n | tail -1); \
+	if [ ! -f /usr/share/postgresql/$$pg/extension/pgrouting.control ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages: postgresql-$$pg-pgrouting"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q postgresql-$$pg-pgrouting >/dev/null || { apt-get update -q >/dev/null && \
+	      apt-get install -y -q postgresql-$$pg-pgrouting; }; \
+	  else \
+	    echo "missing system package: postgresql-$$pg-pgrouting -- install it with: sudo apt-get install \
+	postgresql-$$pg-pgrouting"; exit 1; \
 	  fi; \
 	fi
 

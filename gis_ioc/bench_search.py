@@ -1,4 +1,4 @@
-"""gis-ioc bench search: what an operator types, through gis-ioc and as the same SQL in psql (figures, not tests)."""
+"""gis-ioc bench search: what operators type, through HTTP, in process and as the same SQL in pgbench (figures)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg2.extensions
@@ -44,13 +45,47 @@ def _literal(sql: str, params: dict[str, Any]) -> str:
     return re.sub(r"(?<![:\w]):(\w+)", value, sql)
 
 
-def _psql_ms(url: str, statements: list[str]) -> list[float]:
-    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
-        script.write("\\timing on\n" + "".join(sql.strip() + ";\n" for sql in statements))
-        script.flush()
-        done = subprocess.run(["psql", url, "-X", "-q", "-o", "/dev/null", "-f", script.name], capture_output=True,
-                              text=True, check=True)
-    return [float(m) for m in re.findall(r"Time: ([\d.]+) ms", done.stdout)]
+def _pgbench_ms(url: str, statements: list[str], transactions: int) -> list[float]:
+    """Each statement's latency through pgbench: one random statement per transaction, one client."""
+    engine = db.make_engine(url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS gis_ioc_bench_search"))
+            conn.execute(sa.text("CREATE TABLE gis_ioc_bench_search (i int PRIMARY KEY, q text NOT NULL)"))
+            conn.execute(sa.text("INSERT INTO gis_ioc_bench_search (i, q) VALUES (:i, :q)"),
+                         [{"i": i + 1, "q": q.strip()} for i, q in enumerate(statements)])
+        libpq = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with tempfile.TemporaryDirectory(prefix="gis-ioc-pgbench-") as tmp:
+            script = Path(tmp) / "search.pgbench"
+            script.write_text(f"\\set i random(1, {len(statements)})\n"
+                              "SELECT q FROM gis_ioc_bench_search WHERE i = :i \\gset\n:q\n")
+            base = ["pgbench", "-n", "-M", "simple", "-f", str(script), "-c", "1", "-j", "1"]
+            subprocess.run([*base, "-t", str(len(statements)), libpq], capture_output=True, check=True)  # warm
+            subprocess.run([*base, "-t", str(transactions), "-l", "--log-prefix", f"{tmp}/txlog", libpq],
+                           capture_output=True, text=True, check=True)
+            return [int(line.split()[2]) / 1000 for log in Path(tmp).glob("txlog*")
+                    for line in log.read_text().splitlines()]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS gis_ioc_bench_search"))
+        engine.dispose()
+
+
+def _http_ms(base_url: str, texts: list[str], runs: int) -> list[float]:
+    """``GET /search?q=…`` as the desk sends it, one at a time on one kept-alive connection."""
+    import httpx
+
+    ms = []
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for text in texts:  # warm
+            client.get("/search", params={"q": text})
+        for _ in range(runs):
+            for text in texts:
+                started = time.perf_counter()
+                response = client.get("/search", params={"q": text})
+                ms.append((time.perf_counter() - started) * 1000)
+                response.raise_for_status()
+    return ms
 
 
 def _stats(ms: list[float]) -> dict[str, float]:
@@ -59,8 +94,14 @@ def _stats(ms: list[float]) -> dict[str, float]:
             "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
 
 
-def search_bench(settings: Settings, runs: int = 20) -> list[dict[str, Any]]:
-    """p50/p99 per kind of query: ``search.search`` (one connection, warm) and its SQL alone in psql."""
+def search_bench(settings: Settings, runs: int = 20, port: int = 8097) -> list[dict[str, Any]]:
+    """p50/p99 per kind of query: HTTP, in process and the same SQL through pgbench.
+
+    ``GET /search`` on a server it starts, ``search.search`` in process (one connection, warm), and its SQL
+    alone through pgbench.
+    """
+    from gis_ioc.bench import serve_for_bench
+
     url = db.database_url(settings)
     engine = db.make_engine(url, pool_size=1)
     db.migrate(engine, settings.migrations_dir)
@@ -69,27 +110,33 @@ def search_bench(settings: Settings, runs: int = 20) -> list[dict[str, Any]]:
                                           "ORDER BY name LIMIT 30")).scalars())
     queries = {"places (30 communes, 5 ways)": [f for n in names for f in typed_forms(n)], **FIXED}
     rows = []
-    with engine.connect() as conn:
-        for kind, texts in queries.items():
-            for text in texts:  # warm: plans and pages in cache, as a desk that has been searching
-                search.search(conn, text, region=settings.region_extent)
-            ours: list[float] = []
-            for _ in range(runs):
-                for text in texts:
-                    started = time.perf_counter()
+    server = serve_for_bench(settings, port, {"GIS_IOC_WARM_TILES": "false"})
+    try:
+        with engine.connect() as conn:
+            for kind, texts in queries.items():
+                http = _http_ms(f"http://127.0.0.1:{port}", texts, runs)
+                for text in texts:  # warm: plans and pages in cache, as a desk that has been searching
                     search.search(conn, text, region=settings.region_extent)
-                    ours.append((time.perf_counter() - started) * 1000)
-            statements = []
-            for text in texts:
-                if kind == "coordinates":
-                    continue
-                q = search.parse(text)
-                params = {"kinds": ["unit", "facility", "road", "camera"], "folded": q.folded, "name": q.name,
-                          "unit_type": q.unit_type, "road": q.road, "code": q.code, "incident_id": q.incident_id,
-                          "near_lon": None, "near_lat": None, "limit": 10}
-                statements.append(_literal(search.RANKED.format(found=search.PLACES), params))
-            sql = _psql_ms(url, statements * runs) if statements else []
-            rows.append({"queries": kind, "texts": len(texts), "gis-ioc": _stats(ours),
-                         "sql": _stats(sql) if sql else None})
-    engine.dispose()
+                ours: list[float] = []
+                for _ in range(runs):
+                    for text in texts:
+                        started = time.perf_counter()
+                        search.search(conn, text, region=settings.region_extent)
+                        ours.append((time.perf_counter() - started) * 1000)
+                statements = []
+                for text in texts:
+                    if kind == "coordinates":
+                        continue
+                    q = search.parse(text)
+                    params = {"kinds": ["unit", "facility", "road", "camera"], "folded": q.folded, "name": q.name,
+                              "unit_type": q.unit_type, "road": q.road, "code": q.code,
+                              "incident_id": q.incident_id, "near_lon": None, "near_lat": None, "limit": 10}
+                    statements.append(_literal(search.RANKED.format(found=search.PLACES), params))
+                sql = _pgbench_ms(url, statements, runs * len(statements)) if statements else []
+                rows.append({"queries": kind, "texts": len(texts), "http": _stats(http), "gis-ioc": _stats(ours),
+                             "sql": _stats(sql) if sql else None})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        engine.dispose()
     return rows

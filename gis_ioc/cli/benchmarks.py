@@ -110,21 +110,24 @@ def bench_analysis(
 @bench_app.command("search")
 def bench_search(
     runs: Annotated[int, typer.Option(min=1, max=500, help="Times each query is run.")] = 20,
+    port: Annotated[int, typer.Option(help="Port for the gis-ioc server it starts.")] = 8097,
 ) -> None:
-    """p50/p99 of searches as operators type them, beside the same SQL in psql.
+    """p50/p99 of searches as operators type them: HTTP, in process, and the same SQL through pgbench.
 
     Places five ways, roads, facilities, cameras, coordinates; on the configured database (load
     ``gis-ioc demo --scale 100`` first).
     """
     from gis_ioc import bench_search
 
-    rows = bench_search.search_bench(_settings(), runs)
-    table = Table(title="search (one connection, one query at a time)")
-    for col in ("queries", "texts", "gis-ioc p50 ms", "gis-ioc p99 ms", "SQL p50 ms", "SQL p99 ms"):
+    rows = bench_search.search_bench(_settings(), runs, port)
+    table = Table(title="search (one client, one query at a time)")
+    for col in ("queries", "texts", "HTTP p50 ms", "HTTP p99 ms", "in process p50", "p99", "SQL (pgbench) p50",
+                "p99"):
         table.add_column(col, justify="left" if col == "queries" else "right")
     for r in rows:
         sql = r["sql"]
-        table.add_row(r["queries"], str(r["texts"]), f"{r['gis-ioc']['p50_ms']:.1f}", f"{r['gis-ioc']['p99_ms']:.1f}",
+        table.add_row(r["queries"], str(r["texts"]), f"{r['http']['p50_ms']:.1f}", f"{r['http']['p99_ms']:.1f}",
+                      f"{r['gis-ioc']['p50_ms']:.1f}", f"{r['gis-ioc']['p99_ms']:.1f}",
                       f"{sql['p50_ms']:.1f}" if sql else "—", f"{sql['p99_ms']:.1f}" if sql else "—")
     out.print(table)
 
