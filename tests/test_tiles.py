@@ -277,6 +277,23 @@ def test_the_walls_first_tiles_are_made_at_start(demo_url, tmp_path):
     assert not (tmp_path / "cold" / "tiles").exists()
 
 
+def test_each_database_has_its_own_tile_cache_folder(demo_url, db_url, tmp_path):
+    """Layer versions count per database: a home serving two databases never mixes their tiles."""
+    from gis_ioc import db
+    from gis_ioc.tile_cache import database_folder
+
+    folders = []
+    for url in (demo_url, db_url, demo_url):
+        engine = db.make_engine(url, pool_size=1)
+        with engine.connect() as conn:
+            folders.append(database_folder(conn))
+        engine.dispose()
+    assert folders[0] == folders[2] != folders[1]
+    home = tmp_path / "home"
+    with TestClient(create_app(Settings(database_url=db_url, home=home, warm_tiles=False))) as c:
+        assert c.app.state.tile_cache.folder == home / "tiles" / folders[1]  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("query", ["", "?filter=type%20%3C%3E%20'other'"], ids=["cells", "filtered"])
 def test_a_cluster_on_a_tile_border_is_drawn_whole_by_both_tiles(client, tmp_path, query):
     """Clusters near a border come in both tiles, the same ones (count and place): no half circles on the wall.

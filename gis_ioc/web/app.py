@@ -28,6 +28,7 @@ from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, InvalidInput, Unauthorized, from_database, http_status
 from gis_ioc.events import ChangeListener
 from gis_ioc.settings import Settings
+from gis_ioc.tile_cache import database_folder
 from gis_ioc.tiles import TileCache, sync_cell_config, warm
 from gis_ioc.web import alerts, analysis, contract, edit, ogc, search, views
 from gis_ioc.web import events as events_router
@@ -57,12 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.wall_page, app.state.desk_page, app.state.kpi = Memo(), Memo(), Memo()
         with engine.connect() as conn:
             sync_cell_config(conn, app.state.catalog)
+            tiles_folder = settings.home / "tiles" / database_folder(conn)
         url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         app.state.listener = ChangeListener(url)
         app.state.listener.start()
         loads = contextlib.ExitStack()  # `gis-ioc load` hands its files to this process (load_service)
         app.state.load_service = loads.enter_context(load_service.serving(settings, app.state.catalog, url))
-        app.state.tile_cache = TileCache(settings.home / "tiles", max_disk_bytes=settings.tile_cache_mb * 1024 * 1024,
+        app.state.tile_cache = TileCache(tiles_folder, max_disk_bytes=settings.tile_cache_mb * 1024 * 1024,
                                          current=app.state.listener.versions) if settings.tile_cache else None
         stop_warming = threading.Event()
         warming = threading.Thread(target=warm, name="gis-ioc-warm", daemon=True,
