@@ -356,9 +356,9 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
         _legend("Incidents (CAP severity)", [("gis-dot", c, s) for s, c in _style_colours(layers["incidents"]).items()]
                 + [("gis-dot gis-active", "#ffffff", "active: large, white ring"),
                    ("gis-dot gis-faded", "#bdbdbd", "ended in the time bar's window: faded"),
-                   ("gis-dot gis-cluster", "#fd8d3c", "cluster (below zoom "
-                    f"{layers['incidents'].tiles.cluster_below_zoom}): its count on it, the colour of its most "
-                    "frequent severity")]),
+                   ("gis-square gis-area", "#fd8d3c", "an area (flood, forest fire): outlined, under the points"),
+                   ("gis-dot gis-cluster", "#fd8d3c", "cluster below zoom "
+                    f"{layers['incidents'].tiles.cluster_below_zoom}: its count, its commonest severity")]),
         _legend("Cameras", [("gis-dot", c, s) for s, c in _style_colours(layers["cameras"]).items()]
                 + [("gis-sector", "#2ecc71", f"field of view (zoom ≥ {config['fovFromZoom']})")]),
         _legend("Infrastructure", [("gis-line" if k in ("road", "river") else "gis-square", c, k.replace("_", " "))

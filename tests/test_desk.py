@@ -92,9 +92,11 @@ def test_an_operator_logs_works_and_merges_incidents_from_the_keyboard(visit, se
         other = httpx.patch(f"{server}/collections/incidents/items/{main}", json={"properties": {"severity": "severe"}},
                             headers={"Authorization": f"Bearer {operator}"}, timeout=10)
         assert other.status_code == 200
+        # the desk follows the change's event (it shows the incident again); then, as if that event had not come
+        # yet, it holds the version it had shown before: its next step must be refused and explained
+        wait_until(page, "/severe/.test(document.querySelector('#desk-detail p').textContent)")
         page.keyboard.press("Escape")
         page.evaluate("document.activeElement && document.activeElement.blur()")
-        # the desk had shown the incident before that change reached it (its events would bring it in a moment)
         page.evaluate("GisIocDesk.state.etag = '\"seen-before\"'")
         page.keyboard.press("1")
         wait_until(page, "/changed meanwhile by desk-/.test(document.querySelector('#desk-message').textContent)")

@@ -78,6 +78,16 @@
     var renderer = L.svg.tile(coords, size, options);
     var addPath = renderer._addPath;
     renderer._addPath = function (layer) {
+      var area = layer instanceof L.Polygon && /\bgis-incident\b/.test(layer.options.className || "");
+      if (area) {  // an incident's area: outlined and lightly filled, under the points, never a disc over them
+        var active = /\bgis-active\b/.test(layer.options.className);
+        layer.options = L.extend({}, layer.options, {color: layer.options.fillColor, weight: active ? 2 : 1,
+                                                     opacity: active ? 0.9 : 0.35, fillOpacity: active ? 0.18 : 0.05});
+        this._updateStyle(layer);
+        this._rootGroup.insertBefore(layer._path, this._rootGroup.firstChild);
+        this._layers[L.stamp(layer)] = layer;
+        return;
+      }
       addPath.call(this, layer);
       var p = layer.properties || {};
       if (!p.cluster || !(p.count > 1) || !layer._point) { return; }
@@ -362,10 +372,12 @@
             sev += bar(s, k.active_by_severity[s] || 0, colour("incidents", s, "#bdbdbd"));
           });
           var cams = k.cameras.online_pct === null ? "—" : k.cameras.online_pct.toFixed(1) + " %";
-          var rows = "";
-          k.top_communes.forEach(function (d) {
-            rows += "<tr><td>" + esc((d.type ? d.type + " " : "") + d.name) + '</td><td class="num">' + d.count +
-              "</td></tr>";
+          var rows = "", named = {};
+          k.top_communes.forEach(function (d) { named[d.name] = (named[d.name] || 0) + 1; });
+          k.top_communes.forEach(function (d) {  // two communes of one name: their codes tell them apart
+            rows += "<tr><td>" + esc((d.type ? d.type + " " : "") + d.name) +
+              (named[d.name] > 1 ? ' <span class="gis-muted">' + esc(d.code) + "</span>" : "") +
+              '</td><td class="num">' + d.count + "</td></tr>";
           });
           var body = document.querySelector("#gis-kpi .gis-kpi-body");
           body.innerHTML =
