@@ -325,7 +325,7 @@ def _feature(element: ET.Element, where: str) -> dict[str, Any]:
                           param="body")
     return {
         "type": "Feature",
-        "cap": Message(f"{_text(element, 'sender') or '?'},{identifier}", message, earlier),
+        "cap": Message(re.sub(r"\s", "_", f"{_text(element, 'sender') or '?'},{identifier}"), message, earlier),
         "geometry": _geometry(shapes, where),
         "properties": {
             "type": _type_of(categories, event, codes),
@@ -346,15 +346,15 @@ def linked(conn: Any, table: str, message: Message) -> Any | None:
     """
     names = [message.ref, *message.references]
     return conn.execute(sa.text(
-        f"SELECT id FROM {table} WHERE cap_messages && CAST(:names AS text[]) ORDER BY id LIMIT 1 FOR UPDATE"),
-        {"names": names}).scalar()
+        f"SELECT id FROM {table} WHERE string_to_array(cap_messages, ' ') && CAST(:names AS text[]) "
+        "AND cap_messages IS NOT NULL ORDER BY id LIMIT 1 FOR UPDATE"), {"names": names}).scalar()
 
 
 def remember(conn: Any, table: str, incident_id: Any, message: Message) -> None:
     """Note that this message made or changed the incident (its later Updates and Cancels will find it)."""
     conn.execute(sa.text(
-        f"UPDATE {table} SET cap_messages = array_append(coalesce(cap_messages, '{{}}'), CAST(:ref AS text)) "
-        "WHERE id = :id AND NOT (coalesce(cap_messages, '{}') @> ARRAY[CAST(:ref AS text)])"),
+        f"UPDATE {table} SET cap_messages = concat_ws(' ', cap_messages, CAST(:ref AS text)) WHERE id = :id "
+        "AND NOT (coalesce(string_to_array(cap_messages, ' '), '{}') @> ARRAY[CAST(:ref AS text)])"),
         {"ref": message.ref, "id": incident_id})
 
 
