@@ -147,6 +147,29 @@ class Duplicates(BaseModel):
     reports_column: str | None = Field(default=None, description="How many reports were merged into a feature")
 
 
+class Network(BaseModel):
+    """A line layer as a source of the routable road network (gis_ioc.routing): which rows, how fast."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    where: dict[str, str] = Field(default_factory=dict, description="Property values of the rows that are roads "
+                                  "(kind: road)")
+    class_column: str | None = Field(default=None, description="The road class, which sets the speed")
+    speeds_kmh: dict[str, float] = Field(default_factory=dict, description="Speed by road class, km/h")
+    default_speed_kmh: float = Field(default=30, gt=0, le=200, description="For a class not listed")
+    speed_column: str | None = Field(default=None, description="A segment's own speed, km/h (overrides its class)")
+    oneway_column: str | None = Field(default=None, description="True: only in the line's own direction")
+    name_column: str | None = Field(default="name", description="The road's name in the steps of a route")
+    off_road_kmh: float = Field(default=5, gt=0, le=50, description="From a point to the road (the last leg)")
+    max_off_road_m: float = Field(default=5000, gt=0, le=100_000, description="Farther from any road: refused")
+
+    @model_validator(mode="after")
+    def _speeds(self) -> Network:
+        if any(not 0 < v <= 200 for v in self.speeds_kmh.values()):
+            raise ValueError("speeds_kmh: each speed is above 0 and at most 200 km/h")
+        return self
+
+
 class Layer(BaseModel):
     """A geographic layer: a table, the properties it exposes, and how it is drawn."""
 
@@ -165,6 +188,7 @@ class Layer(BaseModel):
     natural_key: list[str] = Field(default_factory=list, description="The columns that identify a feature for "
                                    "people and files (upsert and replace match rows by them)")
     duplicates: Duplicates | None = None
+    network: Network | None = Field(default=None, description="Its lines are roads of the routing network")
     properties: dict[str, Property]
     style: Style = Field(default_factory=Style)
     tiles: TileOptions = Field(default_factory=TileOptions)
@@ -193,6 +217,13 @@ class Layer(BaseModel):
         for column in [*self.natural_key, *([self.valid_to_column] if self.valid_to_column else [])]:
             if column not in names:
                 raise ValueError(f"natural_key/valid_to_column: {column!r} is not one of the properties")
+        if self.network:
+            net = self.network
+            network_columns: list[str | None] = [*net.where, net.class_column, net.speed_column, net.oneway_column,
+                                                 net.name_column]
+            for column_name in network_columns:
+                if column_name is not None and column_name not in names:
+                    raise ValueError(f"network: {column_name!r} is not one of the properties")
         if self.duplicates:
             columns = (self.duplicates.kind_column, self.duplicates.status_column, self.duplicates.merged_column,
                        self.duplicates.reports_column)

@@ -148,6 +148,16 @@ def test_a_filter_of_the_wrong_kinds_is_a_400_naming_filter(hostile, unchanged, 
     ("/collections/incidents/items/1?f=cap%00", "f"),
     ("/collections/cameras/items/1?f=cap", "f"),
     ("/fonts/DejaVu%20Sans%20Book/0-65535.pbf", "range"),
+    # routing (stop 18)
+    ("/analysis/route?from=108,14.3&to=" + "1" * 61, "to"),
+    ("/analysis/route?from=108,14.3%00&to=108,14.3", "from"),
+    ("/analysis/route?from=nan,nan&to=108,14.3", "from"),
+    ("/analysis/route?from=108,14.3&to=108,14.4&via=" + ";".join(["108,14.3"] * 60), "via"),
+    ("/analysis/reach?layer=infrastructure&minutes=" + ",".join(["5"] * 30), "minutes"),
+    ("/analysis/reach?layer=infrastructure&minutes=inf", "minutes"),
+    ("/analysis/reach?layer=infrastructure&minutes=10&window_days=0", "window_days"),
+    ("/analysis/nearest-by-time?layer=infrastructure&lon=108&lat=14.3&k=0", "k"),
+    ("/analysis/travel-matrix?origins=&destinations=108,14.3", "origins"),
     ("/collections/incidents.polygons/items?limit=100000", "limit"),
 ])
 def test_out_of_range_and_malformed_parameters_are_a_400_naming_them(hostile, unchanged, path, param):

@@ -1,7 +1,7 @@
 """The ``gis-ioc`` command line (typer). Errors are one line on stderr and a non-zero exit.
 
 One module per group of commands: ``serve``, ``database`` (db), ``layers`` (load, demo, layers),
-``query``, ``keys``, ``benchmarks`` (bench), ``tiles`` (tiles, render); ``common`` holds what they share.
+``query``, ``network``, ``keys``, ``benchmarks`` (bench), ``tiles`` (tiles, render); ``common`` holds what they share.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
-from gis_ioc.cli import benchmarks, database, keys, layers, query, search, serve, tiles
+from gis_ioc.cli import benchmarks, database, keys, layers, network, query, search, serve, tiles
 from gis_ioc.cli.common import app, err_console
 from gis_ioc.errors import GisIocError, InvalidInput
 
@@ -20,6 +20,7 @@ app.add_typer(layers.layers_app, name="layers")
 app.add_typer(benchmarks.bench_app, name="bench")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(query.query_app, name="query")
+app.add_typer(network.network_app, name="network")
 app.add_typer(tiles.tiles_app, name="tiles")
 __all__ = ["app", "main", "search", "serve"]
 

@@ -32,6 +32,7 @@ from gis_ioc.tile_cache import database_folder
 from gis_ioc.tiles import TileCache, sync_cell_config, warm
 from gis_ioc.web import alerts, analysis, contract, edit, ogc, search, views
 from gis_ioc.web import events as events_router
+from gis_ioc.web import routing as routing_router
 from gis_ioc.web import tiles as tiles_router
 from gis_ioc.web.deps import EngineDep, HeavyLimit, KeyCache, require_read
 from gis_ioc.web.guard import REQUEST_ID, Guard, error_body, error_headers
@@ -213,6 +214,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ogc.router, dependencies=[Depends(require_read)])
     app.include_router(edit.router)
     app.include_router(analysis.router, dependencies=[Depends(require_read)])
+    app.include_router(routing_router.router, dependencies=[Depends(require_read)])
     app.include_router(search.router, dependencies=[Depends(require_read)])
     app.include_router(alerts.router, dependencies=[Depends(require_read)])
     app.include_router(tiles_router.router, dependencies=[Depends(require_read)])

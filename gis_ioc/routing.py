@@ -1,0 +1,590 @@
+"""Response by road: the routable network, routes, the nearest facilities by travel time, reach, travel matrices.
+
+The network is made by PostgreSQL from every layer whose file says it is a network source (``network:`` in
+``layers/*.yaml``; the infrastructure's roads): their lines snapped at ends that nearly touch another line, noded
+where they meet (every crossing is a junction: the data has no bridge or tunnel levels), one edge per piece, its
+cost in seconds from its length and its speed (its own ``speed_kmh``, else its class's), one-way pieces with no
+reverse cost. It is made into new tables and swapped in at the end, whenever a source layer's version has moved
+(``ensure``: the first routing call after a write or a load, or ``gis-ioc network build``).
+
+Points join the network where it is nearest to them (a point on an edge: pgRouting's ``withPoints`` functions),
+the leg to it at the source's off-road speed, said in every answer. Times are in seconds, distances in metres.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from gis_ioc import analysis
+from gis_ioc.catalog import Catalog, Layer, Network, quote_ident, quote_table
+from gis_ioc.errors import InvalidInput
+
+SNAP_DEG = 2e-6  # a line's end this near another line (about 0.2 m) meets it
+BUILD_LOCK = 62_017  # advisory lock: one process makes the network at a time
+MAX_VIA = 8
+MAX_K = 10
+MAX_CANDIDATES = 2000  # facilities compared by travel time in one call
+MAX_MINUTES = 180
+MAX_THRESHOLDS = 5
+MAX_MATRIX = 2500  # origins × destinations
+REACH_WALK_S = 180  # the area reached: within a 3-minute walk (at the off-road speed) of a road reached in time
+EDGES_SQL = "SELECT id, source, target, cost, reverse_cost FROM network_edges"
+
+
+def sources(catalog: Catalog, conn: Connection) -> list[Layer]:
+    """The layers whose lines make the network."""
+    return [layer for layer in catalog.layers(conn) if layer.network is not None]
+
+
+def settings_of(layers: list[Layer]) -> Network:
+    """The off-road speed and distance limit: the first source's."""
+    return layers[0].network if layers and layers[0].network else Network()
+
+
+def _versions(conn: Connection, layers: list[Layer]) -> dict[str, int]:
+    rows = conn.execute(sa.text("SELECT table_name, version FROM layer_versions WHERE table_name = ANY(:t)"),
+                        {"t": [lyr.table for lyr in layers]}).all()
+    found = {str(r[0]): int(r[1]) for r in rows}
+    return {lyr.table: found.get(lyr.table, 0) for lyr in layers}
+
+
+def _roads_sql(layer: Layer) -> tuple[str, dict[str, Any]]:
+    """The source's lines, one row per part, with what the network needs of them."""
+    net = layer.network
+    assert net is not None
+    t = "t."
+    bind: dict[str, Any] = {}
+    where = [f"ST_Dimension(t.{quote_ident(layer.geometry.column)}) = 1"]
+    key = layer.id.replace(".", "_")
+    for i, (column, value) in enumerate(net.where.items()):
+        where.append(f"{t}{quote_ident(column)}::text = :w_{key}_{i}")
+        bind[f"w_{key}_{i}"] = value
+    cls = f"{t}{quote_ident(net.class_column)}::text" if net.class_column else "NULL::text"
+    cases = " ".join(f"WHEN '{k.replace(chr(39), chr(39) * 2)}' THEN {float(v)!r}" for k, v in net.speeds_kmh.items())
+    speed = f"(CASE {cls} {cases} ELSE {net.default_speed_kmh!r} END)" if cases else repr(net.default_speed_kmh)
+    if net.speed_column:
+        speed = f"coalesce({t}{quote_ident(net.speed_column)}::double precision, {speed})"
+    oneway = f"coalesce({t}{quote_ident(net.oneway_column)}, false)" if net.oneway_column else "false"
+    name = f"{t}{quote_ident(net.name_column)}::text" if net.name_column else "NULL::text"
+    sql = (f"SELECT '{layer.table}'::text AS layer_table, {t}{quote_ident(layer.id_column)}::text AS road_id, "
+           f"{name} AS name, {cls} AS road_class, {speed} AS speed_kmh, {oneway} AS oneway, "
+           f"(ST_Dump(ST_Force2D(t.{quote_ident(layer.geometry.column)}))).geom AS g "
+           f"FROM {quote_table(layer.table)} t WHERE {' AND '.join(where)}")
+    return sql, bind
+
+
+def build(conn: Connection, catalog: Catalog) -> dict[str, Any]:
+    """Make the network again from its sources (in the caller's transaction, swapped in at its commit)."""
+    started = time.perf_counter()
+    layers = sources(catalog, conn)
+    if not layers:
+        raise InvalidInput("network: no layer is a network source (network: in layers/*.yaml)", param="network")
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": BUILD_LOCK})
+    versions = _versions(conn, layers)
+    parts, bind = [], {}
+    for layer in layers:
+        sql, values = _roads_sql(layer)
+        parts.append(sql)
+        bind.update(values)
+    statements = [
+        "CREATE TEMP TABLE net_roads ON COMMIT DROP AS " + " UNION ALL ".join(parts),
+        "DELETE FROM net_roads WHERE ST_IsEmpty(g) OR ST_NPoints(g) < 2",
+        "ALTER TABLE net_roads ADD COLUMN n serial",
+        "CREATE INDEX ON net_roads USING gist (g)",
+        "CREATE TEMP TABLE net_ends ON COMMIT DROP AS SELECT ST_StartPoint(g) AS p FROM net_roads "
+        "UNION ALL SELECT ST_EndPoint(g) FROM net_roads",
+        "CREATE INDEX ON net_ends USING gist (p)",
+        # a line passing an end that nearly touches it gets a vertex there, so noding makes the junction
+        f"UPDATE net_roads r SET g = ST_Snap(r.g, s.pts, {SNAP_DEG!r}) FROM (SELECT r2.n, ST_Collect(e.p) AS pts "
+        f"FROM net_roads r2 JOIN net_ends e ON ST_DWithin(r2.g, e.p, {SNAP_DEG!r}) "
+        "AND NOT ST_Intersects(r2.g, e.p) GROUP BY r2.n) s WHERE s.n = r.n",
+        "CREATE TEMP TABLE net_pieces ON COMMIT DROP AS SELECT (ST_Dump(ST_Node(ST_Collect(g)))).geom AS seg "
+        "FROM net_roads",
+        "DELETE FROM net_pieces WHERE ST_Length(seg) = 0",
+        "ALTER TABLE net_pieces ADD COLUMN n serial",
+        # each piece keeps the attributes of the line it lies on (and that line's direction, for one-way roads)
+        "CREATE TEMP TABLE net_segs ON COMMIT DROP AS SELECT DISTINCT ON (p.n) p.n, r.layer_table, r.road_id, r.name, "
+        "r.road_class, r.speed_kmh, r.oneway, CASE WHEN r.oneway AND ST_LineLocatePoint(r.g, ST_StartPoint(p.seg)) "
+        "> ST_LineLocatePoint(r.g, ST_EndPoint(p.seg)) THEN ST_Reverse(p.seg) ELSE p.seg END AS seg "
+        "FROM net_pieces p JOIN net_roads r ON ST_DWithin(r.g, ST_LineInterpolatePoint(p.seg, 0.5), 1e-7) "
+        "ORDER BY p.n, ST_Distance(r.g, ST_LineInterpolatePoint(p.seg, 0.5))",
+        "DROP TABLE IF EXISTS network_vertices_next, network_edges_next",
+        "CREATE TABLE network_vertices_next (LIKE network_vertices INCLUDING ALL)",
+        "CREATE TABLE network_edges_next (LIKE network_edges INCLUDING ALL)",
+        "INSERT INTO network_vertices_next (id, geom) SELECT row_number() OVER (ORDER BY k), p FROM ("
+        "SELECT DISTINCT ON (ST_AsBinary(p)) ST_AsBinary(p) AS k, p FROM (SELECT ST_StartPoint(seg) AS p FROM net_segs "
+        "UNION ALL SELECT ST_EndPoint(seg) FROM net_segs) e ORDER BY ST_AsBinary(p)) d",
+        "CREATE TEMP TABLE net_keys ON COMMIT DROP AS SELECT id, ST_AsBinary(geom) AS k FROM network_vertices_next",
+        "CREATE INDEX ON net_keys (k)",
+        "INSERT INTO network_edges_next (id, source, target, cost, reverse_cost, length_m, speed_kmh, road_class, "
+        "name, layer_table, road_id, geom) SELECT s.n, a.id, b.id, l.m / (s.speed_kmh / 3.6), "
+        "CASE WHEN s.oneway THEN -1 ELSE l.m / (s.speed_kmh / 3.6) END, l.m, s.speed_kmh, s.road_class, s.name, "
+        "s.layer_table, s.road_id, s.seg FROM net_segs s "
+        "CROSS JOIN LATERAL (SELECT ST_Length(s.seg::geography) AS m) l "
+        "JOIN net_keys a ON a.k = ST_AsBinary(ST_StartPoint(s.seg)) "
+        "JOIN net_keys b ON b.k = ST_AsBinary(ST_EndPoint(s.seg)) WHERE l.m > 0",
+        "DROP TABLE network_edges, network_vertices",
+        "ALTER TABLE network_edges_next RENAME TO network_edges",
+        "ALTER TABLE network_vertices_next RENAME TO network_vertices",
+        "ANALYZE network_edges",
+        "ANALYZE network_vertices",
+    ]
+    for statement in statements:
+        conn.execute(sa.text(statement), bind if ":w" in statement or "UNION ALL" in statement else {})
+    edges, vertices = conn.execute(sa.text(
+        "SELECT (SELECT count(*) FROM network_edges), (SELECT count(*) FROM network_vertices)")).one()
+    seconds = time.perf_counter() - started
+    conn.execute(sa.text(
+        "INSERT INTO network_state (sources, built_at, edges, vertices, build_seconds) "
+        "VALUES (CAST(:s AS jsonb), now(), :e, :v, :t) ON CONFLICT (id) DO UPDATE SET sources = excluded.sources, "
+        "built_at = excluded.built_at, edges = excluded.edges, vertices = excluded.vertices, "
+        "build_seconds = excluded.build_seconds"),
+        {"s": json.dumps(versions), "e": edges, "v": vertices, "t": seconds})
+    return {"edges": int(edges), "vertices": int(vertices), "seconds": round(seconds, 2), "sources": versions}
+
+
+def stale(conn: Connection, catalog: Catalog) -> bool:
+    """Whether a source layer changed since the network was made (or it never was)."""
+    layers = sources(catalog, conn)
+    built = conn.execute(sa.text("SELECT sources FROM network_state")).scalar()
+    return built is None or dict(built) != _versions(conn, layers)
+
+
+def ensure(engine: Engine, catalog: Catalog) -> None:
+    """Make the network when it is stale; one process makes it, the others wait for it and use it."""
+    with engine.connect() as conn:
+        if not stale(conn, catalog):
+            return
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": BUILD_LOCK})
+        if stale(conn, catalog):  # not made meanwhile by another process
+            conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
+            build(conn, catalog)
+
+
+# -- points on the network -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OnRoad:
+    """A point joined to the network: the edge nearest it, where along it, and the leg from the point to it."""
+
+    lon: float
+    lat: float
+    edge: int
+    fraction: float
+    off_m: float
+    road: str | None
+
+    def leg_s(self, net: Network) -> float:
+        """Seconds from the point to the road, at the off-road speed."""
+        return self.off_m / (net.off_road_kmh / 3.6)
+
+
+def join(conn: Connection, points: list[tuple[float, float]], net: Network, param: str = "from") -> list[OnRoad]:
+    """Each point joined to the network where it is nearest; farther than ``max_off_road_m``: a 400 naming it."""
+    if not points:
+        return []
+    values = ", ".join(f"({i}, {float(lon)!r}, {float(lat)!r})" for i, (lon, lat) in enumerate(points))
+    rows = conn.execute(sa.text(
+        f"SELECT q.i, e.id, ST_LineLocatePoint(e.geom, q.p) AS fraction, "
+        "ST_Distance(q.p::geography, e.geom::geography) AS off_m, coalesce(e.name, e.road_class) AS road "
+        f"FROM (SELECT i, ST_SetSRID(ST_MakePoint(x, y), 4326) AS p FROM (VALUES {values}) v(i, x, y)) q "
+        "CROSS JOIN LATERAL (SELECT c.* FROM (SELECT * FROM network_edges ORDER BY geom <-> q.p LIMIT 8) c "
+        "ORDER BY ST_Distance(q.p::geography, c.geom::geography) LIMIT 1) e ORDER BY q.i")).all()
+    if len(rows) < len(points):
+        raise InvalidInput("network: the road network is empty (no roads in its source layers)", param="network")
+    joined = []
+    for (lon, lat), row in zip(points, rows, strict=True):
+        if row.off_m > net.max_off_road_m:
+            raise InvalidInput(f"{param}: the point {lon:.5f},{lat:.5f} is {row.off_m:,.0f} m from the nearest road "
+                               f"(at most {net.max_off_road_m:,.0f} m)", param=param)
+        joined.append(OnRoad(float(lon), float(lat), int(row.id), float(row.fraction), float(row.off_m), row.road))
+    return joined
+
+
+def _points_sql(points: list[OnRoad]) -> str:
+    """The points as pgRouting takes them: pid 1, 2… in the order given."""
+    # pgr_withPoints finds no path from a point at fraction 0 or 1 (on a vertex): a hair inside the edge
+    values = ", ".join(f"({i + 1}, {p.edge}, {min(max(p.fraction, 1e-6), 1 - 1e-6)!r}::float, 'b'::char)"
+                       for i, p in enumerate(points))
+    return f"SELECT * FROM (VALUES {values}) AS t(pid, edge_id, fraction, side)"
+
+
+def _literal(sql: str) -> str:
+    return "'" + sql.replace("'", "''") + "'"
+
+
+# -- route -----------------------------------------------------------------------------------------
+
+
+def _leg(conn: Connection, a: OnRoad, b: OnRoad) -> list[dict[str, Any]] | None:
+    """The pieces of the fastest way from a to b on the network: edge, part of it, seconds; None: no way."""
+    points = [a, b]
+    rows = conn.execute(sa.text(
+        f"SELECT r.path_seq, r.node, r.edge, r.cost, lead(r.node) OVER (ORDER BY r.path_seq) AS next_node, "
+        "e.source, e.target, e.length_m, coalesce(e.name, e.road_class) AS road, ST_AsBinary(e.geom) AS wkb "
+        f"FROM pgr_withPoints({_literal(EDGES_SQL)}, {_literal(_points_sql(points))}, -1, -2, true, 'b', false) r "
+        "LEFT JOIN network_edges e ON e.id = r.edge ORDER BY r.path_seq")).all()
+    if not rows:
+        if a.edge == b.edge and a.fraction == b.fraction:
+            return []
+        return None
+    fractions = {-1: min(max(a.fraction, 1e-6), 1 - 1e-6), -2: min(max(b.fraction, 1e-6), 1 - 1e-6)}
+    pieces = []
+    for row in rows:
+        if row.edge is None or row.edge < 0:
+            continue
+
+        start, end = (fractions[n] if n < 0 else 0.0 if n == row.source else 1.0 for n in (row.node, row.next_node))
+        pieces.append({"edge": row.edge, "from": start, "to": end, "seconds": float(row.cost),
+                       "metres": float(row.length_m) * abs(end - start), "road": row.road, "wkb": bytes(row.wkb)})
+    return pieces
+
+
+def _geometry(pieces: list[dict[str, Any]], legs: list[tuple[OnRoad, OnRoad]]) -> dict[str, Any]:
+    import shapely
+    import shapely.ops
+    from shapely.geometry import LineString, mapping
+
+    lines = []
+    for piece in pieces:
+        line = shapely.from_wkb(piece["wkb"])
+        lo, hi = sorted((piece["from"], piece["to"]))
+        part = shapely.ops.substring(line, lo, hi, normalized=True)
+        if piece["from"] > piece["to"]:
+            part = part.reverse()
+        if part.geom_type == "LineString" and not part.is_empty:
+            lines.append(list(part.coords))
+    for a, b in legs:  # the legs off the road, straight
+        for p in (a, b):
+            if p.off_m > 0.5:
+                edge = next((pc for pc in pieces if pc["edge"] == p.edge), None)
+                if edge is not None:
+                    on = shapely.from_wkb(edge["wkb"]).interpolate(p.fraction, normalized=True)
+                    lines.append([(p.lon, p.lat), (on.x, on.y)])
+    if not lines:
+        return {"type": "MultiLineString", "coordinates": []}
+    return mapping(shapely.MultiLineString([LineString(c) for c in lines if len(c) >= 2]))
+
+
+def _steps(pieces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive pieces of one road as one step."""
+    steps: list[dict[str, Any]] = []
+    for piece in pieces:
+        if steps and steps[-1]["road"] == piece["road"]:
+            steps[-1]["length_m"] += piece["metres"]
+            steps[-1]["time_s"] += piece["seconds"]
+        else:
+            steps.append({"road": piece["road"], "length_m": piece["metres"], "time_s": piece["seconds"]})
+    return [{**s, "length_m": round(s["length_m"], 1), "time_s": round(s["time_s"], 1)} for s in steps
+            if s["length_m"] >= 0.5]
+
+
+def route(conn: Connection, catalog: Catalog, start: tuple[float, float], end: tuple[float, float],
+          via: list[tuple[float, float]] | None = None, depart_at: datetime | None = None) -> dict[str, Any]:
+    """The fastest way by road from ``start`` to ``end`` (through ``via`` in order): a GeoJSON Feature.
+
+    Its properties: ``reachable``, ``length_m`` and ``time_s`` (on the road and off it), ``eta`` when
+    ``depart_at`` is given, ``steps`` by road, and the legs ``off_road`` (from each point to the road, at the
+    off-road speed). When no road leads there, ``reachable`` is false and ``reason`` says why.
+    """
+    via = via or []
+    if len(via) > MAX_VIA:
+        raise InvalidInput(f"via: at most {MAX_VIA} points ({len(via)} given)", param="via")
+    places = [analysis.check_point(*start), *(analysis.check_point(*v) for v in via), analysis.check_point(*end)]
+    net = settings_of(sources(catalog, conn))
+    names = ["from", *(["via"] * len(via)), "to"]
+    joined = [join(conn, [p], net, param=n)[0] for p, n in zip(places, names, strict=True)]
+    pieces: list[dict[str, Any]] = []
+    for i, (a, b) in enumerate(zip(joined, joined[1:], strict=False)):
+        found = _leg(conn, a, b)
+        if found is None:
+            return {"type": "Feature", "geometry": None, "properties": {
+                "reachable": False, "reason": f"no road leads from {names[i]} {a.lon:.5f},{a.lat:.5f} to "
+                f"{names[i + 1]} {b.lon:.5f},{b.lat:.5f} (they lie on parts of the network that do not meet, or "
+                "one-way roads lead only the other way; gis-ioc network check lists the parts)"}}
+        pieces += found
+    off = [{"point": n, "road": p.road, "length_m": round(p.off_m, 1), "time_s": round(p.leg_s(net), 1)}
+           for n, p in zip(names, joined, strict=True)]
+    seconds = sum(p["seconds"] for p in pieces) + sum(p.leg_s(net) for p in (joined[0], joined[-1])) + \
+        sum(2 * p.leg_s(net) for p in joined[1:-1])  # a via point: to it and back to the road
+    metres = sum(p["metres"] for p in pieces) + joined[0].off_m + joined[-1].off_m + \
+        sum(2 * p.off_m for p in joined[1:-1])
+    props: dict[str, Any] = {"reachable": True, "length_m": round(metres, 1), "time_s": round(seconds, 1),
+                             "minutes": round(seconds / 60, 1), "steps": _steps(pieces), "off_road": off,
+                             "off_road_kmh": net.off_road_kmh}
+    if depart_at is not None:
+        props["depart_at"] = depart_at.isoformat()
+        props["eta"] = (depart_at + timedelta(seconds=seconds)).isoformat()
+    return {"type": "Feature", "geometry": _geometry(pieces, list(zip(joined, joined[1:], strict=False))),
+            "properties": props}
+
+
+# -- the nearest facilities by travel time -----------------------------------------------------------
+
+
+def _candidates(conn: Connection, catalog: Catalog, layer_id: str, filter_text: str | None,
+                ) -> tuple[Layer, list[dict[str, Any]]]:
+    """The facilities to compare: the layer's features (filtered), each at a point on its surface."""
+    layer = analysis._layer(catalog, conn, layer_id)
+    where, params = analysis._condition(layer, filter_text)
+    geom, key = quote_ident(layer.geometry.column), quote_ident(layer.id_column)
+    name = "t.name::text" if "name" in layer.properties else "NULL::text"
+    rows = conn.execute(sa.text(
+        f"SELECT t.{key} AS id, {name} AS name, ST_X(p) AS lon, ST_Y(p) AS lat FROM {quote_table(layer.table)} t "
+        f"CROSS JOIN LATERAL (SELECT ST_PointOnSurface(t.{geom}) AS p) s WHERE {where} AND {layer.events_only()} "
+        f"LIMIT {MAX_CANDIDATES + 1}"), params).mappings().all()
+    if len(rows) > MAX_CANDIDATES:
+        raise InvalidInput(f"filter: more than {MAX_CANDIDATES} features of {layer.id} to compare by travel time: "
+                           "narrow the filter (kind = 'fire_station')", param="filter")
+    return layer, [dict(r) for r in rows]
+
+
+def nearest_by_time(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str | None = None,
+                    lon: float | None = None, lat: float | None = None, incident: int | None = None,
+                    k: int = 3) -> dict[str, Any]:
+    """The ``k`` features of a layer (``filter``: fire stations…) that reach a point or an incident soonest by road.
+
+    Each with its travel time, its distance by road and as the crow flies, and its route (to the place: one-way
+    roads count). ``nearest_by_distance`` names the feature nearest in a straight line, and says whether it is
+    also the soonest there.
+    """
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k: {k} is not between 1 and {MAX_K}", param="k")
+    x, y, incident_id = analysis._origin(conn, catalog, lon, lat, incident)
+    layer, found = _candidates(conn, catalog, layer_id, filter_text)
+    net = settings_of(sources(catalog, conn))
+    result: dict[str, Any] = {"type": "FeatureCollection", "layer": layer.id, "from": [x, y],
+                              "incident": incident_id, "features": []}
+    if not found:
+        result["nearest_by_distance"] = None
+        return result
+    place = join(conn, [(x, y)], net, param="lon")[0]
+    candidates, joined = [], []
+    far = {}
+    for row in found:  # a facility far from every road cannot be reached by road: said, not refused
+        try:
+            joined.append(join(conn, [(row["lon"], row["lat"])], net, param="filter")[0])
+            candidates.append(row)
+        except InvalidInput as err:
+            far[row["id"]] = err.message
+    points = [place, *joined]
+    costs: dict[int, float] = {}
+    if joined:
+        starts = ", ".join(str(-(i + 2)) for i in range(len(joined)))
+        for cost in conn.execute(sa.text(
+                f"SELECT start_pid, agg_cost FROM pgr_withPointsCost({_literal(EDGES_SQL)}, "
+                f"{_literal(_points_sql(points))}, ARRAY[{starts}]::bigint[], -1, true, 'b')")):
+            costs[int(cost.start_pid)] = float(cost.agg_cost)
+    crow = {r["id"]: analysis.GEOD.inv(r["lon"], r["lat"], x, y)[2] for r in found}
+    totals = {i: costs[-(i + 2)] + p.leg_s(net) + place.leg_s(net)  # on the road, and the legs off it
+              for i, p in enumerate(joined) if -(i + 2) in costs}
+    order = sorted(totals, key=lambda i: totals[i])[:k]
+    for i in order:
+        row = candidates[i]
+        way = route(conn, catalog, (row["lon"], row["lat"]), (x, y))
+        props = way["properties"]
+        result["features"].append({
+            "type": "Feature", "id": row["id"], "geometry": way["geometry"],
+            "properties": {"id": row["id"], "name": row["name"], "time_s": props.get("time_s"),
+                           "minutes": props.get("minutes"), "road_m": props.get("length_m"),
+                           "straight_m": round(crow[row["id"]], 1), "steps": props.get("steps"),
+                           "off_road": props.get("off_road")}})
+    by_distance = min(found, key=lambda r: crow[r["id"]])
+    soonest = result["features"][0]["id"] if result["features"] else None
+    result["nearest_by_distance"] = {"id": by_distance["id"], "name": by_distance["name"],
+                                     "straight_m": round(crow[by_distance["id"]], 1),
+                                     "also_soonest": by_distance["id"] == soonest}
+    result["unreachable"] = [row["id"] for i, row in enumerate(candidates) if i not in totals][:50]
+    result["far_from_roads"] = far
+    return result
+
+
+# -- reach: service areas ----------------------------------------------------------------------------
+
+
+def _from_facilities_sql(joined: list[OnRoad], net: Network) -> str:
+    """The network with one more vertex (0) that leaves to every facility's road in the facility's own time."""
+    facilities = ", ".join(f"({p.edge}, {p.fraction!r}::float8, {p.leg_s(net)!r}::float8)" for p in joined)
+    return (f"{EDGES_SQL} UNION ALL SELECT -(row_number() OVER ())::bigint, 0::bigint, v.node, v.c, -1::float8 FROM ("
+            f"SELECT e.source AS node, f.leg + f.fr * e.reverse_cost AS c FROM (VALUES {facilities}) f(edge, fr, leg) "
+            "JOIN network_edges e ON e.id = f.edge WHERE e.reverse_cost >= 0 UNION ALL "
+            f"SELECT e.target, f.leg + (1 - f.fr) * e.cost FROM (VALUES {facilities}) f(edge, fr, leg) "
+            "JOIN network_edges e ON e.id = f.edge WHERE e.cost >= 0) v")
+
+
+def reach(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str | None = None,
+          minutes: list[float] | None = None, by_commune: bool = True, window_days: int = 365) -> dict[str, Any]:
+    """The areas reached by road from the facilities (``filter``) within each of ``minutes``.
+
+    An area is every road reached in time and a 3-minute walk around it (``REACH_WALK_S`` at the off-road
+    speed: the boundary smoothing). With ``by_commune``, today's communes with the share of their area and of
+    their incidents (the last ``window_days``) reached within each time, and those not reached at all.
+    """
+    minutes = sorted(set(minutes or [10, 20, 30]))
+    if not 1 <= len(minutes) <= MAX_THRESHOLDS or any(not 0 < m <= MAX_MINUTES for m in minutes):
+        raise InvalidInput(f"minutes: 1 to {MAX_THRESHOLDS} times, each above 0 and at most {MAX_MINUTES}",
+                           param="minutes")
+    layer, found = _candidates(conn, catalog, layer_id, filter_text)
+    net = settings_of(sources(catalog, conn))
+    joined = []
+    for row in found:
+        try:
+            joined.append(join(conn, [(row["lon"], row["lat"])], net, param="filter")[0])
+        except InvalidInput:
+            continue  # far from every road: it reaches nothing by road
+    result: dict[str, Any] = {"type": "FeatureCollection", "layer": layer.id, "facilities": len(found),
+                              "walk_m": round(REACH_WALK_S * net.off_road_kmh / 3.6), "features": []}
+    if not joined:
+        return result
+    walk = REACH_WALK_S * net.off_road_kmh / 3.6
+    limit = max(minutes) * 60
+    thresholds = ", ".join(f"({m!r}::float8)" for m in minutes)
+    rows = conn.execute(sa.text(
+        "WITH dd AS (SELECT node, agg_cost FROM pgr_drivingDistance("
+        f"{_literal(_from_facilities_sql(joined, net))}, 0, {limit!r}, true)), "
+        "t AS (SELECT e.geom, e.cost, e.reverse_cost, du.agg_cost AS tu, dv.agg_cost AS tv FROM network_edges e "
+        "LEFT JOIN dd du ON du.node = e.source LEFT JOIN dd dv ON dv.node = e.target "
+        "WHERE du.node IS NOT NULL OR dv.node IS NOT NULL), "
+        f"m AS (SELECT minutes, minutes * 60 AS s FROM (VALUES {thresholds}) v(minutes)), "
+        "parts AS (SELECT m.minutes, ST_LineSubstring(t.geom, 0, least(1, (m.s - t.tu) / t.cost)) AS g "
+        "FROM t, m WHERE t.tu <= m.s AND t.cost > 0 UNION ALL "
+        "SELECT m.minutes, ST_LineSubstring(t.geom, greatest(0, 1 - (m.s - t.tv) / t.reverse_cost), 1) "
+        "FROM t, m WHERE t.tv <= m.s AND t.reverse_cost > 0) "
+        "SELECT minutes, ST_AsGeoJSON(a, 6) AS geojson, ST_Area(a::geography) / 1e6 AS km2, "
+        "ST_Length(roads::geography) / 1000 AS road_km FROM ("
+        "SELECT minutes, ST_Collect(g) AS roads, "
+        "ST_Buffer(ST_Collect(g)::geography, :walk, 'quad_segs=4')::geometry AS a "
+        "FROM parts GROUP BY minutes) s ORDER BY minutes"), {"walk": walk}).mappings().all()
+    for area in rows:
+        result["features"].append({"type": "Feature", "id": f"{area['minutes']:g}",
+                                   "geometry": json.loads(area["geojson"]),
+                                   "properties": {"minutes": area["minutes"], "area_km2": round(area["km2"], 2),
+                                                  "road_km": round(area["road_km"], 1)}})
+    if by_commune and result["features"]:
+        result["communes"] = _commune_shares(conn, result["features"], window_days)
+    return result
+
+
+def _commune_shares(conn: Connection, areas: list[dict[str, Any]], window_days: int) -> list[dict[str, Any]]:
+    """Today's communes: the share of their area and of their incidents within each service area."""
+    values = ", ".join(f"({a['properties']['minutes']!r}::float8, ST_SetSRID(ST_GeomFromGeoJSON("
+                       f"{_literal(json.dumps(a['geometry']))}), 4326))" for a in areas)
+    rows = conn.execute(sa.text(
+        f"WITH a AS (SELECT * FROM (VALUES {values}) v(minutes, g)), "
+        "c AS (SELECT code, name, geom FROM admin_units WHERE level = 'commune' AND valid_to IS NULL), "
+        "i AS (SELECT geom FROM incidents WHERE reported_at >= now() - make_interval(days => :days) "
+        "AND merged_into IS NULL) "
+        "SELECT c.code, c.name, a.minutes, "
+        "ST_Area(ST_Intersection(c.geom, a.g)::geography) / nullif(ST_Area(c.geom::geography), 0) AS area_share, "
+        "(SELECT count(*) FROM i WHERE ST_Intersects(i.geom, c.geom)) AS incidents, "
+        "(SELECT count(*) FROM i WHERE ST_Intersects(i.geom, c.geom) AND ST_Intersects(i.geom, a.g)) AS reached "
+        "FROM c CROSS JOIN a ORDER BY c.code, a.minutes"), {"days": window_days}).mappings().all()
+    communes: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        item = communes.setdefault(r["code"], {"code": r["code"], "name": r["name"], "incidents": r["incidents"],
+                                               "within": {}})
+        item["within"][f"{r['minutes']:g}"] = {
+            "area_share": round(float(r["area_share"] or 0), 3),
+            "incident_share": round(r["reached"] / r["incidents"], 3) if r["incidents"] else None}
+    for item in communes.values():
+        item["reached"] = any(w["area_share"] > 0 for w in item["within"].values())
+    return list(communes.values())
+
+
+# -- travel matrix -----------------------------------------------------------------------------------
+
+
+def travel_matrix(conn: Connection, catalog: Catalog, origins: list[tuple[float, float]],
+                  destinations: list[tuple[float, float]]) -> dict[str, Any]:
+    """Seconds by road from each origin to each destination (None: no road leads there), legs off the road in."""
+    if not origins or not destinations:
+        raise InvalidInput("origins, destinations: give at least one of each", param="origins")
+    if len(origins) * len(destinations) > MAX_MATRIX:
+        raise InvalidInput(f"origins × destinations: {len(origins)} × {len(destinations)} is more than "
+                           f"{MAX_MATRIX} pairs", param="destinations")
+    net = settings_of(sources(catalog, conn))
+    a = join(conn, [analysis.check_point(*p) for p in origins], net, param="origins")
+    b = join(conn, [analysis.check_point(*p) for p in destinations], net, param="destinations")
+    points = [*a, *b]
+    starts = ", ".join(str(-(i + 1)) for i in range(len(a)))
+    ends = ", ".join(str(-(len(a) + j + 1)) for j in range(len(b)))
+    costs = {(int(r.start_pid), int(r.end_pid)): float(r.agg_cost) for r in conn.execute(sa.text(
+        f"SELECT start_pid, end_pid, agg_cost FROM pgr_withPointsCost({_literal(EDGES_SQL)}, "
+        f"{_literal(_points_sql(points))}, ARRAY[{starts}]::bigint[], ARRAY[{ends}]::bigint[], true, 'b')"))}
+    seconds = []
+    for i, p in enumerate(a):
+        row = []
+        for j, q in enumerate(b):
+            on_road = costs.get((-(i + 1), -(len(a) + j + 1)))
+            row.append(None if on_road is None else round(on_road + p.leg_s(net) + q.leg_s(net), 1))
+        seconds.append(row)
+    return {"origins": [[p.lon, p.lat] for p in a], "destinations": [[q.lon, q.lat] for q in b],
+            "seconds": seconds, "off_road_kmh": net.off_road_kmh}
+
+
+# -- network check -----------------------------------------------------------------------------------
+
+
+def check(conn: Connection, catalog: Catalog) -> dict[str, Any]:
+    """The network's parts (connected components), its dangling ends, and the facilities it does not reach.
+
+    A facility is unreachable when the road nearest it lies outside the largest part, or no road is within
+    the off-road limit.
+    """
+    net = settings_of(sources(catalog, conn))
+    parts = conn.execute(sa.text(
+        "SELECT component, count(*) AS vertices FROM pgr_connectedComponents("
+        f"{_literal('SELECT id, source, target, cost, reverse_cost FROM network_edges')}) GROUP BY 1 "
+        "ORDER BY 2 DESC, 1")).mappings().all()
+    main = parts[0]["component"] if parts else None
+    dangling = conn.execute(sa.text(
+        "SELECT v.id, ST_X(v.geom) AS lon, ST_Y(v.geom) AS lat FROM network_vertices v WHERE "
+        "(SELECT count(*) FROM network_edges e WHERE e.source = v.id OR e.target = v.id) = 1 ORDER BY v.id")).all()
+    facilities = conn.execute(sa.text(
+        "WITH c AS (SELECT * FROM pgr_connectedComponents("
+        f"{_literal('SELECT id, source, target, cost, reverse_cost FROM network_edges')})) "
+        "SELECT f.id, f.kind, f.name, n.off_m, (SELECT component FROM c WHERE c.node = n.source) AS part "
+        "FROM infrastructure f CROSS JOIN LATERAL (SELECT ST_PointOnSurface(f.geom) AS p) s "
+        "CROSS JOIN LATERAL (SELECT e.source, ST_Distance(s.p::geography, e.geom::geography) AS off_m "
+        "FROM network_edges e ORDER BY e.geom <-> s.p LIMIT 1) n "
+        "WHERE f.kind NOT IN ('road', 'river') AND ST_Dimension(f.geom) = 0 ORDER BY f.id")).mappings().all()
+    unreachable = [{"id": f["id"], "kind": f["kind"], "name": f["name"], "off_road_m": round(f["off_m"], 1),
+                    "why": "far from every road" if f["off_m"] > net.max_off_road_m else
+                    "on a part apart from the rest"}
+                   for f in facilities if f["off_m"] > net.max_off_road_m or f["part"] != main]
+    state = conn.execute(sa.text(
+        "SELECT built_at, edges, vertices, build_seconds FROM network_state")).mappings().first()
+    return {"built_at": state["built_at"].isoformat() if state else None, "edges": state["edges"] if state else 0,
+            "vertices": state["vertices"] if state else 0,
+            "parts": [{"part": i + 1, "vertices": p["vertices"]} for i, p in enumerate(parts)],
+            "dangling_ends": len(dangling), "dangling": [[round(d.lon, 6), round(d.lat, 6)] for d in dangling[:100]],
+            "facilities_unreachable": unreachable}
+
+
+def parse_points(text: str, param: str, at_most: int) -> list[tuple[float, float]]:
+    """``lon,lat`` pairs separated by ``;`` (CRS84), or a 400 naming the parameter."""
+    pairs = [p for p in text.split(";") if p.strip()]
+    if not pairs:
+        raise InvalidInput(f"{param}: give lon,lat (pairs separated by ;)", param=param)
+    if len(pairs) > at_most:
+        raise InvalidInput(f"{param}: at most {at_most} points ({len(pairs)} given)", param=param)
+    points = []
+    for pair in pairs:
+        try:
+            lon, lat = (float(v) for v in pair.split(","))
+        except ValueError:
+            raise InvalidInput(f"{param}: {pair.strip()[:40]!r} is not lon,lat", param=param) from None
+        try:
+            points.append(analysis.check_point(lon, lat))
+        except InvalidInput as err:
+            raise InvalidInput(f"{param}: {err.message}", param=param) from None
+    return points

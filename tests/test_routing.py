@@ -1,0 +1,192 @@
+"""Routing over the road network (pgRouting): checked against a plain Dijkstra (networkx) over the same graph."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+
+import networkx as nx
+import pytest
+import shapely
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from shapely.geometry import Point, shape
+
+from gis_ioc import db, routing
+from gis_ioc.catalog import Catalog
+from gis_ioc.errors import InvalidInput
+from gis_ioc.settings import PROJECT_ROOT, Settings
+from gis_ioc.web.app import create_app
+
+from .conftest import demo_copy
+
+FIRE = "kind = 'fire_station'"
+
+
+@pytest.fixture(scope="module")
+def routed(server_url: str, demo_url: str) -> Iterator[tuple[sa.Engine, Catalog, str]]:
+    """A copy of the demo with its road network made (these tests write the network's tables)."""
+    with demo_copy(server_url, demo_url, f"gis_ioc_test_routing_{uuid.uuid4().hex[:8]}") as url:
+        engine = db.make_engine(url, pool_size=2)
+        catalog = Catalog.from_folder(PROJECT_ROOT / "layers", engine)
+        routing.ensure(engine, catalog)
+        yield engine, catalog, url
+        engine.dispose()
+
+
+def _graph(conn: sa.Connection) -> tuple[nx.DiGraph, dict[int, tuple[float, float]]]:
+    """The same edges as a networkx graph: cost one way, reverse_cost the other (none when negative)."""
+    graph: nx.DiGraph = nx.DiGraph()
+    for e in conn.execute(sa.text("SELECT id, source, target, cost, reverse_cost, length_m FROM network_edges")):
+        for a, b, cost in ((e.source, e.target, e.cost), (e.target, e.source, e.reverse_cost)):
+            if cost >= 0 and (not graph.has_edge(a, b) or graph[a][b]["cost"] > cost):
+                graph.add_edge(a, b, cost=cost, length=e.length_m)
+    where = {int(v.id): (float(v.x), float(v.y)) for v in conn.execute(sa.text(
+        "SELECT id, ST_X(geom) AS x, ST_Y(geom) AS y FROM network_vertices"))}
+    return graph, where
+
+
+def test_routes_equal_a_plain_dijkstra_over_the_same_graph(routed):
+    engine, catalog, _ = routed
+    rng = random.Random(20261201)
+    with engine.connect() as conn:
+        graph, where = _graph(conn)
+        vertices = sorted(where)
+        agreed = reachable = 0
+        for _ in range(200):
+            a, b = rng.sample(vertices, 2)
+            found = routing.route(conn, catalog, where[a], where[b])["properties"]
+            try:
+                seconds = nx.dijkstra_path_length(graph, a, b, weight="cost")
+                path = nx.dijkstra_path(graph, a, b, weight="cost")
+            except nx.NetworkXNoPath:
+                assert not found["reachable"], (a, b)
+                agreed += 1
+                continue
+            assert found["reachable"], (a, b, found)
+            metres = sum(graph[u][v]["length"] for u, v in zip(path, path[1:], strict=False))
+            assert found["time_s"] == pytest.approx(seconds, rel=1e-3, abs=0.1), (a, b)
+            assert found["length_m"] == pytest.approx(metres, rel=1e-3, abs=0.5), (a, b)
+            agreed += 1
+            reachable += 1
+    assert agreed == 200 and reachable > 100
+
+
+def test_a_one_way_road_is_driven_one_way_only(routed):
+    engine, catalog, _ = routed
+    with engine.connect() as conn:  # a commune road that ends where it starts: nowhere else to go from its end
+        road = conn.execute(sa.text(
+            "SELECT r.id, ST_X(ST_StartPoint(r.geom)) AS x0, ST_Y(ST_StartPoint(r.geom)) AS y0, "
+            "ST_X(ST_EndPoint(r.geom)) AS x1, ST_Y(ST_EndPoint(r.geom)) AS y1 FROM infrastructure r "
+            "WHERE r.kind = 'road' AND r.road_class = 'district' AND ST_Length(r.geom::geography) > 3000 "
+            "AND (SELECT count(*) FROM network_edges e WHERE e.road_id = r.id::text) = 1 ORDER BY r.id LIMIT 1")).one()
+        both = [routing.route(conn, catalog, (road.x0, road.y0), (road.x1, road.y1))["properties"]["reachable"],
+                routing.route(conn, catalog, (road.x1, road.y1), (road.x0, road.y0))["properties"]["reachable"]]
+    assert both == [True, True]
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE infrastructure SET oneway = true WHERE id = :i"), {"i": road.id})
+    try:
+        routing.ensure(engine, catalog)  # the road layer's version moved: the network is made again
+        with engine.connect() as conn:
+            along = routing.route(conn, catalog, (road.x0, road.y0), (road.x1, road.y1))["properties"]
+            against = routing.route(conn, catalog, (road.x1, road.y1), (road.x0, road.y0))["properties"]
+        assert along["reachable"] and not against["reachable"]
+        assert "one-way" in against["reason"]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE infrastructure SET oneway = NULL WHERE id = :i"), {"i": road.id})
+        routing.ensure(engine, catalog)
+
+
+def test_reach_holds_every_place_reached_in_time(routed):
+    """Isochrone membership against single-source times, for 1,000 random places near the roads.
+
+    The area is the roads reached within T and a walk of ``REACH_WALK_S`` around them (the boundary smoothing):
+    a place whose time by road (its leg to the nearest road included) is at most T, and whose leg is within that
+    walk, is inside; a place inside is within that walk of a road (plus the buffer's 5 m segment error).
+    """
+    engine, catalog, _ = routed
+    rng = random.Random(7)
+    with engine.connect() as conn:
+        found = routing.reach(conn, catalog, "infrastructure", filter_text=FIRE, minutes=[20], by_commune=False)
+        area = shape(found["features"][0]["geometry"])
+        walk = found["walk_m"]
+        stations = [(r.x, r.y) for r in conn.execute(sa.text(
+            "SELECT ST_X(geom) AS x, ST_Y(geom) AS y FROM infrastructure WHERE kind = 'fire_station'"))]
+        lines = [shapely.from_wkb(bytes(r[0])) for r in conn.execute(sa.text(
+            "SELECT ST_AsBinary(geom) FROM network_edges ORDER BY id"))]
+        places = []
+        for _ in range(1000):  # along a road, then up to 600 m off it
+            line = rng.choice(lines)
+            p = line.interpolate(rng.random(), normalized=True)
+            places.append((p.x + rng.uniform(-0.0055, 0.0055), p.y + rng.uniform(-0.0055, 0.0055)))
+        usable = []
+        for place in places:
+            try:
+                routing.join(conn, [place], routing.settings_of(routing.sources(catalog, conn)))
+                usable.append(place)
+            except InvalidInput:
+                continue
+        times: list[float | None] = []
+        for i in range(0, len(usable), 400):
+            batch = usable[i:i + 400]
+            matrix = routing.travel_matrix(conn, catalog, stations, batch)["seconds"]
+            times += [min((row[j] for row in matrix if row[j] is not None), default=None) for j in range(len(batch))]
+        network = shapely.MultiLineString(lines)
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    inside_checked = outside_checked = 0
+    for place, seconds in zip(usable, times, strict=True):
+        point = Point(place)
+        near = shapely.ops.nearest_points(point, network)[1]
+        off_m = geod.inv(place[0], place[1], near.x, near.y)[2]
+        if seconds is not None and seconds <= 20 * 60 and off_m <= walk - 5:
+            assert area.contains(point) or area.exterior.distance(point) < 1e-4 if area.geom_type == "Polygon" \
+                else area.buffer(1e-4).contains(point), (place, seconds, off_m)
+            inside_checked += 1
+        if area.contains(point):
+            assert off_m <= walk + 5, (place, off_m)
+            outside_checked += 1
+    assert inside_checked > 100 and outside_checked > 100
+
+
+def test_the_nearest_stations_by_time_and_by_distance(routed):
+    engine, catalog, _ = routed
+    with engine.connect() as conn:
+        incident = conn.execute(sa.text("SELECT id FROM incidents WHERE GeometryType(geom) = 'POINT' "
+                                        "AND commune_code IS NOT NULL ORDER BY id LIMIT 1")).scalar_one()
+        found = routing.nearest_by_time(conn, catalog, "infrastructure", filter_text=FIRE, incident=incident, k=3)
+    minutes = [f["properties"]["minutes"] for f in found["features"]]
+    assert minutes == sorted(minutes) and 1 <= len(minutes) <= 3
+    for f in found["features"]:
+        assert f["properties"]["road_m"] >= f["properties"]["straight_m"] * 0.99  # no road is shorter than a line
+        assert f["geometry"]["type"] == "MultiLineString"
+    assert found["nearest_by_distance"]["also_soonest"] == (found["nearest_by_distance"]["id"] ==
+                                                             found["features"][0]["id"])
+
+
+def test_bad_routing_requests_are_400s_naming_the_parameter(routed):
+    _, _, url = routed
+    with TestClient(create_app(Settings(database_url=url, warm_tiles=False, tile_cache=False))) as client:
+        cases = [
+            ("/analysis/route?from=108.0,14.35&to=108.3,14.9", "to", "m from the nearest road"),
+            ("/analysis/route?from=abc&to=108.0,14.35", "from", "is not lon,lat"),
+            ("/analysis/route?from=108.0,14.35&to=108.0,14.36&via=" + ";".join(["108.0,14.35"] * 9), "via", "at most"),
+            ("/analysis/nearest-by-time?layer=infrastructure&lon=108&lat=14.35&k=11", "k", ""),
+            ("/analysis/nearest-by-time?layer=nope&lon=108&lat=14.35", "layer", ""),
+            ("/analysis/reach?layer=infrastructure&filter=kind%20%3D%20'fire_station'&minutes=500", "minutes", ""),
+            ("/analysis/reach?layer=infrastructure&minutes=ten", "minutes", ""),
+            ("/analysis/travel-matrix?origins=" + ";".join(["108.0,14.35"] * 51) + "&destinations="
+             + ";".join(["108.0,14.35"] * 50), "destinations", "pairs"),
+        ]
+        for path, param, words in cases:
+            answer = client.get(path)
+            assert answer.status_code == 400, (path, answer.text)
+            assert answer.json()["parameter"] == param and words in answer.json()["description"], answer.json()
+        good = client.get("/analysis/route?from=108.003,14.35&to=107.995,14.36&depart_at=2026-12-01T08:00:00Z")
+        assert good.status_code == 200 and good.json()["properties"]["reachable"], good.text
+        assert good.json()["properties"]["eta"].startswith("2026-12-01T08:")
+        check = client.get("/analysis/network").json()
+        assert check["edges"] > 0 and check["parts"][0]["vertices"] > 0
