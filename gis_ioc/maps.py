@@ -510,6 +510,7 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
         _badge((spot.y, spot.x), f"F{number}", colour).add_to(infra_group)
         infra_rows.append((f"F{number}", fp.get("kind", ""), fp.get("name") or "", fp["distance_m"]))
     infra_group.add_to(m)
+    road_rows = _by_road(conn, catalog, m, incident_id, infra_colours)
     folium.Circle((lat, lon), radius=radius_m, color="#f5f7fa", weight=1, dash_array="6 6", fill=False,
                   interactive=False).add_to(m)
     severity_colour = colours.get(props.get("severity") or "unknown", "#bdbdbd")
@@ -539,8 +540,48 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
         f'<p>{html.escape(str(props.get("type") or "").replace("_", " "))} · reported {html.escape(when)}</p>'
         f'<p>{html.escape(unit_line) or "outside every administrative unit"}</p>'
         f'<h3>Nearest online cameras</h3><table id="gis-cameras">{rows_cam}</table>'
-        f'<h3>Infrastructure within {radius_m / 1000:g} km</h3><table id="gis-infra">{rows_infra}</table></div>'))
+        f'<h3>Infrastructure within {radius_m / 1000:g} km</h3><table id="gis-infra">{rows_infra}</table>'
+        f'<h3>Soonest there by road</h3><table id="gis-by-road">{road_rows}</table></div>'))
     return _finish(m, "gis-view", assets)
+
+
+BY_ROAD = (("fire_station", "fire station"), ("hospital", "hospital"), ("police", "police"))
+
+
+def _by_road(conn: Connection, catalog: Catalog, m: folium.Map, incident_id: int, colours: dict[str, str]) -> str:
+    """The fire station, hospital and police soonest at the incident by road (their routes and times).
+
+    The panel names the one nearest in a straight line when it is not the soonest.
+    """
+    from gis_ioc import routing
+
+    group = folium.FeatureGroup(name="Routes by road")
+    rows = []
+    for kind, label in BY_ROAD:
+        try:
+            found = routing.nearest_by_time(conn, catalog, "infrastructure", filter_text=f"kind = '{kind}'",
+                                            incident=incident_id, k=1)
+        except InvalidInput as err:  # no road near the incident, no network: said, the page still shown
+            rows.append(f"<tr><td>{label}</td><td colspan=3>{html.escape(err.message)}</td></tr>")
+            continue
+        if not found["features"]:
+            rows.append(f"<tr><td>{label}</td><td colspan=3>none reachable by road</td></tr>")
+            continue
+        best = found["features"][0]
+        bp = best["properties"]
+        colour = colours.get(kind, "#5dade2")
+        folium.GeoJson(best["geometry"], style_function=lambda _, c=colour: {
+            "color": c, "weight": 5, "opacity": 0.9, "className": "gis-route"},
+            tooltip=folium.Tooltip(html.escape(f"{bp['name']}: {bp['minutes']} min by road"))).add_to(group)
+        other = found["nearest_by_distance"]
+        note = "" if other["also_soonest"] else (
+            f"<div class='gis-muted'>nearest in a straight line: {html.escape(other['name'] or '')} "
+            f"({other['straight_m'] / 1000:.1f} km), slower by road</div>")
+        rows.append(f"<tr><td>{label}</td><td>{html.escape(bp['name'] or '')}{note}</td>"
+                    f"<td class='num gis-eta'>{bp['minutes']:.0f} min</td>"
+                    f"<td class='num'>{bp['road_m'] / 1000:.1f} km</td></tr>")
+    group.add_to(m)
+    return "".join(rows)
 
 
 def _badge(at: tuple[float, float], text: str, colour: str) -> folium.Marker:

@@ -312,6 +312,10 @@ def test_the_incident_view(visit, demo_engine):
     assert [view.page.inner_text(f"#gis-cameras tr:nth-child({i}) .gis-ref") for i in (1, 5)] == ["C1", "C5"]
     assert view.page.locator(".leaflet-tooltip").count() == 0
     assert f"Incident {incident}" in (view.page.text_content("#gis-incident") or "")
+    # by road: the fire station soonest there, its route drawn and its time in the panel
+    assert view.page.locator("path.gis-route").count() >= 1
+    by_road = view.page.inner_text("#gis-by-road")
+    assert "fire station" in by_road and re.search(r"\d+ min", by_road), by_road
     view.shot("incident")
     assert not view.errors and not view.foreign, (view.errors, view.foreign)
 

@@ -133,7 +133,10 @@ def desk_view(request: Request, engine: EngineDep, catalog: CatalogDep, settings
             dependencies=[Heavy])
 def incident(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
              incident_id: Annotated[int, FastPath(ge=1, le=2**63 - 1, description="Incident id")]) -> HTMLResponse:
-    """The incident, its unit, its nearest online cameras and what they see, infrastructure within 2 km."""
+    """The incident, its unit, its nearest cameras and what they see, facilities near it and soonest by road."""
+    from gis_ioc import routing
+
+    routing.ensure(engine, catalog)  # the routes by road: the network as the roads are now
     with engine.connect() as conn:
         try:
             m = maps.incident(conn, catalog, settings, int(incident_id))
