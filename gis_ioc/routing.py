@@ -429,8 +429,9 @@ def reach(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str
     speed: the boundary smoothing). With ``by_commune``, today's communes with the share of their area and of
     their incidents (the last ``window_days``) reached within each time, and those not reached at all.
     """
-    minutes = sorted(set(minutes or [10, 20, 30]))
-    if not 1 <= len(minutes) <= MAX_THRESHOLDS or any(not 0 < m <= MAX_MINUTES for m in minutes):
+    given = list(minutes or [10, 20, 30])
+    minutes = sorted(set(given))
+    if not 1 <= len(given) <= MAX_THRESHOLDS or any(not 0 < m <= MAX_MINUTES for m in minutes):
         raise InvalidInput(f"minutes: 1 to {MAX_THRESHOLDS} times, each above 0 and at most {MAX_MINUTES}",
                            param="minutes")
     layer, found = _candidates(conn, catalog, layer_id, filter_text)
