@@ -212,20 +212,52 @@ def _multipolygon(geom: shapely.Geometry) -> MultiPolygon:
     return MultiPolygon(parts)
 
 
-def wiggle(points: list[tuple[float, float]], rng: np.random.Generator, amplitude: float = 0.006) -> LineString:
-    """A road-like line through waypoints: densified, with a smooth sideways wander."""
-    line = LineString(points).segmentize(0.004)
-    xy = np.asarray(line.coords)
-    n = len(xy)
-    if n > 2:
-        t = np.linspace(0, 1, n)
-        phase = rng.uniform(0, 2 * np.pi, 2)
-        offset = amplitude * (np.sin(2 * np.pi * 3 * t + phase[0]) + 0.5 * np.sin(2 * np.pi * 11 * t + phase[1]))
-        offset *= np.sin(np.pi * t)  # waypoints at the ends stay put
-        d = np.gradient(xy, axis=0)
-        normal = np.column_stack([-d[:, 1], d[:, 0]]) / np.maximum(np.linalg.norm(d, axis=1), 1e-12)[:, None]
-        xy = xy + normal * offset[:, None]
-    return LineString(xy)
+def wiggle(points: list[tuple[float, float]], rng: np.random.Generator, amplitude: float = 0.006,
+           keep_waypoints: bool = False) -> LineString:
+    """A road-like line through waypoints: densified, with a smooth sideways wander.
+
+    The ends stay put; with ``keep_waypoints`` every waypoint does (roads meet exactly at the towns they share).
+    """
+    phase = None
+    pieces = [points] if not keep_waypoints else [points[i:i + 2] for i in range(len(points) - 1)]
+    coords: list[np.ndarray] = []
+    for piece in pieces:
+        line = LineString(piece).segmentize(0.004)
+        xy = np.asarray(line.coords)
+        n = len(xy)
+        if n > 2:
+            t = np.linspace(0, 1, n)
+            if phase is None:
+                phase = rng.uniform(0, 2 * np.pi, 2)
+            offset = amplitude * (np.sin(2 * np.pi * 3 * t + phase[0]) + 0.5 * np.sin(2 * np.pi * 11 * t + phase[1]))
+            offset *= np.sin(np.pi * t)  # waypoints at the ends stay put
+            d = np.gradient(xy, axis=0)
+            normal = np.column_stack([-d[:, 1], d[:, 0]]) / np.maximum(np.linalg.norm(d, axis=1), 1e-12)[:, None]
+            xy = xy + normal * offset[:, None]
+        coords.append(xy if not coords else xy[1:])
+    return LineString(np.concatenate(coords))
+
+
+# Kon Tum city's streets: a grid around the centre (west-east, then south-north), two of them one-way
+CITY_STREETS_EW = ("Trần Hưng Đạo", "Phan Đình Phùng", "Bà Triệu", "Nguyễn Huệ", "Lê Hồng Phong")
+CITY_STREETS_NS = ("Lê Lợi", "Trần Phú", "Hùng Vương", "Phan Chu Trinh", "Ure")
+ONE_WAY_STREETS = ("Bà Triệu", "Phan Chu Trinh")  # drawn west to east, and north to south
+
+
+def city_streets(centre: tuple[float, float], spacing: float = 0.004) -> list[dict[str, object]]:
+    """The city's street grid: urban roads crossing each other and the national roads through the centre."""
+    x0, y0 = centre
+    half = spacing * (len(CITY_STREETS_NS) - 1) / 2
+    rows: list[dict[str, object]] = []
+    for i, name in enumerate(CITY_STREETS_EW):
+        y = y0 - half + i * spacing
+        rows.append(dict(kind="road", name=f"Đường {name}", road_class="urban", oneway=name in ONE_WAY_STREETS,
+                         geometry=LineString([(x0 - half - spacing, y), (x0 + half + spacing, y)])))
+    for i, name in enumerate(CITY_STREETS_NS):
+        x = x0 - half + i * spacing
+        rows.append(dict(kind="road", name=f"Đường {name}", road_class="urban", oneway=name in ONE_WAY_STREETS,
+                         geometry=LineString([(x, y0 + half + spacing), (x, y0 - half - spacing)])))
+    return rows
 
 
 # -- administrative units -------------------------------------------------------------------------
@@ -341,10 +373,13 @@ def _reform(communes: list[dict], rng: np.random.Generator) -> tuple[list[dict],
 def build_roads(rng: np.random.Generator, outline: Polygon, communes: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """National and provincial roads along their real corridors, and a district road to each commune."""
     rows = []
-    for name, pts in NATIONAL_ROADS.items():
-        rows.append(dict(kind="road", name=name, road_class="national", geometry=wiggle(pts, rng, 0.004)))
+    for name, pts in NATIONAL_ROADS.items():  # through the towns exactly, so the roads meet there
+        rows.append(dict(kind="road", name=name, road_class="national",
+                         geometry=wiggle(pts, rng, 0.004, keep_waypoints=True)))
     for name, pts in PROVINCIAL_ROADS.items():
-        rows.append(dict(kind="road", name=name, road_class="provincial", geometry=wiggle(pts, rng, 0.005)))
+        rows.append(dict(kind="road", name=name, road_class="provincial",
+                         geometry=wiggle(pts, rng, 0.005, keep_waypoints=True)))
+    rows += city_streets(TOWNS["Kon Tum"])
     network = shapely.union_all([r["geometry"] for r in rows])
     for _, c in communes.iterrows():
         start = c.geometry.representative_point()
@@ -417,12 +452,27 @@ def build_infrastructure(rng: np.random.Generator, admin: gpd.GeoDataFrame, road
         if rng.random() < 0.25:
             add("shelter", f"Điểm sơ tán {c['name']}", _jitter((centre.x, centre.y), rng, 0.004),
                 capacity=int(rng.integers(100, 600)))
-    for _, road in roads[roads.road_class != "district"].iterrows():
+    for _, road in roads[roads.road_class.isin(["national", "provincial"])].iterrows():
         for f in (0.2, 0.45, 0.7, 0.9):
             p = road.geometry.interpolate(f, normalized=True)
             add("bridge", f"Cầu {road['name']} km{int(f * road.geometry.length * 111)}", p)
     frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=4326)
-    return pd.concat([frame, roads.assign(status="operational"), build_rivers(outline)], ignore_index=True)
+    return pd.concat([frame, roads.assign(status="operational"), _tracks(frame, roads), build_rivers(outline)],
+                     ignore_index=True)
+
+
+def _tracks(facilities: gpd.GeoDataFrame, roads: gpd.GeoDataFrame, farther: float = 0.005) -> gpd.GeoDataFrame:
+    """A track from each facility more than ``farther`` (about 550 m) from every road to the nearest one."""
+    network = shapely.union_all(list(roads.geometry))
+    rows = []
+    for _, f in facilities.iterrows():
+        if f.geometry.geom_type != "Point" or f.geometry.distance(network) <= farther:
+            continue
+        end = shapely.ops.nearest_points(f.geometry, network)[1]
+        rows.append(dict(kind="road", name=f"Đường vào {f['name']}", road_class="track", status="operational",
+                         geometry=LineString([(f.geometry.x, f.geometry.y), (end.x, end.y)])))
+    return gpd.GeoDataFrame(rows, geometry="geometry", crs=4326) if rows else gpd.GeoDataFrame(
+        columns=["kind", "name", "road_class", "status", "geometry"], geometry="geometry", crs=4326)
 
 
 # The main rivers along their real courses (waypoints; drawn, not surveyed): the wall stands on them

@@ -52,7 +52,11 @@
       return {className: "gis-infra gis-river", color: c, weight: z >= 12 ? 4 : 2.5, opacity: 0.85, fill: false};
     }
     if (p.kind === "road") {
-      var w = {national: 4, provincial: 3, district: 2}[p.road_class] || 2;
+      if (p.road_class === "track") {  // a track to a village or a post: thin and dashed, from zoom 11
+        return z < 11 ? [] : {className: "gis-infra gis-road gis-track", color: c, weight: 1.2, opacity: 0.7,
+                              dashArray: "4 4", fill: false};
+      }
+      var w = {national: 4, provincial: 3, district: 2, urban: 2}[p.road_class] || 2;
       return {className: "gis-infra gis-road", color: c, weight: z >= 12 ? w + 1 : w, opacity: 0.9, fill: false};
     }
     return {className: "gis-infra", radius: z >= 13 ? 7 : 5, fill: true, fillColor: c, fillOpacity: 0.9,
