@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,9 +39,9 @@ REACH_WALK_S = 180  # the area reached: within a 3-minute walk (at the off-road 
 EDGES_SQL = "SELECT id, source, target, cost, reverse_cost FROM network_edges"
 
 
-def sources(catalog: Catalog, conn: Connection) -> list[Layer]:
-    """The layers whose lines make the network."""
-    return [layer for layer in catalog.layers(conn) if layer.network is not None]
+def sources(catalog: Catalog, conn: Connection | None = None) -> list[Layer]:
+    """The layers whose lines make the network (their files say so: built-in layers)."""
+    return [layer for layer in catalog.builtin.values() if layer.network is not None]
 
 
 def settings_of(layers: list[Layer]) -> Network:
@@ -157,16 +158,29 @@ def stale(conn: Connection, catalog: Catalog) -> bool:
     return built is None or dict(built) != _versions(conn, layers)
 
 
-def ensure(engine: Engine, catalog: Catalog) -> None:
-    """Make the network when it is stale; one process makes it, the others wait for it and use it."""
+_fresh_for: dict[str, int] | None = None  # the source versions this process last found the network made from
+
+
+def ensure(engine: Engine, catalog: Catalog, known: Mapping[str, int] | None = None) -> None:
+    """Make the network when it is stale; one process makes it, the others wait for it and use it.
+
+    ``known``: the layer versions as the server's listener last heard them; when the sources' are those the
+    network was last found made from, nothing is asked of the database.
+    """
+    global _fresh_for
+    tables = [layer.table for layer in sources(catalog)]
+    if known is not None and _fresh_for is not None and all(known.get(t) == _fresh_for.get(t) for t in tables):
+        return
     with engine.connect() as conn:
         if not stale(conn, catalog):
+            _fresh_for = _versions(conn, sources(catalog))
             return
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": BUILD_LOCK})
         if stale(conn, catalog):  # not made meanwhile by another process
             conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
-            build(conn, catalog)
+            made = build(conn, catalog)
+            _fresh_for = dict(made["sources"])
 
 
 # -- points on the network -------------------------------------------------------------------------
@@ -188,10 +202,8 @@ class OnRoad:
         return self.off_m / (net.off_road_kmh / 3.6)
 
 
-def join(conn: Connection, points: list[tuple[float, float]], net: Network, param: str = "from") -> list[OnRoad]:
-    """Each point joined to the network where it is nearest; farther than ``max_off_road_m``: a 400 naming it."""
-    if not points:
-        return []
+def _nearest_roads(conn: Connection, points: list[tuple[float, float]]) -> list[Any]:
+    """For each point, in one statement: its nearest edge, where along it, how far off it."""
     values = ", ".join(f"({i}, {float(lon)!r}, {float(lat)!r})" for i, (lon, lat) in enumerate(points))
     rows = conn.execute(sa.text(
         f"SELECT q.i, e.id, ST_LineLocatePoint(e.geom, q.p) AS fraction, "
@@ -201,13 +213,32 @@ def join(conn: Connection, points: list[tuple[float, float]], net: Network, para
         "ORDER BY ST_Distance(q.p::geography, c.geom::geography) LIMIT 1) e ORDER BY q.i")).all()
     if len(rows) < len(points):
         raise InvalidInput("network: the road network is empty (no roads in its source layers)", param="network")
-    joined = []
-    for (lon, lat), row in zip(points, rows, strict=True):
-        if row.off_m > net.max_off_road_m:
-            raise InvalidInput(f"{param}: the point {lon:.5f},{lat:.5f} is {row.off_m:,.0f} m from the nearest road "
-                               f"(at most {net.max_off_road_m:,.0f} m)", param=param)
-        joined.append(OnRoad(float(lon), float(lat), int(row.id), float(row.fraction), float(row.off_m), row.road))
-    return joined
+    return list(rows)
+
+
+def join_some(conn: Connection, points: list[tuple[float, float]], net: Network) -> list[OnRoad | None]:
+    """Each point joined to the network where it is nearest; None for one farther than ``max_off_road_m``."""
+    if not points:
+        return []
+    return [None if row.off_m > net.max_off_road_m else
+            OnRoad(float(lon), float(lat), int(row.id), float(row.fraction), float(row.off_m), row.road)
+            for (lon, lat), row in zip(points, _nearest_roads(conn, points), strict=True)]
+
+
+def join(conn: Connection, points: list[tuple[float, float]], net: Network, param: str | list[str] = "from",
+         ) -> list[OnRoad]:
+    """Each point joined to the network; one farther than ``max_off_road_m`` is a 400 naming it.
+
+    ``param``: the parameter's name, or one name per point.
+    """
+    joined = join_some(conn, points, net)
+    for i, (found, (lon, lat)) in enumerate(zip(joined, points, strict=True)):
+        if found is None:
+            name = param[i] if isinstance(param, list) else param
+            off = _nearest_roads(conn, [(lon, lat)])[0].off_m
+            raise InvalidInput(f"{name}: the point {lon:.5f},{lat:.5f} is {off:,.0f} m from the nearest road "
+                               f"(at most {net.max_off_road_m:,.0f} m)", param=name)
+    return [p for p in joined if p is not None]
 
 
 def _points_sql(points: list[OnRoad]) -> str:
@@ -250,29 +281,30 @@ def _leg(conn: Connection, a: OnRoad, b: OnRoad) -> list[dict[str, Any]] | None:
 
 
 def _geometry(pieces: list[dict[str, Any]], legs: list[tuple[OnRoad, OnRoad]]) -> dict[str, Any]:
+    """The route as a MultiLineString: each piece of road in the direction driven, and the legs off the road."""
     import shapely
     import shapely.ops
-    from shapely.geometry import LineString, mapping
 
-    lines = []
+    lines: list[Any] = []
     for piece in pieces:
         line = shapely.from_wkb(piece["wkb"])
         lo, hi = sorted((piece["from"], piece["to"]))
-        part = shapely.ops.substring(line, lo, hi, normalized=True)
+        if lo <= 1e-6 and hi >= 1 - 1e-6:  # the whole edge: its coordinates as they are (substring is slow)
+            xy = shapely.get_coordinates(line)
+        else:
+            xy = shapely.get_coordinates(shapely.ops.substring(line, lo, hi, normalized=True))
         if piece["from"] > piece["to"]:
-            part = part.reverse()
-        if part.geom_type == "LineString" and not part.is_empty:
-            lines.append(list(part.coords))
+            xy = xy[::-1]
+        if len(xy) >= 2:
+            lines.append(xy.round(7).tolist())
     for a, b in legs:  # the legs off the road, straight
         for p in (a, b):
             if p.off_m > 0.5:
                 edge = next((pc for pc in pieces if pc["edge"] == p.edge), None)
                 if edge is not None:
                     on = shapely.from_wkb(edge["wkb"]).interpolate(p.fraction, normalized=True)
-                    lines.append([(p.lon, p.lat), (on.x, on.y)])
-    if not lines:
-        return {"type": "MultiLineString", "coordinates": []}
-    return mapping(shapely.MultiLineString([LineString(c) for c in lines if len(c) >= 2]))
+                    lines.append([[round(p.lon, 7), round(p.lat, 7)], [round(on.x, 7), round(on.y, 7)]])
+    return {"type": "MultiLineString", "coordinates": lines}
 
 
 def _steps(pieces: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -302,7 +334,7 @@ def route(conn: Connection, catalog: Catalog, start: tuple[float, float], end: t
     places = [analysis.check_point(*start), *(analysis.check_point(*v) for v in via), analysis.check_point(*end)]
     net = settings_of(sources(catalog, conn))
     names = ["from", *(["via"] * len(via)), "to"]
-    joined = [join(conn, [p], net, param=n)[0] for p, n in zip(places, names, strict=True)]
+    joined = join(conn, places, net, param=names)
     pieces: list[dict[str, Any]] = []
     for i, (a, b) in enumerate(zip(joined, joined[1:], strict=False)):
         found = _leg(conn, a, b)
@@ -367,15 +399,15 @@ def nearest_by_time(conn: Connection, catalog: Catalog, layer_id: str, *, filter
     if not found:
         result["nearest_by_distance"] = None
         return result
-    place = join(conn, [(x, y)], net, param="lon")[0]
+    place = join(conn, [(x, y)], net, param="incident" if incident_id is not None else "lon")[0]
     candidates, joined = [], []
-    far = {}
-    for row in found:  # a facility far from every road cannot be reached by road: said, not refused
-        try:
-            joined.append(join(conn, [(row["lon"], row["lat"])], net, param="filter")[0])
+    far = {}  # a facility far from every road cannot be reached by road: said, not refused
+    for row, on in zip(found, join_some(conn, [(r["lon"], r["lat"]) for r in found], net), strict=True):
+        if on is None:
+            far[row["id"]] = f"more than {net.max_off_road_m:,.0f} m from every road"
+        else:
+            joined.append(on)
             candidates.append(row)
-        except InvalidInput as err:
-            far[row["id"]] = err.message
     points = [place, *joined]
     costs: dict[int, float] = {}
     if joined:
@@ -436,12 +468,8 @@ def reach(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str
                            param="minutes")
     layer, found = _candidates(conn, catalog, layer_id, filter_text)
     net = settings_of(sources(catalog, conn))
-    joined = []
-    for row in found:
-        try:
-            joined.append(join(conn, [(row["lon"], row["lat"])], net, param="filter")[0])
-        except InvalidInput:
-            continue  # far from every road: it reaches nothing by road
+    # a facility far from every road reaches nothing by road
+    joined = [p for p in join_some(conn, [(r["lon"], r["lat"]) for r in found], net) if p is not None]
     result: dict[str, Any] = {"type": "FeatureCollection", "layer": layer.id, "facilities": len(found),
                               "walk_m": round(REACH_WALK_S * net.off_road_kmh / 3.6), "features": []}
     if not joined:

@@ -132,6 +132,34 @@ def bench_search(
     out.print(table)
 
 
+@bench_app.command("routing")
+def bench_routing(
+    runs: Annotated[int, typer.Option(min=10, max=2000, help="Calls timed per operation.")] = 100,
+    port: Annotated[int, typer.Option(help="Port for the gis-ioc server it starts.")] = 8096,
+) -> None:
+    """p50/p99 of a route, the 3 fire stations soonest at an incident and a 30-minute isochrone.
+
+    Over HTTP, in process, and as the same statements through pgbench; on the configured database (load
+    ``gis-ioc demo --scale 100`` first).
+    """
+    from gis_ioc import bench_routing
+
+    found = bench_routing.routing_bench(_settings(), runs, port)
+    net = found["network"]
+    out.print(f"network: {net['edges']:,} edges, {net['vertices']:,} vertices, {net['parts']} part(s), "
+              f"made in {net['build_s']} s")
+    table = Table(title="routing (one call at a time)")
+    for col in ("operation", "calls", "HTTP p50 ms", "p99", "in process p50", "p99", "SQL (pgbench) p50", "p99",
+                "HTTP / SQL p50"):
+        table.add_column(col, justify="left" if col == "operation" else "right")
+    for r in found["rows"]:
+        table.add_row(r["operation"], str(r["calls"]), f"{r['http']['p50_ms']:.1f}", f"{r['http']['p99_ms']:.1f}",
+                      f"{r['in_process']['p50_ms']:.1f}", f"{r['in_process']['p99_ms']:.1f}",
+                      f"{r['sql']['p50_ms']:.1f}", f"{r['sql']['p99_ms']:.1f}",
+                      f"{r['http']['p50_ms'] / r['sql']['p50_ms']:.2f}×")
+    out.print(table)
+
+
 @bench_app.command("tiles")
 def bench_tiles(
     layers: Annotated[str, typer.Option(help="Layers of each tile, comma-separated.")] = "incidents",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 
@@ -28,13 +28,14 @@ def _json(body: dict[str, Any], media_type: str = GEOJSON) -> Response:
     return Response(json.dumps(body, default=str, ensure_ascii=False), media_type=media_type)
 
 
-def _ready(engine: Engine, catalog: Catalog) -> None:
-    routing.ensure(engine, catalog)
+def _ready(request: Request, engine: Engine, catalog: Catalog) -> None:
+    """The network as the roads are now (the listener's versions spare a query when nothing changed)."""
+    routing.ensure(engine, catalog, request.app.state.listener.versions())
 
 
 @router.get("/route", summary="The fastest way by road", operation_id="route", response_class=Response,
             responses={200: {"content": {GEOJSON: {}}, "description": "A Feature: the route, its time and steps"}})
-def route(engine: EngineDep, catalog: CatalogDep, from_: Annotated[str, Query(
+def route(request: Request, engine: EngineDep, catalog: CatalogDep, from_: Annotated[str, Query(
               alias="from", max_length=60, description="lon,lat (CRS84)")], to: Point,
           via: Annotated[str | None, Query(max_length=600, description="lon,lat pairs separated by ;")] = None,
           depart_at: Moment = None) -> Response:
@@ -45,7 +46,7 @@ def route(engine: EngineDep, catalog: CatalogDep, from_: Annotated[str, Query(
     start = routing.parse_points(from_, "from", 1)[0]
     end = routing.parse_points(to, "to", 1)[0]
     stops = routing.parse_points(via, "via", routing.MAX_VIA) if via else []
-    _ready(engine, catalog)
+    _ready(request, engine, catalog)
     with engine.connect() as conn:
         return _json(routing.route(conn, catalog, start, end, stops, _moment(depart_at, "depart_at")))
 
@@ -53,7 +54,7 @@ def route(engine: EngineDep, catalog: CatalogDep, from_: Annotated[str, Query(
 @router.get("/nearest-by-time", summary="The facilities soonest there by road", operation_id="nearestByTime",
             response_class=Response,
             responses={200: {"content": {GEOJSON: {}}, "description": "A FeatureCollection of routes"}})
-def nearest_by_time(engine: EngineDep, catalog: CatalogDep, layer: LayerId, filter: Filter = None,
+def nearest_by_time(request: Request, engine: EngineDep, catalog: CatalogDep, layer: LayerId, filter: Filter = None,
                     lon: Lon = None, lat: Lat = None,
                     incident: Annotated[int | None, Query(ge=1, le=BIGINT, description="To this incident")] = None,
                     k: Annotated[int, Query(ge=1, le=routing.MAX_K, description="How many")] = 3) -> Response:
@@ -62,7 +63,7 @@ def nearest_by_time(engine: EngineDep, catalog: CatalogDep, layer: LayerId, filt
     Each with its time, road and straight-line distance, and route; ``nearest_by_distance`` says whether the
     nearest in a straight line is also the soonest there.
     """
-    _ready(engine, catalog)
+    _ready(request, engine, catalog)
     with engine.connect() as conn:
         return _json(routing.nearest_by_time(conn, catalog, layer, filter_text=filter, lon=lon, lat=lat,
                                              incident=incident, k=k))
@@ -71,7 +72,7 @@ def nearest_by_time(engine: EngineDep, catalog: CatalogDep, layer: LayerId, filt
 @router.get("/reach", summary="Service areas: what the facilities reach by road in time", operation_id="reach",
             response_class=Response,
             responses={200: {"content": {GEOJSON: {}}, "description": "A FeatureCollection of areas"}})
-def reach(engine: EngineDep, catalog: CatalogDep, layer: LayerId, filter: Filter = None,
+def reach(request: Request, engine: EngineDep, catalog: CatalogDep, layer: LayerId, filter: Filter = None,
           minutes: Annotated[str, Query(max_length=60, description="Minutes, comma-separated (at most "
                                         f"{routing.MAX_THRESHOLDS}, each at most {routing.MAX_MINUTES})")]
           = "10,20,30",
@@ -84,26 +85,27 @@ def reach(engine: EngineDep, catalog: CatalogDep, layer: LayerId, filter: Filter
         times = [float(m) for m in minutes.split(",") if m.strip()]
     except ValueError:
         raise InvalidInput(f"minutes: {minutes[:40]!r} is not minutes separated by commas", param="minutes") from None
-    _ready(engine, catalog)
+    _ready(request, engine, catalog)
     with engine.connect() as conn:
         return _json(routing.reach(conn, catalog, layer, filter_text=filter, minutes=times, by_commune=by_commune,
                                    window_days=window_days))
 
 
 @router.get("/travel-matrix", summary="Travel times between places", operation_id="travelMatrix")
-def travel_matrix(engine: EngineDep, catalog: CatalogDep, origins: Points, destinations: Points) -> Response:
+def travel_matrix(request: Request, engine: EngineDep, catalog: CatalogDep, origins: Points,
+                  destinations: Points) -> Response:
     """Seconds by road from each origin to each destination (null: no road leads there)."""
     a = routing.parse_points(origins, "origins", routing.MAX_MATRIX)
     b = routing.parse_points(destinations, "destinations", routing.MAX_MATRIX)
-    _ready(engine, catalog)
+    _ready(request, engine, catalog)
     with engine.connect() as conn:
         return _json(routing.travel_matrix(conn, catalog, a, b), "application/json")
 
 
 @router.get("/network", summary="The road network: parts, dangling ends, facilities it does not reach",
             operation_id="networkCheck")
-def network(engine: EngineDep, catalog: CatalogDep) -> JSONResponse:
+def network(request: Request, engine: EngineDep, catalog: CatalogDep) -> JSONResponse:
     """What ``gis-ioc network check`` prints: how the network holds together."""
-    _ready(engine, catalog)
+    _ready(request, engine, catalog)
     with engine.connect() as conn:
         return JSONResponse(json.loads(json.dumps(routing.check(conn, catalog), default=str)))

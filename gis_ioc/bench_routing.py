@@ -1,0 +1,163 @@
+"""gis-ioc bench routing: routes, the nearest stations by time and isochrones, beside the same SQL in pgbench.
+
+Each operation is timed three ways, one call at a time: over HTTP on a server it starts, in process (one warm
+connection), and as the very statements that call sent to PostgreSQL (captured from the driver, values
+inlined) replayed through pgbench, one call per transaction. The ratio to pgbench is what gis-ioc adds.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from gis_ioc import db, routing
+from gis_ioc.catalog import Catalog
+from gis_ioc.settings import Settings
+
+FIRE = "kind = 'fire_station'"
+
+
+def _stats(ms: list[float]) -> dict[str, float]:
+    ordered = sorted(ms)
+    return {"n": len(ordered), "p50_ms": statistics.median(ordered),
+            "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
+
+
+def _captured(engine: sa.Engine, call: Callable[[sa.Connection], Any]) -> str:
+    """The statements one call sends, with their values inlined (psycopg2's own quoting), as one script."""
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        sent.append(cursor.mogrify(statement, parameters).decode())
+
+    with engine.connect() as conn:
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            call(conn)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+    return ";\n".join(s.strip().rstrip(";") for s in sent)
+
+
+def _pgbench_ms(url: str, engine: sa.Engine, scripts: list[str], transactions: int) -> list[float]:
+    """Each call's statements as one pgbench transaction (a random call each time), one client."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS gis_ioc_bench_routing"))
+        conn.execute(sa.text("CREATE TABLE gis_ioc_bench_routing (i int PRIMARY KEY, q text NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO gis_ioc_bench_routing (i, q) VALUES (:i, :q)"),
+                     [{"i": i + 1, "q": q} for i, q in enumerate(scripts)])
+    libpq = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="gis-ioc-pgbench-") as tmp:
+            script = Path(tmp) / "routing.pgbench"
+            script.write_text(f"\\set i random(1, {len(scripts)})\n"
+                              "SELECT q FROM gis_ioc_bench_routing WHERE i = :i \\gset\n:q\n")
+            base = ["pgbench", "-n", "-M", "simple", "-f", str(script), "-c", "1", "-j", "1"]
+            subprocess.run([*base, "-t", str(len(scripts)), libpq], capture_output=True, check=True)  # warm
+            subprocess.run([*base, "-t", str(transactions), "-l", "--log-prefix", f"{tmp}/txlog", libpq],
+                           capture_output=True, text=True, check=True)
+            return [int(line.split()[2]) / 1000 for log in Path(tmp).glob("txlog*")
+                    for line in log.read_text().splitlines()]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS gis_ioc_bench_routing"))
+
+
+def _places(conn: sa.Connection, n: int, rng: random.Random) -> list[tuple[float, float]]:
+    """Places along the roads, a little off them (where incidents and addresses are)."""
+    lines = [(r.x0, r.y0, r.x1, r.y1) for r in conn.execute(sa.text(
+        "SELECT ST_X(ST_StartPoint(geom)) AS x0, ST_Y(ST_StartPoint(geom)) AS y0, ST_X(ST_EndPoint(geom)) AS x1, "
+        "ST_Y(ST_EndPoint(geom)) AS y1 FROM network_edges ORDER BY id"))]
+    places = []
+    for _ in range(n):
+        x0, y0, x1, y1 = rng.choice(lines)
+        f = rng.random()
+        jitter = (rng.uniform(-0.001, 0.001), rng.uniform(-0.001, 0.001))
+        places.append((x0 + f * (x1 - x0) + jitter[0], y0 + f * (y1 - y0) + jitter[1]))
+    return places
+
+
+def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: int = 20261201) -> dict[str, Any]:
+    """p50/p99 of route, nearest 3 fire stations by time and a 30-minute isochrone: HTTP, in process, pgbench."""
+    from gis_ioc.bench import serve_for_bench
+
+    url = db.database_url(settings)
+    engine = db.make_engine(url, pool_size=1)
+    db.migrate(engine, settings.migrations_dir)
+    catalog = Catalog.from_folder(settings.layers_dir, engine)
+    started = time.perf_counter()
+    routing.ensure(engine, catalog)
+    built = time.perf_counter() - started
+    rng = random.Random(seed)
+    with engine.connect() as conn:
+        network = routing.check(conn, catalog)
+        places = _places(conn, 60, rng)
+        incidents = [int(i) for i in conn.execute(sa.text(
+            "SELECT i.id FROM incidents i WHERE i.status IN ('new', 'verified', 'dispatched', 'in_progress') "
+            "AND i.merged_into IS NULL AND EXISTS (SELECT 1 FROM network_edges e WHERE ST_DWithin(e.geom, i.geom, "
+            "0.03)) ORDER BY i.id LIMIT 40")).scalars()]  # within about 3 km of a road
+    pairs = [(places[i], places[i + 30]) for i in range(30)]
+
+    def route_call(a: tuple[float, float], b: tuple[float, float]) -> Callable[[sa.Connection], Any]:
+        return lambda c: routing.route(c, catalog, a, b)
+
+    def nearest_call(incident: int) -> Callable[[sa.Connection], Any]:
+        return lambda c: routing.nearest_by_time(c, catalog, "infrastructure", filter_text=FIRE, incident=incident,
+                                                 k=3)
+
+    def reach_call(c: sa.Connection) -> Any:
+        return routing.reach(c, catalog, "infrastructure", filter_text=FIRE, minutes=[30], by_commune=False)
+
+    ops: dict[str, tuple[list[Callable[[sa.Connection], Any]], list[str]]] = {
+        "route": ([route_call(a, b) for a, b in pairs],
+                  [f"/analysis/route?from={a[0]},{a[1]}&to={b[0]},{b[1]}" for a, b in pairs]),
+        "nearest 3 fire stations by time": (
+            [nearest_call(i) for i in incidents],
+            [f"/analysis/nearest-by-time?layer=infrastructure&filter=kind%3D'fire_station'&incident={i}&k=3"
+             for i in incidents]),
+        "30-minute isochrone (fire stations)": (
+            [reach_call],
+            ["/analysis/reach?layer=infrastructure&filter=kind%3D'fire_station'&minutes=30&by_commune=false"]),
+    }
+    rows = []
+    server = serve_for_bench(settings, port, {"GIS_IOC_WARM_TILES": "false"})
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            for name, (calls, paths) in ops.items():
+                times = max(runs, len(calls)) if name != "30-minute isochrone (fire stations)" else max(10, runs // 5)
+                for path in paths:  # warm
+                    client.get(path).raise_for_status()
+                http: list[float] = []
+                for n in range(times):
+                    t0 = time.perf_counter()
+                    client.get(paths[n % len(paths)]).raise_for_status()
+                    http.append((time.perf_counter() - t0) * 1000)
+                ours: list[float] = []
+                with engine.connect() as conn:
+                    for call in calls:
+                        call(conn)
+                    for n in range(times):
+                        t0 = time.perf_counter()
+                        calls[n % len(calls)](conn)
+                        ours.append((time.perf_counter() - t0) * 1000)
+                scripts = [_captured(engine, call) for call in calls]
+                sql = _pgbench_ms(url, engine, scripts, times)
+                rows.append({"operation": name, "calls": times, "http": _stats(http), "in_process": _stats(ours),
+                             "sql": _stats(sql), "statements": round(sum(s.count(";\n") + 1 for s in scripts)
+                                                                     / len(scripts), 1)})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        engine.dispose()
+    return {"network": {"edges": network["edges"], "vertices": network["vertices"], "parts": len(network["parts"]),
+                        "build_s": round(built, 2)}, "rows": rows}
