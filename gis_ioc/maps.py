@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -28,7 +27,7 @@ from branca.element import Element, Figure, MacroElement
 from jinja2 import Template
 from sqlalchemy.engine import Connection
 
-from gis_ioc import analysis, features, limits, tiles
+from gis_ioc import analysis, features, tiles
 from gis_ioc.catalog import Catalog, Layer
 from gis_ioc.errors import InvalidInput, NotFound
 from gis_ioc.settings import Settings
@@ -46,7 +45,6 @@ VIEWS = ("wall", "incident", "choropleth")
 ACTIVE_STATUSES = ("new", "verified", "dispatched", "in_progress", "reopened")
 SEVERITIES = ("extreme", "severe", "moderate", "minor", "unknown")
 BACKGROUND = "#0b1220"
-CLASS_COLOURS = ["#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026"]
 
 
 @dataclass(frozen=True)
@@ -598,80 +596,6 @@ def _local_time(value: Any, timezone: str) -> str:
     moment = datetime.fromisoformat(str(value)).astimezone(ZoneInfo(timezone))
     offset = moment.utcoffset() or timedelta()
     return f"{moment:%Y-%m-%d %H:%M} (UTC{offset.total_seconds() / 3600:+g})"
-
-
-def parse_window(text: str) -> timedelta:
-    """``30d``, ``24h``, ``2w`` or ``90m`` as a duration, at most ten years (400 naming ``window`` otherwise)."""
-    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    number, unit = text[:-1], text[-1:]
-    if unit not in units or not number.isascii() or not number.isdigit() or len(number) > 9 or int(number) <= 0:
-        raise InvalidInput(f"window: {text[:40]!r} is not a duration like 24h, 30d or 2w", param="window")
-    span = timedelta(**{units[unit]: int(number)})
-    if span > timedelta(days=limits.MAX_WINDOW_DAYS):
-        raise InvalidInput(f"window: {text!r} is longer than {limits.MAX_WINDOW_DAYS:,} days", param="window")
-    return span
-
-
-def class_breaks(values: list[float], classes: int = 5) -> list[float]:
-    """Upper bounds of up to ``classes`` quantile classes (ties merged), the last being the maximum."""
-    ordered = sorted(values)
-    if not ordered:
-        return []
-    breaks: list[float] = []
-    for i in range(1, classes + 1):
-        value = ordered[min(len(ordered) - 1, math.ceil(i * len(ordered) / classes) - 1)]
-        if not breaks or value > breaks[-1]:
-            breaks.append(value)
-    return breaks
-
-
-def choropleth(conn: Connection, catalog: Catalog, settings: Settings, *, layer: str = "incidents",
-               level: str = "commune", window: str = "30d", measure: str = "count",
-               assets: Assets | None = None) -> folium.Map:
-    """Counts per unit (or per km²) over a time window, in quantile classes with a legend."""
-    if level not in ("district", "commune"):
-        raise InvalidInput(f"level: {level!r} is not district or commune", param="level")
-    if measure not in ("count", "per_km2"):
-        raise InvalidInput(f"measure: {measure!r} is not count or per_km2", param="measure")
-    span = parse_window(window)
-    now = datetime.now(ZoneInfo(settings.timezone))
-    on = _districts_on(conn) if level == "district" else date.today()
-    result = analysis.stats(conn, catalog, layer, level, window=analysis.Window(now - span, None), at=on)
-    values = {u["code"]: (u["count"] if measure == "count" else u["per_km2"] or 0.0) for u in result["units"]}
-    breaks = class_breaks(list(values.values()))
-    colours = CLASS_COLOURS[-len(breaks):] if breaks else []
-
-    def colour(value: float) -> str:
-        for bound, c in zip(breaks, colours, strict=True):
-            if value <= bound:
-                return c
-        return colours[-1] if colours else "#52606d"
-
-    units = _units(conn, level, on)
-    counts = {u["code"]: u["count"] for u in result["units"]}
-    density = {u["code"]: u["per_km2"] for u in result["units"]}
-    title = f"{catalog.get(layer, conn).title} per {level}, last {window}"
-    title += " (per km²)" if measure != "count" else ""
-    m = _base_map(settings, conn, title)
-    folium.GeoJson(
-        _collection(units, count=counts, per_km2=density), name=title,
-        style_function=lambda f: {"color": "#0b1220", "weight": 1.2, "fillOpacity": 0.85,
-                                  "fillColor": colour(values.get(f["id"], 0)), "className": "gis-admin gis-unit"},
-        highlight_function=lambda f: {"weight": 3, "color": "#f5f7fa"},
-        tooltip=folium.GeoJsonTooltip(fields=["name", "count", "per_km2"],
-                                      aliases=[level.capitalize(), "Count", "Per km²"])).add_to(m)
-    _labels(units, f"gis-{level}-label gis-always", "Names").add_to(m)
-    lows = [0.0, *breaks[:-1]]
-    fmt = (lambda v: f"{v:,.0f}") if measure == "count" else (lambda v: f"{v:,.3f}")
-    if measure == "count":  # whole numbers: the next class starts one above the last
-        lows = [lo + 1 for lo in lows]
-    rows = [("gis-square", c, f"{fmt(lo)} – {fmt(hi)}" if i else f"≤ {fmt(hi)}")
-            for i, (lo, hi, c) in enumerate(zip(lows, breaks, colours, strict=True))]
-    _root(m).html.add_child(Element(
-        f'<div id="gis-legend" class="gis-panel gis-legend">{_legend(title, rows)}'
-        f'<div class="gis-note">Units in force on {on.isoformat()}; {result["total"]:,} features in all; '
-        f"quantile classes; a name that would cover another is left out (zoom in).</div></div>"))
-    return _finish(m, "gis-view", assets)
 
 
 def not_found_page(what: str) -> str:

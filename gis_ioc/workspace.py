@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from shapely.geometry import shape
 from sqlalchemy.engine import Connection, Engine
 
-from gis_ioc import analysis, db, maps, queries
+from gis_ioc import analysis, db, maps, planning, queries
 from gis_ioc.catalog import Catalog, quote_ident, quote_table
 from gis_ioc.settings import Settings
 
@@ -190,7 +190,7 @@ class Workspace:
     def choropleth_map(self, **kwargs: Any) -> folium.Map:
         """Counts per unit in classes (``layer=``, ``level=``, ``window="30d"``, ``measure=``)."""
         with self._conn() as conn:
-            return maps.choropleth(conn, self.catalog, self.settings, assets=maps.INLINE, **kwargs)
+            return planning.choropleth(conn, self.catalog, self.settings, assets=maps.INLINE, **kwargs)
 
 
 def _frame(features: list[dict[str, Any]]) -> gpd.GeoDataFrame:

@@ -338,6 +338,22 @@ def test_the_choropleth_view(visit, demo_engine):
     assert not view.errors and not view.foreign, (view.errors, view.foreign)
 
 
+def test_the_reach_view_draws_service_areas_and_the_communes_out_of_reach(visit):
+    view = visit("/views/reach?kind=fire_station&minutes=15,30")
+    wait_until(view.page, "document.querySelectorAll('path.gis-reach').length >= 2", timeout=30_000)
+    assert view.page.locator("path.gis-facility").count() >= 1
+    legend = view.page.inner_text("#gis-legend")
+    assert "within 15 min" in legend and "within 30 min" in legend
+    assert "Not reached within 30 min" in view.page.inner_text("#gis-uncovered")
+    view.shot("reach")
+    assert not view.errors and not view.foreign, (view.errors, view.foreign)
+    # the wall switches the same areas on
+    wall = visit("/views/wall", WALL_READY)
+    wall.page.locator(".leaflet-control-layers-overlays label", has_text="reach by road").locator("input").check()
+    wait_until(wall.page, "document.querySelectorAll('path.gis-reach').length >= 2", timeout=30_000)
+    assert not wall.errors and not wall.foreign, (wall.errors, wall.foreign)
+
+
 def test_an_unknown_view_is_a_404_page(browser, server):
     page = browser.new_page()
     try:

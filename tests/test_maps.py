@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pmtiles.reader import MmapSource, Reader
 
-from gis_ioc import analysis, maps
+from gis_ioc import analysis, maps, planning
 from gis_ioc.catalog import Catalog
 from gis_ioc.settings import PROJECT_ROOT, Settings
 from gis_ioc.web.app import create_app
@@ -145,9 +145,9 @@ def test_render_writes_self_contained_pages(run_cli, demo_url, demo_engine, tmp_
 
 
 def test_class_breaks():
-    assert maps.class_breaks([]) == []
-    assert maps.class_breaks([5, 5, 5]) == [5]
-    breaks = maps.class_breaks(list(range(1, 101)))
+    assert planning.class_breaks([]) == []
+    assert planning.class_breaks([5, 5, 5]) == [5]
+    breaks = planning.class_breaks(list(range(1, 101)))
     assert breaks == [20, 40, 60, 80, 100]
 
 

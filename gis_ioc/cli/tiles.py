@@ -67,7 +67,7 @@ def render(
                                                     "from [http://GIS_IOC_HOST:GIS_IOC_PORT].")] = None,
 ) -> None:
     """Write a map view as one self-contained HTML file (libraries inside; no request to the internet)."""
-    from gis_ioc import maps
+    from gis_ioc import maps, planning
 
     if name not in maps.VIEWS:
         raise InvalidInput(f"name: {name!r} is not one of {', '.join(maps.VIEWS)}", param="name")
@@ -85,7 +85,7 @@ def render(
                 assert incident is not None
                 m = maps.incident(conn, catalog, settings, incident, assets=maps.INLINE)
             else:
-                m = maps.choropleth(conn, catalog, settings, layer=layer, level=level, window=window,
+                m = planning.choropleth(conn, catalog, settings, layer=layer, level=level, window=window,
                                     measure=measure, assets=maps.INLINE)
             text = maps.page(m)
     finally:

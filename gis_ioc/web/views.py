@@ -12,8 +12,8 @@ from fastapi import Path as FastPath
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from gis_ioc import desk, maps
-from gis_ioc.errors import NotFound, from_database
+from gis_ioc import desk, maps, planning
+from gis_ioc.errors import InvalidInput, NotFound, from_database
 from gis_ioc.web.deps import KEY_COOKIE, CatalogDep, EngineDep, Heavy, SettingsDep, principal_of
 
 router = APIRouter(prefix="/views", tags=["Map views"])
@@ -158,8 +158,29 @@ def choropleth(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
                ) -> HTMLResponse:
     """A choropleth of feature counts (or counts per km²) per unit, in quantile classes with a legend."""
     with engine.connect() as conn:
-        return HTMLResponse(maps.page(maps.choropleth(conn, catalog, settings, layer=layer, level=level,
+        return HTMLResponse(maps.page(planning.choropleth(conn, catalog, settings, layer=layer, level=level,
                                                       window=window, measure=measure)))
+
+
+@router.get("/reach", summary="Service areas: what facilities reach by road in time", operation_id="viewReach",
+            response_class=HTMLResponse, dependencies=[Heavy])
+def reach(request: Request, engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
+          layer: Annotated[str, Query(max_length=63, description="Layer of the facilities")] = "infrastructure",
+          kind: Annotated[str, Query(max_length=40, description="Their kind (fire_station, hospital, police…)")]
+          = "fire_station",
+          minutes: Annotated[str, Query(max_length=60, description="Minutes, comma-separated")] = "15,30",
+          ) -> HTMLResponse:
+    """The areas the facilities reach by road within each time, and the communes they do not reach."""
+    from gis_ioc import routing
+
+    try:
+        times = [float(m) for m in minutes.split(",") if m.strip()]
+    except ValueError:
+        raise InvalidInput(f"minutes: {minutes[:40]!r} is not minutes separated by commas", param="minutes") from None
+    routing.ensure(engine, catalog, request.app.state.listener.versions())
+    with engine.connect() as conn:
+        return HTMLResponse(maps.page(planning.reach_view(conn, catalog, settings, layer=layer, kind=kind,
+                                                          minutes=times)))
 
 
 @router.get("", include_in_schema=False)

@@ -300,6 +300,23 @@
     map.on("moveend overlayadd", loadFov);
     loadFov();
 
+    // the fire stations' reach by road (15 and 30 minutes), off until switched on; asked for when switched on
+    var REACH_COLOURS = {"15": "#1a9850", "30": "#91cf60"};
+    var reachLayer = L.geoJSON(null, {pane: "fovPane", interactive: false, style: function (f) {
+      var c = REACH_COLOURS[f.id] || "#d9ef8b";
+      return {className: "gis-reach", color: c, weight: 1, opacity: 0.8, fillColor: c, fillOpacity: 0.25};
+    }});
+    parts.control.addOverlay(reachLayer, "Fire stations' reach by road (15, 30 min)");
+    map.on("overlayadd", function (e) {
+      if (e.layer !== reachLayer || reachLayer.getLayers().length) { return; }
+      fetch(cfg.server + "/analysis/reach?layer=infrastructure&filter=" + encodeURIComponent("kind = 'fire_station'") +
+            "&minutes=15,30&by_commune=false")
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (data) { if (data) { reachLayer.addData(data.features.slice().reverse()); } })
+        .catch(function () {});
+    });
+    state.reach = reachLayer;
+
     // live changes: the changed feature at once, its layer's tiles and the KPIs shortly after
     var live = L.layerGroup([], {pane: "livePane"}).addTo(map);
     parts.control.addOverlay(live, "Live changes");
