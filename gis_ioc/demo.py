@@ -249,14 +249,14 @@ def city_streets(centre: tuple[float, float], spacing: float = 0.004) -> list[di
     x0, y0 = centre
     half = spacing * (len(CITY_STREETS_NS) - 1) / 2
     rows: list[dict[str, object]] = []
-    for i, name in enumerate(CITY_STREETS_EW):
-        y = y0 - half + i * spacing
+    for i, name in enumerate(CITY_STREETS_EW):  # a one-way street runs from a crossing to a crossing, no stubs
+        y, out = y0 - half + i * spacing, 0 if name in ONE_WAY_STREETS else spacing
         rows.append(dict(kind="road", name=f"Đường {name}", road_class="urban", oneway=name in ONE_WAY_STREETS,
-                         geometry=LineString([(x0 - half - spacing, y), (x0 + half + spacing, y)])))
+                         geometry=LineString([(x0 - half - out, y), (x0 + half + out, y)])))
     for i, name in enumerate(CITY_STREETS_NS):
-        x = x0 - half + i * spacing
+        x, out = x0 - half + i * spacing, 0 if name in ONE_WAY_STREETS else spacing
         rows.append(dict(kind="road", name=f"Đường {name}", road_class="urban", oneway=name in ONE_WAY_STREETS,
-                         geometry=LineString([(x, y0 + half + spacing), (x, y0 - half - spacing)])))
+                         geometry=LineString([(x, y0 + half + out), (x, y0 - half - out)])))
     return rows
 
 

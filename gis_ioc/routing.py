@@ -196,6 +196,11 @@ class OnRoad:
     fraction: float
     off_m: float
     road: str | None
+    vertex: int | None = None  # the point falls on a vertex of the network (an end of its edge)
+
+    def vid(self, pid: int) -> int:
+        """Its id for pgRouting: the vertex it falls on, else its point (``-pid``)."""
+        return self.vertex if self.vertex is not None else -pid
 
     def leg_s(self, net: Network) -> float:
         """Seconds from the point to the road, at the off-road speed."""
@@ -206,7 +211,7 @@ def _nearest_roads(conn: Connection, points: list[tuple[float, float]]) -> list[
     """For each point, in one statement: its nearest edge, where along it, how far off it."""
     values = ", ".join(f"({i}, {float(lon)!r}, {float(lat)!r})" for i, (lon, lat) in enumerate(points))
     rows = conn.execute(sa.text(
-        f"SELECT q.i, e.id, ST_LineLocatePoint(e.geom, q.p) AS fraction, "
+        f"SELECT q.i, e.id, e.source, e.target, ST_LineLocatePoint(e.geom, q.p) AS fraction, "
         "ST_Distance(q.p::geography, e.geom::geography) AS off_m, coalesce(e.name, e.road_class) AS road "
         f"FROM (SELECT i, ST_SetSRID(ST_MakePoint(x, y), 4326) AS p FROM (VALUES {values}) v(i, x, y)) q "
         "CROSS JOIN LATERAL (SELECT c.* FROM (SELECT * FROM network_edges ORDER BY geom <-> q.p LIMIT 8) c "
@@ -220,9 +225,12 @@ def join_some(conn: Connection, points: list[tuple[float, float]], net: Network)
     """Each point joined to the network where it is nearest; None for one farther than ``max_off_road_m``."""
     if not points:
         return []
-    return [None if row.off_m > net.max_off_road_m else
-            OnRoad(float(lon), float(lat), int(row.id), float(row.fraction), float(row.off_m), row.road)
-            for (lon, lat), row in zip(points, _nearest_roads(conn, points), strict=True)]
+    joined: list[OnRoad | None] = []
+    for (lon, lat), row in zip(points, _nearest_roads(conn, points), strict=True):
+        vertex = int(row.source) if row.fraction <= 1e-9 else int(row.target) if row.fraction >= 1 - 1e-9 else None
+        joined.append(None if row.off_m > net.max_off_road_m else OnRoad(
+            float(lon), float(lat), int(row.id), float(row.fraction), float(row.off_m), row.road, vertex))
+    return joined
 
 
 def join(conn: Connection, points: list[tuple[float, float]], net: Network, param: str | list[str] = "from",
@@ -262,10 +270,11 @@ def _leg(conn: Connection, a: OnRoad, b: OnRoad) -> list[dict[str, Any]] | None:
     rows = conn.execute(sa.text(
         f"SELECT r.path_seq, r.node, r.edge, r.cost, lead(r.node) OVER (ORDER BY r.path_seq) AS next_node, "
         "e.source, e.target, e.length_m, coalesce(e.name, e.road_class) AS road, ST_AsBinary(e.geom) AS wkb "
-        f"FROM pgr_withPoints({_literal(EDGES_SQL)}, {_literal(_points_sql(points))}, -1, -2, true, 'b', false) r "
+        f"FROM pgr_withPoints({_literal(EDGES_SQL)}, {_literal(_points_sql(points))}, {a.vid(1)}, {b.vid(2)}, "
+        "true, 'b', false) r "
         "LEFT JOIN network_edges e ON e.id = r.edge ORDER BY r.path_seq")).all()
     if not rows:
-        if a.edge == b.edge and a.fraction == b.fraction:
+        if (a.edge == b.edge and a.fraction == b.fraction) or (a.vertex is not None and a.vertex == b.vertex):
             return []
         return None
     fractions = {-1: min(max(a.fraction, 1e-6), 1 - 1e-6), -2: min(max(b.fraction, 1e-6), 1 - 1e-6)}
@@ -411,14 +420,15 @@ def nearest_by_time(conn: Connection, catalog: Catalog, layer_id: str, *, filter
     points = [place, *joined]
     costs: dict[int, float] = {}
     if joined:
-        starts = ", ".join(str(-(i + 2)) for i in range(len(joined)))
+        starts = ", ".join(str(p.vid(i + 2)) for i, p in enumerate(joined))
         for cost in conn.execute(sa.text(
                 f"SELECT start_pid, agg_cost FROM pgr_withPointsCost({_literal(EDGES_SQL)}, "
-                f"{_literal(_points_sql(points))}, ARRAY[{starts}]::bigint[], -1, true, 'b')")):
+                f"{_literal(_points_sql(points))}, ARRAY[{starts}]::bigint[], {place.vid(1)}, true, 'b')")):
             costs[int(cost.start_pid)] = float(cost.agg_cost)
+        costs[place.vid(1)] = 0.0  # a facility on the very vertex of the place
     crow = {r["id"]: analysis.GEOD.inv(r["lon"], r["lat"], x, y)[2] for r in found}
-    totals = {i: costs[-(i + 2)] + p.leg_s(net) + place.leg_s(net)  # on the road, and the legs off it
-              for i, p in enumerate(joined) if -(i + 2) in costs}
+    totals = {i: costs[p.vid(i + 2)] + p.leg_s(net) + place.leg_s(net)  # on the road, and the legs off it
+              for i, p in enumerate(joined) if p.vid(i + 2) in costs}
     order = sorted(totals, key=lambda i: totals[i])[:k]
     for i in order:
         row = candidates[i]
@@ -445,12 +455,15 @@ def nearest_by_time(conn: Connection, catalog: Catalog, layer_id: str, *, filter
 
 def _from_facilities_sql(joined: list[OnRoad], net: Network) -> str:
     """The network with one more vertex (0) that leaves to every facility's road in the facility's own time."""
-    facilities = ", ".join(f"({p.edge}, {p.fraction!r}::float8, {p.leg_s(net)!r}::float8)" for p in joined)
+    facilities = ", ".join(f"({p.edge}, {p.fraction!r}::float8, {p.leg_s(net)!r}::float8, "
+                           f"{p.vertex if p.vertex is not None else 'NULL'}::bigint)" for p in joined)
+    rows = f"(VALUES {facilities}) f(edge, fr, leg, vertex)"
     return (f"{EDGES_SQL} UNION ALL SELECT -(row_number() OVER ())::bigint, 0::bigint, v.node, v.c, -1::float8 FROM ("
-            f"SELECT e.source AS node, f.leg + f.fr * e.reverse_cost AS c FROM (VALUES {facilities}) f(edge, fr, leg) "
-            "JOIN network_edges e ON e.id = f.edge WHERE e.reverse_cost >= 0 UNION ALL "
-            f"SELECT e.target, f.leg + (1 - f.fr) * e.cost FROM (VALUES {facilities}) f(edge, fr, leg) "
-            "JOIN network_edges e ON e.id = f.edge WHERE e.cost >= 0) v")
+            f"SELECT e.source AS node, f.leg + f.fr * e.reverse_cost AS c FROM {rows} "
+            "JOIN network_edges e ON e.id = f.edge WHERE e.reverse_cost >= 0 AND f.vertex IS NULL UNION ALL "
+            f"SELECT e.target, f.leg + (1 - f.fr) * e.cost FROM {rows} "
+            "JOIN network_edges e ON e.id = f.edge WHERE e.cost >= 0 AND f.vertex IS NULL UNION ALL "
+            f"SELECT f.vertex, f.leg FROM {rows} WHERE f.vertex IS NOT NULL) v")
 
 
 def reach(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str | None = None,
@@ -544,8 +557,8 @@ def travel_matrix(conn: Connection, catalog: Catalog, origins: list[tuple[float,
     a = join(conn, [analysis.check_point(*p) for p in origins], net, param="origins")
     b = join(conn, [analysis.check_point(*p) for p in destinations], net, param="destinations")
     points = [*a, *b]
-    starts = ", ".join(str(-(i + 1)) for i in range(len(a)))
-    ends = ", ".join(str(-(len(a) + j + 1)) for j in range(len(b)))
+    starts = ", ".join(str(p.vid(i + 1)) for i, p in enumerate(a))
+    ends = ", ".join(str(q.vid(len(a) + j + 1)) for j, q in enumerate(b))
     costs = {(int(r.start_pid), int(r.end_pid)): float(r.agg_cost) for r in conn.execute(sa.text(
         f"SELECT start_pid, end_pid, agg_cost FROM pgr_withPointsCost({_literal(EDGES_SQL)}, "
         f"{_literal(_points_sql(points))}, ARRAY[{starts}]::bigint[], ARRAY[{ends}]::bigint[], true, 'b')"))}
@@ -553,7 +566,8 @@ def travel_matrix(conn: Connection, catalog: Catalog, origins: list[tuple[float,
     for i, p in enumerate(a):
         row = []
         for j, q in enumerate(b):
-            on_road = costs.get((-(i + 1), -(len(a) + j + 1)))
+            start, end = p.vid(i + 1), q.vid(len(a) + j + 1)
+            on_road = 0.0 if start == end else costs.get((start, end))
             row.append(None if on_road is None else round(on_road + p.leg_s(net) + q.leg_s(net), 1))
         seconds.append(row)
     return {"origins": [[p.lon, p.lat] for p in a], "destinations": [[q.lon, q.lat] for q in b],
@@ -575,6 +589,13 @@ def check(conn: Connection, catalog: Catalog) -> dict[str, Any]:
         f"{_literal('SELECT id, source, target, cost, reverse_cost FROM network_edges')}) GROUP BY 1 "
         "ORDER BY 2 DESC, 1")).mappings().all()
     main = parts[0]["component"] if parts else None
+    # one-way roads can make places one may leave and never reach (or the other way): outside the largest
+    # strongly connected part
+    strong = conn.execute(sa.text(
+        "WITH s AS (SELECT * FROM pgr_strongComponents("
+        f"{_literal('SELECT id, source, target, cost, reverse_cost FROM network_edges')})) "
+        "SELECT count(*) FILTER (WHERE component <> (SELECT component FROM s GROUP BY 1 ORDER BY count(*) DESC "
+        "LIMIT 1)) FROM s")).scalar()
     dangling = conn.execute(sa.text(
         "SELECT v.id, ST_X(v.geom) AS lon, ST_Y(v.geom) AS lat FROM network_vertices v WHERE "
         "(SELECT count(*) FROM network_edges e WHERE e.source = v.id OR e.target = v.id) = 1 ORDER BY v.id")).all()
@@ -595,6 +616,7 @@ def check(conn: Connection, catalog: Catalog) -> dict[str, Any]:
     return {"built_at": state["built_at"].isoformat() if state else None, "edges": state["edges"] if state else 0,
             "vertices": state["vertices"] if state else 0,
             "parts": [{"part": i + 1, "vertices": p["vertices"]} for i, p in enumerate(parts)],
+            "one_way_traps": int(strong or 0),
             "dangling_ends": len(dangling), "dangling": [[round(d.lon, 6), round(d.lat, 6)] for d in dangling[:100]],
             "facilities_unreachable": unreachable}
 

@@ -190,3 +190,14 @@ def test_bad_routing_requests_are_400s_naming_the_parameter(routed):
         assert good.json()["properties"]["eta"].startswith("2026-12-01T08:")
         check = client.get("/analysis/network").json()
         assert check["edges"] > 0 and check["parts"][0]["vertices"] > 0
+
+
+def test_the_demo_network_holds_together(routed):
+    """Issue 13: the demo's roads are one network; no place is cut off by one-way streets; every facility is on it."""
+    engine, catalog, _ = routed
+    with engine.connect() as conn:
+        found = routing.check(conn, catalog)
+        one_way = conn.execute(sa.text("SELECT count(*) FROM network_edges WHERE reverse_cost < 0")).scalar_one()
+    assert len(found["parts"]) == 1 and found["one_way_traps"] == 0, found["parts"]
+    assert found["facilities_unreachable"] == []
+    assert one_way >= 4  # Kon Tum city's one-way streets, a piece per block

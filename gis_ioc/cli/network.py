@@ -38,7 +38,8 @@ def network_check() -> None:
     with engine.connect() as conn:
         found = routing.check(conn, catalog)
     out.print(f"network: {found['edges']:,} edges, {found['vertices']:,} vertices, {len(found['parts'])} part(s), "
-              f"{found['dangling_ends']:,} dangling ends")
+              f"{found['dangling_ends']:,} dangling ends, {found['one_way_traps']:,} places one-way roads cut off "
+              "(one may leave and not reach them, or reach and not leave)")
     for part in found["parts"][1:]:
         out.print(f"  part {part['part']}: {part['vertices']} vertices apart from the rest")
     if found["facilities_unreachable"]:
