@@ -175,6 +175,66 @@ class Workspace:
                                     "centroid_lat": c["centroid"]["coordinates"][1]}} for c in result["clusters"]]
         return _frame(features)
 
+    # -- by road (pgRouting) -----------------------------------------------------------------------------
+
+    def route(self, start: tuple[float, float], end: tuple[float, float],
+              via: list[tuple[float, float]] | None = None) -> dict[str, Any]:
+        """The fastest way by road (a GeoJSON Feature: length, time, steps); the network made first if stale."""
+        from gis_ioc import routing
+
+        routing.ensure(self.engine, self.catalog)
+        with self._conn() as conn:
+            return routing.route(conn, self.catalog, start, end, via)
+
+    def nearest_by_time(self, layer_id: str = "infrastructure", **kwargs: Any) -> gpd.GeoDataFrame:
+        """The k features (``filter_text=``) soonest at a point (``lon=, lat=``) or ``incident=`` by road."""
+        from gis_ioc import routing
+
+        routing.ensure(self.engine, self.catalog)
+        with self._conn() as conn:
+            return _frame(routing.nearest_by_time(conn, self.catalog, layer_id, **kwargs)["features"])
+
+    def reach(self, layer_id: str = "infrastructure", **kwargs: Any) -> dict[str, Any]:
+        """Areas reached by road within ``minutes=[…]`` from the features (``filter_text=``), commune shares."""
+        from gis_ioc import routing
+
+        routing.ensure(self.engine, self.catalog)
+        with self._conn() as conn:
+            return routing.reach(conn, self.catalog, layer_id, **kwargs)
+
+    def soonest_by_road(self, places: gpd.GeoSeries, layer_id: str = "infrastructure", *,
+                        filter_text: str | None = None) -> pd.DataFrame:
+        """For each place (points, CRS84 or any CRS), the feature soonest there by road and the minutes.
+
+        Places farther than the off-road limit from every road get no answer (NaN); the features are compared
+        in travel matrices of at most 2,500 pairs.
+        """
+        from gis_ioc import routing
+
+        routing.ensure(self.engine, self.catalog)
+        points = places.to_crs(4326) if places.crs is not None else places
+        xy = [(float(g.x), float(g.y)) for g in points]
+        answer = pd.DataFrame(index=places.index, data={"by_road": None, "by_road_minutes": float("nan")})
+        with self._conn() as conn:
+            _, found = routing._candidates(conn, self.catalog, layer_id, filter_text)
+            if not found:
+                return answer
+            net = routing.settings_of(routing.sources(self.catalog))
+            on_road = routing.join_some(conn, [(r["lon"], r["lat"]) for r in found], net)
+            kept = [r for r, on in zip(found, on_road, strict=True) if on is not None]
+            sites, names = [(r["lon"], r["lat"]) for r in kept], [r["name"] or str(r["id"]) for r in kept]
+            near = [i for i, on in enumerate(routing.join_some(conn, xy, net)) if on is not None]
+            batch = max(1, routing.MAX_MATRIX // max(1, len(sites)))
+            for start in range(0, len(near), batch):
+                chosen = near[start:start + batch]
+                seconds = routing.travel_matrix(conn, self.catalog, sites, [xy[i] for i in chosen])["seconds"]
+                for j, i in enumerate(chosen):
+                    options = [(row[j], n) for row, n in zip(seconds, names, strict=True) if row[j] is not None]
+                    if options:
+                        best = min(options)
+                        answer.iloc[i, 0], answer.iloc[i, 1] = best[1], round(best[0] / 60, 1)
+        return answer
+
     # -- map views ---------------------------------------------------------------------------------------
 
     def wall_map(self, server: str = "http://127.0.0.1:8000") -> folium.Map:
