@@ -508,7 +508,7 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
         _badge((spot.y, spot.x), f"F{number}", colour).add_to(infra_group)
         infra_rows.append((f"F{number}", fp.get("kind", ""), fp.get("name") or "", fp["distance_m"]))
     infra_group.add_to(m)
-    road_rows = _by_road(conn, catalog, m, incident_id, infra_colours)
+    road_rows = _by_road(conn, catalog, m, incident_id, infra_colours, settings.timezone)
     folium.Circle((lat, lon), radius=radius_m, color="#f5f7fa", weight=1, dash_array="6 6", fill=False,
                   interactive=False).add_to(m)
     severity_colour = colours.get(props.get("severity") or "unknown", "#bdbdbd")
@@ -546,7 +546,8 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
 BY_ROAD = (("fire_station", "fire station"), ("hospital", "hospital"), ("police", "police"))
 
 
-def _by_road(conn: Connection, catalog: Catalog, m: folium.Map, incident_id: int, colours: dict[str, str]) -> str:
+def _by_road(conn: Connection, catalog: Catalog, m: folium.Map, incident_id: int, colours: dict[str, str],
+             timezone: str) -> str:
     """The fire station, hospital and police soonest at the incident by road (their routes and times).
 
     The panel names the one nearest in a straight line when it is not the soonest.
@@ -571,12 +572,13 @@ def _by_road(conn: Connection, catalog: Catalog, m: folium.Map, incident_id: int
         folium.GeoJson(best["geometry"], style_function=lambda _, c=colour: {
             "color": c, "weight": 5, "opacity": 0.9, "className": "gis-route"},
             tooltip=folium.Tooltip(html.escape(f"{bp['name']}: {bp['minutes']} min by road"))).add_to(group)
+        eta = datetime.now(ZoneInfo(timezone)) + timedelta(seconds=bp["time_s"] or 0)  # leaving now
         other = found["nearest_by_distance"]
         note = "" if other["also_soonest"] else (
             f"<div class='gis-muted'>nearest in a straight line: {html.escape(other['name'] or '')} "
             f"({other['straight_m'] / 1000:.1f} km), slower by road</div>")
         rows.append(f"<tr><td>{label}</td><td>{html.escape(bp['name'] or '')}{note}</td>"
-                    f"<td class='num gis-eta'>{bp['minutes']:.0f} min</td>"
+                    f"<td class='num gis-eta'>{bp['minutes']:.0f} min<div class='gis-muted'>ETA {eta:%H:%M}</div></td>"
                     f"<td class='num'>{bp['road_m'] / 1000:.1f} km</td></tr>")
     group.add_to(m)
     return "".join(rows)

@@ -316,6 +316,7 @@ def test_the_incident_view(visit, demo_engine):
     assert view.page.locator("path.gis-route").count() >= 1
     by_road = view.page.inner_text("#gis-by-road")
     assert "fire station" in by_road and re.search(r"\d+ min", by_road), by_road
+    assert re.search(r"ETA \d\d:\d\d", by_road), by_road
     view.shot("incident")
     assert not view.errors and not view.foreign, (view.errors, view.foreign)
 

@@ -201,3 +201,16 @@ def test_the_demo_network_holds_together(routed):
     assert len(found["parts"]) == 1 and found["one_way_traps"] == 0, found["parts"]
     assert found["facilities_unreachable"] == []
     assert one_way >= 4  # Kon Tum city's one-way streets, a piece per block
+
+
+def test_the_cli_routes_and_says_what_is_wrong_in_one_line(routed, run_cli, tmp_path):
+    _, _, url = routed
+    env = {"GIS_IOC_DATABASE_URL": url, "GIS_IOC_HOME": str(tmp_path)}
+    code, out, err = run_cli("query", "route", "108.003,14.35", "107.995,14.36", env=env)
+    assert code == 0 and " min, " in out and " km" in out, err
+    code, out, err = run_cli("query", "nearest-by-time", "--filter", FIRE, "--to", "108.003,14.35", env=env)
+    assert code == 0 and "minutes" in out, err
+    code, out, err = run_cli("network", "check", env=env)
+    assert code == 0 and "1 part(s)" in out, out + err
+    code, out, err = run_cli("query", "matrix", "108.003,14.35", "109.5,14.5", env=env)
+    assert code == 2 and err.count("\n") == 1 and "destinations: the point 109.50000,14.50000 is" in err, err

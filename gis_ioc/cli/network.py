@@ -1,4 +1,4 @@
-"""gis-ioc network: the road network that routing runs on (build it, check how it holds together), and routes."""
+"""Response by road from a shell: gis-ioc network build|check, gis-ioc query route|nearest-by-time|reach|matrix."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import typer
 from rich.table import Table
 
 from gis_ioc.cli.common import _catalog, _engine, _settings, out
+from gis_ioc.cli.query import query_app
 
-network_app = typer.Typer(help="The road network: build, check, route, nearest by time, reach.",
+network_app = typer.Typer(help="The road network routing runs on: build it, check how it holds together.",
                           no_args_is_help=True)
 
 
@@ -62,7 +63,7 @@ def _point(text: str, param: str) -> tuple[float, float]:
     return routing.parse_points(text, param, 1)[0]
 
 
-@network_app.command("route")
+@query_app.command("route")
 def network_route(
     start: Annotated[str, typer.Argument(help="From: lon,lat.")],
     end: Annotated[str, typer.Argument(help="To: lon,lat.")],
@@ -90,7 +91,7 @@ def network_route(
             out.print(f"  {step['road'] or '—'}: {step['length_m'] / 1000:.1f} km, {step['time_s'] / 60:.1f} min")
 
 
-@network_app.command("nearest")
+@query_app.command("nearest-by-time")
 def network_nearest(
     layer: Annotated[str, typer.Option(help="The facilities' layer.")] = "infrastructure",
     filter_text: Annotated[str | None, typer.Option("--filter", help="CQL2: kind = 'fire_station'.")] = None,
@@ -123,7 +124,7 @@ def network_nearest(
                   "is not the soonest there")
 
 
-@network_app.command("reach")
+@query_app.command("reach")
 def network_reach(
     layer: Annotated[str, typer.Option(help="The facilities' layer.")] = "infrastructure",
     filter_text: Annotated[str | None, typer.Option("--filter", help="CQL2: kind = 'fire_station'.")] = None,
@@ -149,3 +150,28 @@ def network_reach(
     missed = [c["name"] for c in found.get("communes", []) if not c["reached"]]
     if missed:
         out.print(f"not reached within {max(times):g} min: {', '.join(missed)}")
+
+
+@query_app.command("matrix")
+def query_matrix(
+    origins: Annotated[str, typer.Argument(help="lon,lat pairs separated by ;.")],
+    destinations: Annotated[str, typer.Argument(help="lon,lat pairs separated by ;.")],
+) -> None:
+    """Minutes by road from each origin to each destination (— where no road leads there)."""
+    from gis_ioc import routing
+
+    settings = _settings()
+    engine = _engine(settings)
+    catalog = _catalog(settings, engine)
+    a = routing.parse_points(origins, "origins", routing.MAX_MATRIX)
+    b = routing.parse_points(destinations, "destinations", routing.MAX_MATRIX)
+    routing.ensure(engine, catalog)
+    with engine.connect() as conn:
+        found = routing.travel_matrix(conn, catalog, a, b)
+    table = Table()
+    table.add_column("from \\ to")
+    for j in range(len(b)):
+        table.add_column(f"{j + 1}", justify="right")
+    for i, row in enumerate(found["seconds"]):
+        table.add_row(str(i + 1), *("—" if s is None else f"{s / 60:.1f}" for s in row))
+    out.print(table)

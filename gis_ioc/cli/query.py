@@ -12,7 +12,8 @@ from rich.table import Table
 from gis_ioc.cli.common import _catalog, _engine, _settings, out
 from gis_ioc.errors import InvalidInput
 
-query_app = typer.Typer(help="Spatial operations: locate, nearest, within, seeing, stats.", no_args_is_help=True)
+query_app = typer.Typer(help="Spatial operations: locate, nearest, within, seeing, stats; by road: route, "
+                        "nearest-by-time, reach, matrix.", no_args_is_help=True)
 
 
 OutOption = Annotated[Path | None, typer.Option("--out", help="Write the features as GeoJSON to this file.")]
