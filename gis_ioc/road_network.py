@@ -1,0 +1,221 @@
+"""The routable road network: made by PostgreSQL from the layers that say they are its sources, and checked.
+
+Every layer whose file has a ``network:`` block (the infrastructure's roads) gives its lines: snapped at ends that
+nearly touch another line, noded where they meet (every crossing is a junction: the data has no bridge or tunnel
+levels), one edge per piece, its cost in seconds from its length and its speed (its own ``speed_kmh``, else its
+class's), one-way pieces with no reverse cost. It is made into new tables and swapped in at the end, whenever a
+source layer's version has moved (``ensure``: the first routing call after a write or a load, or ``gis-ioc network
+build``). ``gis_ioc.routing`` answers the questions on it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from gis_ioc.catalog import Catalog, Layer, Network, quote_ident, quote_table
+from gis_ioc.errors import InvalidInput
+
+SNAP_DEG = 2e-6  # a line's end this near another line (about 0.2 m) meets it
+BUILD_LOCK = 62_017  # advisory lock: one process makes the network at a time
+EDGES_SQL = "SELECT id, source, target, cost, reverse_cost FROM network_edges"
+
+
+def _literal(sql: str) -> str:
+    return "'" + sql.replace("'", "''") + "'"
+
+
+def sources(catalog: Catalog, conn: Connection | None = None) -> list[Layer]:
+    """The layers whose lines make the network (their files say so: built-in layers)."""
+    return [layer for layer in catalog.builtin.values() if layer.network is not None]
+
+
+def settings_of(layers: list[Layer]) -> Network:
+    """The off-road speed and distance limit: the first source's."""
+    return layers[0].network if layers and layers[0].network else Network()
+
+
+def _versions(conn: Connection, layers: list[Layer]) -> dict[str, int]:
+    rows = conn.execute(sa.text("SELECT table_name, version FROM layer_versions WHERE table_name = ANY(:t)"),
+                        {"t": [lyr.table for lyr in layers]}).all()
+    found = {str(r[0]): int(r[1]) for r in rows}
+    return {lyr.table: found.get(lyr.table, 0) for lyr in layers}
+
+
+def _roads_sql(layer: Layer) -> tuple[str, dict[str, Any]]:
+    """The source's lines, one row per part, with what the network needs of them."""
+    net = layer.network
+    assert net is not None
+    t = "t."
+    bind: dict[str, Any] = {}
+    where = [f"ST_Dimension(t.{quote_ident(layer.geometry.column)}) = 1"]
+    key = layer.id.replace(".", "_")
+    for i, (column, value) in enumerate(net.where.items()):
+        where.append(f"{t}{quote_ident(column)}::text = :w_{key}_{i}")
+        bind[f"w_{key}_{i}"] = value
+    cls = f"{t}{quote_ident(net.class_column)}::text" if net.class_column else "NULL::text"
+    cases = " ".join(f"WHEN '{k.replace(chr(39), chr(39) * 2)}' THEN {float(v)!r}" for k, v in net.speeds_kmh.items())
+    speed = f"(CASE {cls} {cases} ELSE {net.default_speed_kmh!r} END)" if cases else repr(net.default_speed_kmh)
+    if net.speed_column:
+        speed = f"coalesce({t}{quote_ident(net.speed_column)}::double precision, {speed})"
+    oneway = f"coalesce({t}{quote_ident(net.oneway_column)}, false)" if net.oneway_column else "false"
+    name = f"{t}{quote_ident(net.name_column)}::text" if net.name_column else "NULL::text"
+    sql = (f"SELECT '{layer.table}'::text AS layer_table, {t}{quote_ident(layer.id_column)}::text AS road_id, "
+           f"{name} AS name, {cls} AS road_class, {speed} AS speed_kmh, {oneway} AS oneway, "
+           f"(ST_Dump(ST_Force2D(t.{quote_ident(layer.geometry.column)}))).geom AS g "
+           f"FROM {quote_table(layer.table)} t WHERE {' AND '.join(where)}")
+    return sql, bind
+
+
+def build(conn: Connection, catalog: Catalog) -> dict[str, Any]:
+    """Make the network again from its sources (in the caller's transaction, swapped in at its commit)."""
+    started = time.perf_counter()
+    layers = sources(catalog, conn)
+    if not layers:
+        raise InvalidInput("network: no layer is a network source (network: in layers/*.yaml)", param="network")
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": BUILD_LOCK})
+    versions = _versions(conn, layers)
+    parts, bind = [], {}
+    for layer in layers:
+        sql, values = _roads_sql(layer)
+        parts.append(sql)
+        bind.update(values)
+    statements = [
+        "CREATE TEMP TABLE net_roads ON COMMIT DROP AS " + " UNION ALL ".join(parts),
+        "DELETE FROM net_roads WHERE ST_IsEmpty(g) OR ST_NPoints(g) < 2",
+        "ALTER TABLE net_roads ADD COLUMN n serial",
+        "CREATE INDEX ON net_roads USING gist (g)",
+        "CREATE TEMP TABLE net_ends ON COMMIT DROP AS SELECT ST_StartPoint(g) AS p FROM net_roads "
+        "UNION ALL SELECT ST_EndPoint(g) FROM net_roads",
+        "CREATE INDEX ON net_ends USING gist (p)",
+        # a line passing an end that nearly touches it gets a vertex there, so noding makes the junction
+        f"UPDATE net_roads r SET g = ST_Snap(r.g, s.pts, {SNAP_DEG!r}) FROM (SELECT r2.n, ST_Collect(e.p) AS pts "
+        f"FROM net_roads r2 JOIN net_ends e ON ST_DWithin(r2.g, e.p, {SNAP_DEG!r}) "
+        "AND NOT ST_Intersects(r2.g, e.p) GROUP BY r2.n) s WHERE s.n = r.n",
+        "CREATE TEMP TABLE net_pieces ON COMMIT DROP AS SELECT (ST_Dump(ST_Node(ST_Collect(g)))).geom AS seg "
+        "FROM net_roads",
+        "DELETE FROM net_pieces WHERE ST_Length(seg) = 0",
+        "ALTER TABLE net_pieces ADD COLUMN n serial",
+        # each piece keeps the attributes of the line it lies on (and that line's direction, for one-way roads)
+        "CREATE TEMP TABLE net_segs ON COMMIT DROP AS SELECT DISTINCT ON (p.n) p.n, r.layer_table, r.road_id, r.name, "
+        "r.road_class, r.speed_kmh, r.oneway, CASE WHEN r.oneway AND ST_LineLocatePoint(r.g, ST_StartPoint(p.seg)) "
+        "> ST_LineLocatePoint(r.g, ST_EndPoint(p.seg)) THEN ST_Reverse(p.seg) ELSE p.seg END AS seg "
+        "FROM net_pieces p JOIN net_roads r ON ST_DWithin(r.g, ST_LineInterpolatePoint(p.seg, 0.5), 1e-7) "
+        "ORDER BY p.n, ST_Distance(r.g, ST_LineInterpolatePoint(p.seg, 0.5))",
+        "DROP TABLE IF EXISTS network_vertices_next, network_edges_next",
+        "CREATE TABLE network_vertices_next (LIKE network_vertices INCLUDING ALL)",
+        "CREATE TABLE network_edges_next (LIKE network_edges INCLUDING ALL)",
+        "INSERT INTO network_vertices_next (id, geom) SELECT row_number() OVER (ORDER BY k), p FROM ("
+        "SELECT DISTINCT ON (ST_AsBinary(p)) ST_AsBinary(p) AS k, p FROM (SELECT ST_StartPoint(seg) AS p FROM net_segs "
+        "UNION ALL SELECT ST_EndPoint(seg) FROM net_segs) e ORDER BY ST_AsBinary(p)) d",
+        "CREATE TEMP TABLE net_keys ON COMMIT DROP AS SELECT id, ST_AsBinary(geom) AS k FROM network_vertices_next",
+        "CREATE INDEX ON net_keys (k)",
+        "INSERT INTO network_edges_next (id, source, target, cost, reverse_cost, length_m, speed_kmh, road_class, "
+        "name, layer_table, road_id, geom) SELECT s.n, a.id, b.id, l.m / (s.speed_kmh / 3.6), "
+        "CASE WHEN s.oneway THEN -1 ELSE l.m / (s.speed_kmh / 3.6) END, l.m, s.speed_kmh, s.road_class, s.name, "
+        "s.layer_table, s.road_id, s.seg FROM net_segs s "
+        "CROSS JOIN LATERAL (SELECT ST_Length(s.seg::geography) AS m) l "
+        "JOIN net_keys a ON a.k = ST_AsBinary(ST_StartPoint(s.seg)) "
+        "JOIN net_keys b ON b.k = ST_AsBinary(ST_EndPoint(s.seg)) WHERE l.m > 0",
+        "DROP TABLE network_edges, network_vertices",
+        "ALTER TABLE network_edges_next RENAME TO network_edges",
+        "ALTER TABLE network_vertices_next RENAME TO network_vertices",
+        "ANALYZE network_edges",
+        "ANALYZE network_vertices",
+    ]
+    for statement in statements:
+        conn.execute(sa.text(statement), bind if ":w" in statement or "UNION ALL" in statement else {})
+    edges, vertices = conn.execute(sa.text(
+        "SELECT (SELECT count(*) FROM network_edges), (SELECT count(*) FROM network_vertices)")).one()
+    seconds = time.perf_counter() - started
+    conn.execute(sa.text(
+        "INSERT INTO network_state (sources, built_at, edges, vertices, build_seconds) "
+        "VALUES (CAST(:s AS jsonb), now(), :e, :v, :t) ON CONFLICT (id) DO UPDATE SET sources = excluded.sources, "
+        "built_at = excluded.built_at, edges = excluded.edges, vertices = excluded.vertices, "
+        "build_seconds = excluded.build_seconds"),
+        {"s": json.dumps(versions), "e": edges, "v": vertices, "t": seconds})
+    return {"edges": int(edges), "vertices": int(vertices), "seconds": round(seconds, 2), "sources": versions}
+
+
+def stale(conn: Connection, catalog: Catalog) -> bool:
+    """Whether a source layer changed since the network was made (or it never was)."""
+    layers = sources(catalog, conn)
+    built = conn.execute(sa.text("SELECT sources FROM network_state")).scalar()
+    return built is None or dict(built) != _versions(conn, layers)
+
+
+_fresh_for: dict[str, int] | None = None  # the source versions this process last found the network made from
+
+
+def ensure(engine: Engine, catalog: Catalog, known: Mapping[str, int] | None = None) -> None:
+    """Make the network when it is stale; one process makes it, the others wait for it and use it.
+
+    ``known``: the layer versions as the server's listener last heard them; when the sources' are those the
+    network was last found made from, nothing is asked of the database.
+    """
+    global _fresh_for
+    tables = [layer.table for layer in sources(catalog)]
+    if known is not None and _fresh_for is not None and all(known.get(t) == _fresh_for.get(t) for t in tables):
+        return
+    with engine.connect() as conn:
+        if not stale(conn, catalog):
+            _fresh_for = _versions(conn, sources(catalog))
+            return
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": BUILD_LOCK})
+        if stale(conn, catalog):  # not made meanwhile by another process
+            conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
+            made = build(conn, catalog)
+            _fresh_for = dict(made["sources"])
+
+
+# -- network check -----------------------------------------------------------------------------------
+
+
+def check(conn: Connection, catalog: Catalog) -> dict[str, Any]:
+    """The network's parts (connected components), its dangling ends, and the facilities it does not reach.
+
+    A facility is unreachable when the road nearest it lies outside the largest part, or no road is within
+    the off-road limit.
+    """
+    net = settings_of(sources(catalog, conn))
+    parts = conn.execute(sa.text(
+        "SELECT component, count(*) AS vertices FROM pgr_connectedComponents("
+        f"{_literal('SELECT id, source, target, cost, reverse_cost FROM network_edges')}) GROUP BY 1 "
+        "ORDER BY 2 DESC, 1")).mappings().all()
+    main = parts[0]["component"] if parts else None
+    # one-way roads can make places one may leave and never reach (or the other way): outside the largest
+    # strongly connected part
+    strong = conn.execute(sa.text(
+        "WITH s AS (SELECT * FROM pgr_strongComponents("
+        f"{_literal('SELECT id, source, target, cost, reverse_cost FROM network_edges')})) "
+        "SELECT count(*) FILTER (WHERE component <> (SELECT component FROM s GROUP BY 1 ORDER BY count(*) DESC "
+        "LIMIT 1)) FROM s")).scalar()
+    dangling = conn.execute(sa.text(
+        "SELECT v.id, ST_X(v.geom) AS lon, ST_Y(v.geom) AS lat FROM network_vertices v WHERE "
+        "(SELECT count(*) FROM network_edges e WHERE e.source = v.id OR e.target = v.id) = 1 ORDER BY v.id")).all()
+    facilities = conn.execute(sa.text(
+        "WITH c AS (SELECT * FROM pgr_connectedComponents("
+        f"{_literal('SELECT id, source, target, cost, reverse_cost FROM network_edges')})) "
+        "SELECT f.id, f.kind, f.name, n.off_m, (SELECT component FROM c WHERE c.node = n.source) AS part "
+        "FROM infrastructure f CROSS JOIN LATERAL (SELECT ST_PointOnSurface(f.geom) AS p) s "
+        "CROSS JOIN LATERAL (SELECT e.source, ST_Distance(s.p::geography, e.geom::geography) AS off_m "
+        "FROM network_edges e ORDER BY e.geom <-> s.p LIMIT 1) n "
+        "WHERE f.kind NOT IN ('road', 'river') AND ST_Dimension(f.geom) = 0 ORDER BY f.id")).mappings().all()
+    unreachable = [{"id": f["id"], "kind": f["kind"], "name": f["name"], "off_road_m": round(f["off_m"], 1),
+                    "why": "far from every road" if f["off_m"] > net.max_off_road_m else
+                    "on a part apart from the rest"}
+                   for f in facilities if f["off_m"] > net.max_off_road_m or f["part"] != main]
+    state = conn.execute(sa.text(
+        "SELECT built_at, edges, vertices, build_seconds FROM network_state")).mappings().first()
+    return {"built_at": state["built_at"].isoformat() if state else None, "edges": state["edges"] if state else 0,
+            "vertices": state["vertices"] if state else 0,
+            "parts": [{"part": i + 1, "vertices": p["vertices"]} for i, p in enumerate(parts)],
+            "one_way_traps": int(strong or 0),
+            "dangling_ends": len(dangling), "dangling": [[round(d.lon, 6), round(d.lat, 6)] for d in dangling[:100]],
+            "facilities_unreachable": unreachable}
