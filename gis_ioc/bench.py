@@ -375,6 +375,46 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
             "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000}
 
 
+def ms_stats(ms: list[float]) -> dict[str, float]:
+    """How many, median and 99th percentile of times in milliseconds."""
+    ordered = sorted(ms)
+    return {"n": len(ordered), "p50_ms": statistics.median(ordered),
+            "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
+
+
+def pgbench_replay_ms(url: str, scripts: list[str], transactions: int, name: str) -> list[float]:
+    """Each script's latency through pgbench, in ms: one random script per transaction, one client.
+
+    The scripts (SQL with its values inlined; several statements separated by ``;`` are one script) wait in a
+    table ``gis_ioc_bench_<name>`` for the run, and are gone after it.
+    """
+    import tempfile
+
+    table = f"gis_ioc_bench_{name}"
+    engine = db.make_engine(url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+            conn.execute(sa.text(f"CREATE TABLE {table} (i int PRIMARY KEY, q text NOT NULL)"))
+            conn.execute(sa.text(f"INSERT INTO {table} (i, q) VALUES (:i, :q)"),
+                         [{"i": i + 1, "q": q.strip()} for i, q in enumerate(scripts)])
+        libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with tempfile.TemporaryDirectory(prefix="gis-ioc-pgbench-") as tmp:
+            script = Path(tmp) / f"{name}.pgbench"
+            script.write_text(f"\\set i random(1, {len(scripts)})\n"
+                              f"SELECT q FROM {table} WHERE i = :i \\gset\n:q\n")
+            base = ["pgbench", "-n", "-M", "simple", "-f", str(script), "-c", "1", "-j", "1"]
+            subprocess.run([*base, "-t", str(len(scripts)), libpq], capture_output=True, check=True)  # warm
+            subprocess.run([*base, "-t", str(transactions), "-l", "--log-prefix", f"{tmp}/txlog", libpq],
+                           capture_output=True, text=True, check=True)
+            return [int(line.split()[2]) / 1000 for log in Path(tmp).glob("txlog*")
+                    for line in log.read_text().splitlines()]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        engine.dispose()
+
+
 def _psql_ms(url: str, sql: str, runs: int) -> list[float]:
     """Times of the same SQL run by psql (its timing switch), in seconds."""
     import re

@@ -8,12 +8,8 @@ inlined) replayed through pgbench, one call per transaction. The ratio to pgbenc
 from __future__ import annotations
 
 import random
-import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,16 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from gis_ioc import db, routing
+from gis_ioc.bench import ms_stats, pgbench_replay_ms, serve_for_bench
 from gis_ioc.catalog import Catalog
 from gis_ioc.settings import Settings
 
 FIRE = "kind = 'fire_station'"
-
-
-def _stats(ms: list[float]) -> dict[str, float]:
-    ordered = sorted(ms)
-    return {"n": len(ordered), "p50_ms": statistics.median(ordered),
-            "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
 
 
 def _captured(engine: sa.Engine, call: Callable[[sa.Connection], Any]) -> str:
@@ -49,30 +40,6 @@ def _captured(engine: sa.Engine, call: Callable[[sa.Connection], Any]) -> str:
     return ";\n".join(s.strip().rstrip(";") for s in sent)
 
 
-def _pgbench_ms(url: str, engine: sa.Engine, scripts: list[str], transactions: int) -> list[float]:
-    """Each call's statements as one pgbench transaction (a random call each time), one client."""
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS gis_ioc_bench_routing"))
-        conn.execute(sa.text("CREATE TABLE gis_ioc_bench_routing (i int PRIMARY KEY, q text NOT NULL)"))
-        conn.execute(sa.text("INSERT INTO gis_ioc_bench_routing (i, q) VALUES (:i, :q)"),
-                     [{"i": i + 1, "q": q} for i, q in enumerate(scripts)])
-    libpq = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        with tempfile.TemporaryDirectory(prefix="gis-ioc-pgbench-") as tmp:
-            script = Path(tmp) / "routing.pgbench"
-            script.write_text(f"\\set i random(1, {len(scripts)})\n"
-                              "SELECT q FROM gis_ioc_bench_routing WHERE i = :i \\gset\n:q\n")
-            base = ["pgbench", "-n", "-M", "simple", "-f", str(script), "-c", "1", "-j", "1"]
-            subprocess.run([*base, "-t", str(len(scripts)), libpq], capture_output=True, check=True)  # warm
-            subprocess.run([*base, "-t", str(transactions), "-l", "--log-prefix", f"{tmp}/txlog", libpq],
-                           capture_output=True, text=True, check=True)
-            return [int(line.split()[2]) / 1000 for log in Path(tmp).glob("txlog*")
-                    for line in log.read_text().splitlines()]
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP TABLE IF EXISTS gis_ioc_bench_routing"))
-
-
 def _places(conn: sa.Connection, n: int, rng: random.Random) -> list[tuple[float, float]]:
     """Places along the roads, a little off them (where incidents and addresses are)."""
     lines = [(r.x0, r.y0, r.x1, r.y1) for r in conn.execute(sa.text(
@@ -89,8 +56,6 @@ def _places(conn: sa.Connection, n: int, rng: random.Random) -> list[tuple[float
 
 def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: int = 20261201) -> dict[str, Any]:
     """p50/p99 of route, nearest 3 fire stations by time and a 30-minute isochrone: HTTP, in process, pgbench."""
-    from gis_ioc.bench import serve_for_bench
-
     url = db.database_url(settings)
     engine = db.make_engine(url, pool_size=1)
     db.migrate(engine, settings.migrations_dir)
@@ -151,9 +116,9 @@ def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: i
                         calls[n % len(calls)](conn)
                         ours.append((time.perf_counter() - t0) * 1000)
                 scripts = [_captured(engine, call) for call in calls]
-                sql = _pgbench_ms(url, engine, scripts, times)
-                rows.append({"operation": name, "calls": times, "http": _stats(http), "in_process": _stats(ours),
-                             "sql": _stats(sql), "statements": round(sum(s.count(";\n") + 1 for s in scripts)
+                sql = pgbench_replay_ms(url, scripts, times, "routing")
+                rows.append({"operation": name, "calls": times, "http": ms_stats(http), "in_process": ms_stats(ours),
+                             "sql": ms_stats(sql), "statements": round(sum(s.count(";\n") + 1 for s in scripts)
                                                                      / len(scripts), 1)})
     finally:
         server.terminate()

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import re
-import statistics
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import psycopg2.extensions
 import sqlalchemy as sa
 
 from gis_ioc import db, search
+from gis_ioc.bench import ms_stats, pgbench_replay_ms, serve_for_bench
 from gis_ioc.settings import Settings
 
 FIXED = {
@@ -45,32 +42,6 @@ def _literal(sql: str, params: dict[str, Any]) -> str:
     return re.sub(r"(?<![:\w]):(\w+)", value, sql)
 
 
-def _pgbench_ms(url: str, statements: list[str], transactions: int) -> list[float]:
-    """Each statement's latency through pgbench: one random statement per transaction, one client."""
-    engine = db.make_engine(url, pool_size=1)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP TABLE IF EXISTS gis_ioc_bench_search"))
-            conn.execute(sa.text("CREATE TABLE gis_ioc_bench_search (i int PRIMARY KEY, q text NOT NULL)"))
-            conn.execute(sa.text("INSERT INTO gis_ioc_bench_search (i, q) VALUES (:i, :q)"),
-                         [{"i": i + 1, "q": q.strip()} for i, q in enumerate(statements)])
-        libpq = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        with tempfile.TemporaryDirectory(prefix="gis-ioc-pgbench-") as tmp:
-            script = Path(tmp) / "search.pgbench"
-            script.write_text(f"\\set i random(1, {len(statements)})\n"
-                              "SELECT q FROM gis_ioc_bench_search WHERE i = :i \\gset\n:q\n")
-            base = ["pgbench", "-n", "-M", "simple", "-f", str(script), "-c", "1", "-j", "1"]
-            subprocess.run([*base, "-t", str(len(statements)), libpq], capture_output=True, check=True)  # warm
-            subprocess.run([*base, "-t", str(transactions), "-l", "--log-prefix", f"{tmp}/txlog", libpq],
-                           capture_output=True, text=True, check=True)
-            return [int(line.split()[2]) / 1000 for log in Path(tmp).glob("txlog*")
-                    for line in log.read_text().splitlines()]
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP TABLE IF EXISTS gis_ioc_bench_search"))
-        engine.dispose()
-
-
 def _http_ms(base_url: str, texts: list[str], runs: int) -> list[float]:
     """``GET /search?q=…`` as the desk sends it, one at a time on one kept-alive connection."""
     import httpx
@@ -88,20 +59,12 @@ def _http_ms(base_url: str, texts: list[str], runs: int) -> list[float]:
     return ms
 
 
-def _stats(ms: list[float]) -> dict[str, float]:
-    ordered = sorted(ms)
-    return {"n": len(ordered), "p50_ms": statistics.median(ordered),
-            "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
-
-
 def search_bench(settings: Settings, runs: int = 20, port: int = 8097) -> list[dict[str, Any]]:
     """p50/p99 per kind of query: HTTP, in process and the same SQL through pgbench.
 
     ``GET /search`` on a server it starts, ``search.search`` in process (one connection, warm), and its SQL
     alone through pgbench.
     """
-    from gis_ioc.bench import serve_for_bench
-
     url = db.database_url(settings)
     engine = db.make_engine(url, pool_size=1)
     db.migrate(engine, settings.migrations_dir)
@@ -132,9 +95,9 @@ def search_bench(settings: Settings, runs: int = 20, port: int = 8097) -> list[d
                               "unit_type": q.unit_type, "road": q.road, "code": q.code,
                               "incident_id": q.incident_id, "near_lon": None, "near_lat": None, "limit": 10}
                     statements.append(_literal(search.RANKED.format(found=search.PLACES), params))
-                sql = _pgbench_ms(url, statements, runs * len(statements)) if statements else []
-                rows.append({"queries": kind, "texts": len(texts), "http": _stats(http), "gis-ioc": _stats(ours),
-                             "sql": _stats(sql) if sql else None})
+                sql = pgbench_replay_ms(url, statements, runs * len(statements), "search") if statements else []
+                rows.append({"queries": kind, "texts": len(texts), "http": ms_stats(http), "gis-ioc": ms_stats(ours),
+                             "sql": ms_stats(sql) if sql else None})
     finally:
         server.terminate()
         server.wait(timeout=30)
