@@ -288,12 +288,13 @@ def data_tiles(m: folium.Map, server: str) -> dict[str, str]:
     from folium.plugins import VectorGridProtobuf
 
     names = {}
-    for part, ids, query in (("base", BASE_LAYERS, ""), ("incidents", "incidents", "?filter={filter}")):
+    live = f'"filter": {json.dumps(quote(time_filter(LIVE_HOURS), safe=""))}, '  # only the incidents' tiles
+    for part, ids, query, extra in (("base", BASE_LAYERS, "", ""),
+                                    ("incidents", "incidents", "?filter={filter}", live)):
         styles = ", ".join(f'"{lid}": GisIocViews.style("{lid}")' for lid in ids.split(","))
         options = ("{" f'"vectorTileLayerStyles": {{{styles}}}, "interactive": true, '
                    '"rendererFactory": GisIocViews.tileRenderer, "maxNativeZoom": 19, "maxZoom": 19, '
-                   f'"filter": {json.dumps(quote(time_filter(LIVE_HOURS), safe=""))}, '
-                   '"fetchOptions": {"cache": "no-cache"}, "pane": "dataPane"' "}")
+                   f'{extra}"fetchOptions": {{"cache": "no-cache"}}, "pane": "dataPane"' "}")
         grid = VectorGridProtobuf(f"{server}/tiles/{ids}/{{z}}/{{x}}/{{y}}.mvt{query}", f"{part} tiles", options,
                                   control=False)
         grid.add_to(m)

@@ -85,8 +85,9 @@ def build(conn: Connection, catalog: Catalog) -> dict[str, Any]:
         sql, values = _roads_sql(layer)
         parts.append(sql)
         bind.update(values)
+    # the sources' lines, the only statement with values bound (the sources' ``where``)
+    conn.execute(sa.text("CREATE TEMP TABLE net_roads ON COMMIT DROP AS " + " UNION ALL ".join(parts)), bind)
     statements = [
-        "CREATE TEMP TABLE net_roads ON COMMIT DROP AS " + " UNION ALL ".join(parts),
         "DELETE FROM net_roads WHERE ST_IsEmpty(g) OR ST_NPoints(g) < 2",
         "ALTER TABLE net_roads ADD COLUMN n serial",
         "CREATE INDEX ON net_roads USING gist (g)",
@@ -129,7 +130,7 @@ def build(conn: Connection, catalog: Catalog) -> dict[str, Any]:
         "ANALYZE network_vertices",
     ]
     for statement in statements:
-        conn.execute(sa.text(statement), bind if ":w" in statement or "UNION ALL" in statement else {})
+        conn.execute(sa.text(statement))
     edges, vertices = conn.execute(sa.text(
         "SELECT (SELECT count(*) FROM network_edges), (SELECT count(*) FROM network_vertices)")).one()
     seconds = time.perf_counter() - started

@@ -135,7 +135,7 @@ def _leg(conn: Connection, a: OnRoad, b: OnRoad) -> list[dict[str, Any]] | None:
     return pieces
 
 
-def _geometry(pieces: list[dict[str, Any]], legs: list[tuple[OnRoad, OnRoad]]) -> dict[str, Any]:
+def _geometry(pieces: list[dict[str, Any]], points: list[OnRoad]) -> dict[str, Any]:
     """The route as a MultiLineString: each piece of road in the direction driven, and the legs off the road."""
     import shapely
     import shapely.ops
@@ -152,13 +152,12 @@ def _geometry(pieces: list[dict[str, Any]], legs: list[tuple[OnRoad, OnRoad]]) -
             xy = xy[::-1]
         if len(xy) >= 2:
             lines.append(xy.round(7).tolist())
-    for a, b in legs:  # the legs off the road, straight
-        for p in (a, b):
-            if p.off_m > 0.5:
-                edge = next((pc for pc in pieces if pc["edge"] == p.edge), None)
-                if edge is not None:
-                    on = shapely.from_wkb(edge["wkb"]).interpolate(p.fraction, normalized=True)
-                    lines.append([[round(p.lon, 7), round(p.lat, 7)], [round(on.x, 7), round(on.y, 7)]])
+    for p in points:  # the legs off the road, straight: one for each point (a via point's once, not per leg)
+        if p.off_m > 0.5:
+            edge = next((pc for pc in pieces if pc["edge"] == p.edge), None)
+            if edge is not None:
+                on = shapely.from_wkb(edge["wkb"]).interpolate(p.fraction, normalized=True)
+                lines.append([[round(p.lon, 7), round(p.lat, 7)], [round(on.x, 7), round(on.y, 7)]])
     return {"type": "MultiLineString", "coordinates": lines}
 
 
@@ -189,7 +188,12 @@ def route(conn: Connection, catalog: Catalog, start: tuple[float, float], end: t
     places = [analysis.check_point(*start), *(analysis.check_point(*v) for v in via), analysis.check_point(*end)]
     net = settings_of(sources(catalog, conn))
     names = ["from", *(["via"] * len(via)), "to"]
-    joined = join(conn, places, net, param=names)
+    return _route_joined(conn, join(conn, places, net, param=names), names, net, depart_at)
+
+
+def _route_joined(conn: Connection, joined: list[OnRoad], names: list[str], net: Network,
+                  depart_at: datetime | None = None) -> dict[str, Any]:
+    """``route`` from points already joined to the network (``names``: what to call each in the answer)."""
     pieces: list[dict[str, Any]] = []
     for i, (a, b) in enumerate(zip(joined, joined[1:], strict=False)):
         found = _leg(conn, a, b)
@@ -211,7 +215,7 @@ def route(conn: Connection, catalog: Catalog, start: tuple[float, float], end: t
     if depart_at is not None:
         props["depart_at"] = depart_at.isoformat()
         props["eta"] = (depart_at + timedelta(seconds=seconds)).isoformat()
-    return {"type": "Feature", "geometry": _geometry(pieces, list(zip(joined, joined[1:], strict=False))),
+    return {"type": "Feature", "geometry": _geometry(pieces, joined),
             "properties": props}
 
 
@@ -278,7 +282,7 @@ def nearest_by_time(conn: Connection, catalog: Catalog, layer_id: str, *, filter
     order = sorted(totals, key=lambda i: totals[i])[:k]
     for i in order:
         row = candidates[i]
-        way = route(conn, catalog, (row["lon"], row["lat"]), (x, y))
+        way = _route_joined(conn, [joined[i], place], ["from", "to"], net)  # both already joined
         props = way["properties"]
         result["features"].append({
             "type": "Feature", "id": row["id"], "geometry": way["geometry"],
