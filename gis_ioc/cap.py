@@ -339,15 +339,16 @@ def _feature(element: ET.Element, where: str) -> dict[str, Any]:
     }
 
 
-def linked(conn: Any, table: str, message: Message) -> Any | None:
-    """The incident this message changes: the one any of its references (or the message itself) made or changed.
+def linked(conn: Any, table: str, message: Message) -> tuple[Any, str] | None:
+    """The incident this message changes, as its id and status, locked for the change; None for a new alert.
 
-    Locked for the change; None for a new alert.
+    That is the incident any of its references (or the message itself) made or changed.
     """
     names = [message.ref, *message.references]
-    return conn.execute(sa.text(
-        f"SELECT id FROM {table} WHERE string_to_array(cap_messages, ' ') && CAST(:names AS text[]) "
-        "AND cap_messages IS NOT NULL ORDER BY id LIMIT 1 FOR UPDATE"), {"names": names}).scalar()
+    row = conn.execute(sa.text(
+        f"SELECT id, status FROM {table} WHERE string_to_array(cap_messages, ' ') && CAST(:names AS text[]) "
+        "AND cap_messages IS NOT NULL ORDER BY id LIMIT 1 FOR UPDATE"), {"names": names}).first()
+    return None if row is None else (row[0], str(row[1]))
 
 
 def remember(conn: Any, table: str, incident_id: Any, message: Message) -> None:
@@ -362,15 +363,19 @@ def change_of(feature: dict[str, Any], message: Message, current_status: str) ->
     """What an Update or Cancel changes in the incident it references (a PATCH body); None: nothing.
 
     An Update brings its severity, type, title, description and area; a Cancel rejects the incident, which the
-    lifecycle allows only while it is new or verified (once a response is under way, an operator decides).
+    lifecycle (``edits.LIFECYCLE``) allows only while it is new or verified (once a response is under way, an
+    operator decides).
     """
+    from gis_ioc.edits import LIFECYCLE
+
     if message.kind == "Cancel":
         if current_status == "rejected":
             return None
-        if current_status not in ("new", "verified"):
+        if "rejected" not in LIFECYCLE.get(current_status, ()):
+            allowed = " or ".join(s for s, steps in LIFECYCLE.items() if "rejected" in steps)
             raise IngestError(f"body: the Cancel {message.ref} withdraws an alert whose incident is {current_status}: "
-                              "a Cancel rejects an incident only while it is new or verified (an operator decides "
-                              "now)", param="body")
+                              f"a Cancel rejects an incident only while it is {allowed} (an operator decides now)",
+                              param="body")
         return {"properties": {"status": "rejected"}}
     if message.kind != "Update":
         return None  # the same alert again: the incident it made stands

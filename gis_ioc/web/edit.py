@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Header, Request
 from fastapi import Path as FastPath
 from fastapi.responses import JSONResponse, Response
@@ -115,8 +114,8 @@ def _cap_alert(request: Request, engine: Any, layer: Layer, feature: dict[str, A
     message: cap.Message = feature.pop("cap")
     table = quote_table(layer.table)
     with engine.begin() as conn:
-        target = cap.linked(conn, table, message)
-        if target is None:
+        found = cap.linked(conn, table, message)
+        if found is None:
             if message.kind == "Cancel":
                 raise InvalidInput(f"body: the Cancel {message.ref} withdraws "
                                    f"{', '.join(message.references) or 'no alert'}: no incident here came from "
@@ -124,8 +123,8 @@ def _cap_alert(request: Request, engine: Any, layer: Layer, feature: dict[str, A
             target = edits.create(conn, layer, feature, who, settings.region_extent)
             status = 201
         else:
-            current = conn.execute(sa.text(f"SELECT status FROM {table} WHERE id = :id"), {"id": target}).scalar()
-            change = cap.change_of(feature, message, str(current))
+            target, current = found
+            change = cap.change_of(feature, message, current)
             if change is not None:
                 edits.change(conn, layer, target, change, who, None, settings.region_extent, partial=True)
             status = 200
