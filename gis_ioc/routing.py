@@ -412,6 +412,12 @@ def travel_matrix(conn: Connection, catalog: Catalog, origins: list[tuple[float,
     net = settings_of(sources(catalog, conn))
     a = join(conn, [analysis.check_point(*p) for p in origins], net, param="origins")
     b = join(conn, [analysis.check_point(*p) for p in destinations], net, param="destinations")
+    return {"origins": [[p.lon, p.lat] for p in a], "destinations": [[q.lon, q.lat] for q in b],
+            "seconds": matrix_joined(conn, a, b, net), "off_road_kmh": net.off_road_kmh}
+
+
+def matrix_joined(conn: Connection, a: list[OnRoad], b: list[OnRoad], net: Network) -> list[list[float | None]]:
+    """``travel_matrix``'s seconds between points already joined to the network (no bound on their number)."""
     points = [*a, *b]
     starts = ", ".join(str(p.vid(i + 1)) for i, p in enumerate(a))
     ends = ", ".join(str(q.vid(len(a) + j + 1)) for j, q in enumerate(b))
@@ -426,8 +432,7 @@ def travel_matrix(conn: Connection, catalog: Catalog, origins: list[tuple[float,
             on_road = 0.0 if start == end else costs.get((start, end))
             row.append(None if on_road is None else round(on_road + p.leg_s(net) + q.leg_s(net), 1))
         seconds.append(row)
-    return {"origins": [[p.lon, p.lat] for p in a], "destinations": [[q.lon, q.lat] for q in b],
-            "seconds": seconds, "off_road_kmh": net.off_road_kmh}
+    return seconds
 
 
 def parse_points(text: str, param: str, at_most: int) -> list[tuple[float, float]]:

@@ -221,18 +221,20 @@ class Workspace:
                 return answer
             net = routing.settings_of(routing.sources(self.catalog))
             on_road = routing.join_some(conn, [(r["lon"], r["lat"]) for r in found], net)
-            kept = [r for r, on in zip(found, on_road, strict=True) if on is not None]
-            sites, names = [(r["lon"], r["lat"]) for r in kept], [r["name"] or str(r["id"]) for r in kept]
-            near = [i for i, on in enumerate(routing.join_some(conn, xy, net)) if on is not None]
+            kept: list[tuple[dict[str, Any], routing.OnRoad]] = [
+                (r, on) for r, on in zip(found, on_road, strict=True) if on is not None]
+            sites, names = [on for _, on in kept], [r["name"] or str(r["id"]) for r, _ in kept]
+            # each place joined once, whatever the batch
+            near = [(i, on) for i, on in enumerate(routing.join_some(conn, xy, net)) if on is not None]
             batch = max(1, routing.MAX_MATRIX // max(1, len(sites)))
             for start in range(0, len(near), batch):
                 chosen = near[start:start + batch]
-                seconds = routing.travel_matrix(conn, self.catalog, sites, [xy[i] for i in chosen])["seconds"]
-                for j, i in enumerate(chosen):
-                    options = [(row[j], n) for row, n in zip(seconds, names, strict=True) if row[j] is not None]
+                seconds = routing.matrix_joined(conn, sites, [on for _, on in chosen], net)
+                for j, (i, _) in enumerate(chosen):
+                    options = [(t, n) for row, n in zip(seconds, names, strict=True) if (t := row[j]) is not None]
                     if options:
-                        best = min(options)
-                        answer.iloc[i, 0], answer.iloc[i, 1] = best[1], round(best[0] / 60, 1)
+                        best, name = min(options)
+                        answer.iat[i, 0], answer.iat[i, 1] = name, round(best / 60, 1)
         return answer
 
     # -- map views ---------------------------------------------------------------------------------------
