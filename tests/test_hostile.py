@@ -158,6 +158,10 @@ def test_a_filter_of_the_wrong_kinds_is_a_400_naming_filter(hostile, unchanged, 
     ("/analysis/reach?layer=infrastructure&minutes=10&window_days=0", "window_days"),
     ("/analysis/nearest-by-time?layer=infrastructure&lon=108&lat=14.3&k=0", "k"),
     ("/analysis/travel-matrix?origins=&destinations=108,14.3", "origins"),
+    ("/views/reach?minutes=500", "minutes"),
+    ("/views/reach?minutes=x", "minutes"),
+    ("/views/reach?kind=fire%27%20OR%20TRUE", "kind"),
+    ("/views/reach?kind=" + "k" * 41, "kind"),
     ("/collections/incidents.polygons/items?limit=100000", "limit"),
 ])
 def test_out_of_range_and_malformed_parameters_are_a_400_naming_them(hostile, unchanged, path, param):
