@@ -6,6 +6,7 @@ import contextvars
 import hashlib
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from gis_ioc.settings import Settings
 # Per-connection settings for the service: JIT and parallel query halve tile and feature
 # throughput on small machines (DESIGN.md, Performance).
 SESSION_OPTIONS = "-c jit=off -c max_parallel_workers_per_gather=0 -c timezone=UTC"
+PING_IDLE_S = 1.0  # a pooled connection idle longer than this is checked at checkout (its SET statement_timeout)
 MIGRATION_LOCK = 72_010_001  # pg_advisory_xact_lock key: one migrator at a time
 _MIGRATION_NAME = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
 
@@ -75,7 +77,8 @@ def make_engine(url: str, pool_size: int = 8, pool_timeout: float = 10.0) -> Eng
     """A SQLAlchemy engine (psycopg2) with the service's session settings.
 
     Each checkout sets the request's ``statement_timeout`` (``BUDGET``; none outside a request), which
-    is also the liveness check: a connection that fails it is replaced, as with ``pool_pre_ping``.
+    is also the liveness check: a connection that fails it is replaced, as with ``pool_pre_ping``. A
+    connection that has that timeout already and was given back within ``PING_IDLE_S`` is used as it is.
     """
     engine = sa.create_engine(
         _sqlalchemy_url(url),
@@ -91,19 +94,28 @@ def make_engine(url: str, pool_size: int = 8, pool_timeout: float = 10.0) -> Eng
 
 def _checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     budget = BUDGET.get()
-    try:  # one round trip: the request's timeout, and the check that the connection is alive
-        dbapi_connection.autocommit = True
-        with dbapi_connection.cursor() as cur:
-            cur.execute("SET statement_timeout = %s", (budget.timeout_ms if budget is not None else 0,))
-        dbapi_connection.autocommit = False
-    except psycopg2.Error as err:
-        raise sa.exc.DisconnectionError(str(err)) from err
+    timeout = budget.timeout_ms if budget is not None else 0
+    idle = time.monotonic() - record.info.get("checked_in", 0.0)
+    # one round trip: the request's timeout, and the check that the connection is alive; spared when the
+    # connection already has that timeout and was in use a moment ago (a dead server breaks the next statement,
+    # and SQLAlchemy then replaces every connection of the pool)
+    if record.info.get("timeout_ms") != timeout or idle > PING_IDLE_S:
+        try:
+            dbapi_connection.autocommit = True
+            with dbapi_connection.cursor() as cur:
+                cur.execute("SET statement_timeout = %s", (timeout,))
+            dbapi_connection.autocommit = False
+        except psycopg2.Error as err:
+            record.info.pop("timeout_ms", None)
+            raise sa.exc.DisconnectionError(str(err)) from err
+        record.info["timeout_ms"] = timeout
     if budget is not None:
         budget.hold(dbapi_connection)
         record.info["budget"] = budget
 
 
 def _checkin(dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in"] = time.monotonic()
     budget = record.info.pop("budget", None)
     if budget is not None:
         budget.release(dbapi_connection)
