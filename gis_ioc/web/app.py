@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import gis_ioc
 from gis_ioc import db, load_service, maps
@@ -180,14 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                 headers=error_headers(503))
         return JSONResponse({"ready": True})
 
-    @app.middleware("http")
-    async def read_your_writes(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        if request.method in ("POST", "PUT", "PATCH", "DELETE") and response.status_code < 400:
-            # tiles take layer versions from NOTIFY; a client's next read after its own write must not
-            # race that message, so this process reads the versions again before answering
-            await run_in_threadpool(request.app.state.listener.reload_versions, request.app.state.engine)
-        return response
+    app.add_middleware(ReadYourWrites)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -223,6 +217,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(views.session_router)
     app.mount("/static", StaticFiles(directory=maps.STATIC), name="static")
     return app
+
+
+class ReadYourWrites:
+    """After a write that succeeded, this process reads the layer versions again before it answers.
+
+    Tiles take layer versions from NOTIFY; a client's next read after its own write must not race that
+    message. Plain ASGI (Starlette's ``BaseHTTPMiddleware`` costs every request a task and a stream).
+    """
+
+    WRITES = frozenset(("POST", "PUT", "PATCH", "DELETE"))
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass reads through; hold a successful write's response until the versions are read."""
+        if scope["type"] != "http" or scope["method"] not in self.WRITES:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_after_reload(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                state = scope["app"].state
+                await run_in_threadpool(state.listener.reload_versions, state.engine)
+            await send(message)
+
+        await self.app(scope, receive, send_after_reload)
 
 
 def _wants_page(request: Request) -> bool:
