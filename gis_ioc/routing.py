@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -47,6 +48,7 @@ class OnRoad:
     off_m: float
     road: str | None
     vertex: int | None = None  # the point falls on a vertex of the network (an end of its edge)
+    meets: tuple[float, float] | None = None  # where the leg off the road meets it
 
     def vid(self, pid: int) -> int:
         """Its id for pgRouting: the vertex it falls on, else its point (``-pid``)."""
@@ -62,7 +64,8 @@ def _nearest_roads(conn: Connection, points: list[tuple[float, float]]) -> list[
     values = ", ".join(f"({i}, {float(lon)!r}, {float(lat)!r})" for i, (lon, lat) in enumerate(points))
     rows = conn.execute(sa.text(
         f"SELECT q.i, e.id, e.source, e.target, ST_LineLocatePoint(e.geom, q.p) AS fraction, "
-        "ST_Distance(q.p::geography, e.geom::geography) AS off_m, coalesce(e.name, e.road_class) AS road "
+        "ST_Distance(q.p::geography, e.geom::geography) AS off_m, coalesce(e.name, e.road_class) AS road, "
+        "ST_X(ST_ClosestPoint(e.geom, q.p)) AS mx, ST_Y(ST_ClosestPoint(e.geom, q.p)) AS my "
         f"FROM (SELECT i, ST_SetSRID(ST_MakePoint(x, y), 4326) AS p FROM (VALUES {values}) v(i, x, y)) q "
         "CROSS JOIN LATERAL (SELECT c.* FROM (SELECT * FROM network_edges ORDER BY geom <-> q.p LIMIT 8) c "
         "ORDER BY ST_Distance(q.p::geography, c.geom::geography) LIMIT 1) e ORDER BY q.i")).all()
@@ -79,7 +82,8 @@ def join_some(conn: Connection, points: list[tuple[float, float]], net: Network)
     for (lon, lat), row in zip(points, _nearest_roads(conn, points), strict=True):
         vertex = int(row.source) if row.fraction <= 1e-9 else int(row.target) if row.fraction >= 1 - 1e-9 else None
         joined.append(None if row.off_m > net.max_off_road_m else OnRoad(
-            float(lon), float(lat), int(row.id), float(row.fraction), float(row.off_m), row.road, vertex))
+            float(lon), float(lat), int(row.id), float(row.fraction), float(row.off_m), row.road, vertex,
+            (float(row.mx), float(row.my))))
     return joined
 
 
@@ -90,78 +94,108 @@ def join(conn: Connection, points: list[tuple[float, float]], net: Network, para
     ``param``: the parameter's name, or one name per point.
     """
     joined = join_some(conn, points, net)
-    for i, (found, (lon, lat)) in enumerate(zip(joined, points, strict=True)):
+    for i, (found, point) in enumerate(zip(joined, points, strict=True)):
         if found is None:
-            name = param[i] if isinstance(param, list) else param
-            off = _nearest_roads(conn, [(lon, lat)])[0].off_m
-            raise InvalidInput(f"{name}: the point {lon:.5f},{lat:.5f} is {off:,.0f} m from the nearest road "
-                               f"(at most {net.max_off_road_m:,.0f} m)", param=name)
+            _too_far(conn, point, net, param[i] if isinstance(param, list) else param)
     return [p for p in joined if p is not None]
+
+
+def _too_far(conn: Connection, point: tuple[float, float], net: Network, name: str) -> NoReturn:
+    """The 400 for a point farther than ``max_off_road_m`` from every road."""
+    off = _nearest_roads(conn, [point])[0].off_m
+    raise InvalidInput(f"{name}: the point {point[0]:.5f},{point[1]:.5f} is {off:,.0f} m from the nearest road "
+                       f"(at most {net.max_off_road_m:,.0f} m)", param=name)
+
+
+def _fraction(p: OnRoad) -> float:
+    # pgr_withPoints finds no path from a point at fraction 0 or 1 (on a vertex): a hair inside the edge
+    return min(max(p.fraction, 1e-6), 1 - 1e-6)
 
 
 def _points_sql(points: list[OnRoad]) -> str:
     """The points as pgRouting takes them: pid 1, 2… in the order given."""
-    # pgr_withPoints finds no path from a point at fraction 0 or 1 (on a vertex): a hair inside the edge
-    values = ", ".join(f"({i + 1}, {p.edge}, {min(max(p.fraction, 1e-6), 1 - 1e-6)!r}::float, 'b'::char)"
-                       for i, p in enumerate(points))
+    values = ", ".join(f"({i + 1}, {p.edge}, {_fraction(p)!r}::float, 'b'::char)" for i, p in enumerate(points))
     return f"SELECT * FROM (VALUES {values}) AS t(pid, edge_id, fraction, side)"
 
 
 # -- route -----------------------------------------------------------------------------------------
 
-
-def _leg(conn: Connection, a: OnRoad, b: OnRoad) -> list[dict[str, Any]] | None:
-    """The pieces of the fastest way from a to b on the network: edge, part of it, seconds; None: no way."""
-    points = [a, b]
-    rows = conn.execute(sa.text(
-        f"SELECT r.path_seq, r.node, r.edge, r.cost, lead(r.node) OVER (ORDER BY r.path_seq) AS next_node, "
-        "e.source, e.target, e.length_m, coalesce(e.name, e.road_class) AS road, ST_AsBinary(e.geom) AS wkb "
-        f"FROM pgr_withPoints({_literal(EDGES_SQL)}, {_literal(_points_sql(points))}, {a.vid(1)}, {b.vid(2)}, "
-        "true, 'b', false) r "
-        "LEFT JOIN network_edges e ON e.id = r.edge ORDER BY r.path_seq")).all()
-    if not rows:
-        if (a.edge == b.edge and a.fraction == b.fraction) or (a.vertex is not None and a.vertex == b.vertex):
-            return []
-        return None
-    fractions = {-1: min(max(a.fraction, 1e-6), 1 - 1e-6), -2: min(max(b.fraction, 1e-6), 1 - 1e-6)}
-    pieces = []
-    for row in rows:
-        if row.edge is None or row.edge < 0:
-            continue
-
-        start, end = (fractions[n] if n < 0 else 0.0 if n == row.source else 1.0 for n in (row.node, row.next_node))
-        pieces.append({"edge": row.edge, "from": start, "to": end, "seconds": float(row.cost),
-                       "metres": float(row.length_m) * abs(end - start), "road": row.road, "wkb": bytes(row.wkb)})
-    return pieces
+Pieces = list[dict[str, Any]]
 
 
-def _geometry(pieces: list[dict[str, Any]], points: list[OnRoad]) -> dict[str, Any]:
+def _pieces_sql(points: list[OnRoad], ways: str, also: str = "", only: str = "", columns: str = "") -> str:
+    """The pieces of ``ways`` as ``_piece`` reads them, each cut and turned the way it is driven by PostGIS.
+
+    ``ways``: a query on pgr_withPoints (start_pid, end_pid, path_seq, node, edge, cost, next_node); ``also``:
+    more common table expressions; ``only``: a join that keeps some of the ways; ``columns``: more columns.
+    """
+    return (
+        f"WITH pts AS ({_points_sql(points)}), r AS ({ways}){also}, "
+        "d AS (SELECT r.*, e.length_m, coalesce(e.name, e.road_class) AS road, e.geom, "
+        "CASE WHEN r.node < 0 THEN p0.fraction WHEN r.node = e.source THEN 0.0 ELSE 1.0 END AS f0, "
+        "CASE WHEN r.next_node < 0 THEN p1.fraction WHEN r.next_node = e.source THEN 0.0 ELSE 1.0 END AS f1 "
+        f"FROM r {only} JOIN network_edges e ON e.id = r.edge LEFT JOIN pts p0 ON p0.pid = -r.node "
+        "LEFT JOIN pts p1 ON p1.pid = -r.next_node WHERE r.edge > 0) "
+        "SELECT start_pid, end_pid, path_seq, edge, cost, CASE WHEN whole THEN length_m "
+        "ELSE ST_Length(part::geography) END AS metres, road, "
+        f"ST_AsBinary(CASE WHEN f0 > f1 THEN ST_Reverse(part) ELSE part END) AS wkb{columns} "
+        "FROM (SELECT d.*, CASE WHEN whole THEN geom ELSE ST_LineSubstring(geom, least(f0, f1), greatest(f0, f1)) "
+        "END AS part FROM (SELECT d.*, least(f0, f1) <= 1e-6 AND greatest(f0, f1) >= 1 - 1e-6 AS whole FROM d) d) d")
+
+
+def _ways_sql(points: list[OnRoad], target: str, end: str = "r.end_pid") -> str:
+    """pgr_withPoints to ``target`` (its arguments after the points: combinations or start and end vertices)."""
+    return (f"SELECT r.start_pid, {end} AS end_pid, r.path_seq, r.node, r.edge, r.cost, r.agg_cost, "
+            "lead(r.node) OVER (PARTITION BY r.start_pid, " + end + " ORDER BY r.path_seq) AS next_node "
+            f"FROM pgr_withPoints({_literal(EDGES_SQL)}, {_literal(_points_sql(points))}, {target}, true, 'b', "
+            "false) r")
+
+
+def _piece(row: Any) -> dict[str, Any]:
+    return {"edge": int(row.edge), "seconds": float(row.cost), "metres": float(row.metres), "road": row.road,
+            "wkb": bytes(row.wkb)}
+
+
+def _legs(conn: Connection, points: list[OnRoad], pairs: list[tuple[int, int]]) -> dict[tuple[int, int], Pieces | None]:
+    """The fastest way on the network for each pair of ``points`` (indexes), all in one statement.
+
+    Each way is its pieces in the order driven: edge, seconds, metres, road and the part of the edge driven
+    (WKB); None: no way.
+    """
+    vids = [p.vid(i + 1) for i, p in enumerate(points)]
+    asked = {(vids[a], vids[b]) for a, b in pairs if vids[a] != vids[b]}
+    found: dict[tuple[int, int], Pieces] = {}
+    if asked:
+        combinations = "SELECT * FROM (VALUES " + ", ".join(f"({a}::bigint, {b}::bigint)" for a, b in sorted(
+            asked)) + ") AS c(source, target)"
+        sql = _pieces_sql(points, _ways_sql(points, _literal(combinations))) + " ORDER BY start_pid, end_pid, path_seq"
+        for row in conn.execute(sa.text(sql)):
+            found.setdefault((int(row.start_pid), int(row.end_pid)), []).append(_piece(row))
+    ways: dict[tuple[int, int], Pieces | None] = {}
+    for a, b in pairs:
+        same = vids[a] == vids[b] or (points[a].edge == points[b].edge and points[a].fraction == points[b].fraction)
+        ways[(a, b)] = found.get((vids[a], vids[b]), []) if same else found.get((vids[a], vids[b]))
+    return ways
+
+
+def _geometry(pieces: Pieces, points: list[OnRoad]) -> dict[str, Any]:
     """The route as a MultiLineString: each piece of road in the direction driven, and the legs off the road."""
     import shapely
-    import shapely.ops
 
     lines: list[Any] = []
-    for piece in pieces:
-        line = shapely.from_wkb(piece["wkb"])
-        lo, hi = sorted((piece["from"], piece["to"]))
-        if lo <= 1e-6 and hi >= 1 - 1e-6:  # the whole edge: its coordinates as they are (substring is slow)
-            xy = shapely.get_coordinates(line)
-        else:
-            xy = shapely.get_coordinates(shapely.ops.substring(line, lo, hi, normalized=True))
-        if piece["from"] > piece["to"]:
-            xy = xy[::-1]
-        if len(xy) >= 2:
-            lines.append(xy.round(7).tolist())
+    if pieces:
+        xy, index = shapely.get_coordinates(shapely.from_wkb([p["wkb"] for p in pieces]), return_index=True)
+        xy = xy.round(7)
+        for part in np.split(xy, np.flatnonzero(np.diff(index)) + 1):
+            if len(part) >= 2:
+                lines.append(part.tolist())
     for p in points:  # the legs off the road, straight: one for each point (a via point's once, not per leg)
-        if p.off_m > 0.5:
-            edge = next((pc for pc in pieces if pc["edge"] == p.edge), None)
-            if edge is not None:
-                on = shapely.from_wkb(edge["wkb"]).interpolate(p.fraction, normalized=True)
-                lines.append([[round(p.lon, 7), round(p.lat, 7)], [round(on.x, 7), round(on.y, 7)]])
+        if p.off_m > 0.5 and p.meets is not None:
+            lines.append([[round(p.lon, 7), round(p.lat, 7)], [round(p.meets[0], 7), round(p.meets[1], 7)]])
     return {"type": "MultiLineString", "coordinates": lines}
 
 
-def _steps(pieces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _steps(pieces: Pieces) -> list[dict[str, Any]]:
     """Consecutive pieces of one road as one step."""
     steps: list[dict[str, Any]] = []
     for piece in pieces:
@@ -194,9 +228,15 @@ def route(conn: Connection, catalog: Catalog, start: tuple[float, float], end: t
 def _route_joined(conn: Connection, joined: list[OnRoad], names: list[str], net: Network,
                   depart_at: datetime | None = None) -> dict[str, Any]:
     """``route`` from points already joined to the network (``names``: what to call each in the answer)."""
-    pieces: list[dict[str, Any]] = []
+    return _way(_legs(conn, joined, [(i, i + 1) for i in range(len(joined) - 1)]), joined, names, net, depart_at)
+
+
+def _way(legs: dict[tuple[int, int], Pieces | None], joined: list[OnRoad], names: list[str], net: Network,
+         depart_at: datetime | None = None) -> dict[str, Any]:
+    """The route through ``joined`` in order from its legs (``_legs`` of each point to the next)."""
+    pieces: Pieces = []
     for i, (a, b) in enumerate(zip(joined, joined[1:], strict=False)):
-        found = _leg(conn, a, b)
+        found = legs[(i, i + 1)]
         if found is None:
             return {"type": "Feature", "geometry": None, "properties": {
                 "reachable": False, "reason": f"no road leads from {names[i]} {a.lon:.5f},{a.lat:.5f} to "
@@ -239,6 +279,36 @@ def _candidates(conn: Connection, catalog: Catalog, layer_id: str, filter_text: 
     return layer, [dict(r) for r in rows]
 
 
+def _soonest(conn: Connection, points: list[OnRoad], net: Network, k: int,
+             ) -> tuple[dict[int, float], dict[int, Pieces]]:
+    """From each of ``points[1:]`` to ``points[0]`` by road: the seconds, and the ways of the ``k`` soonest.
+
+    Both by pgRouting id, in one statement (one graph for both); the soonest count their legs off the road.
+    """
+    place = points[0]
+    costs: dict[int, float] = {place.vid(1): 0.0}  # a facility on the very vertex of the place
+    ways: dict[int, Pieces] = {place.vid(1): []}
+    starts = sorted({p.vid(i + 1) for i, p in enumerate(points) if i > 0} - {place.vid(1)})
+    if not starts:
+        return costs, ways
+    legs = ", ".join(f"({i}, {p.vid(i + 1)}::bigint, {p.leg_s(net)!r}::float)" for i, p in enumerate(points) if i)
+    also = (", t AS (SELECT start_pid, max(agg_cost) AS total FROM r GROUP BY start_pid), "
+            f"c(i, vid, leg) AS (VALUES {legs}), "
+            f"b AS (SELECT DISTINCT vid FROM (SELECT c.vid FROM c JOIN t ON t.start_pid = c.vid "
+            f"ORDER BY t.total + c.leg, c.i LIMIT {int(k)}) s)")
+    ways_sql = _ways_sql(points, f"ARRAY[{', '.join(map(str, starts))}]::bigint[], {place.vid(1)}",
+                         end=f"{place.vid(1)}::bigint")
+    sql = (_pieces_sql(points, ways_sql, also, only="JOIN b ON b.vid = r.start_pid", columns=", NULL::float AS total")
+           + " UNION ALL SELECT start_pid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, total FROM t "
+           "ORDER BY 1, 3")
+    for row in conn.execute(sa.text(sql)):
+        if row.total is not None:
+            costs[int(row.start_pid)] = float(row.total)
+        else:
+            ways.setdefault(int(row.start_pid), []).append(_piece(row))
+    return costs, ways
+
+
 def nearest_by_time(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str | None = None,
                     lon: float | None = None, lat: float | None = None, incident: int | None = None,
                     k: int = 3) -> dict[str, Any]:
@@ -258,31 +328,29 @@ def nearest_by_time(conn: Connection, catalog: Catalog, layer_id: str, *, filter
     if not found:
         result["nearest_by_distance"] = None
         return result
-    place = join(conn, [(x, y)], net, param="incident" if incident_id is not None else "lon")[0]
+    place, *around = join_some(conn, [(x, y), *((r["lon"], r["lat"]) for r in found)], net)  # one statement
+    if place is None:
+        _too_far(conn, (x, y), net, "incident" if incident_id is not None else "lon")
     candidates, joined = [], []
     far = {}  # a facility far from every road cannot be reached by road: said, not refused
-    for row, on in zip(found, join_some(conn, [(r["lon"], r["lat"]) for r in found], net), strict=True):
+    for row, on in zip(found, around, strict=True):
         if on is None:
             far[row["id"]] = f"more than {net.max_off_road_m:,.0f} m from every road"
         else:
             joined.append(on)
             candidates.append(row)
     points = [place, *joined]
-    costs: dict[int, float] = {}
-    if joined:
-        starts = ", ".join(str(p.vid(i + 2)) for i, p in enumerate(joined))
-        for cost in conn.execute(sa.text(
-                f"SELECT start_pid, agg_cost FROM pgr_withPointsCost({_literal(EDGES_SQL)}, "
-                f"{_literal(_points_sql(points))}, ARRAY[{starts}]::bigint[], {place.vid(1)}, true, 'b')")):
-            costs[int(cost.start_pid)] = float(cost.agg_cost)
-        costs[place.vid(1)] = 0.0  # a facility on the very vertex of the place
+    costs, ways = _soonest(conn, points, net, k)
     crow = {r["id"]: analysis.GEOD.inv(r["lon"], r["lat"], x, y)[2] for r in found}
     totals = {i: costs[p.vid(i + 2)] + p.leg_s(net) + place.leg_s(net)  # on the road, and the legs off it
               for i, p in enumerate(joined) if p.vid(i + 2) in costs}
     order = sorted(totals, key=lambda i: totals[i])[:k]
+    missing = [i for i in order if joined[i].vid(i + 2) not in ways]  # a tie the database broke the other way
+    legs = _legs(conn, points, [(i + 1, 0) for i in missing]) if missing else {}
     for i in order:
         row = candidates[i]
-        way = _route_joined(conn, [joined[i], place], ["from", "to"], net)  # both already joined
+        pieces = ways.get(joined[i].vid(i + 2)) if i not in missing else legs[(i + 1, 0)]
+        way = _way({(0, 1): pieces}, [joined[i], place], ["from", "to"], net)
         props = way["properties"]
         result["features"].append({
             "type": "Feature", "id": row["id"], "geometry": way["geometry"],

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from shapely.geometry import Point, shape
 
 from gis_ioc import db, routing
+from gis_ioc.analysis import GEOD
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import InvalidInput
 from gis_ioc.settings import PROJECT_ROOT, Settings
@@ -47,6 +48,16 @@ def _graph(conn: sa.Connection) -> tuple[nx.DiGraph, dict[int, tuple[float, floa
     return graph, where
 
 
+def _drawn_as_driven(route: dict, road_m: float) -> None:
+    """The route's road lines follow on from each other, start where it starts, and are as long as it says."""
+    off = [p for p in route["properties"]["off_road"] if p["length_m"] > 0.5]
+    lines = route["geometry"]["coordinates"][:len(route["geometry"]["coordinates"]) - len(off)]
+    for before, after in zip(lines, lines[1:], strict=False):
+        assert before[-1] == pytest.approx(after[0], abs=1e-6), (before[-1], after[0])
+    drawn = sum(GEOD.line_length(*zip(*line, strict=True)) for line in lines)
+    assert drawn == pytest.approx(road_m, rel=2e-3, abs=1.0)
+
+
 def test_routes_equal_a_plain_dijkstra_over_the_same_graph(routed):
     engine, catalog, _ = routed
     rng = random.Random(20261201)
@@ -68,6 +79,7 @@ def test_routes_equal_a_plain_dijkstra_over_the_same_graph(routed):
             metres = sum(graph[u][v]["length"] for u, v in zip(path, path[1:], strict=False))
             assert found["time_s"] == pytest.approx(seconds, rel=1e-3, abs=0.1), (a, b)
             assert found["length_m"] == pytest.approx(metres, rel=1e-3, abs=0.5), (a, b)
+            _drawn_as_driven(routing.route(conn, catalog, where[a], where[b]), metres)
             agreed += 1
             reachable += 1
     assert agreed == 200 and reachable > 100
@@ -165,6 +177,32 @@ def test_the_nearest_stations_by_time_and_by_distance(routed):
         assert f["geometry"]["type"] == "MultiLineString"
     assert found["nearest_by_distance"]["also_soonest"] == (found["nearest_by_distance"]["id"] ==
                                                              found["features"][0]["id"])
+
+
+def test_the_soonest_stations_are_those_each_route_says(routed):
+    """nearest_by_time's times and order equal a route from every fire station to the incident, one by one."""
+    engine, catalog, _ = routed
+    with engine.connect() as conn:
+        stations = [(r.id, (r.x, r.y)) for r in conn.execute(sa.text(
+            f"SELECT id, ST_X(ST_PointOnSurface(geom)) AS x, ST_Y(ST_PointOnSurface(geom)) AS y "
+            f"FROM infrastructure WHERE {FIRE}"))]
+        incidents = conn.execute(sa.text(
+            "SELECT id, ST_X(geom) AS x, ST_Y(geom) AS y FROM incidents WHERE GeometryType(geom) = 'POINT' "
+            "AND EXISTS (SELECT 1 FROM network_edges e WHERE ST_DWithin(e.geom, incidents.geom, 0.02)) "
+            "ORDER BY id LIMIT 12")).all()
+        assert len(stations) >= 3 and len(incidents) == 12
+        for incident in incidents:
+            found = routing.nearest_by_time(conn, catalog, "infrastructure", filter_text=FIRE, incident=incident.id,
+                                            k=3)
+            each = {sid: routing.route(conn, catalog, at, (incident.x, incident.y))["properties"]
+                    for sid, at in stations}
+            times = sorted(p["time_s"] for p in each.values() if p["reachable"])
+            assert [f["properties"]["time_s"] for f in found["features"]] == pytest.approx(times[:3], abs=0.2)
+            for f in found["features"]:
+                alone = each[f["id"]]
+                assert f["properties"]["road_m"] == pytest.approx(alone["length_m"], abs=0.5)
+                _drawn_as_driven({"geometry": f["geometry"], "properties": f["properties"]},
+                                 alone["length_m"] - sum(p["length_m"] for p in alone["off_road"]))
 
 
 def test_bad_routing_requests_are_400s_naming_the_parameter(routed):
