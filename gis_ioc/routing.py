@@ -9,6 +9,7 @@ in every answer. Times are in seconds, distances in metres.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -59,32 +60,43 @@ class OnRoad:
         return self.off_m / (net.off_road_kmh / 3.6)
 
 
+_ON_ROAD = (  # each point of q (i, p) with its nearest edge, where along it, how far off it (NULLs: no edges)
+    "SELECT q.*, ST_X(q.p) AS lon, ST_Y(q.p) AS lat, e.id AS edge_id, e.source, e.target, "
+    "ST_LineLocatePoint(e.geom, q.p) AS fraction, ST_Distance(q.p::geography, e.geom::geography) AS off_m, "
+    "coalesce(e.name, e.road_class) AS road, ST_X(ST_ClosestPoint(e.geom, q.p)) AS mx, "
+    "ST_Y(ST_ClosestPoint(e.geom, q.p)) AS my FROM q LEFT JOIN LATERAL (SELECT c.* FROM (SELECT * FROM "
+    "network_edges ORDER BY geom <-> q.p LIMIT 8) c ORDER BY ST_Distance(q.p::geography, c.geom::geography) "
+    "LIMIT 1) e ON true ORDER BY q.i")
+
+
+def _on_roads(conn: Connection, points_sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+    """The rows of ``points_sql`` (columns ``i``, ``p`` and any others), each with its nearest edge: one statement."""
+    rows = conn.execute(sa.text(f"WITH q AS ({points_sql}) {_ON_ROAD}"), params or {}).all()
+    if rows and rows[0].edge_id is None:
+        raise InvalidInput("network: the road network is empty (no roads in its source layers)", param="network")
+    return list(rows)
+
+
 def _nearest_roads(conn: Connection, points: list[tuple[float, float]]) -> list[Any]:
     """For each point, in one statement: its nearest edge, where along it, how far off it."""
     values = ", ".join(f"({i}, {float(lon)!r}, {float(lat)!r})" for i, (lon, lat) in enumerate(points))
-    rows = conn.execute(sa.text(
-        f"SELECT q.i, e.id, e.source, e.target, ST_LineLocatePoint(e.geom, q.p) AS fraction, "
-        "ST_Distance(q.p::geography, e.geom::geography) AS off_m, coalesce(e.name, e.road_class) AS road, "
-        "ST_X(ST_ClosestPoint(e.geom, q.p)) AS mx, ST_Y(ST_ClosestPoint(e.geom, q.p)) AS my "
-        f"FROM (SELECT i, ST_SetSRID(ST_MakePoint(x, y), 4326) AS p FROM (VALUES {values}) v(i, x, y)) q "
-        "CROSS JOIN LATERAL (SELECT c.* FROM (SELECT * FROM network_edges ORDER BY geom <-> q.p LIMIT 8) c "
-        "ORDER BY ST_Distance(q.p::geography, c.geom::geography) LIMIT 1) e ORDER BY q.i")).all()
-    if len(rows) < len(points):
-        raise InvalidInput("network: the road network is empty (no roads in its source layers)", param="network")
-    return list(rows)
+    return _on_roads(conn, f"SELECT i, ST_SetSRID(ST_MakePoint(x, y), 4326) AS p FROM (VALUES {values}) v(i, x, y)")
+
+
+def _on_road(row: Any, net: Network, lon: float | None = None, lat: float | None = None) -> OnRoad | None:
+    """A row of ``_on_roads`` as a point joined to the network; None when farther than ``max_off_road_m``."""
+    if row.off_m > net.max_off_road_m:
+        return None
+    vertex = int(row.source) if row.fraction <= 1e-9 else int(row.target) if row.fraction >= 1 - 1e-9 else None
+    return OnRoad(float(row.lon if lon is None else lon), float(row.lat if lat is None else lat), int(row.edge_id),
+                  float(row.fraction), float(row.off_m), row.road, vertex, (float(row.mx), float(row.my)))
 
 
 def join_some(conn: Connection, points: list[tuple[float, float]], net: Network) -> list[OnRoad | None]:
     """Each point joined to the network where it is nearest; None for one farther than ``max_off_road_m``."""
     if not points:
         return []
-    joined: list[OnRoad | None] = []
-    for (lon, lat), row in zip(points, _nearest_roads(conn, points), strict=True):
-        vertex = int(row.source) if row.fraction <= 1e-9 else int(row.target) if row.fraction >= 1 - 1e-9 else None
-        joined.append(None if row.off_m > net.max_off_road_m else OnRoad(
-            float(lon), float(lat), int(row.id), float(row.fraction), float(row.off_m), row.road, vertex,
-            (float(row.mx), float(row.my))))
-    return joined
+    return [_on_road(row, net, lon, lat) for (lon, lat), row in zip(points, _nearest_roads(conn, points), strict=True)]
 
 
 def join(conn: Connection, points: list[tuple[float, float]], net: Network, param: str | list[str] = "from",
@@ -262,21 +274,52 @@ def _way(legs: dict[tuple[int, int], Pieces | None], joined: list[OnRoad], names
 # -- the nearest facilities by travel time -----------------------------------------------------------
 
 
-def _candidates(conn: Connection, catalog: Catalog, layer_id: str, filter_text: str | None,
-                ) -> tuple[Layer, list[dict[str, Any]]]:
-    """The facilities to compare: the layer's features (filtered), each at a point on its surface."""
+def _candidates_sql(conn: Connection, catalog: Catalog, layer_id: str, filter_text: str | None,
+                    ) -> tuple[Layer, str, dict[str, Any]]:
+    """The facilities to compare as SQL: ``i`` (from 1), ``id``, ``name`` and ``p``, a point on the feature."""
     layer = analysis._layer(catalog, conn, layer_id)
     where, params = analysis._condition(layer, filter_text)
     geom, key = quote_ident(layer.geometry.column), quote_ident(layer.id_column)
     name = "t.name::text" if "name" in layer.properties else "NULL::text"
-    rows = conn.execute(sa.text(
-        f"SELECT t.{key} AS id, {name} AS name, ST_X(p) AS lon, ST_Y(p) AS lat FROM {quote_table(layer.table)} t "
-        f"CROSS JOIN LATERAL (SELECT ST_PointOnSurface(t.{geom}) AS p) s WHERE {where} AND {layer.events_only()} "
-        f"LIMIT {MAX_CANDIDATES + 1}"), params).mappings().all()
-    if len(rows) > MAX_CANDIDATES:
+    return layer, (
+        f"SELECT row_number() OVER () AS i, t.{key} AS id, {name} AS name, ST_PointOnSurface(t.{geom}) AS p "
+        f"FROM {quote_table(layer.table)} t WHERE {where} AND {layer.events_only()} LIMIT {MAX_CANDIDATES + 1}"), params
+
+
+def _at_most(layer: Layer, found: Sequence[Any]) -> None:
+    if len(found) > MAX_CANDIDATES:
         raise InvalidInput(f"filter: more than {MAX_CANDIDATES} features of {layer.id} to compare by travel time: "
                            "narrow the filter (kind = 'fire_station')", param="filter")
+
+
+def _candidates(conn: Connection, catalog: Catalog, layer_id: str, filter_text: str | None,
+                ) -> tuple[Layer, list[dict[str, Any]]]:
+    """The facilities to compare: the layer's features (filtered), each at a point on its surface."""
+    layer, sql, params = _candidates_sql(conn, catalog, layer_id, filter_text)
+    rows = conn.execute(sa.text(f"SELECT id, name, ST_X(p) AS lon, ST_Y(p) AS lat FROM ({sql}) c ORDER BY i"),
+                        params).mappings().all()
+    _at_most(layer, rows)
     return layer, [dict(r) for r in rows]
+
+
+def _candidates_on_roads(conn: Connection, catalog: Catalog, layer_id: str, filter_text: str | None,
+                         net: Network, origin: str = "", origin_params: dict[str, Any] | None = None,
+                         ) -> tuple[Layer, Any, list[dict[str, Any]], list[OnRoad | None]]:
+    """``_candidates`` each joined to the network, and ``origin`` (SQL of one point ``p``) too: one statement.
+
+    Returns the layer, the origin's row (None: no origin asked, or the origin's query found nothing), the
+    candidates and where each joins the network (None: too far from every road).
+    """
+    layer, sql, params = _candidates_sql(conn, catalog, layer_id, filter_text)
+    points = f"SELECT i, id, name, p FROM ({sql}) c"
+    if origin:
+        points = f"SELECT 0::bigint AS i, NULL AS id, NULL::text AS name, p FROM ({origin}) o UNION ALL {points}"
+    rows = _on_roads(conn, points, {**params, **(origin_params or {})})
+    start = rows[0] if origin and rows and rows[0].i == 0 else None
+    found = rows[1:] if start is not None else rows
+    _at_most(layer, found)
+    return layer, start, [{"id": r.id, "name": r.name, "lon": float(r.lon), "lat": float(r.lat)} for r in found], [
+        _on_road(r, net) for r in found]
 
 
 def _soonest(conn: Connection, points: list[OnRoad], net: Network, k: int,
@@ -320,15 +363,26 @@ def nearest_by_time(conn: Connection, catalog: Catalog, layer_id: str, *, filter
     """
     if not 1 <= k <= MAX_K:
         raise InvalidInput(f"k: {k} is not between 1 and {MAX_K}", param="k")
-    x, y, incident_id = analysis._origin(conn, catalog, lon, lat, incident)
-    layer, found = _candidates(conn, catalog, layer_id, filter_text)
     net = settings_of(sources(catalog, conn))
+    if incident is not None:  # the place, the candidates and where each meets the road: one statement
+        origin = "SELECT ST_PointOnSurface(geom) AS p FROM incidents WHERE id = :origin_id"
+        bind: dict[str, Any] = {"origin_id": incident}
+    else:
+        if lon is None or lat is None:
+            raise InvalidInput("lon, lat: give a point (lon and lat) or an incident id", param="lon")
+        lon, lat = analysis.check_point(lon, lat)
+        origin = "SELECT ST_SetSRID(ST_MakePoint(:origin_x, :origin_y), 4326) AS p"
+        bind = {"origin_x": lon, "origin_y": lat}
+    layer, start, found, around = _candidates_on_roads(conn, catalog, layer_id, filter_text, net, origin, bind)
+    if start is None:
+        raise InvalidInput(f"incident: no incident {incident}", param="incident")
+    x, y, incident_id = float(start.lon), float(start.lat), incident
     result: dict[str, Any] = {"type": "FeatureCollection", "layer": layer.id, "from": [x, y],
                               "incident": incident_id, "features": []}
     if not found:
         result["nearest_by_distance"] = None
         return result
-    place, *around = join_some(conn, [(x, y), *((r["lon"], r["lat"]) for r in found)], net)  # one statement
+    place = _on_road(start, net)
     if place is None:
         _too_far(conn, (x, y), net, "incident" if incident_id is not None else "lon")
     candidates, joined = [], []
@@ -402,10 +456,9 @@ def reach(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str
     if not 1 <= len(given) <= MAX_THRESHOLDS or any(not 0 < m <= MAX_MINUTES for m in minutes):
         raise InvalidInput(f"minutes: 1 to {MAX_THRESHOLDS} times, each above 0 and at most {MAX_MINUTES}",
                            param="minutes")
-    layer, found = _candidates(conn, catalog, layer_id, filter_text)
     net = settings_of(sources(catalog, conn))
-    # a facility far from every road reaches nothing by road
-    joined = [p for p in join_some(conn, [(r["lon"], r["lat"]) for r in found], net) if p is not None]
+    layer, _, found, on_roads = _candidates_on_roads(conn, catalog, layer_id, filter_text, net)
+    joined = [p for p in on_roads if p is not None]  # a facility far from every road reaches nothing by road
     result: dict[str, Any] = {"type": "FeatureCollection", "layer": layer.id, "facilities": len(found),
                               "walk_m": round(REACH_WALK_S * net.off_road_kmh / 3.6), "features": []}
     if not joined:

@@ -216,11 +216,10 @@ class Workspace:
         xy = [(float(g.x), float(g.y)) for g in points]
         answer = pd.DataFrame(index=places.index, data={"by_road": None, "by_road_minutes": float("nan")})
         with self._conn() as conn:
-            _, found = routing._candidates(conn, self.catalog, layer_id, filter_text)
+            net = routing.settings_of(routing.sources(self.catalog))
+            _, _, found, on_road = routing._candidates_on_roads(conn, self.catalog, layer_id, filter_text, net)
             if not found:
                 return answer
-            net = routing.settings_of(routing.sources(self.catalog))
-            on_road = routing.join_some(conn, [(r["lon"], r["lat"]) for r in found], net)
             kept: list[tuple[dict[str, Any], routing.OnRoad]] = [
                 (r, on) for r, on in zip(found, on_road, strict=True) if on is not None]
             sites, names = [on for _, on in kept], [r["name"] or str(r["id"]) for r, _ in kept]

@@ -214,6 +214,9 @@ def test_bad_routing_requests_are_400s_naming_the_parameter(routed):
             ("/analysis/route?from=108.0,14.35&to=108.0,14.36&via=" + ";".join(["108.0,14.35"] * 9), "via", "at most"),
             ("/analysis/nearest-by-time?layer=infrastructure&lon=108&lat=14.35&k=11", "k", ""),
             ("/analysis/nearest-by-time?layer=nope&lon=108&lat=14.35", "layer", ""),
+            ("/analysis/nearest-by-time?layer=infrastructure&incident=987654321", "incident", "no incident 987654321"),
+            ("/analysis/nearest-by-time?layer=infrastructure&lon=108", "lon", "give a point"),
+            ("/analysis/nearest-by-time?layer=infrastructure&lon=109.5&lat=14.5", "lon", "m from the nearest road"),
             ("/analysis/reach?layer=infrastructure&filter=kind%20%3D%20'fire_station'&minutes=500", "minutes", ""),
             ("/analysis/reach?layer=infrastructure&minutes=ten", "minutes", ""),
             ("/analysis/travel-matrix?origins=" + ";".join(["108.0,14.35"] * 51) + "&destinations="
