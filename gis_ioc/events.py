@@ -16,11 +16,14 @@ import select
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+
+from gis_ioc.version_board import VersionBoard, highest
 
 CHANNEL = "gis_ioc_changes"
 VERSIONS = "gis_ioc_versions"  # '<table> <version>' from migration 006
@@ -69,28 +72,51 @@ class ChangeListener:
         self.connected = threading.Event()
         self.connections = 0  # how often LISTEN was (re)established
         self._versions: dict[str, int] = {}
+        self.board: VersionBoard | None = None  # the versions other processes of this machine wrote
+        self._merged: tuple[tuple[Mapping[str, int] | None, Mapping[str, int] | None], Mapping[str, int]] = (
+            (None, None), {})
         self.epoch = secrets.token_hex(4)  # event ids of another process (before a restart) are told apart
 
-    def versions(self) -> dict[str, int] | None:
-        """Every layer table's version as last announced, or None while not listening (ask the database)."""
+    def versions(self) -> Mapping[str, int] | None:
+        """Every layer table's version as last announced, or None while not listening (ask the database).
+
+        With a ``board``, the larger of what this process heard and what another process of this machine
+        posted after its own write.
+        """
         if not self.connected.is_set():
             return None
-        return self._versions
+        own = self._versions
+        if self.board is None:
+            return own
+        posted = self.board.read()
+        merged_from, merged = self._merged
+        if merged_from[0] is not own or merged_from[1] is not posted:
+            merged = highest(own, posted)
+            self._merged = ((own, posted), merged)
+        return merged
 
     def reload_versions(self, engine: Any) -> None:
-        """Read the versions now (after this process wrote: its next read must not wait for the NOTIFY)."""
+        """Read the versions now, and post them on the board.
+
+        After this process wrote: its client's next read, on this process or another, must not wait for the NOTIFY.
+        """
         import sqlalchemy as sa
 
         with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT table_name, version FROM layer_versions")).all()
+            rows = {str(t): int(v) for t, v in conn.execute(sa.text(
+                "SELECT table_name, version FROM layer_versions")).all()}
         with self._lock:
-            self._versions = {**self._versions, **{str(t): int(v) for t, v in rows}}
+            self._versions = highest(self._versions, rows)
+        if self.board is not None:
+            self.board.post(rows)
 
     def _version(self, payload: str) -> None:
         table, _, number = payload.rpartition(" ")
         if table and number.isdigit():
-            with self._lock:  # a new dict, so readers never see one half-updated
-                self._versions = {**self._versions, table: int(number)}
+            with self._lock:  # a new dict, so readers never see one half-updated; a NOTIFY heard after a
+                # reload that already read a later version does not take it back (versions only grow)
+                if int(number) > self._versions.get(table, -1):
+                    self._versions = {**self._versions, table: int(number)}
 
     def start(self) -> None:
         """Start listening (returns at once)."""

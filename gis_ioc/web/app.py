@@ -31,6 +31,7 @@ from gis_ioc.events import ChangeListener
 from gis_ioc.settings import Settings
 from gis_ioc.tile_cache import database_folder
 from gis_ioc.tiles import TileCache, sync_cell_config, warm
+from gis_ioc.version_board import VersionBoard
 from gis_ioc.web import alerts, analysis, contract, edit, ogc, search, views
 from gis_ioc.web import events as events_router
 from gis_ioc.web import routing as routing_router
@@ -60,9 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.wall_page, app.state.desk_page, app.state.kpi = Memo(), Memo(), Memo()
         with engine.connect() as conn:
             sync_cell_config(conn, app.state.catalog)
-            tiles_folder = settings.home / "tiles" / database_folder(conn)
+            folder = database_folder(conn)
+        tiles_folder = settings.home / "tiles" / folder
         url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         app.state.listener = ChangeListener(url)
+        app.state.listener.board = VersionBoard(settings.home / "run" / f"versions-{folder}.json")
         app.state.listener.start()
         loads = contextlib.ExitStack()  # `gis-ioc load` hands its files to this process (load_service)
         app.state.load_service = loads.enter_context(load_service.serving(settings, app.state.catalog, url))
