@@ -577,7 +577,7 @@ def tiles_sql_bench(url: str, catalog: Catalog, layers: str, concurrency: tuple[
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TABLE IF EXISTS gis_ioc_bench_tiles"))
             conn.execute(sa.text("CREATE TABLE gis_ioc_bench_tiles (i int PRIMARY KEY, q text NOT NULL)"))
-            rows = [{"i": i + 1, "q": _literal_sql(*tiles.tile_statement(resolved, z, x, y, {}, cells))}
+            rows = [{"i": i + 1, "q": _literal_sql(*tiles.tile_statement_with_versions(resolved, z, x, y, {}, cells))}
                     for i, (z, x, y) in enumerate(tiles_)]
             conn.execute(sa.text("INSERT INTO gis_ioc_bench_tiles (i, q) VALUES (:i, :q)"), rows)
         libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -267,19 +268,18 @@ def tile_key(layers: list[Layer], z: int, x: int, y: int, params: Mapping[str, s
     return f"{tag}/{hashlib.sha256(text.encode()).hexdigest()[:40]}"
 
 
-def cached_tile(catalog: Catalog, cache: TileCache | None, names: str, z: int, x: int, y: int,
-                params: Mapping[str, str], known: Mapping[str, int] | None) -> Tile | None:
-    """A cached tile found without the database: built-in layers, versions as the listener last heard them.
+def known_layers(catalog: Catalog, names: str, known: Mapping[str, int] | None) -> list[Layer] | None:
+    """The layers of ``names`` when the cache can be asked without the database.
 
-    None when that cannot be told here (no cache, no versions, an imported layer, not cached yet).
+    That is built-in layers whose versions the listener knows; None when it cannot (no versions, an imported
+    layer, a name ``resolve_layers`` refuses).
     """
-    if cache is None or known is None:
+    if known is None:
         return None
     ids = layer_ids(names)
     bases = [i.removesuffix(".labels") for i in ids]
     if not ids or any(b not in catalog.builtin for b in bases) or len(set(ids)) != len(ids):
         return None  # resolve_layers says what is wrong, or finds an imported layer
-    check_tile(z, x, y)
     try:
         layers = [catalog.builtin[b].labels() if i.endswith(".labels") else catalog.builtin[b]
                   for i, b in zip(ids, bases, strict=True)]
@@ -287,42 +287,116 @@ def cached_tile(catalog: Catalog, cache: TileCache | None, names: str, z: int, x
         return None
     if any(layer.table not in known for layer in layers):
         return None
+    return layers
+
+
+def cached_tile(catalog: Catalog, cache: TileCache | None, names: str, z: int, x: int, y: int,
+                params: Mapping[str, str], known: Mapping[str, int] | None) -> Tile | None:
+    """A cached tile found without the database: built-in layers, versions as the listener last heard them.
+
+    None when that cannot be told here (no cache, no versions, an imported layer, not cached yet).
+    """
+    if cache is None:
+        return None
+    layers = known_layers(catalog, names, known)
+    if layers is None:
+        return None
+    check_tile(z, x, y)
+    assert known is not None
     return cache.get(tile_key(layers, z, x, y, params, [known[layer.table] for layer in layers]))
 
 
-def fresh_cells(conn: Connection, layers: list[Layer]) -> frozenset[str]:
-    """The tables of ``layers`` that keep pre-aggregated cells, stale ones rebuilt first (after a bulk load)."""
+class FreshCells:
+    """When each layer's pre-aggregated cells were last found fresh, at which version (one per app: one database).
+
+    Cells go stale only with a bulk change, which bumps the layer's version: while the version stays the one
+    they were found fresh at, for ``hold_s`` (against a process started with other layer files), they are not
+    asked about again.
+    """
+
+    def __init__(self, hold_s: float = 2.0) -> None:
+        self.hold_s = hold_s
+        self._seen: dict[str, tuple[int, float]] = {}
+
+    def all_fresh(self, tables: list[str], known: Mapping[str, int] | None) -> bool:
+        """Whether every one of ``tables`` was found fresh at the version ``known`` gives, a moment ago."""
+        if known is None:
+            return False
+        now = time.monotonic()
+        return all((seen := self._seen.get(t)) is not None and t in known and seen[0] == known[t]
+                   and now - seen[1] < self.hold_s for t in tables)
+
+    def found_fresh(self, table: str, version: int) -> None:
+        """Note that ``table``'s cells were fresh at ``version``."""
+        self._seen[table] = (version, time.monotonic())
+
+
+def fresh_cells(conn: Connection, layers: list[Layer], known: Mapping[str, int] | None = None,
+                seen: FreshCells | None = None) -> frozenset[str]:
+    """The tables of ``layers`` that keep pre-aggregated cells, stale ones rebuilt first (after a bulk load).
+
+    ``known``: the layer versions as the listener heard them; ``seen``: the app's memory of fresh cells (then a
+    tile whose cells were fresh a moment ago at these versions does not ask again).
+    """
     clustered = [lyr.table for lyr in layers if lyr.tiles.cluster_below_zoom is not None]
     if not clustered:
         return frozenset()
+    if seen is not None and seen.all_fresh(clustered, known):
+        return frozenset(clustered)
     rows = conn.execute(sa.text(
-        "SELECT layer_table, stale FROM tile_cell_config WHERE layer_table = ANY(:t)"), {"t": clustered}).all()
-    for table, stale in rows:
+        "SELECT c.layer_table, c.stale, coalesce(v.version, 0) AS version FROM tile_cell_config c "
+        "LEFT JOIN layer_versions v ON v.table_name = c.layer_table WHERE c.layer_table = ANY(:t)"),
+        {"t": clustered}).all()
+    for table, stale, version in rows:
         if stale:
             conn.execute(sa.text("SELECT gis_ioc_rebuild_cells(:t)"), {"t": table})
             conn.commit()
+        elif seen is not None:
+            seen.found_fresh(str(table), int(version))
     return frozenset(str(r[0]) for r in rows)
 
 
+def tile_statement_with_versions(layers: list[Layer], z: int, x: int, y: int, params: Mapping[str, str],
+                                 cell_tables: frozenset[str] = frozenset()) -> tuple[str, dict[str, Any]]:
+    """``tile_statement`` and, in the same snapshot, the layers' versions it was made from (its cache key)."""
+    sql, bind = tile_statement(layers, z, x, y, params, cell_tables)
+    tables = ", ".join(f"'{_table_literal(layer)}'" for layer in layers)
+    return (f"{sql}, ARRAY(SELECT coalesce((SELECT v.version FROM layer_versions v WHERE v.table_name = u.t), 0) "
+            f"FROM unnest(ARRAY[{tables}]::text[]) WITH ORDINALITY u(t, n) ORDER BY u.n) AS versions"), bind
+
+
 def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names: str, z: int, x: int, y: int,
-             params: Mapping[str, str]) -> Tile:
-    """A tile, from the cache when the layers have not changed since it was made."""
+             params: Mapping[str, str], known: Mapping[str, int] | None = None,
+             seen: FreshCells | None = None) -> Tile:
+    """A tile, from the cache when the layers have not changed since it was made.
+
+    ``known``: the versions as the listener heard them, when the caller has looked in the cache with them
+    already. A tile is made in one statement that also reads the versions it is cached under (one snapshot:
+    never older data under a newer version).
+    """
     check_tile(z, x, y)
     layers = resolve_layers(catalog, conn, names)
     if params and len(layers) > 1:
         raise InvalidInput("filters apply to a tile of one layer; ask for each layer's tiles on their own",
                            param="layers")
-    key = tile_key(layers, z, x, y, params, versions(conn, layers))
-    if cache is not None:
-        found = cache.get(key)
+    if cache is not None and known_layers(catalog, names, known) is None:
+        found = cache.get(tile_key(layers, z, x, y, params, versions(conn, layers)))
         if found is not None:
             return found
-    cell_tables = frozenset() if params else fresh_cells(conn, layers)
-    sql, bind = tile_statement(layers, z, x, y, params, cell_tables)
-    data = bytes(conn.execute(sa.text(sql), bind).scalar_one() or b"")
+    cell_tables = frozenset() if params else fresh_cells(conn, layers, known, seen)
+    sql, bind = tile_statement_with_versions(layers, z, x, y, params, cell_tables)
+    data, made_from = conn.execute(sa.text(sql), bind).one()
+    if cell_tables and known is not None and any(
+            known.get(lyr.table) != v for lyr, v in zip(layers, made_from, strict=True) if lyr.table in cell_tables):
+        # the layer changed since the versions the cells were trusted at (a bulk load may have left them
+        # stale): ask the database, and make the tile again
+        cell_tables = fresh_cells(conn, layers)
+        sql, bind = tile_statement_with_versions(layers, z, x, y, params, cell_tables)
+        data, made_from = conn.execute(sa.text(sql), bind).one()
+    key = tile_key(layers, z, x, y, params, [int(v) for v in made_from])
     if cache is None:
-        return Tile.made(key, data)
-    return cache.put(key, data)
+        return Tile.made(key, bytes(data or b""))
+    return cache.put(key, bytes(data or b""))
 
 
 def tilejson(base_url: str, layers: list[Layer], conn: Connection) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from gis_ioc.catalog import Catalog
 from gis_ioc.settings import PROJECT_ROOT, Settings
-from gis_ioc.tiles import BUFFER, sync_cell_config, tile_statement
+from gis_ioc.tiles import BUFFER, FreshCells, Tile, get_tile, sync_cell_config, tile_statement
 from gis_ioc.web.app import create_app
 
 CITY = (108.003, 14.350)
@@ -102,6 +102,37 @@ def test_cluster_cells_follow_writes_and_bulk_loads(db_url, engine, catalog, tmp
         frame = demo.generate(scale=0.01).incidents.drop(columns=["id"])
         ingest.load_frame(engine, catalog.get("incidents"), ingest.prepare(frame, catalog.get("incidents")), "append")
         assert total() == 599  # the bulk load marked the cells stale; they were rebuilt
+
+
+def test_a_tile_made_while_the_listener_has_not_heard_a_bulk_change_is_made_from_rebuilt_cells(
+        engine, catalog, tmp_path):
+    """The app trusts cells found fresh at the versions its listener knows; a load it has not heard of yet
+    (its versions are behind the database's) must not leave a tile of stale cells under the new version."""
+    from gis_ioc import demo
+
+    demo.load_demo(engine, catalog, scale=0.05)
+    z, (x, y) = 7, tile_of(*CITY, 7)
+    seen = FreshCells(hold_s=3600)
+
+    def count(tile: Tile) -> int:
+        return int(decode(tile.data, z, x, y, tmp_path)["incidents"]["count"].sum())
+
+    with engine.connect() as conn:
+        sync_cell_config(conn, catalog)  # as the app does at start
+        heard = {str(t): int(v) for t, v in conn.execute(sa.text("SELECT table_name, version FROM layer_versions"))}
+        assert count(get_tile(conn, catalog, None, "incidents", z, x, y, {}, heard, seen)) == 500  # rebuilt
+        assert count(get_tile(conn, catalog, None, "incidents", z, x, y, {}, heard, seen)) == 500  # found fresh
+        assert seen.all_fresh(["public.incidents"], heard)  # what the app now trusts
+    with engine.begin() as conn:  # a change that leaves the cells stale (as a TRUNCATE in psql would)
+        conn.execute(sa.text("TRUNCATE incidents CASCADE"))
+        conn.execute(sa.text("INSERT INTO incidents (type, title, geom) SELECT 'fire', 'after', ST_SetSRID("
+                             "ST_MakePoint(107.9 + g / 100.0, 14.3), 4326) FROM generate_series(1, 3) g"))
+    with engine.connect() as conn:  # the listener is behind: the versions it heard before the change
+        assert conn.execute(sa.text("SELECT stale FROM tile_cell_config WHERE layer_table = 'public.incidents'")
+                            ).scalar_one()
+        again = get_tile(conn, catalog, None, "incidents", z, x, y, {}, heard, seen)
+        total = conn.execute(sa.text("SELECT count(*) FROM incidents")).scalar_one()
+    assert count(again) == total == 3
 
 
 def test_an_append_adds_its_rows_to_the_cells_as_a_rebuild_would(db_url, engine, catalog, tmp_path):

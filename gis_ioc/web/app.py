@@ -30,7 +30,7 @@ from gis_ioc.errors import GisIocError, InvalidInput, Unauthorized, from_databas
 from gis_ioc.events import ChangeListener
 from gis_ioc.settings import Settings
 from gis_ioc.tile_cache import database_folder
-from gis_ioc.tiles import TileCache, sync_cell_config, warm
+from gis_ioc.tiles import FreshCells, TileCache, sync_cell_config, warm
 from gis_ioc.version_board import VersionBoard
 from gis_ioc.web import alerts, analysis, contract, edit, ogc, search, views
 from gis_ioc.web import events as events_router
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.catalog = Catalog.from_folder(settings.layers_dir, engine)
         app.state.key_cache = KeyCache()
         app.state.heavy = HeavyLimit(settings.heavy_slots)
+        app.state.fresh_cells = FreshCells()
         app.state.wall_page, app.state.desk_page, app.state.kpi = Memo(), Memo(), Memo()
         with engine.connect() as conn:
             sync_cell_config(conn, app.state.catalog)

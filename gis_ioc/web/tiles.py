@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import morecantile
@@ -52,9 +53,11 @@ async def tile_response(request: Request, engine: Engine, catalog: Catalog, laye
     """A tile answered from the cache when the listener knows the versions, else made in a worker thread."""
     params = {k: v for k, v in request.query_params.items() if k != "f"}
     cache = request.app.state.tile_cache
-    found = tiles.cached_tile(catalog, cache, layers, z, x, y, params, request.app.state.listener.versions())
+    known = request.app.state.listener.versions()
+    found = tiles.cached_tile(catalog, cache, layers, z, x, y, params, known)
     if found is None:
-        found = await run_in_threadpool(_make_tile, engine, catalog, cache, layers, z, x, y, params)
+        found = await run_in_threadpool(_make_tile, engine, catalog, cache, layers, z, x, y, params, known,
+                                        request.app.state.fresh_cells)
     headers = {"ETag": found.etag, "Cache-Control": "public, max-age=5", "Vary": "Accept-Encoding"}
     if not_modified(request, found.etag):
         return Response(status_code=304, headers=headers)
@@ -64,9 +67,10 @@ async def tile_response(request: Request, engine: Engine, catalog: Catalog, laye
 
 
 def _make_tile(engine: Engine, catalog: Catalog, cache: tiles.TileCache | None, layers: str, z: int, x: int, y: int,
-               params: dict[str, str]) -> tiles.Tile:
-    with engine.connect() as conn:
-        return tiles.get_tile(conn, catalog, cache, layers, z, x, y, params)
+               params: dict[str, str], known: Mapping[str, int] | None, seen: tiles.FreshCells) -> tiles.Tile:
+    # one statement, so no transaction: no BEGIN and ROLLBACK round trips around it
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return tiles.get_tile(conn, catalog, cache, layers, z, x, y, params, known, seen)
 
 
 @router.get("/tiles/{layers}.json", summary="TileJSON of one or several layers", operation_id="getTileJson")
