@@ -328,6 +328,50 @@ class PrivateCluster:
         finally:
             conn.close()
 
+    def make_standby(self, primary: PrivateCluster) -> str:
+        """Create this cluster as a streaming standby of the running ``primary`` and start it; its URL.
+
+        ``pg_basebackup -R`` copies the primary and writes ``primary_conninfo``; the standby answers reads
+        (hot standby) and follows the primary until ``promote``. The primary's superuser and password are the
+        standby's (it is a copy).
+        """
+        port = primary.running_port()
+        if port is None:
+            raise DatabaseUnavailable(f"the primary cluster in {primary.home} is not running")
+        with self._lock():
+            if self.exists:
+                raise DatabaseUnavailable(f"{self.home} has a cluster already; a standby needs an empty home")
+            install = ensure_postgres_installed()
+            server_dir = self.home
+            if not self._reachable_by_server_user(self.home):
+                server_dir = FALLBACK_ROOT / hashlib.sha1(str(self.home).encode()).hexdigest()[:12]
+                shutil.rmtree(server_dir / "pgdata", ignore_errors=True)
+            self._save_state({"server_dir": str(server_dir)})
+            for folder in (server_dir, self.data_dir, self.log_file.parent):
+                folder.mkdir(parents=True, exist_ok=True)
+                folder.chmod(0o700)
+                self._chown(folder)
+            password = primary._state()["password"]
+            conninfo = f"host=127.0.0.1 port={port} user={SUPERUSER} password={password} application_name=standby"
+            self._run([install.tool("pg_basebackup"), "-D", str(self.data_dir), "-R", "-X", "stream",
+                       "-c", "fast", "-d", conninfo])
+            self._save_state({"server_dir": str(server_dir), "password": password, "port": _free_port()})
+        return self.ensure_running()
+
+    def promote(self) -> None:
+        """Make this standby a primary (``pg_ctl promote``), waiting until it accepts writes."""
+        install = find_postgres()
+        if install is None:
+            raise DatabaseUnavailable("PostgreSQL binaries not found: cannot promote the standby")
+        self._run([install.tool("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60", "promote"])
+
+    def kill(self) -> None:
+        """Stop the server at once, as a machine that dies would (``pg_ctl stop -m immediate``)."""
+        install = find_postgres()
+        if install is None:
+            raise DatabaseUnavailable("PostgreSQL binaries not found: cannot stop the cluster")
+        self._run([install.tool("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"])
+
     def stop(self) -> bool:
         """Stop the server; return whether it was running."""
         with self._lock():

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg2
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ from gis_ioc.settings import Settings
 # throughput on small machines (DESIGN.md, Performance).
 SESSION_OPTIONS = "-c jit=off -c max_parallel_workers_per_gather=0 -c timezone=UTC"
 PING_IDLE_S = 1.0  # a pooled connection idle longer than this is checked at checkout (its SET statement_timeout)
+CONNECT_TIMEOUT_S = 5  # a host that does not answer (a dead primary) fails over to the next within this
 MIGRATION_LOCK = 72_010_001  # pg_advisory_xact_lock key: one migrator at a time
 _MIGRATION_NAME = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
 
@@ -81,11 +83,12 @@ def make_engine(url: str, pool_size: int = 8, pool_timeout: float = 10.0) -> Eng
     connection that has that timeout already and was given back within ``PING_IDLE_S`` is used as it is.
     """
     engine = sa.create_engine(
-        _sqlalchemy_url(url),
+        sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=0,  # a hard cap: more queries at once than cores only makes each slower
         pool_timeout=pool_timeout,
-        connect_args={"options": SESSION_OPTIONS, "application_name": "gis-ioc"},
+        connect_args={"options": SESSION_OPTIONS, "application_name": "gis-ioc",
+                      **({} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT_S})},
     )
     event.listen(engine, "checkout", _checkout)
     event.listen(engine, "checkin", _checkin)
@@ -121,10 +124,23 @@ def _checkin(dbapi_connection: Any, record: Any) -> None:
         budget.release(dbapi_connection)
 
 
-def _sqlalchemy_url(url: str) -> str:
+def sqlalchemy_url(url: str) -> str:
+    """A libpq URL as SQLAlchemy's psycopg2 dialect takes it.
+
+    Several hosts (``postgresql://u:p@h1:5432,h2:5432/db?target_session_attrs=read-write``, libpq failover)
+    become ``host=`` query parameters, which SQLAlchemy hands to libpq as its host and port lists.
+    """
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url[len(prefix) :]
+            url = "postgresql+psycopg2://" + url[len(prefix) :]
+            break
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if sep and "," in hosts:
+        database, question, query = tail.partition("?")
+        params = "&".join(f"host={quote(h.strip(), safe='')}" for h in hosts.split(",") if h.strip())
+        return f"{scheme}://{userinfo}{at}/{database}?{params}{'&' + query if question and query else ''}"
     return url
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from gis_ioc.replicas import lsn
 from gis_ioc.version_board import VersionBoard, highest
 
 CHANNEL = "gis_ioc_changes"
@@ -72,6 +73,7 @@ class ChangeListener:
         self.connected = threading.Event()
         self.connections = 0  # how often LISTEN was (re)established
         self._versions: dict[str, int] = {}
+        self._wal = 0  # the primary's WAL position after the latest change heard (replicas.lsn)
         self.board: VersionBoard | None = None  # the versions other processes of this machine wrote
         self._merged: tuple[tuple[Mapping[str, int] | None, Mapping[str, int] | None], Mapping[str, int]] = (
             (None, None), {})
@@ -103,12 +105,23 @@ class ChangeListener:
         import sqlalchemy as sa
 
         with engine.connect() as conn:
-            rows = {str(t): int(v) for t, v in conn.execute(sa.text(
-                "SELECT table_name, version FROM layer_versions")).all()}
+            found = conn.execute(sa.text(
+                "SELECT table_name, version, pg_current_wal_lsn()::text FROM layer_versions")).all()
+        rows = {str(t): int(v) for t, v, _ in found}
+        wal = max((lsn(w) for _, _, w in found), default=0)
         with self._lock:
             self._versions = highest(self._versions, rows)
+            self._wal = max(self._wal, wal)
         if self.board is not None:
-            self.board.post(rows)
+            self.board.post(rows, wal)
+
+    def wal_floor(self) -> int:
+        """What a replica must have replayed to be read from (``replicas``).
+
+        The primary's WAL position when this process last heard of a change, or any process of this machine
+        last wrote.
+        """
+        return max(self._wal, self.board.wal() if self.board is not None else 0)
 
     def _version(self, payload: str) -> None:
         table, _, number = payload.rpartition(" ")
@@ -185,8 +198,10 @@ class ChangeListener:
                     if found and found[0]:
                         cur.execute("SELECT table_name, version FROM layer_versions")
                         rows = cur.fetchall()
+                    wal = _current_wal(cur)
                 with self._lock:
                     self._versions = {str(t): int(v) for t, v in rows}
+                    self._wal = max(self._wal, wal)
                 self.connections += 1
                 if self.connections > 1:
                     # changes made while we were away were not heard: clients must reload
@@ -197,6 +212,11 @@ class ChangeListener:
                 while not self._stop.is_set():
                     if select.select([conn], [], [], 0.2)[0]:
                         conn.poll()
+                        if conn.notifies:
+                            with conn.cursor() as cur:  # at least the commit LSN of every change heard so far
+                                wal = _current_wal(cur)
+                            with self._lock:
+                                self._wal = max(self._wal, wal)
                         while conn.notifies:
                             note = conn.notifies.pop(0)
                             if note.channel == VERSIONS:
@@ -215,6 +235,14 @@ class ChangeListener:
                 log.warning("change listener lost the database (%s); listening again in %.1f s", err, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def _current_wal(cur: Any) -> int:
+    """The server's WAL position (what it has replayed, on a standby)."""
+    cur.execute("SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+                "ELSE pg_current_wal_lsn() END::text")
+    found = cur.fetchone()
+    return lsn(found[0] if found else None)
 
 
 def _offer(queue: asyncio.Queue[Change], change: Change) -> None:

@@ -6,6 +6,7 @@ the environment at import time.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field
@@ -26,6 +27,12 @@ class Settings(BaseSettings):
         default=None,
         description="PostgreSQL/PostGIS URL. Without it gis-ioc runs its own private cluster in `home`.",
     )
+    replica_urls: str = Field(
+        default="",
+        description="Streaming standbys for reads (comma-separated URLs); writes and LISTEN stay on the primary.",
+    )
+    replica_max_lag_ms: int = Field(default=1000, ge=0, le=3_600_000,
+                                    description="A replica further behind the primary than this is not read from.")
     home: Path = Field(default=DEFAULT_HOME,
                        description="Data folder: private cluster, caches (the same from any working directory).")
     host: str = Field(default="127.0.0.1", description="Address the server listens on.")
@@ -82,6 +89,12 @@ class Settings(BaseSettings):
     def cors_origin_list(self) -> list[str]:
         """``cors_origins`` as a list (empty: no cross-origin access)."""
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def replica_url_list(self) -> list[str]:
+        """``replica_urls`` as a list."""
+        # split before each scheme, so a replica URL that names several hosts (a,b) stays whole
+        return [u.strip() for u in re.split(r",\s*(?=postgres(?:ql)?(?:\+\w+)?://)", self.replica_urls) if u.strip()]
 
     @property
     def heavy_slots(self) -> int:

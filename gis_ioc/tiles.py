@@ -331,12 +331,17 @@ class FreshCells:
         self._seen[table] = (version, time.monotonic())
 
 
+class StaleCells(Exception):
+    """Cells that need rebuilding were found where they cannot be rebuilt (a read replica): ask the primary."""
+
+
 def fresh_cells(conn: Connection, layers: list[Layer], known: Mapping[str, int] | None = None,
-                seen: FreshCells | None = None) -> frozenset[str]:
+                seen: FreshCells | None = None, rebuild: bool = True) -> frozenset[str]:
     """The tables of ``layers`` that keep pre-aggregated cells, stale ones rebuilt first (after a bulk load).
 
     ``known``: the layer versions as the listener heard them; ``seen``: the app's memory of fresh cells (then a
-    tile whose cells were fresh a moment ago at these versions does not ask again).
+    tile whose cells were fresh a moment ago at these versions does not ask again). ``rebuild`` False (a
+    replica): ``StaleCells`` instead of rebuilding.
     """
     clustered = [lyr.table for lyr in layers if lyr.tiles.cluster_below_zoom is not None]
     if not clustered:
@@ -348,6 +353,8 @@ def fresh_cells(conn: Connection, layers: list[Layer], known: Mapping[str, int] 
         "LEFT JOIN layer_versions v ON v.table_name = c.layer_table WHERE c.layer_table = ANY(:t)"),
         {"t": clustered}).all()
     for table, stale, version in rows:
+        if stale and not rebuild:
+            raise StaleCells(str(table))
         if stale:
             conn.execute(sa.text("SELECT gis_ioc_rebuild_cells(:t)"), {"t": table})
             conn.commit()
@@ -367,7 +374,7 @@ def tile_statement_with_versions(layers: list[Layer], z: int, x: int, y: int, pa
 
 def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names: str, z: int, x: int, y: int,
              params: Mapping[str, str], known: Mapping[str, int] | None = None,
-             seen: FreshCells | None = None) -> Tile:
+             seen: FreshCells | None = None, rebuild: bool = True) -> Tile:
     """A tile, from the cache when the layers have not changed since it was made.
 
     ``known``: the versions as the listener heard them, when the caller has looked in the cache with them
@@ -383,14 +390,14 @@ def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names:
         found = cache.get(tile_key(layers, z, x, y, params, versions(conn, layers)))
         if found is not None:
             return found
-    cell_tables = frozenset() if params else fresh_cells(conn, layers, known, seen)
+    cell_tables = frozenset() if params else fresh_cells(conn, layers, known, seen, rebuild)
     sql, bind = tile_statement_with_versions(layers, z, x, y, params, cell_tables)
     data, made_from = conn.execute(sa.text(sql), bind).one()
     if cell_tables and known is not None and any(
             known.get(lyr.table) != v for lyr, v in zip(layers, made_from, strict=True) if lyr.table in cell_tables):
         # the layer changed since the versions the cells were trusted at (a bulk load may have left them
         # stale): ask the database, and make the tile again
-        cell_tables = fresh_cells(conn, layers)
+        cell_tables = fresh_cells(conn, layers, rebuild=rebuild)
         sql, bind = tile_statement_with_versions(layers, z, x, y, params, cell_tables)
         data, made_from = conn.execute(sa.text(sql), bind).one()
     key = tile_key(layers, z, x, y, params, [int(v) for v in made_from])

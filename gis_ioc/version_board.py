@@ -6,7 +6,8 @@ process (``GIS_IOC_WORKERS``, or several ``gis-ioc serve`` behind a proxy) befor
 the process that wrote posts the versions it read after the write here, before it answers; every process
 takes the larger of its listener's version and the board's. The board is a small JSON file per database
 (under ``GIS_IOC_HOME/run``), written under a lock and renamed into place, read again only when it changed
-(a ``stat`` per read).
+(a ``stat`` per read). With read replicas it also carries the primary's WAL position after the latest write,
+which a replica must have replayed before a read goes to it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+WAL = "~wal"  # the board's entry for the primary's WAL position after the latest write (not a table)
+
 
 class VersionBoard:
     """The highest layer version any process of this machine has posted, per table."""
@@ -27,6 +30,7 @@ class VersionBoard:
         self.path = path
         self._seen: tuple[int, int, int] | None = None
         self._versions: dict[str, int] = {}
+        self._wal = 0
         self._lock = threading.Lock()
 
     def read(self) -> Mapping[str, int]:
@@ -42,12 +46,19 @@ class VersionBoard:
                     found = json.loads(self.path.read_text())
                 except (FileNotFoundError, ValueError):  # replaced meanwhile: the next read takes the new one
                     return self._versions
-                self._versions = {str(t): int(v) for t, v in found.items() if isinstance(v, int)}
+                self._versions = {str(t): int(v) for t, v in found.items() if isinstance(v, int) and t != WAL}
+                self._wal = int(found.get(WAL, 0)) if isinstance(found.get(WAL, 0), int) else 0
                 self._seen = stamp
         return self._versions
 
-    def post(self, versions: Mapping[str, int]) -> None:
-        """Raise the board's versions to these (never lowers one: versions only grow)."""
+    def wal(self) -> int:
+        """The highest primary WAL position posted after a write (``replicas``: what a replica must have replayed)."""
+        self.read()
+        return self._wal
+
+    def post(self, versions: Mapping[str, int], wal: int = 0) -> None:
+        """Raise the board's versions to these, and its WAL position to ``wal`` (never lowers one)."""
+        versions = {**versions, WAL: wal} if wal else dict(versions)
         if not versions:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from gis_ioc import cap
 from gis_ioc.catalog import Catalog, Layer, quote_table
 from gis_ioc.errors import InvalidInput, NotFound
 from gis_ioc.settings import Settings
-from gis_ioc.web.deps import CatalogDep, EngineDep, SettingsDep
+from gis_ioc.web.deps import CatalogDep, ReadEngineDep, SettingsDep
 
 router = APIRouter(tags=["Alerts"])
 MAX_ENTRIES = 500
@@ -51,7 +51,7 @@ def _incidents(catalog: Catalog) -> Layer:
                                                                              "the incident's CAP document"}})
 def alerts_feed(
     request: Request,
-    engine: EngineDep,
+    engine: ReadEngineDep,
     catalog: CatalogDep,
     settings: SettingsDep,
     severity: Annotated[Literal["unknown", "minor", "moderate", "severe", "extreme"], Query(

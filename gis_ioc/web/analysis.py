@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from gis_ioc import analysis, limits, queries
-from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy
+from gis_ioc.web.deps import CatalogDep, Heavy, ReadEngineDep
 
 router = APIRouter(prefix="/analysis", tags=["Analysis"], dependencies=[Heavy])
 GEOJSON = "application/geo+json"
@@ -52,7 +52,7 @@ IncidentId = Annotated[int | None, Query(ge=1, le=BIGINT, description="An incide
 
 
 @router.get("/locate", summary="Which commune, district and province", operation_id="locate")
-def locate(engine: EngineDep, lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
+def locate(engine: ReadEngineDep, lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
            lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)], at: At = None) -> JSONResponse:
     """The administrative units containing a point, as in force on a date (before or after the 2025 reform)."""
     with engine.connect() as conn:
@@ -61,7 +61,7 @@ def locate(engine: EngineDep, lon: Annotated[float, Query(ge=-180, le=180, allow
 
 @router.get("/nearest", summary="The k nearest features", operation_id="nearest",
             response_class=Response, responses=FEATURES)
-def nearest(engine: EngineDep, catalog: CatalogDep, layer: LayerId, lon: Lon = None, lat: Lat = None,
+def nearest(engine: ReadEngineDep, catalog: CatalogDep, layer: LayerId, lon: Lon = None, lat: Lat = None,
             incident: Annotated[int | None, Query(ge=1, le=BIGINT, description="From this incident instead of a "
                                                                               "point")] = None,
             k: Annotated[int, Query(ge=1, le=analysis.MAX_K, description="How many")] = 5,
@@ -77,7 +77,7 @@ def nearest(engine: EngineDep, catalog: CatalogDep, layer: LayerId, lon: Lon = N
 
 @router.get("/within", summary="Features inside an area", operation_id="within",
             response_class=Response, responses=FEATURES)
-def within(engine: EngineDep, catalog: CatalogDep, layer: LayerId, admin_code: AdminCode = None,
+def within(engine: ReadEngineDep, catalog: CatalogDep, layer: LayerId, admin_code: AdminCode = None,
            polygon: Polygon = None, lon: Lon = None, lat: Lat = None, radius_m: Radius = None, at: At = None,
            filter: Filter = None,
            limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT, description="At most this many")]
@@ -92,7 +92,7 @@ def within(engine: EngineDep, catalog: CatalogDep, layer: LayerId, admin_code: A
 
 @router.get("/cameras/fov", summary="Camera fields of view as polygons", operation_id="cameraFov",
             response_class=Response, responses=FEATURES)
-def camera_fov(engine: EngineDep,
+def camera_fov(engine: ReadEngineDep,
                bbox: Annotated[str | None, Query(max_length=200, description="minlon,minlat,maxlon,maxlat")] = None,
                status: Annotated[Literal["online", "offline", "maintenance"] | None, Query()] = None,
                limit: Annotated[int, Query(ge=1, le=50_000, description="At most this many cameras")] = 5000,
@@ -105,7 +105,7 @@ def camera_fov(engine: EngineDep,
 
 
 @router.get("/cameras/seeing", summary="Cameras that see a point", operation_id="camerasSeeing")
-def cameras_seeing(engine: EngineDep, lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
+def cameras_seeing(engine: ReadEngineDep, lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
                    lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
                    online: Annotated[bool, Query(description="Online cameras only")] = False) -> JSONResponse:
     """The cameras whose field of view holds a point, nearest first."""
@@ -114,7 +114,7 @@ def cameras_seeing(engine: EngineDep, lon: Annotated[float, Query(ge=-180, le=18
 
 
 @router.get("/stats", summary="Counts per administrative unit", operation_id="stats")
-def stats(engine: EngineDep, catalog: CatalogDep, layer: LayerId,
+def stats(engine: ReadEngineDep, catalog: CatalogDep, layer: LayerId,
           by: Annotated[Literal["province", "district", "commune"], Query()] = "district",
           start: Moment = None, end: Moment = None, at: At = None,
           breakdown: Annotated[str | None, Query(max_length=63, description="A property with a fixed set of "
@@ -132,7 +132,7 @@ def stats(engine: EngineDep, catalog: CatalogDep, layer: LayerId,
 
 
 @router.get("/cameras/coverage", summary="Camera coverage of an area", operation_id="cameraCoverage")
-def camera_coverage(engine: EngineDep, admin_code: AdminCode = None, polygon: Polygon = None, lon: Lon = None,
+def camera_coverage(engine: ReadEngineDep, admin_code: AdminCode = None, polygon: Polygon = None, lon: Lon = None,
                     lat: Lat = None, radius_m: Radius = None, at: At = None,
                     by: Annotated[Literal["district", "commune"] | None, Query(description="Per unit too")] = None,
                     online: Annotated[bool, Query(description="Online cameras only")] = False) -> Response:
@@ -145,7 +145,7 @@ def camera_coverage(engine: EngineDep, admin_code: AdminCode = None, polygon: Po
 
 
 @router.get("/impact", summary="What an incident reaches", operation_id="impact")
-def impact(engine: EngineDep, catalog: CatalogDep, incident: IncidentId = None, polygon: Polygon = None,
+def impact(engine: ReadEngineDep, catalog: CatalogDep, incident: IncidentId = None, polygon: Polygon = None,
            radius_m: Annotated[float, Query(ge=0, le=limits.MAX_RADIUS_M, allow_inf_nan=False,
                                             description="Metres around it")] = 1000.0,
            layers: Annotated[str, Query(max_length=600, description="Layers to look in, comma-separated")]
@@ -158,7 +158,7 @@ def impact(engine: EngineDep, catalog: CatalogDep, incident: IncidentId = None, 
 
 
 @router.get("/hotspots", summary="Clusters of features, ranked", operation_id="hotspots")
-def hotspots(engine: EngineDep, catalog: CatalogDep, layer: LayerId = "incidents",
+def hotspots(engine: ReadEngineDep, catalog: CatalogDep, layer: LayerId = "incidents",
              method: Annotated[Literal["dbscan", "grid", "h3"], Query()] = "dbscan",
              eps_m: Annotated[float, Query(gt=0, le=limits.MAX_EPS_M, allow_inf_nan=False,
                                            description="DBSCAN neighbourhood, metres")] = 300.0,

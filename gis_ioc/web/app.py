@@ -27,7 +27,8 @@ import gis_ioc
 from gis_ioc import db, load_service, maps
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, InvalidInput, Unauthorized, from_database, http_status
-from gis_ioc.events import ChangeListener
+from gis_ioc.events import ChangeListener, wait_connected
+from gis_ioc.replicas import ReadRouter
 from gis_ioc.settings import Settings
 from gis_ioc.tile_cache import database_folder
 from gis_ioc.tiles import FreshCells, TileCache, sync_cell_config, warm
@@ -64,10 +65,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sync_cell_config(conn, app.state.catalog)
             folder = database_folder(conn)
         tiles_folder = settings.home / "tiles" / folder
-        url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        url = db.database_url(settings)  # as given: libpq takes several hosts (failover) as they are written
         app.state.listener = ChangeListener(url)
         app.state.listener.board = VersionBoard(settings.home / "run" / f"versions-{folder}.json")
         app.state.listener.start()
+        # a moment for LISTEN, so the first answers carry ETags and the replicas' floor (it goes on without it)
+        wait_connected(app.state.listener, 5)
+        app.state.reads = ReadRouter(engine, url, settings.replica_url_list, settings.replica_max_lag_ms,
+                                     settings.pool_size, floor=app.state.listener.wal_floor)
+        app.state.reads.start()
         loads = contextlib.ExitStack()  # `gis-ioc load` hands its files to this process (load_service)
         app.state.load_service = loads.enter_context(load_service.serving(settings, app.state.catalog, url))
         app.state.tile_cache = TileCache(tiles_folder, max_disk_bytes=settings.tile_cache_mb * 1024 * 1024,
@@ -86,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 warming.join(timeout=10)
             loads.close()
             app.state.listener.stop()
+            app.state.reads.stop()
             engine.dispose()
 
     app = FastAPI(
@@ -155,18 +162,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
 
     @app.get("/health", summary="Service and database health", operation_id="getHealth", tags=["Service"])
-    def health(engine: EngineDep) -> JSONResponse:
-        """Whether the service can reach its database (liveness for monitoring); no connection details."""
+    def health(request: Request, engine: EngineDep) -> JSONResponse:
+        """Whether the service can reach its database (liveness for monitoring); no connection details.
+
+        With read replicas, each one's state: reachable, still a standby, lag, read from now.
+        """
+        replicas = [{k: r[k] for k in ("reachable", "standby", "lag_ms", "reading", "reads")}
+                    for r in request.app.state.reads.status()]
+        extra = {"replicas": replicas} if replicas else {}
         try:
             with engine.connect() as conn:
                 postgis = conn.execute(sa.text("SELECT postgis_lib_version()")).scalar()
                 version = conn.execute(sa.text("SELECT max(version) FROM schema_migrations")).scalar()
         except sa.exc.SQLAlchemyError:
-            return JSONResponse({"status": "unavailable", "database": "unavailable"}, status_code=503,
+            return JSONResponse({"status": "unavailable", "database": "unavailable", **extra}, status_code=503,
                                 headers=error_headers(503))
         return JSONResponse(
             {"status": "ok", "database": "ok", "postgis": postgis, "schema_version": version,
-             "version": gis_ioc.__version__}
+             "version": gis_ioc.__version__, **extra}
         )
 
     @app.get("/ready", summary="Ready to serve", operation_id="getReady", tags=["Service"])

@@ -33,6 +33,12 @@ async def get_engine(request: Request) -> Engine:
     return engine
 
 
+async def get_read_engine(request: Request) -> Engine:
+    """The engine for a read: a replica that has replayed every write this service knows of, else the primary."""
+    engine: Engine = request.app.state.reads.engine()
+    return engine
+
+
 async def get_catalog(request: Request) -> Catalog:
     """The app's layer catalog."""
     catalog: Catalog = request.app.state.catalog
@@ -41,6 +47,7 @@ async def get_catalog(request: Request) -> Catalog:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
+ReadEngineDep = Annotated[Engine, Depends(get_read_engine)]  # routes that only read (no rebuild on the way)
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 
 

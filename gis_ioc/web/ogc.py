@@ -17,7 +17,7 @@ from gis_ioc import duplicates, edits, features, limits, queries
 from gis_ioc.catalog import JSON_SCHEMA_TYPES, Layer, Property
 from gis_ioc.errors import InvalidInput, NotFound
 from gis_ioc.web import alerts, html
-from gis_ioc.web.deps import ITEM_FORMATS, CatalogDep, EngineDep, Export, LayerDep, SettingsDep
+from gis_ioc.web.deps import ITEM_FORMATS, CatalogDep, Export, LayerDep, ReadEngineDep, SettingsDep
 from gis_ioc.web.formats import MEDIA, negotiate, not_modified
 
 router = APIRouter()
@@ -153,7 +153,7 @@ def _collection(request: Request, layer: Layer, extent: dict[str, Any] | None, c
 
 @router.get("/collections", summary="The layers", operation_id="getCollections", tags=["Data"],
             response_class=Response, responses=JSON_OR_HTML)
-def collections(request: Request, engine: EngineDep, catalog: CatalogDep, f: Fmt = None) -> Response:
+def collections(request: Request, engine: ReadEngineDep, catalog: CatalogDep, f: Fmt = None) -> Response:
     """Every layer (built-in and imported), with its feature count and extent."""
     fmt = negotiate(request, ("json", "html"))
     with engine.connect() as conn:
@@ -173,7 +173,8 @@ def collections(request: Request, engine: EngineDep, catalog: CatalogDep, f: Fmt
 
 @router.get("/collections/{collection_id}", summary="One layer", operation_id="getCollection", tags=["Data"],
             response_class=Response, responses=JSON_OR_HTML)
-def collection(request: Request, layer: LayerDep, engine: EngineDep, catalog: CatalogDep, f: Fmt = None) -> Response:
+def collection(request: Request, layer: LayerDep, engine: ReadEngineDep, catalog: CatalogDep,
+               f: Fmt = None) -> Response:
     """A layer's description, extent and links."""
     fmt = negotiate(request, ("json", "html"))
     with engine.connect() as conn:
@@ -256,7 +257,7 @@ def schema(request: Request, layer: LayerDep) -> Response:
 def items(
     request: Request,
     layer: LayerDep,
-    engine: EngineDep,
+    engine: ReadEngineDep,
     bbox: Annotated[str | None, Query(max_length=400, description="minlon,minlat,maxlon,maxlat (in bbox-crs)")]
     = None,
     bbox_crs: Annotated[str | None, Query(alias="bbox-crs", max_length=200, description="CRS of bbox (URI)")] = None,
@@ -370,7 +371,7 @@ def _geopackage(features_json: str, layer: Layer, crs: queries.Crs) -> bytes:
 def item(
     request: Request,
     layer: LayerDep,
-    engine: EngineDep,
+    engine: ReadEngineDep,
     settings: SettingsDep,
     feature_id: Annotated[str, FastPath(max_length=100, description="The feature's id")],
     crs: Annotated[str | None, Query(max_length=200, description="CRS of the response (URI)")] = None,
@@ -407,7 +408,7 @@ def item(
             operation_id="getFeatureHistory", tags=["Data"])
 def item_history(
     layer: LayerDep,
-    engine: EngineDep,
+    engine: ReadEngineDep,
     feature_id: Annotated[str, FastPath(max_length=100, description="The feature's id")],
 ) -> JSONResponse:
     """Every write of the feature from the audit trail, oldest first: when, which key, what changed (200 at most)."""
@@ -423,7 +424,7 @@ def item_history(
             operation_id="getPossibleDuplicates", tags=["Data"])
 def possible_duplicates(
     layer: LayerDep,
-    engine: EngineDep,
+    engine: ReadEngineDep,
     lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False, description="Longitude (CRS84)")],
     lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False, description="Latitude (CRS84)")],
     type_: Annotated[str, Query(alias="type", min_length=1, max_length=63, description="The report's kind")],

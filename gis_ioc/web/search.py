@@ -8,14 +8,14 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from gis_ioc import search as places
-from gis_ioc.web.deps import EngineDep, SettingsDep
+from gis_ioc.web.deps import ReadEngineDep, SettingsDep
 
 router = APIRouter(tags=["Search"])
 
 
 @router.get("/search", summary="Find a place", operation_id="search")
 def search(
-    engine: EngineDep,
+    engine: ReadEngineDep,
     settings: SettingsDep,
     q: Annotated[str, Query(min_length=1, max_length=places.MAX_QUERY,
                             description="A unit, facility, road (QL14), camera, incident id (#123) or coordinates; "

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from gis_ioc import glyphs, limits, tiles
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import NotFound
-from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, SettingsDep
+from gis_ioc.web.deps import CatalogDep, Heavy, ReadEngineDep, SettingsDep
 from gis_ioc.web.formats import not_modified
 
 router = APIRouter(tags=["Tiles"])
@@ -37,7 +37,7 @@ TileDatetime = Annotated[str | None, Query(alias="datetime", max_length=100,
             operation_id="getTile", response_class=Response,
             responses={200: {"content": {MVT: {}}, "description": "Mapbox Vector Tile"},
                        304: {"description": "The tile has not changed (If-None-Match)"}})
-async def tile(request: Request, engine: EngineDep, catalog: CatalogDep, layers: Layers, z: Zoom, x: Column,
+async def tile(request: Request, engine: ReadEngineDep, catalog: CatalogDep, layers: Layers, z: Zoom, x: Column,
                y: Row, filter_: TileFilter = None, filter_lang: TileFilterLang = None,
                datetime_: TileDatetime = None) -> Response:
     """A vector tile: layers comma-separated (``incidents,cameras``), WebMercatorQuad z/x/y.
@@ -56,8 +56,8 @@ async def tile_response(request: Request, engine: Engine, catalog: Catalog, laye
     known = request.app.state.listener.versions()
     found = tiles.cached_tile(catalog, cache, layers, z, x, y, params, known)
     if found is None:
-        found = await run_in_threadpool(_make_tile, engine, catalog, cache, layers, z, x, y, params, known,
-                                        request.app.state.fresh_cells)
+        found = await run_in_threadpool(_make_tile, engine, request.app.state.engine, catalog, cache, layers,
+                                        z, x, y, params, known, request.app.state.fresh_cells)
     headers = {"ETag": found.etag, "Cache-Control": "public, max-age=5", "Vary": "Accept-Encoding"}
     if not_modified(request, found.etag):
         return Response(status_code=304, headers=headers)
@@ -66,15 +66,20 @@ async def tile_response(request: Request, engine: Engine, catalog: Catalog, laye
     return Response(found.data, media_type=MVT, headers=headers)
 
 
-def _make_tile(engine: Engine, catalog: Catalog, cache: tiles.TileCache | None, layers: str, z: int, x: int, y: int,
-               params: dict[str, str], known: Mapping[str, int] | None, seen: tiles.FreshCells) -> tiles.Tile:
+def _make_tile(engine: Engine, primary: Engine, catalog: Catalog, cache: tiles.TileCache | None, layers: str, z: int,
+               x: int, y: int, params: dict[str, str], known: Mapping[str, int] | None,
+               seen: tiles.FreshCells) -> tiles.Tile:
     # one statement, so no transaction: no BEGIN and ROLLBACK round trips around it
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        return tiles.get_tile(conn, catalog, cache, layers, z, x, y, params, known, seen)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return tiles.get_tile(conn, catalog, cache, layers, z, x, y, params, known, seen, engine is primary)
+    except tiles.StaleCells:  # a replica found cells a bulk load left stale: the primary rebuilds them
+        with primary.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return tiles.get_tile(conn, catalog, cache, layers, z, x, y, params, known, seen)
 
 
 @router.get("/tiles/{layers}.json", summary="TileJSON of one or several layers", operation_id="getTileJson")
-def tilejson(request: Request, engine: EngineDep, catalog: CatalogDep, layers: Layers) -> JSONResponse:
+def tilejson(request: Request, engine: ReadEngineDep, catalog: CatalogDep, layers: Layers) -> JSONResponse:
     """TileJSON 3.0.0: the tile URL template, bounds, zooms and each layer's fields."""
     with engine.connect() as conn:
         resolved = tiles.resolve_layers(catalog, conn, layers)
@@ -150,7 +155,7 @@ def _tileset(request: Request, engine: Engine, catalog: Catalog, collection_id: 
 
 
 @router.get("/collections/{collection_id}/tiles", summary="A layer's tilesets", operation_id="collectionTilesets")
-def collection_tilesets(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: CollectionId
+def collection_tilesets(request: Request, engine: ReadEngineDep, catalog: CatalogDep, collection_id: CollectionId
                         ) -> JSONResponse:
     """The vector tilesets of a layer (one, in WebMercatorQuad)."""
     tileset = _tileset(request, engine, catalog, collection_id)
@@ -161,7 +166,7 @@ def collection_tilesets(request: Request, engine: EngineDep, catalog: CatalogDep
 
 @router.get("/collections/{collection_id}/tiles/{tile_matrix_set_id}", summary="A layer's tileset metadata",
             operation_id="collectionTileset")
-def collection_tileset(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: CollectionId,
+def collection_tileset(request: Request, engine: ReadEngineDep, catalog: CatalogDep, collection_id: CollectionId,
                        tile_matrix_set_id: Annotated[str, FastPath(max_length=100)]) -> JSONResponse:
     """Tileset metadata (OGC API – Tiles): bounds, layers and fields, the tile URL template."""
     _check_tms(tile_matrix_set_id)
@@ -172,7 +177,7 @@ def collection_tileset(request: Request, engine: EngineDep, catalog: CatalogDep,
             summary="A layer's vector tile (OGC API – Tiles)", operation_id="collectionTile", response_class=Response,
             responses={200: {"content": {MVT: {}}, "description": "Mapbox Vector Tile"},
                        304: {"description": "The tile has not changed (If-None-Match)"}})
-async def collection_tile(request: Request, engine: EngineDep, catalog: CatalogDep, collection_id: CollectionId,
+async def collection_tile(request: Request, engine: ReadEngineDep, catalog: CatalogDep, collection_id: CollectionId,
                           tile_matrix_set_id: Annotated[str, FastPath(max_length=100)], tile_matrix: Zoom,
                           tile_row: Row, tile_col: Column, filter_: TileFilter = None,
                           filter_lang: TileFilterLang = None, datetime_: TileDatetime = None) -> Response:

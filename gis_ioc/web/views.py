@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gis_ioc import desk, maps, planning
 from gis_ioc.errors import InvalidInput, NotFound, from_database
-from gis_ioc.web.deps import KEY_COOKIE, CatalogDep, EngineDep, Heavy, SettingsDep, principal_of
+from gis_ioc.web.deps import KEY_COOKIE, CatalogDep, EngineDep, Heavy, ReadEngineDep, SettingsDep, principal_of
 
 router = APIRouter(prefix="/views", tags=["Map views"])
 session_router = APIRouter(prefix="/views", tags=["Map views"])  # reachable without a key: it takes one
@@ -87,7 +87,7 @@ def _page_per_boundaries(request: Request, memo: Memo, engine: Any, build: Calla
 
 
 @router.get("/wall", summary="The wall map", operation_id="viewWall", response_class=HTMLResponse)
-def wall(request: Request, engine: EngineDep, catalog: CatalogDep, settings: SettingsDep) -> HTMLResponse:
+def wall(request: Request, engine: ReadEngineDep, catalog: CatalogDep, settings: SettingsDep) -> HTMLResponse:
     """Full-screen dark map: boundaries, infrastructure, cameras with fields of view, incidents, KPIs, live.
 
     Made once per version of the boundaries (the rest comes as tiles and events), not per request.
@@ -97,7 +97,7 @@ def wall(request: Request, engine: EngineDep, catalog: CatalogDep, settings: Set
 
 
 @router.get("/wall/kpi.json", summary="The wall's KPIs", operation_id="viewWallKpi")
-def wall_kpi(request: Request, engine: EngineDep, catalog: CatalogDep, settings: SettingsDep) -> JSONResponse:
+def wall_kpi(request: Request, engine: ReadEngineDep, catalog: CatalogDep, settings: SettingsDep) -> JSONResponse:
     """Active incidents by severity, cameras online, incidents in the last 24 h per district.
 
     Every wall asks after every change: the figures are made once per change of incidents or cameras
@@ -119,7 +119,7 @@ def wall_kpi(request: Request, engine: EngineDep, catalog: CatalogDep, settings:
 
 
 @router.get("/desk", summary="The operators' desk", operation_id="viewDesk", response_class=HTMLResponse)
-def desk_view(request: Request, engine: EngineDep, catalog: CatalogDep, settings: SettingsDep) -> HTMLResponse:
+def desk_view(request: Request, engine: ReadEngineDep, catalog: CatalogDep, settings: SettingsDep) -> HTMLResponse:
     """Find a place, log an incident, work the queue and merge duplicates (an operator key, kept in the tab).
 
     Made once per version of the boundaries, as the wall is; the rest comes from the API.
@@ -147,7 +147,7 @@ def incident(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
 
 @router.get("/choropleth", summary="Counts per administrative unit", operation_id="viewChoropleth",
             response_class=HTMLResponse, dependencies=[Heavy])
-def choropleth(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
+def choropleth(engine: ReadEngineDep, catalog: CatalogDep, settings: SettingsDep,
                layer: Annotated[str, Query(max_length=63, description="Layer id")] = "incidents",
                level: Annotated[Literal["district", "commune"], Query(
                    description="Today's communes, or the districts as they were before the 2025 reform")] = "commune",
