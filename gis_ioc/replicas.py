@@ -1,7 +1,7 @@
 """Read replicas: reads go to a streaming standby that has replayed every write this service knows of.
 
 PostgreSQL's own machinery does the copying (streaming replication); this module only chooses where a read
-goes. A thread samples the primary's WAL position and each replica's replayed position a few times a second.
+goes. A thread samples the primary's WAL position and each replica's replayed position twenty times a second.
 A replica is read from when it is reachable, still a standby or promoted, less than ``max_lag_ms`` behind
 (the time since the primary first wrote WAL the replica has not replayed; an idle primary is no lag), and has
 replayed at least the *floor*: the primary's WAL position when this process last heard of a change (NOTIFY)
@@ -28,8 +28,8 @@ from sqlalchemy.engine import Engine
 from gis_ioc import db
 
 log = logging.getLogger(__name__)
-CHECK_S = 0.2  # how often positions are sampled
-KEEP_SAMPLES = 600  # primary positions kept for the lag (two minutes at CHECK_S)
+CHECK_S = 0.05  # how often positions are sampled (a read right after a write goes to the primary until then)
+KEEP_SAMPLES = 2400  # primary positions kept for the lag (two minutes at CHECK_S)
 
 
 def lsn(text: str | None) -> int:

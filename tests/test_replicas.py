@@ -15,70 +15,23 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
 
-from gis_ioc import auth, db, demo, tiles
+from gis_ioc import db, tiles
 from gis_ioc.catalog import Catalog
-from gis_ioc.cluster import PrivateCluster
 from gis_ioc.replicas import lsn
+from gis_ioc.replication import ReplicaPair
 from gis_ioc.settings import PROJECT_ROOT, Settings
 from gis_ioc.tile_cache import TileCache
 from gis_ioc.web.app import create_app
-from tests.conftest import DEMO_REF_TIME
 from tests.factories import CITY
 
 INCIDENT = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [CITY[0] + 0.002, CITY[1]]},
             "properties": {"type": "fire", "severity": "severe", "title": "Cháy kho", "source": "114"}}
 
 
-class Pair:
-    """A primary and its standby, each a private cluster of its own."""
-
-    def __init__(self, root: Path) -> None:
-        self.primary = PrivateCluster(root / "primary")
-        self.standby = PrivateCluster(root / "standby")
-
-    def make(self) -> None:
-        """Start the primary with the small demo, copy it into the standby, then make commits synchronous."""
-        self.primary_url = self.primary.ensure_running()
-        engine = db.make_engine(self.primary_url, pool_size=1)
-        try:
-            db.migrate(engine, PROJECT_ROOT / "db")
-            demo.load_demo(engine, Catalog.from_folder(PROJECT_ROOT / "layers", engine), scale=0.02,
-                           ref_time=DEMO_REF_TIME)
-            self.key = auth.create_key(engine, "operator-replica-test", "operator")
-        finally:
-            engine.dispose()
-        self.standby_url = self.standby.make_standby(self.primary)
-        # acknowledged means on the standby too: a commit waits for the standby to flush it (PostgreSQL's
-        # synchronous replication, set after the copy so the standby, once promoted, does not wait for one)
-        self.sql(self.primary_url, "ALTER SYSTEM SET synchronous_standby_names = '*'", "SELECT pg_reload_conf()")
-
-    @property
-    def failover_url(self) -> str:
-        """Both hosts, the writable one chosen by libpq."""
-        p, s = make_url(self.primary_url), make_url(self.standby_url)
-        return (f"postgresql://{p.username}:{p.password}@{p.host}:{p.port},{s.host}:{s.port}/{p.database}"
-                "?target_session_attrs=read-write")
-
-    @staticmethod
-    def sql(url: str, *statements: str) -> list[Any]:
-        engine = db.make_engine(url, pool_size=1)
-        try:
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                results = [conn.execute(sa.text(s)) for s in statements]
-                return [r.first() if r.returns_rows else None for r in results]
-        finally:
-            engine.dispose()
-
-    def remove(self) -> None:
-        for cluster in (self.standby, self.primary):
-            cluster.remove()
-
-
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    made = Pair(tmp_path_factory.mktemp("replication"))
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicaPair]:
+    made = ReplicaPair(tmp_path_factory.mktemp("replication"))
     try:
         made.make()
         yield made
@@ -87,7 +40,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
 
 
 @pytest.fixture(scope="module")
-def client(pair: Pair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def client(pair: ReplicaPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     settings = Settings(database_url=pair.failover_url, replica_urls=pair.standby_url,
                         home=tmp_path_factory.mktemp("home"), warm_tiles=False)
     with TestClient(create_app(settings)) as c:
@@ -109,7 +62,7 @@ def _wait(predicate: Any, seconds: float = 10) -> bool:
     return False
 
 
-def test_reads_go_to_the_standby_once_it_has_replayed_and_health_says_so(client: TestClient, pair: Pair) -> None:
+def test_reads_go_to_the_standby_once_it_has_replayed_and_health_says_so(client: TestClient, pair: ReplicaPair) -> None:
     assert _wait(lambda: client.get("/health").json()["replicas"][0]["reading"])
     health = client.get("/health").json()
     assert health["replicas"][0]["standby"] is True and health["replicas"][0]["lag_ms"] is not None
@@ -123,7 +76,7 @@ def test_reads_go_to_the_standby_once_it_has_replayed_and_health_says_so(client:
 
 
 def test_a_client_reads_its_own_write_at_once_and_a_lagging_standby_is_passed_over(client: TestClient,
-                                                                                  pair: Pair) -> None:
+                                                                                  pair: ReplicaPair) -> None:
     headers = {"X-API-Key": pair.key}
     for _ in range(10):  # each read right after its write finds it (standby caught up, or the primary)
         made = client.post("/collections/incidents/items", json=INCIDENT, headers=headers)
@@ -146,7 +99,8 @@ def test_a_client_reads_its_own_write_at_once_and_a_lagging_standby_is_passed_ov
     assert _reads(client)[1] == standby_before + 1
 
 
-def test_a_tile_made_on_a_lagging_standby_is_keyed_by_the_version_the_standby_has(pair: Pair, tmp_path: Path) -> None:
+def test_a_tile_made_on_a_lagging_standby_is_keyed_by_the_version_the_standby_has(pair: ReplicaPair,
+                                                                                 tmp_path: Path) -> None:
     pair.sql(pair.standby_url, "SELECT pg_wal_replay_pause()")
     standby = db.make_engine(pair.standby_url, pool_size=1)
     try:
@@ -172,7 +126,7 @@ def test_a_tile_made_on_a_lagging_standby_is_keyed_by_the_version_the_standby_ha
 
 
 def test_the_primary_dies_reads_go_on_the_standby_is_promoted_and_writes_resume(client: TestClient,
-                                                                                 pair: Pair) -> None:
+                                                                                 pair: ReplicaPair) -> None:
     headers = {"X-API-Key": pair.key}
     acknowledged = []
     for _ in range(5):

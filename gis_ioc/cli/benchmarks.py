@@ -267,3 +267,32 @@ def bench_scale(
     out.print(table)
     out.print("uncached tiles / SQL limit (best process count): " + ", ".join(
         f"c={c}: {ratio:.2f}" for c, ratio in result["uncached_to_sql"].items()))
+
+
+@bench_app.command("failover")
+def bench_failover(
+    kill_after: Annotated[float, typer.Option(min=1, max=60, help="Seconds of traffic before the primary dies.")] = 3,
+    promote_after: Annotated[float, typer.Option(min=0, max=60, help="Seconds from the kill to the promotion.")] = 3,
+    after: Annotated[float, typer.Option(min=1, max=60, help="Seconds of traffic after the promotion.")] = 5,
+    port: Annotated[int, typer.Option(help="Port for the gis-ioc server it starts.")] = 8094,
+) -> None:
+    """Kill a primary under writes and reads, promote its standby: what the clients saw (a pair of its own)."""
+    from gis_ioc.bench_failover import failover_bench
+
+    r = failover_bench(port, kill_after, promote_after, after, log=lambda m: err_console.print(f"gis-ioc: {m}"))
+    table = Table(title="failover: a primary and a streaming standby on this machine (seconds from the kill)")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    last, first = r["last_write_before_kill_s"], r["first_write_after_promotion_s"]
+    rows = [("last write acknowledged before the kill", "-" if last is None else f"{last:.2f} s"),
+            ("promotion (pg_ctl promote) started, done", "{:.2f} s, {:.2f} s".format(*r["promotion_s"])),
+            ("first write acknowledged after the promotion", "none" if first is None else f"{first:+.2f} s"),
+            ("writes sent, acknowledged, refused after the kill",
+             f"{r['writes']}, {r['writes_acknowledged']}, {r['writes_refused_meanwhile']}"),
+            ("acknowledged writes lost", str(r["acknowledged_lost"])),
+            ("reads after the kill, failed (statuses)", f"{r['reads_after_kill']}, {r['read_errors_after_kill']} "
+             f"{r['read_error_statuses'] or ''}"),
+            ("reads in all, answered by the standby", f"{r['reads']}, {r['reads_by_standby']}")]
+    for what, value in rows:
+        table.add_row(what, value)
+    out.print(table)
