@@ -3,26 +3,38 @@
 For each number of processes (``gis-ioc serve`` with ``GIS_IOC_WORKERS``, on one port) it measures uncached
 tiles, cached tiles and items pages at each concurrency; then the same uncached tile SQL through pgbench (the
 limit without HTTP and Python) at the same concurrency, and the ratio of the best uncached figure to it.
-Run it on the scale-100 demo (``gis-ioc demo --scale 100``). Read replicas, failover and ten million incidents
-(issue 14) are not measured here yet.
+Run it on the scale-100 demo (``gis-ioc demo --scale 100``). With ``replicas`` 1 each figure is taken again with
+a streaming standby of the private cluster (on this same machine: it shows what the routing costs, not what a
+second machine gives). Failover is ``gis-ioc bench failover``; ten million incidents are not measured yet.
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from gis_ioc import bench, db
 from gis_ioc.catalog import Catalog
+from gis_ioc.cluster import PrivateCluster
+from gis_ioc.errors import InvalidInput
 from gis_ioc.settings import Settings
 
 MAX_PROCESSES = 16
 
 
 def scale_bench(settings: Settings, processes: tuple[int, ...], concurrency: tuple[int, ...], seconds: float,
-                port: int = 8093, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Rows of (path, processes, concurrency, tiles or requests/s, p50, p99, errors), and the SQL limit's."""
+                port: int = 8093, log: Callable[[str], None] = lambda _: None,
+                replicas: tuple[int, ...] = (0,)) -> dict[str, Any]:
+    """Rows of (path, processes, replicas, concurrency, tiles or requests/s, p50, p99, errors), and the SQL limit's.
+
+    ``replicas`` 1: a streaming standby of the private cluster is made for the run (``pg_basebackup -R``, in a
+    temporary folder, removed after) and named in ``GIS_IOC_REPLICA_URLS``.
+    """
     url = db.database_url(settings)
     engine = db.make_engine(url, pool_size=1)
     try:
@@ -33,24 +45,12 @@ def scale_bench(settings: Settings, processes: tuple[int, ...], concurrency: tup
     chosen = bench.tile_list()
     base = f"http://127.0.0.1:{port}"
     rows: list[dict[str, Any]] = []
-    for n in processes:
-        with tempfile.TemporaryDirectory(prefix="gis-ioc-bench-scale-") as home:
-            for path, env, measure in (
-                    ("tiles, uncached", {"GIS_IOC_TILE_CACHE": "false"},
-                     lambda: bench.tiles_http_bench(base, "incidents", concurrency, seconds, tiles_=chosen)),
-                    ("tiles, cached", {"GIS_IOC_TILE_CACHE": "true", "GIS_IOC_HOME": home},
-                     lambda: bench.tiles_http_bench(base, "incidents", concurrency, seconds, prime=True,
-                                                    tiles_=chosen)),
-                    ("items (bbox, limit 1000)", {},
-                     lambda: bench.features_bench(base, "incidents", concurrency, seconds))):
-                log(f"{path}, {n} process{'es' if n > 1 else ''}…")
-                server = bench.serve_for_bench(settings, port, {**env, "GIS_IOC_WORKERS": str(n),
-                                                                "GIS_IOC_WARM_TILES": "false"})
-                try:
-                    rows += [{"path": path, "processes": n, **r} for r in measure()]
-                finally:
-                    server.terminate()
-                    server.wait(timeout=30)
+    with contextlib.ExitStack() as stack:
+        standby_url = _standby(settings, url, stack, log) if any(replicas) else None
+        for n in processes:
+            for count in replicas:
+                extra = {"GIS_IOC_REPLICA_URLS": standby_url or ""} if count else {}
+                rows += _one_setup(settings, port, base, n, count, extra, chosen, concurrency, seconds, log)
     log("the same tile SQL through pgbench…")
     limit = bench.tiles_sql_bench(url, catalog, "incidents", concurrency, seconds, tiles_=chosen)
     ratios = {}
@@ -59,3 +59,44 @@ def scale_bench(settings: Settings, processes: tuple[int, ...], concurrency: tup
                     and row["concurrency"] == r["concurrency"]), default=float("nan"))
         ratios[r["concurrency"]] = best / r["rate"] if r["rate"] else float("nan")
     return {"rows": rows, "sql": limit, "uncached_to_sql": ratios}
+
+
+def _one_setup(settings: Settings, port: int, base: str, n: int, replicas: int, extra: dict[str, str],
+               chosen: list[tuple[int, int, int]], concurrency: tuple[int, ...], seconds: float,
+               log: Callable[[str], None]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="gis-ioc-bench-scale-") as home:
+        for path, env, measure in (
+                ("tiles, uncached", {"GIS_IOC_TILE_CACHE": "false"},
+                 lambda: bench.tiles_http_bench(base, "incidents", concurrency, seconds, tiles_=chosen)),
+                ("tiles, cached", {"GIS_IOC_TILE_CACHE": "true", "GIS_IOC_HOME": home},
+                 lambda: bench.tiles_http_bench(base, "incidents", concurrency, seconds, prime=True,
+                                                tiles_=chosen)),
+                ("items (bbox, limit 1000)", {},
+                 lambda: bench.features_bench(base, "incidents", concurrency, seconds))):
+            log(f"{path}, {n} process{'es' if n > 1 else ''}, {replicas} replica{'' if replicas == 1 else 's'}…")
+            server = bench.serve_for_bench(settings, port, {**env, **extra, "GIS_IOC_WORKERS": str(n),
+                                                            "GIS_IOC_WARM_TILES": "false"})
+            try:
+                rows += [{"path": path, "processes": n, "replicas": replicas, **r} for r in measure()]
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+    return rows
+
+
+def _standby(settings: Settings, url: str, stack: contextlib.ExitStack, log: Callable[[str], None]) -> str:
+    """A standby of the private cluster for this run; the URL of the same database on it."""
+    primary = PrivateCluster(settings.home)
+    if primary.running_port() != make_url(db.sqlalchemy_url(url)).port:
+        raise InvalidInput("--replicas 1 copies the private cluster into a standby; the configured database is "
+                           "not on it (run with the private cluster, e.g. the --scale 100 demo in it)",
+                           param="replicas")
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="gis-ioc-bench-standby-"))
+    standby = PrivateCluster(Path(folder))
+    stack.callback(standby.remove)
+    log("a standby of the private cluster (pg_basebackup -R)…")
+    standby.make_standby(primary)
+    return make_url(db.sqlalchemy_url(standby.url(standby.running_port() or 0))).set(
+        database=make_url(db.sqlalchemy_url(url)).database, drivername="postgresql").render_as_string(
+        hide_password=False)

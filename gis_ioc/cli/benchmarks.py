@@ -51,13 +51,13 @@ def bench_ingest(
                       f"{reads['max_ms']:.1f} ms, {reads['errors']} errors")
 
 
-def _levels(concurrency: str, name: str = "concurrency", at_most: int = 256) -> tuple[int, ...]:
+def _levels(concurrency: str, name: str = "concurrency", at_most: int = 256, at_least: int = 1) -> tuple[int, ...]:
     try:
         levels = tuple(int(c) for c in concurrency.split(","))
     except ValueError:
         raise InvalidInput(f"--{name}: {concurrency!r} is not a list of whole numbers", param=name) from None
-    if any(not 1 <= c <= at_most for c in levels):
-        raise InvalidInput(f"--{name}: each between 1 and {at_most}", param=name)
+    if any(not at_least <= c <= at_most for c in levels):
+        raise InvalidInput(f"--{name}: each between {at_least} and {at_most}", param=name)
     return levels
 
 
@@ -248,21 +248,25 @@ def bench_scale(
     seconds: Annotated[float, typer.Option(min=1, max=600, help="Measured seconds per figure.")] = 10,
     concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,4,16",
     port: Annotated[int, typer.Option(help="Port for the gis-ioc servers it starts.")] = 8093,
+    replicas: Annotated[str, typer.Option(help="Read replicas, comma-separated: 0, or 1 (a standby of the private "
+                                                "cluster made for the run).")] = "0",
 ) -> None:
     """Tiles (uncached, cached) and items with 1, 2 and 4 processes, beside the tile SQL through pgbench."""
     from gis_ioc.bench_scale import MAX_PROCESSES, scale_bench
 
     counts = _levels(processes, "processes", MAX_PROCESSES)
     levels = _levels(concurrency)
-    result = scale_bench(_settings(), counts, levels, seconds, port, log=lambda m: err_console.print(f"gis-ioc: {m}"))
+    standbys = _levels(replicas, "replicas", 1, at_least=0)
+    result = scale_bench(_settings(), counts, levels, seconds, port, log=lambda m: err_console.print(f"gis-ioc: {m}"),
+                         replicas=standbys)
     table = Table(title="scale: server processes on one machine (one port, GIS_IOC_WORKERS)")
-    for col in ("path", "processes", "concurrency", "per s", "p50 ms", "p99 ms", "requests", "errors"):
+    for col in ("path", "processes", "replicas", "concurrency", "per s", "p50 ms", "p99 ms", "requests", "errors"):
         table.add_column(col, justify="left" if col == "path" else "right")
     for r in result["rows"]:
-        table.add_row(r["path"], str(r["processes"]), str(r["concurrency"]), f"{r['rate']:.1f}", f"{r['p50_ms']:.1f}",
-                      f"{r['p99_ms']:.1f}", str(r["requests"]), str(r["errors"]))
+        table.add_row(r["path"], str(r["processes"]), str(r["replicas"]), str(r["concurrency"]), f"{r['rate']:.1f}",
+                      f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", str(r["requests"]), str(r["errors"]))
     for r in result["sql"]:
-        table.add_row("tile SQL (pgbench)", "-", str(r["concurrency"]), f"{r['rate']:.1f}", f"{r['p50_ms']:.1f}",
+        table.add_row("tile SQL (pgbench)", "-", "-", str(r["concurrency"]), f"{r['rate']:.1f}", f"{r['p50_ms']:.1f}",
                       f"{r['p99_ms']:.1f}", str(r["requests"]), "0")
     out.print(table)
     out.print("uncached tiles / SQL limit (best process count): " + ", ".join(
