@@ -387,6 +387,16 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
         hits = (f"hits AS (SELECT {_LINEAGE_CODE.format(point=point, when=f't.{quote_ident(layer.datetime_column)}')} "
                 f"AS code, {category} AS category, count(*) AS n FROM {quote_table(layer.table)} t WHERE {where} "
                 "GROUP BY 1, 2) ")
+    elif window is not None:
+        # A time window is selective and indexed: the rows in it first (by the time index), then each placed in
+        # its unit (in the window-less plan the GiST index walked every feature of a unit before the window
+        # filtered them: the wall's 24-hour KPIs took 2 s at 1M incidents, 0.16 s so).
+        hits = ("pieces AS (SELECT code, ST_Subdivide(geom, 32) AS geom FROM units), "
+                f"picked AS MATERIALIZED (SELECT t.{quote_ident(layer.id_column)} AS id, {point} AS geom, "
+                f"{category} AS category FROM {quote_table(layer.table)} t WHERE {where}), "
+                "placed AS (SELECT DISTINCT ON (t.id) p.code, t.category FROM pieces p JOIN picked t "
+                "ON t.geom && p.geom AND ST_Intersects(p.geom, t.geom) ORDER BY t.id, p.code), "
+                "hits AS (SELECT code, category, count(*) AS n FROM placed GROUP BY code, category) ")
     else:
         # Units cut into small pieces make each point-in-polygon test cheap; `&&` on the indexed
         # column lets the GiST index find the candidates; DISTINCT ON counts a feature on a shared

@@ -161,6 +161,18 @@ def test_stats_with_a_window_and_a_filter(demo_engine, demo_catalog):
     assert result["total"] == expected
 
 
+def test_stats_in_a_window_place_each_feature_as_the_stats_without_one(demo_engine, demo_catalog):
+    """A window picks its rows by time first, then places them; a window over all time gives the same per unit."""
+    everything = analysis.Window(start="1990-01-01T00:00:00Z", end=None)
+    with demo_engine.connect() as conn:
+        for layer, breakdown in (("incidents", "type"), ("incidents", None)):
+            windowed = analysis.stats(conn, demo_catalog, layer, "commune", window=everything, breakdown=breakdown)
+            plain = analysis.stats(conn, demo_catalog, layer, "commune", breakdown=breakdown)
+            assert windowed["units"] == plain["units"] and windowed["total"] == plain["total"] > 0
+            sql = analysis.stats(conn, demo_catalog, layer, "commune", window=everything, statement_only=True)["sql"]
+            assert "picked AS MATERIALIZED" in sql
+
+
 @pytest.mark.parametrize(
     ("url", "param"),
     [
