@@ -387,16 +387,40 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
         hits = (f"hits AS (SELECT {_LINEAGE_CODE.format(point=point, when=f't.{quote_ident(layer.datetime_column)}')} "
                 f"AS code, {category} AS category, count(*) AS n FROM {quote_table(layer.table)} t WHERE {where} "
                 "GROUP BY 1, 2) ")
+    elif (counted := _counted(conn, layer, by, filter_text, window, breakdown, on)) == "totals":
+        # every incident in today's communes: the counts the database keeps (migration 018), not the rows
+        counts_category = quote_ident(breakdown) if breakdown else "NULL::text"
+        hits = (f"hits AS (SELECT unit_code AS code, {counts_category} AS category, sum(n) AS n "
+                "FROM incident_totals WHERE n <> 0 GROUP BY 1, 2) ")
     elif window is not None:
         # A time window is selective and indexed: the rows in it first (by the time index), then each placed in
         # its unit (in the window-less plan the GiST index walked every feature of a unit before the window
-        # filtered them: the wall's 24-hour KPIs took 2 s at 1M incidents, 0.16 s so).
+        # filtered them: the wall's 24-hour KPIs took 2 s at 1M incidents, 0.16 s so). With the counts kept
+        # (migration 018), the window's whole hours come from them and only the rows of its ragged ends are read.
+        picked_where = where
+        hourly = ""
+        if counted == "hourly":
+            hours = ("bounds AS (SELECT {start} AS h_start, {end} AS h_end), ").format(
+                start="'-infinity'::timestamptz" if window.start is None else
+                "date_trunc('hour', CAST(:w_start AS timestamptz), 'UTC') + CASE WHEN date_trunc('hour', "
+                "CAST(:w_start AS timestamptz), 'UTC') = CAST(:w_start AS timestamptz) THEN interval '0' "
+                "ELSE interval '1 hour' END",
+                end="'infinity'::timestamptz" if window.end is None else
+                "date_trunc('hour', CAST(:w_end AS timestamptz), 'UTC')")
+            units_cte += hours
+            picked_where = (f"{where} AND NOT (t.{quote_ident(layer.datetime_column or '')} >= "
+                            "(SELECT h_start FROM bounds) AND "
+                            f"t.{quote_ident(layer.datetime_column or '')} < (SELECT h_end FROM bounds))")
+            counts_category = quote_ident(breakdown) if breakdown else "NULL::text"
+            hourly = (f"SELECT unit_code AS code, {counts_category} AS category, n FROM incident_counts c, bounds b "
+                      "WHERE c.hour >= b.h_start AND c.hour < b.h_end UNION ALL ")
         hits = ("pieces AS (SELECT code, ST_Subdivide(geom, 32) AS geom FROM units), "
                 f"picked AS MATERIALIZED (SELECT t.{quote_ident(layer.id_column)} AS id, {point} AS geom, "
-                f"{category} AS category FROM {quote_table(layer.table)} t WHERE {where}), "
+                f"{category} AS category FROM {quote_table(layer.table)} t WHERE {picked_where}), "
                 "placed AS (SELECT DISTINCT ON (t.id) p.code, t.category FROM pieces p JOIN picked t "
                 "ON t.geom && p.geom AND ST_Intersects(p.geom, t.geom) ORDER BY t.id, p.code), "
-                "hits AS (SELECT code, category, count(*) AS n FROM placed GROUP BY code, category) ")
+                f"hits AS (SELECT code, category, sum(n) AS n FROM ({hourly}"
+                "SELECT code, category, 1 AS n FROM placed) x GROUP BY code, category) ")
     else:
         # Units cut into small pieces make each point-in-polygon test cheap; `&&` on the indexed
         # column lets the GiST index find the candidates; DISTINCT ON counts a feature on a shared
@@ -615,6 +639,27 @@ def hotspots(conn: Connection, catalog: Catalog, layer_id: str, *, method: str =
                      "cell": r["cid"] if method == "grid" else None} for r in rows]
     ranked = [{"rank": i + 1, **c} for i, c in enumerate(clusters[:limit])]
     return {"layer": layer.id, "method": method, "clusters": ranked}
+
+
+COUNTED_BREAKDOWNS = (None, "type", "severity", "status")
+
+
+def _counted(conn: Connection, layer: Layer, by: str, filter_text: str | None, window: Window | None,
+             breakdown: str | None, on: date) -> str | None:
+    """Which counts kept by the database (migration 018) answer these stats: "totals", "hourly" or None.
+
+    They answer for incidents (not a per-geometry part) by commune, no filter, a breakdown they keep, counts made
+    for the communes in force on ``on``: "totals" without a window, "hourly" (its whole hours) with one.
+    """
+    if layer.id != "incidents" or layer.table != "public.incidents" or by != "commune" or filter_text:
+        return None
+    if breakdown not in COUNTED_BREAKDOWNS or layer.datetime_column != "reported_at":
+        return None
+    fresh = conn.execute(sa.text("SELECT units_key = gis_ioc_units_key(:on) FROM incident_counts_state"),
+                         {"on": on}).scalar()
+    if not fresh:
+        return None
+    return "hourly" if window is not None and (window.start is not None or window.end is not None) else "totals"
 
 
 def _windowed(layer: Layer, where: str, params: dict[str, Any], window: Window | None) -> tuple[str, dict[str, Any]]:

@@ -402,9 +402,8 @@ def kpis(conn: Connection, catalog: Catalog, settings: Settings) -> dict[str, An
     most incidents, and the province's total.
     """
     now = datetime.now(ZoneInfo(settings.timezone))
-    active: dict[str, int] = dict(conn.execute(sa.text(
-        "SELECT coalesce(severity, 'unknown'), count(*) FROM incidents WHERE status = ANY(:s) AND merged_into IS NULL "
-        "GROUP BY 1"),
+    active: dict[str, int] = dict(conn.execute(sa.text(  # the counts the database keeps (migration 018)
+        "SELECT severity, sum(n) FROM incident_totals WHERE status = ANY(:s) GROUP BY 1"),
         {"s": list(ACTIVE_STATUSES)}).all())
     cameras = conn.execute(sa.text(
         "SELECT count(*) FILTER (WHERE status = 'online'), count(*) FROM cameras")).one()

@@ -30,6 +30,8 @@ from gis_ioc.errors import Busy
 
 SUFFIX = "__gis_ioc_load"
 SWAP_TRY_MS = 100  # each try for the brief exclusive lock; readers wait at most this long behind it
+# tables whose rows the incident counts depend on (migration 018): a swapped-in load counts again
+RECOUNT_AFTER_SWAP = ("public.incidents", "public.admin_units")
 SWAP_GIVE_UP_S = 60.0  # a reader holding the table longer than this every time: the load fails, nothing changed
 
 
@@ -161,6 +163,9 @@ class Shadow:
             if column in self.sequences:
                 cur.execute(f"ALTER SEQUENCE {sequence} RENAME TO "
                             f"{quote_ident(self.sequences[column].split('.')[-1].strip(chr(34)))}")
+        if self.layer.table in RECOUNT_AFTER_SWAP:  # the rows came in without the counting triggers
+            cur.execute("SELECT gis_ioc_recount_incidents(current_date) "
+                        "WHERE to_regprocedure('gis_ioc_recount_incidents(date)') IS NOT NULL")
 
     def _take_lock(self) -> None:
         """ACCESS EXCLUSIVE on the old table, asked for briefly and again, so readers never queue long."""

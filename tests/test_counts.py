@@ -1,0 +1,118 @@
+"""The incident counts the database keeps (migration 018) stay equal to counting the rows, through every change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from gis_ioc import analysis, demo, ingest, maps
+from gis_ioc.ingest import store
+from tests.conftest import DEMO_REF_TIME
+from tests.factories import sample, write
+
+ROWS = "type IS NOT NULL"  # a filter: the stats count the rows themselves
+
+
+def _both(engine, catalog, breakdown: str | None = "status",  # type: ignore[no-untyped-def]
+          window: analysis.Window | None = None) -> tuple[Any, Any]:
+    with engine.connect() as conn:
+        counted = analysis.stats(conn, catalog, "incidents", "commune", breakdown=breakdown, window=window)
+        rows = analysis.stats(conn, catalog, "incidents", "commune", breakdown=breakdown, window=window,
+                              filter_text=ROWS)
+        sql = analysis.stats(conn, catalog, "incidents", "commune", breakdown=breakdown, window=window,
+                             statement_only=True)["sql"]
+        assert "incident_counts" not in analysis.stats(conn, catalog, "incidents", "commune", window=window,
+                                                       filter_text=ROWS, statement_only=True)["sql"]
+    assert ("incident_totals" if window is None else "incident_counts") in sql  # the counts answered
+    return counted, rows
+
+
+def _hourly_equals_rows(engine) -> None:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        diff = conn.execute(sa.text(
+            "WITH rows AS (SELECT type, severity, status, date_trunc('hour', reported_at, 'UTC') AS hour, "
+            "count(*) AS n FROM incidents WHERE merged_into IS NULL GROUP BY 1, 2, 3, 4), "
+            "kept AS (SELECT type, severity, status, hour, sum(n) AS n FROM incident_counts GROUP BY 1, 2, 3, 4 "
+            "HAVING sum(n) <> 0) "
+            "SELECT count(*) FROM rows FULL JOIN kept USING (type, severity, status, hour) "
+            "WHERE rows.n IS DISTINCT FROM kept.n")).scalar()
+    assert diff == 0
+
+
+@pytest.fixture
+def loaded(engine, catalog):  # type: ignore[no-untyped-def]
+    demo.load_demo(engine, catalog, scale=0.02, ref_time=DEMO_REF_TIME)
+    return engine
+
+
+def test_counts_equal_the_rows_through_writes_merges_deletes_and_loads(loaded, catalog, settings, tmp_path,
+                                                                     monkeypatch):
+    engine = loaded
+    counted, rows = _both(engine, catalog)
+    assert counted["units"] == rows["units"] and counted["total"] == rows["total"] > 0
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO incidents (type, severity, title, geom) SELECT 'fire', 'severe', 'kiểm tra ' || g, "
+            "ST_SetSRID(ST_MakePoint(108.0 + g * 0.001, 14.35), 4326) FROM generate_series(1, 25) g"))
+        conn.execute(sa.text("UPDATE incidents SET status = 'resolved' WHERE id % 7 = 0"))
+        conn.execute(sa.text("UPDATE incidents SET title = title || '.' WHERE id % 5 = 0"))  # nothing counted moves
+        conn.execute(sa.text("UPDATE incidents SET merged_into = (SELECT min(id) FROM incidents) "
+                             "WHERE id IN (SELECT id FROM incidents WHERE merged_into IS NULL "
+                             "ORDER BY id DESC LIMIT 3)"))
+        conn.execute(sa.text("DELETE FROM incidents WHERE id % 11 = 0"))
+        conn.execute(sa.text("UPDATE incidents SET geom = ST_Translate(geom, 0.2, 0) WHERE id % 13 = 0"))
+    counted, rows = _both(engine, catalog)
+    assert counted["units"] == rows["units"]
+    _hourly_equals_rows(engine)
+    ingest.load(engine, catalog, write(sample("incidents"), "gpkg", tmp_path, "a"), "incidents",
+                region=settings.region_extent)  # a small load: into the table, the triggers count it
+    monkeypatch.setattr(store, "BULK_ROWS", 1)
+    ingest.load(engine, catalog, write(sample("incidents"), "gpkg", tmp_path, "b"), "incidents",
+                region=settings.region_extent)  # through a shadow table: counted again after the swap
+    counted, rows = _both(engine, catalog, "type")
+    assert counted["units"] == rows["units"]
+    _hourly_equals_rows(engine)
+    with engine.connect() as conn:
+        kpi = maps.kpis(conn, catalog, settings)
+        active = conn.execute(sa.text(
+            "SELECT count(*) FROM incidents WHERE merged_into IS NULL AND status = ANY(:s)"),
+            {"s": list(maps.ACTIVE_STATUSES)}).scalar()
+    assert kpi["active_total"] == active
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE incidents CASCADE"))
+    counted, rows = _both(engine, catalog)
+    assert counted["total"] == rows["total"] == 0
+
+
+def test_new_units_count_again_and_stats_of_another_day_count_the_rows(loaded, catalog):
+    engine = loaded
+    with engine.begin() as conn:  # a commune's boundary moves: the counts follow it in the same transaction
+        conn.execute(sa.text(
+            "UPDATE admin_units SET geom = ST_Multi(ST_Buffer(geom, 0.01)) "
+            "WHERE id = (SELECT min(id) FROM admin_units WHERE level = 'commune' AND valid_to IS NULL)"))
+    counted, rows = _both(engine, catalog)
+    assert counted["units"] == rows["units"]
+    with engine.connect() as conn:  # before the 2025 reform other communes were in force: the rows answer
+        sql = analysis.stats(conn, catalog, "incidents", "commune", at=analysis.date(2025, 1, 1),
+                             statement_only=True)["sql"]
+        assert "incident_totals" not in sql
+        filtered = analysis.stats(conn, catalog, "incidents", "commune", filter_text="type = 'fire'",
+                                  statement_only=True)["sql"]
+        assert "incident_totals" not in filtered
+
+
+@pytest.mark.parametrize(("start", "end"), [
+    ("2026-11-27T08:17:00Z", "2026-11-28T08:00:00Z"),  # a ragged start, an end on the hour
+    ("2026-11-20T00:00:00Z", "2026-11-27T13:42:10Z"),  # whole hours, then a ragged end
+    ("2026-11-27T10:05:00Z", "2026-11-27T10:55:00Z"),  # within one hour: no whole hour at all
+    ("2026-11-27T10:05:00Z", None),                    # open end
+    (None, "2026-11-01T06:30:00Z"),                    # open start
+])
+def test_a_window_takes_its_whole_hours_from_the_counts_and_its_ends_from_the_rows(loaded, catalog, start, end):
+    window = analysis.Window(start=start, end=end)
+    for breakdown in (None, "severity"):
+        counted, rows = _both(loaded, catalog, breakdown, window)
+        assert counted["units"] == rows["units"], (start, end, breakdown)
+    assert rows["total"] > 0 or start == "2026-11-27T10:05:00Z"
