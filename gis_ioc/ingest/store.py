@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyogrio
 import shapely
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
@@ -324,15 +325,15 @@ def analyze(engine: Engine, layer: Layer) -> None:
     Outside the load's transaction: readers plan with the row count the index builds left until then, and
     the load's own time does not wait for it where the caller can answer first (the server's load socket).
     """
-    raw: Any = engine.raw_connection()
+    # in autocommit: ANALYZE in a transaction the pool rolls back leaves no statistics (it did, through a raw
+    # connection whose autocommit was set on the pool's proxy, not on psycopg2's connection: a load's table then
+    # kept none until autovacuum came by, and the planner guessed 100 rows of a million — a page of 10 in a wide
+    # bbox took 2 s)
     try:
-        raw.autocommit = True
-        with raw.cursor() as cur:
-            cur.execute(f"ANALYZE {quote_table(layer.table)}")
-    except psycopg2.Error:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text(f"ANALYZE {quote_table(layer.table)}"))
+    except sa.exc.SQLAlchemyError:
         pass  # autovacuum makes them in a minute; a load that committed is not undone by this
-    finally:
-        raw.close()
 
 
 def _is_bulk(cur: Any, layer: Layer, mode: Mode, total: int) -> bool:
