@@ -356,11 +356,36 @@ def fresh_cells(conn: Connection, layers: list[Layer], known: Mapping[str, int] 
         if stale and not rebuild:
             raise StaleCells(str(table))
         if stale:
-            conn.execute(sa.text("SELECT gis_ioc_rebuild_cells(:t)"), {"t": table})
-            conn.commit()
+            rebuild_cells(conn, str(table))
         elif seen is not None:
             seen.found_fresh(str(table), int(version))
     return frozenset(str(r[0]) for r in rows)
+
+
+def rebuild_cells(conn: Connection, table: str) -> None:
+    """Rebuild a layer's cells and commit, past the request's statement timeout (10M incidents take ~11 s).
+
+    Under the timeout a big layer's rebuild was cancelled on every try and its low-zoom tiles never came; a
+    rebuild that someone else finished while this one waited for its lock does nothing (migration 019). The
+    connection's timeout is put back after.
+    """
+    previous = conn.execute(sa.text("SHOW statement_timeout")).scalar()
+    conn.execute(sa.text("SET statement_timeout = 0"))
+    try:
+        conn.execute(sa.text("SELECT gis_ioc_rebuild_stale_cells(:t)"), {"t": table})
+        conn.commit()
+    finally:
+        conn.execute(sa.text("SELECT set_config('statement_timeout', :v, false)"), {"v": previous})
+        conn.commit()
+
+
+def rebuild_stale_cells(engine: Any, catalog: Catalog) -> None:
+    """Rebuild every built-in layer's stale cells (at start, when no tiles are warmed). Errors are logged."""
+    try:
+        with engine.connect() as conn:
+            fresh_cells(conn, list(catalog.builtin.values()))
+    except Exception as err:  # noqa: BLE001 - a start-up chore must never take the server down
+        logging.getLogger("gis_ioc.tiles").warning("rebuilding stale tile cells failed: %s", err)
 
 
 def tile_statement_with_versions(layers: list[Layer], z: int, x: int, y: int, params: Mapping[str, str],

@@ -364,3 +364,30 @@ def test_a_point_near_a_tile_border_is_in_both_tiles(client, demo_engine, tmp_pa
         tile = client.get(f"/tiles/incidents/{z}/{column}/{y}.mvt", headers={"Accept-Encoding": "identity"})
         ids.append(set(decode(tile.content, z, column, y, tmp_path).get("incidents", {"id": []})["id"]))
     assert found.id in ids[0] and found.id in ids[1]
+
+
+def test_stale_cells_are_rebuilt_past_the_request_timeout_once_and_the_timeout_is_put_back(engine, catalog):
+    """At 10M incidents a rebuild takes ~11 s: under the request's 10 s it was cancelled on every try and the
+    low-zoom tiles never came. It runs without the timeout, and a rebuild finished meanwhile is not done again."""
+    from gis_ioc import tiles
+
+    with engine.connect() as conn:
+        sync_cell_config(conn, catalog)
+        conn.execute(sa.text(
+            "INSERT INTO incidents (type, title, geom) SELECT 'fire', 'ô ' || g, ST_SetSRID(ST_MakePoint("
+            "107.6 + (g % 997) * 0.0008, 14.1 + (g % 991) * 0.001), 4326) FROM generate_series(1, 60000) g"))
+        conn.execute(sa.text("UPDATE tile_cell_config SET stale = true WHERE layer_table = 'public.incidents'"))
+        conn.commit()
+    layers = [catalog.builtin["incidents"]]
+    with engine.connect() as conn:
+        conn.execute(sa.text("SET statement_timeout = 5"))  # far less than the rebuild of 60,000 rows takes
+        conn.commit()
+        assert tiles.fresh_cells(conn, layers) == frozenset({"public.incidents"})
+        assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "5ms"
+        conn.execute(sa.text("SET statement_timeout = 0"))
+        conn.commit()
+        cells = conn.execute(sa.text("SELECT sum(n) FROM tile_cells WHERE layer_table = 'public.incidents'")).scalar()
+        assert cells == conn.execute(sa.text("SELECT count(*) FROM incidents")).scalar()
+        built = conn.execute(sa.text("SELECT xmin::text FROM tile_cells LIMIT 1")).scalar()
+        conn.execute(sa.text("SELECT gis_ioc_rebuild_stale_cells('public.incidents')"))  # fresh: nothing done
+        assert conn.execute(sa.text("SELECT xmin::text FROM tile_cells LIMIT 1")).scalar() == built

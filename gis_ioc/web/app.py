@@ -31,7 +31,7 @@ from gis_ioc.events import ChangeListener, wait_connected
 from gis_ioc.replicas import ReadRouter
 from gis_ioc.settings import Settings
 from gis_ioc.tile_cache import database_folder
-from gis_ioc.tiles import FreshCells, TileCache, sync_cell_config, warm
+from gis_ioc.tiles import FreshCells, TileCache, rebuild_stale_cells, sync_cell_config, warm
 from gis_ioc.version_board import VersionBoard
 from gis_ioc.web import alerts, analysis, contract, edit, ogc, search, views
 from gis_ioc.web import events as events_router
@@ -84,6 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                          settings.region_bbox, [8, 9, 10, 11], stop_warming))
         if app.state.tile_cache is not None and settings.warm_tiles:
             warming.start()  # the wall's first view, made before the wall asks for it
+        elif settings.warm_tiles:  # no cache to warm: still rebuild the cells a bulk load left stale
+            warming = threading.Thread(target=rebuild_stale_cells, name="gis-ioc-cells", daemon=True,
+                                       args=(engine, app.state.catalog))
+            warming.start()
         try:
             yield
         finally:
