@@ -400,20 +400,27 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
         picked_where = where
         hourly = ""
         if counted == "hourly":
-            hours = ("bounds AS (SELECT {start} AS h_start, {end} AS h_end), ").format(
-                start="'-infinity'::timestamptz" if window.start is None else
-                "date_trunc('hour', CAST(:w_start AS timestamptz), 'UTC') + CASE WHEN date_trunc('hour', "
-                "CAST(:w_start AS timestamptz), 'UTC') = CAST(:w_start AS timestamptz) THEN interval '0' "
-                "ELSE interval '1 hour' END",
-                end="'infinity'::timestamptz" if window.end is None else
-                "date_trunc('hour', CAST(:w_end AS timestamptz), 'UTC')")
-            units_cte += hours
-            picked_where = (f"{where} AND NOT (t.{quote_ident(layer.datetime_column or '')} >= "
-                            "(SELECT h_start FROM bounds) AND "
-                            f"t.{quote_ident(layer.datetime_column or '')} < (SELECT h_end FROM bounds))")
+            assert window is not None
+            column = f"t.{quote_ident(layer.datetime_column or '')}"
+            # the whole hours inside the window (UTC), as values: each ragged end is then an index range
+            bounds = conn.execute(sa.text(
+                "SELECT CASE WHEN date_trunc('hour', CAST(:s AS timestamptz), 'UTC') = CAST(:s AS timestamptz) "
+                "THEN CAST(:s AS timestamptz) ELSE date_trunc('hour', CAST(:s AS timestamptz), 'UTC') "
+                "+ interval '1 hour' END, date_trunc('hour', CAST(:e AS timestamptz), 'UTC')"),
+                {"s": window.start, "e": window.end}).one()
+            edges, whole = [], []
+            if window.start is not None:
+                params["h_start"] = bounds[0]
+                edges.append(f"{column} < :h_start")
+                whole.append("c.hour >= :h_start")
+            if window.end is not None:
+                params["h_end"] = bounds[1]
+                edges.append(f"{column} >= :h_end")
+                whole.append("c.hour < :h_end")
+            picked_where = f"{where} AND ({' OR '.join(edges)})"
             counts_category = quote_ident(breakdown) if breakdown else "NULL::text"
-            hourly = (f"SELECT unit_code AS code, {counts_category} AS category, n FROM incident_counts c, bounds b "
-                      "WHERE c.hour >= b.h_start AND c.hour < b.h_end UNION ALL ")
+            hourly = (f"SELECT unit_code AS code, {counts_category} AS category, n FROM incident_counts c "
+                      f"WHERE {' AND '.join(whole)} UNION ALL ")
         hits = ("pieces AS (SELECT code, ST_Subdivide(geom, 32) AS geom FROM units), "
                 f"picked AS MATERIALIZED (SELECT t.{quote_ident(layer.id_column)} AS id, {point} AS geom, "
                 f"{category} AS category FROM {quote_table(layer.table)} t WHERE {picked_where}), "

@@ -300,3 +300,27 @@ def bench_failover(
     for what, value in rows:
         table.add_row(what, value)
     out.print(table)
+
+
+@bench_app.command("sizes")
+def bench_sizes(
+    databases: Annotated[str, typer.Argument(help="Database URLs, comma-separated, the smaller first "
+                                                  "(e.g. the --scale 100 and --scale 1000 demos).")],
+    port: Annotated[int, typer.Option(help="Port for the gis-ioc servers it starts.")] = 8095,
+) -> None:
+    """The same requests on databases of different sizes: p50/p99 side by side, and the ratio to the first."""
+    from gis_ioc.bench_sizes import sizes_bench
+
+    urls = [u.strip() for u in databases.split(",") if u.strip()]
+    if not 1 <= len(urls) <= 4 or any("://" not in u for u in urls):
+        raise InvalidInput("databases: one to four database URLs, comma-separated", param="databases")
+    rows = sizes_bench(_settings(), urls, port, log=lambda m: err_console.print(f"gis-ioc: {m}"))
+    table = Table(title="sizes: the same requests, one at a time over HTTP (tile cache off)")
+    for col in ("what", "database", "p50 ms", "p99 ms", "requests", "errors", "p50 / first"):
+        table.add_column(col, justify="left" if col in ("what", "database") else "right")
+    first = {r["what"]: r["p50_ms"] for r in rows if r["database"] == rows[0]["database"]}
+    for r in rows:
+        ratio = r["p50_ms"] / first[r["what"]] if first.get(r["what"]) else float("nan")
+        table.add_row(r["what"], r["database"], f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", str(r["n"]),
+                      str(r["errors"]), f"{ratio:.2f}")
+    out.print(table)

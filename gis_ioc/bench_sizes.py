@@ -1,0 +1,76 @@
+"""gis-ioc bench sizes: the same requests on databases of different sizes, side by side (issue 14: 10M vs 1M).
+
+For each database (e.g. the ``--scale 100`` and ``--scale 1000`` demos) it serves ``gis-ioc serve`` on it (tile
+cache off, so every tile is made) and sends, one at a time over HTTP, the same requests: items in small boxes
+and in the whole province, incident tiles over the fixed tile list, locate, the nearest cameras and incidents,
+statistics by commune (with and without a breakdown) and the wall's KPIs. It prints p50 and p99 per database
+and the ratio of the larger database's p50 to the first's.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from gis_ioc import bench
+from gis_ioc.settings import Settings
+
+SEED = 7
+
+
+def requests_(n_points: int = 200) -> list[tuple[str, list[str]]]:
+    """(label, paths) pairs, the same for every database."""
+    rng = random.Random(SEED)
+    points = [(107.6 + rng.random() * 0.8, 14.1 + rng.random() * 1.1) for _ in range(n_points)]
+    tiles = bench.tile_list()[:300]
+    box = "{:.4f},{:.4f},{:.4f},{:.4f}"
+    return [
+        ("items, 2x2 km box, limit 100", [f"/collections/incidents/items?limit=100&bbox="
+                                          f"{box.format(x - 0.01, y - 0.01, x + 0.01, y + 0.01)}"
+                                          for x, y in points[:100]]),
+        ("items, the province, limit 1000",
+         ["/collections/incidents/items?limit=1000&bbox=107.5,14.0,108.5,15.0"] * 30),
+        ("incident tiles, uncached", [f"/tiles/incidents/{z}/{x}/{y}.mvt" for z, x, y in tiles]),
+        ("locate", [f"/analysis/locate?lon={x:.5f}&lat={y:.5f}" for x, y in points]),
+        ("nearest 5 cameras", [f"/analysis/nearest?layer=cameras&lon={x:.5f}&lat={y:.5f}&k=5" for x, y in points]),
+        ("nearest 5 incidents", [f"/analysis/nearest?layer=incidents&lon={x:.5f}&lat={y:.5f}&k=5"
+                                 for x, y in points]),
+        ("stats by commune", ["/analysis/stats?layer=incidents&by=commune"] * 30),
+        ("stats by commune, by type", ["/analysis/stats?layer=incidents&by=commune&breakdown=type"] * 30),
+        ("stats by commune, last 7 days", ["/analysis/stats?layer=incidents&by=commune&start="
+                                           + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 7 * 86400))]
+         * 30),
+        ("the wall's KPIs", ["/views/wall/kpi.json"] * 30),
+    ]
+
+
+def sizes_bench(settings: Settings, urls: list[str], port: int = 8095,
+                log: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+    """Per request kind and database: p50, p99, errors."""
+    wanted = requests_()
+    rows: list[dict[str, Any]] = []
+    for url in urls:
+        log(f"serving {url.rsplit('/', 1)[-1]}…")
+        server = bench.serve_for_bench(settings.model_copy(update={"database_url": url}), port,
+                                       {"GIS_IOC_TILE_CACHE": "false", "GIS_IOC_DATABASE_URL": url})
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+                for label, paths in wanted:
+                    for path in paths[:5]:  # warm the connection and the plans
+                        client.get(path)
+                    seconds, errors = [], 0
+                    for path in paths:
+                        started = time.perf_counter()
+                        response = client.get(path)
+                        seconds.append(time.perf_counter() - started)
+                        errors += response.status_code != 200
+                    rows.append({"what": label, "database": url.rsplit("/", 1)[-1].split("?")[0],
+                                 **bench._percentiles(seconds), "errors": errors})
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return rows
