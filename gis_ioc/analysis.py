@@ -1,14 +1,14 @@
-"""The IOC spatial operations: locate, nearest, within, camera field of view, statistics per unit.
+"""The IOC spatial operations: locate, nearest, within, camera field of view, coverage, impact, hotspots.
 
-Each operation exists once, here, and is called by the HTTP API, the CLI and notebooks. Distances
-are geodesic (PostGIS geography, WGS 84), in metres; areas in square kilometres.
+Each operation exists once, here, and is called by the HTTP API, the CLI and notebooks (statistics per unit live
+in ``unit_stats`` and are ``analysis.stats`` too; what both share is in ``analysis_common``). Distances are
+geodesic (PostGIS geography, WGS 84), in metres; areas in square kilometres.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -21,14 +21,16 @@ from shapely.geometry import Polygon
 from sqlalchemy.engine import Connection
 
 from gis_ioc import limits, queries
-from gis_ioc.catalog import Catalog, Layer, PropertyType, quote_ident, quote_table
-from gis_ioc.errors import InvalidInput, LayerNotFound
+from gis_ioc.analysis_common import IN_FORCE as IN_FORCE
+from gis_ioc.analysis_common import LEVELS as LEVELS
+from gis_ioc.analysis_common import Window as Window
+from gis_ioc.analysis_common import filter_sql, layer_named, windowed
+from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
+from gis_ioc.errors import InvalidInput
+from gis_ioc.unit_stats import stats as stats
 
 GEOD = Geod(ellps="WGS84")
 MAX_K = 1000
-LEVELS = ("province", "district", "commune")
-# An administrative unit in force on the date bound as :on (valid_to is the first day it no longer is).
-IN_FORCE = "valid_from <= :on AND (valid_to IS NULL OR valid_to > :on)"
 ON_BOUNDARY_DEG = 1e-9
 
 
@@ -77,23 +79,6 @@ def locate(conn: Connection, lon: float, lat: float, at: date | None = None) -> 
 # -- nearest and within ------------------------------------------------------------------------------
 
 
-def _condition(layer: Layer, filter_text: str | None) -> tuple[str, dict[str, Any]]:
-    """A CQL2 filter as SQL on the table alias ``t``, with its bound values (compiled by SQLAlchemy)."""
-    if not filter_text:
-        return "TRUE", {}
-    table = queries.table_of(layer).alias("t")
-    expression = queries.Cql2ToSql(layer, table)(queries.parse_filter(filter_text, None))  # type: ignore[arg-type]
-    return queries.compile_where(expression)
-
-
-def _layer(catalog: Catalog, conn: Connection, layer_id: str) -> Layer:
-    """A layer by id; an unknown one is a 400 naming the parameter."""
-    try:
-        return catalog.get(layer_id, conn)
-    except LayerNotFound as err:
-        raise InvalidInput(f"layer: {err.message}", param="layer") from None
-
-
 def _origin(conn: Connection, catalog: Catalog, lon: float | None, lat: float | None,
             incident: int | None) -> tuple[float, float, int | None]:
     if incident is not None:
@@ -126,13 +111,13 @@ def nearest(conn: Connection, catalog: Catalog, layer_id: str, *, lon: float | N
     k-th candidate's exact distance bounds the answer, and a second pass takes every feature within
     that geodesic distance (a box test on the index, then geography), so no closer feature is missed.
     """
-    layer = _layer(catalog, conn, layer_id)
+    layer = layer_named(catalog, conn, layer_id)
     if not 1 <= k <= MAX_K:
         raise InvalidInput(f"k: {k} is not between 1 and {MAX_K}", param="k")
     if max_distance_m is not None:
         max_distance_m = limits.number(max_distance_m, "max_distance_m", 0, limits.MAX_RADIUS_M)
     x, y, skip = _origin(conn, catalog, lon, lat, incident)
-    where, params = _condition(layer, filter_text)
+    where, params = filter_sql(layer, filter_text)
     if skip is not None and layer.id == "incidents":
         where += " AND t.id <> :skip"
         params["skip"] = skip
@@ -230,8 +215,8 @@ def area_polygon(text: str, param: str = "polygon") -> shapely.Geometry:
 def within(conn: Connection, catalog: Catalog, layer_id: str, area_geojson: str,
            filter_text: str | None = None, limit: int = 10_000) -> dict[str, Any]:
     """The features of a layer inside an area (touching its inside or its boundary)."""
-    layer = _layer(catalog, conn, layer_id)
-    where, params = _condition(layer, filter_text)
+    layer = layer_named(catalog, conn, layer_id)
+    where, params = filter_sql(layer, filter_text)
     params["area"] = area_geojson
     geom = f"t.{quote_ident(layer.geometry.column)}"
     where += f" AND ST_Intersects({geom}, ST_SetSRID(ST_GeomFromGeoJSON(:area), 4326))"
@@ -330,138 +315,6 @@ def cameras_seeing(conn: Connection, lon: float, lat: float, online_only: bool =
 
 # The commune a feature was recorded in (t.commune_code, in force on its report date), carried to the
 # commune in force on :on through admin_lineage; a split old commune goes to the new unit holding it.
-_LINEAGE_CODE = """coalesce((
-    SELECT l.new_code FROM admin_units o
-    JOIN admin_lineage l ON l.old_code = o.code AND l.old_valid_from = o.valid_from
-    JOIN admin_units n ON n.code = l.new_code AND n.valid_from = l.new_valid_from
-    WHERE o.code = t.commune_code AND o.level = 'commune'
-      AND o.valid_from <= ({when} AT TIME ZONE 'Asia/Ho_Chi_Minh')::date
-      AND (o.valid_to IS NULL OR o.valid_to > ({when} AT TIME ZONE 'Asia/Ho_Chi_Minh')::date)
-      AND n.valid_from <= :on AND (n.valid_to IS NULL OR n.valid_to > :on)
-    ORDER BY (l.relation = 'split' AND NOT ST_Intersects(n.geom, {point})), l.area_share DESC
-    LIMIT 1), t.commune_code)"""
-
-
-@dataclass(frozen=True)
-class Window:
-    """A time window on a layer's datetime column (either end may be open)."""
-
-    start: Any = None
-    end: Any = None
-
-
-def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district", *,
-          filter_text: str | None = None, window: Window | None = None, at: date | None = None,
-          breakdown: str | None = None, through_lineage: bool = False,
-          statement_only: bool = False) -> dict[str, Any]:
-    """Count, count per km² and a breakdown by one property, per administrative unit.
-
-    Units are those of level ``by`` in force on ``at``; every unit is listed, those with nothing too.
-    Features count where they lie, or, with ``through_lineage`` (incidents by commune), by the
-    commune recorded when they were reported, carried to the units of ``at`` through
-    ``admin_lineage`` (a split commune's incidents go to the new unit that holds them).
-    ``statement_only`` returns the SQL and its parameters instead (for benchmarks against psql).
-    """
-    layer = _layer(catalog, conn, layer_id)
-    if by not in LEVELS:
-        raise InvalidInput(f"by: {by!r} is not one of {', '.join(LEVELS)}", param="by")
-    if breakdown is not None:
-        prop = layer.property(breakdown, "breakdown")
-        if prop.enum is None and prop.type != PropertyType.boolean:
-            fixed = [n for n, p in layer.properties.items() if p.enum is not None or p.type == PropertyType.boolean]
-            raise InvalidInput(f"breakdown: {breakdown!r} has no fixed set of values; choose one of "
-                               f"{', '.join(fixed) or '(none in this layer)'}", param="breakdown")
-    on = at or date.today()
-    where, params = _windowed(layer, *_condition(layer, filter_text), window)
-    where += f" AND {layer.events_only()}"  # an event counts once, not once per report merged into it
-    geom = f"t.{quote_ident(layer.geometry.column)}"
-    params.update({"level": by, "on": on})
-    point = geom if layer.points_only else f"ST_PointOnSurface({geom})"  # a feature counts in one unit
-    category = f"t.{quote_ident(breakdown)}::text" if breakdown else "NULL::text"
-    units_cte = ("WITH units AS (SELECT code, name, geom, ST_Area(geom::geography) / 1e6 AS km2 FROM admin_units "
-                 f"WHERE level = :level AND {IN_FORCE}), ")
-    if through_lineage:
-        if by != "commune" or "commune_code" not in layer.properties or not layer.datetime_column:
-            raise InvalidInput("through_lineage: only for a layer with commune_code and a time column, by commune",
-                               param="through_lineage")
-        hits = (f"hits AS (SELECT {_LINEAGE_CODE.format(point=point, when=f't.{quote_ident(layer.datetime_column)}')} "
-                f"AS code, {category} AS category, count(*) AS n FROM {quote_table(layer.table)} t WHERE {where} "
-                "GROUP BY 1, 2) ")
-    elif (counted := _counted(conn, layer, by, filter_text, window, breakdown, on)) == "totals":
-        # every incident in today's communes: the counts the database keeps (migration 018), not the rows
-        counts_category = quote_ident(breakdown) if breakdown else "NULL::text"
-        hits = (f"hits AS (SELECT unit_code AS code, {counts_category} AS category, sum(n) AS n "
-                "FROM incident_totals WHERE n <> 0 GROUP BY 1, 2) ")
-    elif window is not None:
-        # A time window is selective and indexed: the rows in it first (by the time index), then each placed in
-        # its unit (in the window-less plan the GiST index walked every feature of a unit before the window
-        # filtered them: the wall's 24-hour KPIs took 2 s at 1M incidents, 0.16 s so). With the counts kept
-        # (migration 018), the window's whole hours come from them and only the rows of its ragged ends are read.
-        picked_where = where
-        hourly = ""
-        if counted == "hourly":
-            assert window is not None
-            column = f"t.{quote_ident(layer.datetime_column or '')}"
-            # the whole hours inside the window (UTC), as values: each ragged end is then an index range
-            bounds = conn.execute(sa.text(
-                "SELECT CASE WHEN date_trunc('hour', CAST(:s AS timestamptz), 'UTC') = CAST(:s AS timestamptz) "
-                "THEN CAST(:s AS timestamptz) ELSE date_trunc('hour', CAST(:s AS timestamptz), 'UTC') "
-                "+ interval '1 hour' END, date_trunc('hour', CAST(:e AS timestamptz), 'UTC')"),
-                {"s": window.start, "e": window.end}).one()
-            edges, whole = [], []
-            if window.start is not None:
-                params["h_start"] = bounds[0]
-                edges.append(f"{column} < :h_start")
-                whole.append("c.hour >= :h_start")
-            if window.end is not None:
-                params["h_end"] = bounds[1]
-                edges.append(f"{column} >= :h_end")
-                whole.append("c.hour < :h_end")
-            picked_where = f"{where} AND ({' OR '.join(edges)})"
-            counts_category = quote_ident(breakdown) if breakdown else "NULL::text"
-            hourly = (f"SELECT unit_code AS code, {counts_category} AS category, n FROM incident_counts c "
-                      f"WHERE {' AND '.join(whole)} UNION ALL ")
-        hits = ("pieces AS (SELECT code, ST_Subdivide(geom, 32) AS geom FROM units), "
-                f"picked AS MATERIALIZED (SELECT t.{quote_ident(layer.id_column)} AS id, {point} AS geom, "
-                f"{category} AS category FROM {quote_table(layer.table)} t WHERE {picked_where}), "
-                "placed AS (SELECT DISTINCT ON (t.id) p.code, t.category FROM pieces p JOIN picked t "
-                "ON t.geom && p.geom AND ST_Intersects(p.geom, t.geom) ORDER BY t.id, p.code), "
-                f"hits AS (SELECT code, category, sum(n) AS n FROM ({hourly}"
-                "SELECT code, category, 1 AS n FROM placed) x GROUP BY code, category) ")
-    else:
-        # Units cut into small pieces make each point-in-polygon test cheap; `&&` on the indexed
-        # column lets the GiST index find the candidates; DISTINCT ON counts a feature on a shared
-        # boundary once, in the unit with the smallest code (as locate does).
-        hits = ("pieces AS (SELECT code, ST_Subdivide(geom, 32) AS geom FROM units), "
-                f"placed AS (SELECT DISTINCT ON (t.{quote_ident(layer.id_column)}) p.code, {category} AS category "
-                f"FROM pieces p JOIN {quote_table(layer.table)} t ON {geom} && p.geom AND ST_Intersects(p.geom, "
-                f"{point}) WHERE {where} ORDER BY t.{quote_ident(layer.id_column)}, p.code), "
-                "hits AS (SELECT code, category, count(*) AS n FROM placed GROUP BY code, category) ")
-    sql = (units_cte + hits + "SELECT u.code, u.name, u.km2, h.category, coalesce(h.n, 0) AS n FROM units u "
-           "LEFT JOIN hits h ON h.code = u.code ORDER BY u.code, h.category")
-    if statement_only:
-        return {"sql": sql, "params": params}
-    per_unit: dict[str, dict[str, Any]] = {}
-    for r in conn.execute(sa.text(sql), params).mappings():
-        entry = per_unit.setdefault(r["code"], {"code": r["code"], "name": r["name"], "area_km2": round(r["km2"], 3),
-                                                "count": 0, "breakdown": {}})
-        entry["count"] += int(r["n"])
-        if breakdown and r["category"] is not None:
-            entry["breakdown"][r["category"]] = int(r["n"])
-    units = list(per_unit.values())
-    if not units:
-        hint = ""
-        if by == "district":
-            hint = " (districts were abolished on 2025-07-01: give an earlier at= or by=commune)"
-        raise InvalidInput(f"by: no {by} units in force on {on.isoformat()}{hint}", param="by")
-    for u in units:
-        u["per_km2"] = round(u["count"] / u["area_km2"], 4) if u["area_km2"] else None
-        if not breakdown:
-            del u["breakdown"]
-    return {"layer": layer.id, "by": by, "at": on.isoformat(), "through_lineage": through_lineage, "units": units,
-            "total": sum(u["count"] for u in units)}
-
-
 # -- camera coverage ----------------------------------------------------------------------------------
 
 
@@ -557,7 +410,7 @@ def impact(conn: Connection, catalog: Catalog, *, incident: int | None = None, p
     degrees = queries.box_degrees(radius_m, max(abs(shape_.bounds[1]), abs(shape_.bounds[3])))
     out: dict[str, Any] = {"incident": incident, "radius_m": radius_m, "geometry": json.loads(source), "layers": {}}
     for layer_id in layers:
-        layer = _layer(catalog, conn, layer_id)
+        layer = layer_named(catalog, conn, layer_id)
         geom = f"t.{quote_ident(layer.geometry.column)}"
         area = "ST_SetSRID(ST_GeomFromGeoJSON(:src), 4326)"
         where = (f"{geom} && ST_Expand({area}, :deg) AND ST_DWithin({geom}::geography, {area}::geography, :r)"
@@ -592,7 +445,7 @@ def hotspots(conn: Connection, catalog: Catalog, layer_id: str, *, method: str =
     cells of ``cell_m`` metres) work in a metric CRS (VN-2000 / TM-3 107-30 for Kon Tum); ``h3``
     groups by H3 cells of ``h3_resolution``.
     """
-    layer = _layer(catalog, conn, layer_id)
+    layer = layer_named(catalog, conn, layer_id)
     if method not in HOTSPOT_METHODS:
         raise InvalidInput(f"method: {method!r} is not one of {', '.join(HOTSPOT_METHODS)}", param="method")
     eps_m = limits.number(eps_m, "eps_m", 0, limits.MAX_EPS_M, low_open=True)
@@ -600,8 +453,8 @@ def hotspots(conn: Connection, catalog: Catalog, layer_id: str, *, method: str =
     min_points = limits.whole(min_points, "min_points", 1, limits.MAX_MIN_POINTS)
     limit = limits.whole(limit, "limit", 1, 1000)
     h3_resolution = limits.whole(h3_resolution, "h3_resolution", 0, limits.MAX_H3_RESOLUTION)
-    where, params = _condition(layer, filter_text)
-    where, params = _windowed(layer, where, params, window)
+    where, params = filter_sql(layer, filter_text)
+    where, params = windowed(layer, where, params, window)
     geom = f"t.{quote_ident(layer.geometry.column)}"
     point = f"ST_PointOnSurface({geom})"
     params.update({"srid": metric_srid, "eps": eps_m, "minpts": min_points, "cell": cell_m})
@@ -646,39 +499,3 @@ def hotspots(conn: Connection, catalog: Catalog, layer_id: str, *, method: str =
                      "cell": r["cid"] if method == "grid" else None} for r in rows]
     ranked = [{"rank": i + 1, **c} for i, c in enumerate(clusters[:limit])]
     return {"layer": layer.id, "method": method, "clusters": ranked}
-
-
-COUNTED_BREAKDOWNS = (None, "type", "severity", "status")
-
-
-def _counted(conn: Connection, layer: Layer, by: str, filter_text: str | None, window: Window | None,
-             breakdown: str | None, on: date) -> str | None:
-    """Which counts kept by the database (migration 018) answer these stats: "totals", "hourly" or None.
-
-    They answer for incidents (not a per-geometry part) by commune, no filter, a breakdown they keep, counts made
-    for the communes in force on ``on``: "totals" without a window, "hourly" (its whole hours) with one.
-    """
-    if layer.id != "incidents" or layer.table != "public.incidents" or by != "commune" or filter_text:
-        return None
-    if breakdown not in COUNTED_BREAKDOWNS or layer.datetime_column != "reported_at":
-        return None
-    fresh = conn.execute(sa.text("SELECT units_key = gis_ioc_units_key(:on) FROM incident_counts_state"),
-                         {"on": on}).scalar()
-    if not fresh:
-        return None
-    return "hourly" if window is not None and (window.start is not None or window.end is not None) else "totals"
-
-
-def _windowed(layer: Layer, where: str, params: dict[str, Any], window: Window | None) -> tuple[str, dict[str, Any]]:
-    if window is None or (window.start is None and window.end is None):
-        return where, params
-    if not layer.datetime_column:
-        raise InvalidInput(f"window: layer {layer.id!r} has no time column", param="window")
-    column = f"t.{quote_ident(layer.datetime_column)}"
-    if window.start is not None:
-        where += f" AND {column} >= :w_start"
-        params["w_start"] = window.start
-    if window.end is not None:
-        where += f" AND {column} < :w_end"
-        params["w_end"] = window.end
-    return where, params

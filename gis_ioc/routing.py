@@ -18,7 +18,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from gis_ioc import analysis
+from gis_ioc import analysis, analysis_common
 from gis_ioc.catalog import Catalog, Layer, Network, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput
 from gis_ioc.road_network import EDGES_SQL, _literal, build, check, ensure, settings_of, sources, stale
@@ -277,8 +277,8 @@ def _way(legs: dict[tuple[int, int], Pieces | None], joined: list[OnRoad], names
 def _candidates_sql(conn: Connection, catalog: Catalog, layer_id: str, filter_text: str | None,
                     ) -> tuple[Layer, str, dict[str, Any]]:
     """The facilities to compare as SQL: ``i`` (from 1), ``id``, ``name`` and ``p``, a point on the feature."""
-    layer = analysis._layer(catalog, conn, layer_id)
-    where, params = analysis._condition(layer, filter_text)
+    layer = analysis_common.layer_named(catalog, conn, layer_id)
+    where, params = analysis_common.filter_sql(layer, filter_text)
     geom, key = quote_ident(layer.geometry.column), quote_ident(layer.id_column)
     name = "t.name::text" if "name" in layer.properties else "NULL::text"
     return layer, (
