@@ -212,17 +212,19 @@ class ChangeListener:
                 while not self._stop.is_set():
                     if select.select([conn], [], [], 0.2)[0]:
                         conn.poll()
-                        if conn.notifies:
-                            with conn.cursor() as cur:  # at least the commit LSN of every change heard so far
-                                wal = _current_wal(cur)
-                            with self._lock:
-                                self._wal = max(self._wal, wal)
+                        heard = bool(conn.notifies)
                         while conn.notifies:
                             note = conn.notifies.pop(0)
                             if note.channel == VERSIONS:
                                 self._version(note.payload)
                             else:
                                 self._publish(note.payload)
+                        if heard:  # after the versions, which must not wait a round trip for it (replicas.py
+                            # keys a replica's tile by the versions it read itself, so a floor a moment late is safe)
+                            with conn.cursor() as cur:  # at least the commit LSN of every change heard so far
+                                wal = _current_wal(cur)
+                            with self._lock:
+                                self._wal = max(self._wal, wal)
                     elif conn.closed:
                         raise psycopg2.OperationalError("connection closed")
                     elif time.monotonic() - last_check > 2:

@@ -93,14 +93,26 @@ def test_cluster_cells_follow_writes_and_bulk_loads(db_url, engine, catalog, tmp
             data = client.get(url, headers={"Accept-Encoding": "identity"}).content
             return int(decode(data, z, x, y, tmp_path)["incidents"]["count"].sum())
 
+        def heard() -> None:
+            """Writes made beside the server reach it by NOTIFY, a moment later (as they reach the wall)."""
+            with engine.connect() as conn:
+                now = conn.execute(sa.text(
+                    "SELECT version FROM layer_versions WHERE table_name = 'public.incidents'")).scalar()
+            listener = client.app.state.listener  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 10
+            while (listener.versions() or {}).get("public.incidents", 0) < now and time.monotonic() < deadline:
+                time.sleep(0.01)
+
         assert total() == 500  # cells built on first use after the bulk load
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO incidents (type, title, geom) VALUES ('fire', 'mới', "
                                  "ST_SetSRID(ST_MakePoint(108.0, 14.35), 4326))"))
             conn.execute(sa.text("DELETE FROM incidents WHERE id IN (SELECT id FROM incidents ORDER BY id LIMIT 2)"))
+        heard()
         assert total() == 499  # kept exact by the row trigger
         frame = demo.generate(scale=0.01).incidents.drop(columns=["id"])
         ingest.load_frame(engine, catalog.get("incidents"), ingest.prepare(frame, catalog.get("incidents")), "append")
+        heard()
         assert total() == 599  # the bulk load marked the cells stale; they were rebuilt
 
 
