@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gis_ioc.paths import DEFAULT_HOME, DEFAULT_LAYERS_DIR, PROJECT_ROOT, Place
@@ -90,11 +90,18 @@ class Settings(BaseSettings):
         """``cors_origins`` as a list (empty: no cross-origin access)."""
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
+    @field_validator("replica_urls")
+    @classmethod
+    def _replica_urls_are_database_urls(cls, value: str) -> str:
+        for url in _split_urls(value):
+            if not re.match(r"^postgres(?:ql)?(?:\+psycopg2)?://", url):
+                raise ValueError(f"{url[:80]!r} is not a PostgreSQL URL (postgresql://user:password@host:port/db)")
+        return value
+
     @property
     def replica_url_list(self) -> list[str]:
         """``replica_urls`` as a list."""
-        # split before each scheme, so a replica URL that names several hosts (a,b) stays whole
-        return [u.strip() for u in re.split(r",\s*(?=postgres(?:ql)?(?:\+\w+)?://)", self.replica_urls) if u.strip()]
+        return _split_urls(self.replica_urls)
 
     @property
     def heavy_slots(self) -> int:
@@ -107,3 +114,8 @@ class Settings(BaseSettings):
         xmin, ymin, xmax, ymax = self.region_bbox
         m = self.region_margin_deg
         return (xmin - m, ymin - m, xmax + m, ymax + m)
+
+
+def _split_urls(text: str) -> list[str]:
+    """Comma-separated URLs, split before each scheme, so a URL that names several hosts (a,b) stays whole."""
+    return [u.strip() for u in re.split(r",\s*(?=postgres(?:ql)?(?:\+\w+)?://)", text) if u.strip()]

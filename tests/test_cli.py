@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 
@@ -38,3 +39,14 @@ def test_an_unreachable_database_is_one_line(run_cli):
     code, _, err = run_cli("layers", "list", env={"GIS_IOC_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
     assert code == 1
     assert err.startswith("gis-ioc: error: cannot connect to the database") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("env", "name"), [
+    ({"GIS_IOC_PORT": "abc"}, "GIS_IOC_PORT"),
+    ({"GIS_IOC_REPLICA_MAX_LAG_MS": "-5"}, "GIS_IOC_REPLICA_MAX_LAG_MS"),
+    ({"GIS_IOC_REPLICA_URLS": "replica-two,postgresql://u:secret@h/db"}, "GIS_IOC_REPLICA_URLS"),
+])
+def test_a_setting_out_of_range_is_one_line_naming_the_variable(run_cli, env, name):
+    code, out, err = run_cli("layers", "list", env=env)
+    assert code == 2 and err.startswith(f"gis-ioc: error: {name}: ") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err + out and "secret" not in err  # a URL's password is never echoed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+import pydantic
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
@@ -36,6 +37,13 @@ def main() -> None:
         for line in str(err).splitlines() or [type(err).__name__]:
             err_console.print(f"gis-ioc: error: {line}", highlight=False, soft_wrap=True, markup=False)
         sys.exit(2 if isinstance(err, InvalidInput) else 1)
+    except pydantic.ValidationError as err:  # a GIS_IOC_* variable out of range or of the wrong kind
+        for problem in err.errors():
+            name = "GIS_IOC_" + "_".join(str(part) for part in problem["loc"]).upper()
+            got = "" if "URL" in name else f" (got {problem.get('input')!r})"  # a URL may hold a password
+            err_console.print(f"gis-ioc: error: {name}: {problem['msg']}{got}", highlight=False, soft_wrap=True,
+                              markup=False)
+        sys.exit(2)
     except NoArgsIsHelpError as err:
         print(err.ctx.get_help() if err.ctx else err.format_message())
         sys.exit(0)
