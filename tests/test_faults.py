@@ -45,7 +45,7 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleName
         yield SimpleNamespace(cluster=cluster, url=url, engine=engine, key=key, home=home)
     finally:
         engine.dispose()
-        cluster.stop()
+        cluster.remove()  # stopped and deleted: its folder may be under /var/lib/gis-ioc (root's fallback)
 
 
 @dataclass
