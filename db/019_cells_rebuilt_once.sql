@@ -4,12 +4,9 @@
 -- are still stale (gis_ioc_rebuild_cells itself still rebuilds whatever the flag: loads and restores use it).
 CREATE FUNCTION gis_ioc_rebuild_stale_cells(tbl text) RETURNS void LANGUAGE plpgsql
     SET search_path = public, pg_temp AS $$
-DECLARE
-    cfg tile_cell_config;
 BEGIN
-    SELECT * INTO cfg FROM tile_cell_config WHERE layer_table = tbl FOR UPDATE;
-    IF FOUND AND cfg.stale THEN
-        DELETE FROM tile_cells WHERE layer_table = tbl;
-        PERFORM gis_ioc_add_cells(tbl, cfg, 'true');
+    PERFORM 1 FROM tile_cell_config WHERE layer_table = tbl AND stale FOR UPDATE;
+    IF FOUND THEN
+        PERFORM gis_ioc_rebuild_cells(tbl);
     END IF;
 END $$;

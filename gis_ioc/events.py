@@ -23,7 +23,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from gis_ioc.replicas import lsn
+from gis_ioc.replicas import POSITION_SQL, lsn
 from gis_ioc.version_board import VersionBoard, highest
 
 CHANNEL = "gis_ioc_changes"
@@ -241,8 +241,7 @@ class ChangeListener:
 
 def _current_wal(cur: Any) -> int:
     """The server's WAL position (what it has replayed, on a standby)."""
-    cur.execute("SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-                "ELSE pg_current_wal_lsn() END::text")
+    cur.execute(POSITION_SQL)
     found = cur.fetchone()
     return lsn(found[0] if found else None)
 

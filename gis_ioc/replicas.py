@@ -30,6 +30,9 @@ from gis_ioc import db
 log = logging.getLogger(__name__)
 CHECK_S = 0.05  # how often positions are sampled (a read right after a write goes to the primary until then)
 KEEP_SAMPLES = 2400  # primary positions kept for the lag (two minutes at CHECK_S)
+# a server's WAL position: what it has written, or on a standby what it has replayed
+POSITION_SQL = ("SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+                "ELSE pg_current_wal_lsn() END::text")
 
 
 def lsn(text: str | None) -> int:
@@ -51,7 +54,6 @@ class Replica:
     reachable: bool = False
     standby: bool = True
     error: str | None = None
-    checked_at: float = 0.0
 
     def status(self) -> dict[str, Any]:
         """What /health says of it."""
@@ -129,9 +131,7 @@ class ReadRouter:
         now = time.monotonic()
         try:
             with self._primary_check.connect() as conn:
-                position = lsn(conn.execute(sa.text(
-                    "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-                    "ELSE pg_current_wal_lsn() END")).scalar())
+                position = lsn(conn.execute(sa.text(POSITION_SQL)).scalar())
             samples = self._primary.samples
             if not samples or samples[-1][1] != position:
                 samples.append((now, position))
@@ -151,7 +151,6 @@ class ReadRouter:
                 replica.reachable = False
                 replica.error = str(getattr(err, "orig", err)).strip().splitlines()[0][:200]
             replica.lag_ms = self._lag_ms(replica.replayed, now)
-            replica.checked_at = now
 
     def _lag_ms(self, replayed: int, now: float) -> float:
         """Since when the primary has had WAL the replica has not replayed (0 when it has replayed it all)."""

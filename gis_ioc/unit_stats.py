@@ -56,6 +56,7 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
     params.update({"level": by, "on": on})
     point = geom if layer.points_only else f"ST_PointOnSurface({geom})"  # a feature counts in one unit
     category = f"t.{quote_ident(breakdown)}::text" if breakdown else "NULL::text"
+    counts_category = quote_ident(breakdown) if breakdown else "NULL::text"  # the same, in the kept counts
     units_cte = ("WITH units AS (SELECT code, name, geom, ST_Area(geom::geography) / 1e6 AS km2 FROM admin_units "
                  f"WHERE level = :level AND {IN_FORCE}), ")
     if through_lineage:
@@ -67,7 +68,6 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
                 "GROUP BY 1, 2) ")
     elif (counted := _counted(conn, layer, by, filter_text, window, breakdown, on)) == "totals":
         # every incident in today's communes: the counts the database keeps (migration 018), not the rows
-        counts_category = quote_ident(breakdown) if breakdown else "NULL::text"
         hits = (f"hits AS (SELECT unit_code AS code, {counts_category} AS category, sum(n) AS n "
                 "FROM incident_totals WHERE n <> 0 GROUP BY 1, 2) ")
     elif window is not None:
@@ -78,7 +78,6 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
         picked_where = where
         hourly = ""
         if counted == "hourly":
-            assert window is not None
             column = f"t.{quote_ident(layer.datetime_column or '')}"
             # the whole hours inside the window (UTC), as values: each ragged end is then an index range
             bounds = conn.execute(sa.text(
@@ -96,7 +95,6 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
                 edges.append(f"{column} >= :h_end")
                 whole.append("c.hour < :h_end")
             picked_where = f"{where} AND ({' OR '.join(edges)})"
-            counts_category = quote_ident(breakdown) if breakdown else "NULL::text"
             hourly = (f"SELECT unit_code AS code, {counts_category} AS category, n FROM incident_counts c "
                       f"WHERE {' AND '.join(whole)} UNION ALL ")
         hits = ("pieces AS (SELECT code, ST_Subdivide(geom, 32) AS geom FROM units), "
