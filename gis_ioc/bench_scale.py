@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from gis_ioc import bench, db
 from gis_ioc.catalog import Catalog
-from gis_ioc.cluster import PrivateCluster
+from gis_ioc.cluster import DATABASE, PrivateCluster
 from gis_ioc.errors import InvalidInput
 from gis_ioc.settings import Settings
 
@@ -88,7 +88,8 @@ def _one_setup(settings: Settings, port: int, base: str, n: int, replicas: int, 
 def _standby(settings: Settings, url: str, stack: contextlib.ExitStack, log: Callable[[str], None]) -> str:
     """A standby of the private cluster for this run; the URL of the same database on it."""
     primary = PrivateCluster(settings.home)
-    if primary.running_port() != make_url(db.sqlalchemy_url(url)).port:
+    configured = make_url(db.sqlalchemy_url(url))
+    if primary.running_port() != configured.port:
         raise InvalidInput("--replicas 1 copies the private cluster into a standby; the configured database is "
                            "not on it (run with the private cluster, e.g. the --scale 100 demo in it)",
                            param="replicas")
@@ -97,6 +98,4 @@ def _standby(settings: Settings, url: str, stack: contextlib.ExitStack, log: Cal
     stack.callback(standby.remove)
     log("a standby of the private cluster (pg_basebackup -R)…")
     standby.make_standby(primary)
-    return make_url(db.sqlalchemy_url(standby.url(standby.running_port() or 0))).set(
-        database=make_url(db.sqlalchemy_url(url)).database, drivername="postgresql").render_as_string(
-        hide_password=False)
+    return standby.url(standby.running_port() or 0, configured.database or DATABASE)
