@@ -29,6 +29,7 @@ from gis_ioc.errors import DatabaseUnavailable, InvalidInput
 # Built-in tables whose rows a dump carries (the others are rebuilt or belong to the target's own migrations).
 LAYER_TABLES = ["public.admin_units", "public.admin_lineage", "public.cameras", "public.incidents",
                 "public.infrastructure", "public.layer_registry", "public.layer_notes"]
+PARTITIONED_TABLES = ["public.incidents"]  # by month (migration 020): their rows are in incidents_pYYYYMM
 SERVICE_TABLES = ["public.api_keys", "public.audit_log"]  # in a whole-database dump only
 IMPORTED_SCHEMA = "user_layers"
 
@@ -42,7 +43,7 @@ BEGIN
                pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname) AS seq
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-        WHERE c.relkind = 'r' AND n.nspname IN ('public', 'user_layers')
+        WHERE c.relkind IN ('r', 'p') AND n.nspname IN ('public', 'user_layers')
     LOOP
         IF r.seq IS NOT NULL THEN
             EXECUTE format('SELECT setval(%L, greatest((SELECT max(%I) FROM %s), 1))', r.seq, r.col, r.tbl);
@@ -53,6 +54,8 @@ UPDATE layer_versions SET version = version + 1, changed_at = now();
 INSERT INTO layer_versions AS v (table_name)
     SELECT definition->>'table' FROM layer_registry
     ON CONFLICT (table_name) DO UPDATE SET version = v.version + 1, changed_at = now();
+-- rows of months the database had no partition for went to the default partition: each month gets its own
+SELECT gis_ioc_month_partitions(to_regclass(table_name), now(), now() + interval '2 months') FROM month_partitioned;
 UPDATE tile_cell_config SET stale = true;
 SELECT gis_ioc_rebuild_cells(layer_table) FROM tile_cell_config;
 """
@@ -102,9 +105,11 @@ def dump(url: str, path: Path, *, layers_only: bool = False) -> None:
     if not path.parent.exists():
         raise InvalidInput(f"FILE: the folder {path.parent} does not exist", param="file")
     partial = path.with_name(path.name + ".partial")
-    args = [_tool("pg_dump"), "--format=custom", "--no-owner", f"--file={partial}"]
-    if layers_only:
-        args += [f"--table={t}" for t in LAYER_TABLES] + [f"--table={IMPORTED_SCHEMA}.*"]
+    # a partitioned table's rows (incidents, by month) are restored through it, into whatever months the target has
+    args = [_tool("pg_dump"), "--format=custom", "--no-owner", "--load-via-partition-root", f"--file={partial}"]
+    if layers_only:  # pg_dump 15 names no partition with --table: its months by their names
+        args += [f"--table={t}" for t in LAYER_TABLES] + [f"--table={t}_p*" for t in PARTITIONED_TABLES]
+        args += [f"--table={t}_default" for t in PARTITIONED_TABLES] + [f"--table={IMPORTED_SCHEMA}.*"]
     try:
         _run(args, url, "pg_dump")
         partial.replace(path)  # a failed dump never leaves a file that looks whole
@@ -131,6 +136,8 @@ _ENTRY = re.compile(r"^\d+; \d+ \d+ (?P<kind>TABLE DATA|SEQUENCE SET|SEQUENCE OW
 def _selected(entries: list[str]) -> list[str]:
     """What a restore takes: the rows of the layer and service tables, and imported layers whole."""
     wanted = {t.split(".", 1)[1] for t in [*LAYER_TABLES, *SERVICE_TABLES]}
+    months = re.compile("^(" + "|".join(re.escape(t.split(".", 1)[1]) for t in PARTITIONED_TABLES)
+                        + r")_(p\d{6}|default)$")
     keep = []
     for line in entries:
         found = _ENTRY.match(line)
@@ -139,7 +146,7 @@ def _selected(entries: list[str]) -> list[str]:
         kind, schema, name = found["kind"], found["schema"], found["name"]
         if schema == IMPORTED_SCHEMA and kind not in ("SCHEMA", "ACL"):
             keep.append(line)
-        elif schema == "public" and kind == "TABLE DATA" and name in wanted:
+        elif schema == "public" and kind == "TABLE DATA" and (name in wanted or months.match(name)):
             keep.append(line)
         elif schema == "public" and kind == "SEQUENCE SET" and name.removesuffix("_id_seq") in wanted:
             keep.append(line)

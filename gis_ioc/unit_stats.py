@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from gis_ioc import partitions
 from gis_ioc.analysis_common import IN_FORCE, LEVELS, Window, filter_sql, layer_named, windowed
 from gis_ioc.catalog import Catalog, Layer, PropertyType, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput
@@ -30,17 +31,19 @@ _LINEAGE_CODE = """coalesce((
 
 def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district", *,
           filter_text: str | None = None, window: Window | None = None, at: date | None = None,
-          breakdown: str | None = None, through_lineage: bool = False,
+          breakdown: str | None = None, through_lineage: bool = False, archived: bool = False,
           statement_only: bool = False) -> dict[str, Any]:
     """Count, count per km² and a breakdown by one property, per administrative unit.
 
     Units are those of level ``by`` in force on ``at``; every unit is listed, those with nothing too.
     Features count where they lie, or, with ``through_lineage`` (incidents by commune), by the
     commune recorded when they were reported, carried to the units of ``at`` through
-    ``admin_lineage`` (a split commune's incidents go to the new unit that holds them).
+    ``admin_lineage`` (a split commune's incidents go to the new unit that holds them). ``archived`` counts
+    the months archived out of the layer too (``gis-ioc db archive``), read from their rows.
     ``statement_only`` returns the SQL and its parameters instead (for benchmarks against psql).
     """
     layer = layer_named(catalog, conn, layer_id)
+    source = partitions.with_archive(conn, layer.table) if archived else quote_table(layer.table)
     if by not in LEVELS:
         raise InvalidInput(f"by: {by!r} is not one of {', '.join(LEVELS)}", param="by")
     if breakdown is not None:
@@ -64,9 +67,10 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
             raise InvalidInput("through_lineage: only for a layer with commune_code and a time column, by commune",
                                param="through_lineage")
         hits = (f"hits AS (SELECT {_LINEAGE_CODE.format(point=point, when=f't.{quote_ident(layer.datetime_column)}')} "
-                f"AS code, {category} AS category, count(*) AS n FROM {quote_table(layer.table)} t WHERE {where} "
+                f"AS code, {category} AS category, count(*) AS n FROM {source} t WHERE {where} "
                 "GROUP BY 1, 2) ")
-    elif (counted := _counted(conn, layer, by, filter_text, window, breakdown, on)) == "totals":
+    elif (counted := None if archived else _counted(conn, layer, by, filter_text, window, breakdown, on)) \
+            == "totals":
         # every incident in today's communes: the counts the database keeps (migration 018), not the rows
         hits = (f"hits AS (SELECT unit_code AS code, {counts_category} AS category, sum(n) AS n "
                 "FROM incident_totals WHERE n <> 0 GROUP BY 1, 2) ")
@@ -99,7 +103,7 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
                       f"WHERE {' AND '.join(whole)} UNION ALL ")
         hits = ("pieces AS (SELECT code, ST_Subdivide(geom, 32) AS geom FROM units), "
                 f"picked AS MATERIALIZED (SELECT t.{quote_ident(layer.id_column)} AS id, {point} AS geom, "
-                f"{category} AS category FROM {quote_table(layer.table)} t WHERE {picked_where}), "
+                f"{category} AS category FROM {source} t WHERE {picked_where}), "
                 "placed AS (SELECT DISTINCT ON (t.id) p.code, t.category FROM pieces p JOIN picked t "
                 "ON t.geom && p.geom AND ST_Intersects(p.geom, t.geom) ORDER BY t.id, p.code), "
                 f"hits AS (SELECT code, category, sum(n) AS n FROM ({hourly}"
@@ -110,7 +114,7 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
         # boundary once, in the unit with the smallest code (as locate does).
         hits = ("pieces AS (SELECT code, ST_Subdivide(geom, 32) AS geom FROM units), "
                 f"placed AS (SELECT DISTINCT ON (t.{quote_ident(layer.id_column)}) p.code, {category} AS category "
-                f"FROM pieces p JOIN {quote_table(layer.table)} t ON {geom} && p.geom AND ST_Intersects(p.geom, "
+                f"FROM pieces p JOIN {source} t ON {geom} && p.geom AND ST_Intersects(p.geom, "
                 f"{point}) WHERE {where} ORDER BY t.{quote_ident(layer.id_column)}, p.code), "
                 "hits AS (SELECT code, category, count(*) AS n FROM placed GROUP BY code, category) ")
     sql = (units_cte + hits + "SELECT u.code, u.name, u.km2, h.category, coalesce(h.n, 0) AS n FROM units u "

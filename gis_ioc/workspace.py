@@ -138,7 +138,10 @@ class Workspace:
             return _frame(analysis.nearest(conn, self.catalog, layer_id, **kwargs)["features"])
 
     def stats(self, layer_id: str, by: str = "commune", **kwargs: Any) -> dict[str, Any]:
-        """Counts per unit (``window=``, ``at=``, ``breakdown=``, ``filter_text=``, ``through_lineage=``)."""
+        """Counts per unit (``window=``, ``at=``, ``breakdown=``, ``filter_text=``, ``through_lineage=``).
+
+        ``archived=True`` counts the months archived out of the layer too.
+        """
         with self._conn() as conn:
             return analysis.stats(conn, self.catalog, layer_id, by, **kwargs)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from gis_ioc.cli.common import _catalog, _engine, _settings, out
 from gis_ioc.errors import InvalidInput
@@ -104,3 +105,51 @@ def db_restore(file: Annotated[Path, typer.Argument(help="A dump written by gis-
     restored = backup.restore(db.database_url(settings), engine, _catalog(settings, engine), file)
     counts = ", ".join(f"{k} {v:,}" for k, v in restored.features.items())
     out.print(f"restored {file}: {counts}; id sequences, layer versions and tile cells brought up to date")
+
+
+@db_app.command("months")
+def db_months(
+    layer: Annotated[str, typer.Option(help="A layer partitioned by month.")] = "incidents",
+) -> None:
+    """List a layer's monthly partitions (making this month's and the next two's first)."""
+    from gis_ioc import partitions
+
+    settings = _settings()
+    engine = _engine(settings)
+    table = _catalog(settings, engine).get(layer).table
+    with engine.begin() as conn:
+        if partitions.partitioning(conn, table) is None:
+            raise InvalidInput(f"--layer: {layer!r} is not partitioned by month", param="layer")
+        made = partitions.ahead(conn, table)
+        found = partitions.months(conn, table)
+    listing = Table(title=f"{layer} by month: {len(found)} partitions{f', {made} made ahead' if made else ''}")
+    for column in ("month", "partition", "rows (estimate)"):
+        listing.add_column(column, justify="right" if column.startswith("rows") else "left")
+    for row in partitions.describe(found):
+        listing.add_row(row["month"], row["partition"], f"{row['rows']:,}")
+    out.print(listing)
+
+
+@db_app.command("archive")
+def db_archive(
+    before: Annotated[str, typer.Option(help="Archive every month that ended by this date (YYYY-MM-DD, local).")],
+    layer: Annotated[str, typer.Option(help="A layer partitioned by month.")] = "incidents",
+) -> None:
+    """Detach old months of a layer into the schema archive (still read by analysis with archived=true)."""
+    from datetime import date
+
+    from gis_ioc import partitions
+
+    try:
+        cutoff = date.fromisoformat(before)
+    except ValueError:
+        raise InvalidInput(f"--before: {before!r} is not a date (YYYY-MM-DD)", param="before") from None
+    settings = _settings()
+    engine = _engine(settings)
+    table = _catalog(settings, engine).get(layer).table
+    done = partitions.archive(engine, cutoff, table)
+    if not done.months:
+        out.print(f"no month of {layer} ended by {cutoff.isoformat()}: nothing archived")
+    else:
+        out.print(f"archived {len(done.months)} months of {layer} ({done.rows:,} rows) into "
+                  f"{partitions.ARCHIVE_SCHEMA}: {', '.join(done.months)}")

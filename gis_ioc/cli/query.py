@@ -164,6 +164,7 @@ def query_stats(
     filter_: Annotated[str | None, typer.Option("--filter", help="CQL2 text.")] = None,
     through_lineage: Annotated[bool, typer.Option(help="Count by recorded commune, carried through the lineage "
                                                        "table to the units of --at.")] = False,
+    archived: Annotated[bool, typer.Option(help="Count the months archived out of the layer too.")] = False,
 ) -> None:
     """Counts per administrative unit, per km², and by one property."""
     from gis_ioc import analysis, queries
@@ -174,7 +175,8 @@ def query_stats(
     engine = _engine(settings)
     with engine.connect() as conn:
         result = analysis.stats(conn, _catalog(settings, engine), layer, by, filter_text=filter_, window=window,
-                                at=_date_option(at), breakdown=breakdown, through_lineage=through_lineage)
+                                at=_date_option(at), breakdown=breakdown, through_lineage=through_lineage,
+                                archived=archived)
     table = Table(title=f"{layer} per {by} on {result['at']}: {result['total']:,}")
     for col in ("code", "name", "count", "per km²", *(["breakdown"] if breakdown else [])):
         table.add_column(col, justify="right" if col in ("count", "per km²") else "left")

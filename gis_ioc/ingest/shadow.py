@@ -14,6 +14,12 @@ A table takes part only when nothing else is tied to it by name or identity (no 
 at it, no view or rule on it, no partitions, no inheritance, no row security, no publication) and the
 loading role owns it.
 Otherwise the load goes into the table itself (``None`` from ``Shadow.begin``).
+
+A table partitioned by month (``month_partitioned``, migration 020: incidents) takes part too: its shadow
+is partitioned the same way, with the old table's months (the rows an append keeps go straight to theirs),
+rows of other months land in the shadow's default partition and are given months of their own before the
+indexes are built (``gis_ioc_split_default``; nobody reads the shadow), empty months are dropped except the
+current one and the two ahead, and at the swap the shadow's partitions and their indexes take the old names.
 """
 
 from __future__ import annotations
@@ -35,7 +41,16 @@ RECOUNT_AFTER_SWAP = ("public.incidents", "public.admin_units")
 SWAP_GIVE_UP_S = 60.0  # a reader holding the table longer than this every time: the load fails, nothing changed
 
 
-def _why_not(cur: Any, oid: int) -> str | None:
+def _month_partitioning(cur: Any, table: str) -> tuple[str, str] | None:
+    """The column and time zone a table is partitioned by month on (None: it is not, or not by gis-ioc)."""
+    cur.execute("SELECT m.column_name, m.time_zone FROM month_partitioned m JOIN pg_class c "
+                "ON c.oid = to_regclass(m.table_name) WHERE m.table_name = %s AND c.relkind = 'p'",
+                (table,))
+    row = cur.fetchone()
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def _why_not(cur: Any, oid: int, by_month: bool = False) -> str | None:
     """Why the table cannot be swapped (None: it can)."""
     checks = {
         "it is partitioned or a partition": "SELECT relkind = 'p' OR relispartition FROM pg_class WHERE oid = %s",
@@ -49,6 +64,9 @@ def _why_not(cur: Any, oid: int) -> str | None:
         "the loading role does not own it": "SELECT NOT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class "
                                             "WHERE oid = %s",
     }
+    if by_month:  # its partitions are its own, made again in the shadow
+        checks["it is partitioned or a partition"] = "SELECT relispartition FROM pg_class WHERE oid = %s"
+        checks["it inherits or is inherited"] = "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = %s)"
     for reason, sql in checks.items():
         cur.execute(sql, {"o": oid} if "%(o)s" in sql else (oid,))
         if cur.fetchone()[0]:
@@ -69,6 +87,8 @@ class Shadow:
         self.sequences: dict[str, str] = {}  # the layer's identity columns and their sequences
         self.replaced = 0  # rows of the old table a replace removes
         self.table = f"{self.schema}.{quote_ident(self.name)}"
+        self.by_month: tuple[str, str] | None = None  # (column, time zone) of a table partitioned by month
+        self.partition_names: dict[str, str] = {}  # the shadow's partitions made after the old table's: their names
         cur.execute("SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
                     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s", (oid,))
         self.old_text = str(cur.fetchone()[0])  # the table as pg_get_indexdef and pg_get_triggerdef write it
@@ -80,12 +100,19 @@ class Shadow:
             return None
         cur.execute("SELECT to_regclass(%s)::oid", (layer.table,))
         oid = cur.fetchone()[0]
-        if oid is None or _why_not(cur, oid) is not None:
+        by_month = _month_partitioning(cur, layer.table) if oid is not None else None
+        if oid is None or _why_not(cur, oid, by_month is not None) is not None:
             return None
         shadow = cls(cur, layer, oid)
+        shadow.by_month = by_month
         cur.execute(f"LOCK TABLE {shadow.old} IN EXCLUSIVE MODE")  # writers wait; readers go on
         cur.execute(f"DROP TABLE IF EXISTS {shadow.table}")
-        cur.execute(f"CREATE TABLE {shadow.table} (LIKE {shadow.old} INCLUDING ALL EXCLUDING INDEXES)")
+        if by_month is None:
+            cur.execute(f"CREATE TABLE {shadow.table} (LIKE {shadow.old} INCLUDING ALL EXCLUDING INDEXES)")
+        else:
+            cur.execute(f"CREATE TABLE {shadow.table} (LIKE {shadow.old} INCLUDING ALL EXCLUDING INDEXES) "
+                        f"PARTITION BY RANGE ({quote_ident(by_month[0])})")
+            shadow._same_partitions()
         shadow.sequences = shadow._identities(layer.table)
         for column, sequence in shadow.sequences.items():  # ids go on from where the layer's stopped
             cur.execute("SELECT last_value + CASE WHEN is_called THEN 1 ELSE 0 END FROM " + sequence)
@@ -102,6 +129,55 @@ class Shadow:
                         f"SELECT {columns} FROM {shadow.old}")
         return shadow
 
+    def _same_partitions(self) -> None:
+        """The old table's partitions, empty, in the shadow (named after the shadow, remembered for the swap)."""
+        self.cur.execute("SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                         "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s ORDER BY 1", (self.oid,))
+        base = self.layer.table_name
+        for number, (name, bound) in enumerate(self.cur.fetchall()):
+            part = (self.name + name[len(base):]) if name.startswith(base) else f"{self.name}_{number}"
+            if len(part) > 63:
+                part = f"{self.name[:50]}_{number}"
+            self.cur.execute(f"CREATE TABLE {self.schema}.{quote_ident(part)} PARTITION OF {self.table} {bound}")
+            self.partition_names[part] = name
+
+    def _months_settled(self) -> None:
+        """Rows of months the old table had no partition for get theirs; empty months go, but for the next ones."""
+        assert self.by_month is not None
+        column, zone = self.by_month
+        cur = self.cur
+        cur.execute("SELECT gis_ioc_split_default(%s::regclass, %s, %s)", (self.table, column, zone))
+        cur.execute("SELECT c.oid::regclass::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = %s::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'",
+                    (self.table,))
+        for (part,) in cur.fetchall():
+            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {part})")
+            if not cur.fetchone()[0]:
+                cur.execute(f"DROP TABLE {part}")
+        cur.execute("SELECT gis_ioc_month_partition(%s::regclass, m, %s) FROM generate_series("
+                    "date_trunc('month', now() AT TIME ZONE %s), date_trunc('month', now() AT TIME ZONE %s) "
+                    "+ interval '2 months', interval '1 month') m", (self.table, zone, zone, zone))
+
+    def _partitions_renamed(self) -> list[str]:
+        """Statements giving the shadow's partitions and their indexes the names the old table's had."""
+        cur, base = self.cur, self.layer.table_name
+        cur.execute("SELECT c.relname, c.oid FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = %s::regclass ORDER BY 1", (self.table,))
+        statements = []
+        for name, oid in cur.fetchall():
+            target = self.partition_names.get(name) or (base + name[len(self.name):] if name.startswith(self.name)
+                                                         else None)
+            if target is None or target == name:
+                continue
+            statements.append(f"ALTER TABLE {self.schema}.{quote_ident(name)} RENAME TO {quote_ident(target)}")
+            cur.execute("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                        "WHERE i.indrelid = %s", (oid,))
+            for (index,) in cur.fetchall():
+                if index.startswith(name):
+                    statements.append(f"ALTER INDEX {self.schema}.{quote_ident(index)} RENAME TO "
+                                      f"{quote_ident((target + index[len(name):])[:63])}")
+        return statements
+
     def _identities(self, table: str) -> dict[str, str]:
         """The identity columns of ``table`` (``schema.name``) and their sequences."""
         self.cur.execute("SELECT a.attname, pg_get_serial_sequence(%s, a.attname) FROM pg_attribute a "
@@ -113,6 +189,8 @@ class Shadow:
         """Build what the table had, then take its place (a brief exclusive lock, asked for again until granted)."""
         cur, old_name = self.cur, quote_ident(self.layer.table_name)
         renames: list[str] = []
+        if self.by_month is not None:
+            self._months_settled()
         # indexes, the ones behind primary keys and unique constraints too, under temporary names
         cur.execute("SELECT c.relname, pg_get_indexdef(i.indexrelid), con.conname, con.contype "
                     "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
@@ -120,8 +198,16 @@ class Shadow:
                     "WHERE i.indrelid = %s ORDER BY c.relname", (self.oid,))
         for index, definition, constraint, kind in cur.fetchall():
             temporary = quote_ident((index + SUFFIX)[:63])
+            if constraint is not None and self.by_month is not None:  # no USING INDEX on a partitioned table
+                cur.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s "
+                            "AND conname = %s", (self.oid, constraint))
+                cur.execute(f"ALTER TABLE {self.table} ADD CONSTRAINT {quote_ident(constraint + SUFFIX)} "
+                            f"{cur.fetchone()[0]}")
+                renames.append(f"ALTER TABLE {self.old} RENAME CONSTRAINT {quote_ident(constraint + SUFFIX)} "
+                               f"TO {quote_ident(constraint)}")
+                continue
             definition = re.sub(r" INDEX \S+ ON ", f" INDEX {temporary} ON ", definition, count=1)
-            cur.execute(_on_shadow(definition, self.old_text, self.table))
+            cur.execute(_on_shadow(definition.replace(" ON ONLY ", " ON ", 1), self.old_text, self.table))
             if constraint is not None:
                 clause = "PRIMARY KEY" if kind == "p" else "UNIQUE"
                 cur.execute(f"ALTER TABLE {self.table} ADD CONSTRAINT {quote_ident(constraint + SUFFIX)} "
@@ -156,8 +242,9 @@ class Shadow:
         new_sequences = self._identities(f"{self.layer.schema_name}.{self.name}")
         self._take_lock()
         cur.execute(f"DROP TABLE {self.old}")
+        partitions = self._partitions_renamed() if self.by_month is not None else []
         cur.execute(f"ALTER TABLE {self.table} RENAME TO {old_name}")
-        for statement in renames:
+        for statement in partitions + renames:
             cur.execute(statement)
         for column, sequence in new_sequences.items():  # the layer's sequence names, as before
             if column in self.sequences:
@@ -169,23 +256,32 @@ class Shadow:
 
     def _take_lock(self) -> None:
         """ACCESS EXCLUSIVE on the old table, asked for briefly and again, so readers never queue long."""
-        deadline = time.monotonic() + SWAP_GIVE_UP_S
-        pause = 0.02
-        while True:
-            self.cur.execute("SAVEPOINT gis_ioc_swap")
-            try:
-                self.cur.execute(f"SET LOCAL lock_timeout = {SWAP_TRY_MS}")
-                self.cur.execute(f"LOCK TABLE {self.old} IN ACCESS EXCLUSIVE MODE")
-                self.cur.execute("SET LOCAL lock_timeout = 0")
-                self.cur.execute("RELEASE SAVEPOINT gis_ioc_swap")
-                return
-            except psycopg2.errors.LockNotAvailable:
-                self.cur.execute("ROLLBACK TO SAVEPOINT gis_ioc_swap")
-                if time.monotonic() > deadline:
-                    raise Busy(f"layer {self.layer.id!r}: a reader held the table for over {SWAP_GIVE_UP_S:g} s "
-                               "each time the load tried to finish; nothing was loaded, try again") from None
-                time.sleep(pause)
-                pause = min(0.5, pause * 2)
+        take_lock_briefly(self.cur, self.old, f"layer {self.layer.id!r}: a reader held the table for over "
+                          f"{SWAP_GIVE_UP_S:g} s each time the load tried to finish; nothing was loaded, try again")
+
+
+def take_lock_briefly(cur: Any, table: str, busy: str, mode: str = "ACCESS EXCLUSIVE") -> None:
+    """Lock ``table``, asking for at most ``SWAP_TRY_MS`` at a time, again until granted.
+
+    Readers queue behind a lock that waits: each try is short, with growing pauses between them; after
+    ``SWAP_GIVE_UP_S`` it raises ``Busy(busy)``.
+    """
+    deadline = time.monotonic() + SWAP_GIVE_UP_S
+    pause = 0.02
+    while True:
+        cur.execute("SAVEPOINT gis_ioc_lock")
+        try:
+            cur.execute(f"SET LOCAL lock_timeout = {SWAP_TRY_MS}")
+            cur.execute(f"LOCK TABLE {table} IN {mode} MODE")
+            cur.execute("SET LOCAL lock_timeout = 0")
+            cur.execute("RELEASE SAVEPOINT gis_ioc_lock")
+            return
+        except psycopg2.errors.LockNotAvailable:
+            cur.execute("ROLLBACK TO SAVEPOINT gis_ioc_lock")
+            if time.monotonic() > deadline:
+                raise Busy(busy) from None
+            time.sleep(pause)
+            pause = min(0.5, pause * 2)
 
 
 def _on_shadow(definition: str, table: str, shadow: str) -> str:

@@ -281,12 +281,19 @@ def write_rows(
     written.rows = reader.rows
     if reader.rows == 0:
         raise IngestError("no feature has a usable geometry: nothing to load", param="geometry")
-    if staged and by_id:
+    if staged and by_id and _unique(cur, layer.table, layer.id_column):
         updates = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in columns if c != layer.id_column)
         cur.execute(
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {replace.STAGE} "
             f"ON CONFLICT ({quote_ident(layer.id_column)}) DO UPDATE SET {updates}"
         )
+    elif staged and by_id:  # a partitioned table: its unique key holds the partition key too, no ON CONFLICT (id)
+        ident = quote_ident(layer.id_column)
+        updates = ", ".join(f"{quote_ident(c)} = s.{quote_ident(c)}" for c in columns if c != layer.id_column)
+        if updates:
+            cur.execute(f"UPDATE {table} t SET {updates} FROM {replace.STAGE} s WHERE t.{ident} = s.{ident}")
+        cur.execute(f"INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {replace.STAGE} s "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{ident} = s.{ident})")
     elif staged:
         replace.check_unique(cur, key)
         if mode == "replace":
@@ -334,6 +341,14 @@ def analyze(engine: Engine, layer: Layer) -> None:
             conn.execute(sa.text(f"ANALYZE {quote_table(layer.table)}"))
     except sa.exc.SQLAlchemyError:
         pass  # autovacuum makes them in a minute; a load that committed is not undone by this
+
+
+def _unique(cur: Any, table: str, column: str) -> bool:
+    """Whether ``column`` alone is a unique key of ``table`` (what ``ON CONFLICT (column)`` needs)."""
+    cur.execute("SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                "AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass(%s) AND i.indisunique "
+                "AND i.indnkeyatts = 1 AND i.indpred IS NULL AND a.attname = %s)", (table, column))
+    return bool(cur.fetchone()[0])
 
 
 def _is_bulk(cur: Any, layer: Layer, mode: Mode, total: int) -> bool:

@@ -122,12 +122,14 @@ def stats(engine: ReadEngineDep, catalog: CatalogDep, layer: LayerId,
           filter: Filter = None,
           through_lineage: Annotated[bool, Query(description="Count incidents by their recorded commune, carried to "
                                                              "the units of `at` through the lineage table")] = False,
+          archived: Annotated[bool, Query(description="Count the months archived out of the layer too "
+                                                      "(gis-ioc db archive); read from their rows")] = False,
           ) -> Response:
     """Count, per km² and a breakdown by one property, for every unit of a level."""
     window = analysis.Window(_moment(start, "start"), _moment(end, "end"))
     with engine.connect() as conn:
         result = analysis.stats(conn, catalog, layer, by, filter_text=filter, window=window, at=at,
-                                breakdown=breakdown, through_lineage=through_lineage)
+                                breakdown=breakdown, through_lineage=through_lineage, archived=archived)
     return Response(json.dumps(result), media_type="application/json")
 
 

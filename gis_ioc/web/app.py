@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import gis_ioc
-from gis_ioc import db, load_service, maps
+from gis_ioc import db, load_service, maps, partitions
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, InvalidInput, Unauthorized, from_database, http_status
 from gis_ioc.events import ChangeListener, wait_connected
@@ -79,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.tile_cache = TileCache(tiles_folder, max_disk_bytes=settings.tile_cache_mb * 1024 * 1024,
                                          current=app.state.listener.versions) if settings.tile_cache else None
         stop_warming = threading.Event()
+        months = threading.Thread(target=partitions.keep_ahead, name="gis-ioc-months", daemon=True,
+                                  args=(engine, stop_warming))
+        months.start()  # this month's partition and the next two's, again every few hours
         warming = threading.Thread(target=warm, name="gis-ioc-warm", daemon=True,
                                    args=(engine, app.state.catalog, app.state.tile_cache, maps.wall_tiles(),
                                          settings.region_bbox, [8, 9, 10, 11], stop_warming))
@@ -94,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stop_warming.set()
             if warming.is_alive():
                 warming.join(timeout=10)
+            months.join(timeout=10)
             loads.close()
             app.state.listener.stop()
             app.state.reads.stop()

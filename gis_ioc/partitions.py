@@ -1,0 +1,181 @@
+"""Layers partitioned by month (migration 020: incidents): their months, the months ahead, and the archive.
+
+A month is a partition (``incidents_p202611``) of the months in the province's local time. ``ahead`` makes the
+current month and the next two (the server does at start, loads do when they swap), so reports of today never
+land in the default partition; strays that do (a report dated years back) get a month of their own there too.
+``archive`` detaches every month that ended before a date and moves it into the schema ``archive``, under
+``archive.incidents`` (the same shape, partitioned the same way), where analysis reads it when asked
+(``archived=true``); the counts kept for statistics lose its rows, the tile cells are made again, and the
+layer's version moves on, so tiles and the wall see the layer without them. A later migration that changes
+incidents' columns changes ``archive.incidents`` the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from gis_ioc.errors import InvalidInput
+from gis_ioc.ingest.shadow import take_lock_briefly
+
+log = logging.getLogger(__name__)
+ARCHIVE_SCHEMA = "archive"
+AHEAD_LOCK_MS = 100  # a new month needs the table to itself for a moment: readers queue behind it at most this long
+_BOUND = re.compile(r"FOR VALUES FROM \('(?P<start>[^']+)'\) TO \('(?P<end>[^']+)'\)")
+
+
+@dataclass
+class Month:
+    """One partition: its name, bounds and (estimated) rows."""
+
+    name: str
+    start: str | None  # None: the default partition
+    end: str | None
+    rows: int
+
+
+@dataclass
+class Archived:
+    """What an archive moved."""
+
+    months: list[str] = field(default_factory=list)
+    rows: int = 0
+
+
+def partitioning(conn: Connection, table: str) -> tuple[str, str] | None:
+    """The column and time zone ``table`` (``schema.name``) is partitioned by month on; None if it is not."""
+    row = conn.execute(sa.text("SELECT column_name, time_zone FROM month_partitioned WHERE table_name = :t "
+                               "AND to_regclass(table_name) IS NOT NULL"), {"t": table}).first()
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def months(conn: Connection, table: str) -> list[Month]:
+    """The partitions of ``table``, oldest first, the default one last."""
+    rows = conn.execute(sa.text(
+        "SELECT n.nspname || '.' || c.relname, pg_get_expr(c.relpartbound, c.oid), greatest(c.reltuples, 0) "
+        "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE i.inhparent = to_regclass(:t)"), {"t": table}).all()
+    found = []
+    for name, bound, tuples in rows:
+        match = _BOUND.search(bound or "")
+        found.append(Month(str(name), match["start"] if match else None, match["end"] if match else None,
+                           int(tuples)))
+    return sorted(found, key=lambda m: (m.start is None, m.start or ""))
+
+
+def ahead(conn: Connection, table: str = "public.incidents") -> int:
+    """Partitions for this month and the next two (strays in the default moved to months first); how many made."""
+    if partitioning(conn, table) is None:
+        return 0
+    return int(conn.execute(sa.text("SELECT gis_ioc_month_partitions(to_regclass(:t), now(), "
+                                     "now() + interval '2 months')"), {"t": table}).scalar_one())
+
+
+def keep_ahead(engine: Engine, stop: threading.Event, every_s: float = 6 * 3600) -> None:
+    """The server's months ahead, made at start and again every ``every_s``.
+
+    Each round needs the table for a moment; if readers hold it longer the round gives up and the next one
+    tries again (meanwhile reports land in the default partition: nothing is lost).
+    """
+    while True:
+        wait = every_s
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"SET LOCAL lock_timeout = {AHEAD_LOCK_MS}"))
+                for (table,) in conn.execute(sa.text("SELECT table_name FROM month_partitioned")).all():
+                    ahead(conn, str(table))
+        except sa.exc.SQLAlchemyError as err:
+            log.warning("months ahead not made this time: %s", str(err).splitlines()[0])
+            wait = 60.0  # readers held the table (or the database was away): soon again
+        if stop.wait(wait):
+            return
+
+
+def archive(engine: Engine, before: date, table: str = "public.incidents") -> Archived:
+    """Move every month of ``table`` that ended by local midnight starting ``before`` into the archive schema.
+
+    One transaction: the months, their counts, the tile cells and the layer's version change together or not
+    at all. The counts and cells lose the months' rows while the months are only locked against writes
+    (readers go on); the table is then taken for the moment the months are detached, asked for briefly and
+    again (``ingest.shadow.take_lock_briefly``), so readers never queue long behind it.
+    """
+    schema, name = table.split(".", 1)
+    archived = Archived()
+    with engine.begin() as conn:
+        found = partitioning(conn, table)
+        if found is None:
+            raise InvalidInput(f"{table} is not partitioned by month: nothing to archive", param="layer")
+        column, zone = found
+        if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"{ARCHIVE_SCHEMA}.{name}"}).scalar() is None:
+            raise InvalidInput(f"there is no {ARCHIVE_SCHEMA}.{name} to archive {table} into", param="layer")
+        cur = conn.connection.cursor()
+        busy = f"{table}: readers held it each time the archive tried to take it; nothing was archived, try again"
+        cutoff = conn.execute(sa.text("SELECT CAST(:d AS timestamp) AT TIME ZONE :z"),
+                              {"d": before, "z": zone}).scalar_one()
+        if conn.execute(sa.text(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {column} < :cut AND tableoid = "
+                                f"(SELECT inhrelid FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                f"WHERE i.inhparent = to_regclass(:t) AND c.relpartbound IS NOT NULL "
+                                f"AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'))"),
+                        {"cut": cutoff, "t": table}).scalar():
+            take_lock_briefly(cur, table, busy)  # strays of those months get months of their own first
+            conn.execute(sa.text("SELECT gis_ioc_split_default(to_regclass(:t), :c, :z)"),
+                         {"t": table, "c": column, "z": zone})
+        leaving = [m for m in months(conn, table) if m.end is not None and not conn.execute(
+            sa.text("SELECT CAST(:e AS timestamptz) > :cut"), {"e": m.end, "cut": cutoff}).scalar_one()]
+        for month in leaving:
+            part = month.name.split(".", 1)[1]
+            if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"{ARCHIVE_SCHEMA}.{part}"}).scalar():
+                raise InvalidInput(f"{ARCHIVE_SCHEMA}.{part} exists already: that month was archived before and "
+                                   "has rows in the layer again; move them by hand", param="before")
+            take_lock_briefly(cur, month.name, busy, mode="SHARE")  # no writes into it from here on
+            archived.rows += int(conn.execute(sa.text(f"SELECT count(*) FROM {month.name}")).scalar_one())
+            if table == "public.incidents":  # the counts kept for statistics (migration 018)
+                conn.execute(sa.text("SELECT gis_ioc_count_rows(to_regclass(:p), -1)"), {"p": month.name})
+            conn.execute(sa.text("SELECT gis_ioc_take_cells(:t, to_regclass(:p))"), {"t": table, "p": month.name})
+        if leaving:
+            take_lock_briefly(cur, table, busy)
+        for month in leaving:
+            part = month.name.split(".", 1)[1]
+            conn.execute(sa.text(f"ALTER TABLE {table} DETACH PARTITION {month.name}"))
+            conn.execute(sa.text(f"ALTER TABLE {month.name} SET SCHEMA {ARCHIVE_SCHEMA}"))
+            conn.execute(sa.text(f"ALTER TABLE {ARCHIVE_SCHEMA}.{name} ATTACH PARTITION {ARCHIVE_SCHEMA}.{part} "
+                                 "FOR VALUES FROM (CAST(:s AS timestamptz)) TO (CAST(:e AS timestamptz))"),
+                         {"s": month.start, "e": month.end})
+            archived.months.append(part)
+        if leaving:
+            _moved_on(conn, table, name)
+    return archived
+
+
+def _moved_on(conn: Connection, table: str, layer: str) -> None:
+    """After rows left a layer without a statement on it: its version moves on, one reload for the wall."""
+    conn.execute(sa.text("UPDATE layer_versions SET version = version + 1, changed_at = now() "
+                         "WHERE table_name = :t"), {"t": table})
+    conn.execute(sa.text("SELECT pg_notify('gis_ioc_changes', json_build_object('layer', CAST(:l AS text), "
+                         "'op', 'reload')::text)"), {"l": layer})
+
+
+def with_archive(conn: Connection, table: str) -> str:
+    """``table`` and its archived months as one row source (a parenthesised SELECT), or ``table`` if none."""
+    schema, name = table.split(".", 1)
+    archived = f"{ARCHIVE_SCHEMA}.{name}"
+    if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": archived}).scalar() is None:
+        return table
+    return f"(SELECT * FROM {table} UNION ALL SELECT * FROM {archived})"
+
+
+def describe(months_: list[Month]) -> list[dict[str, Any]]:
+    """Months as rows for a listing: the month (local) by the partition's name, the partition, its rows."""
+    rows = []
+    for m in months_:
+        named = re.search(r"_p(\d{4})(\d{2})$", m.name)
+        month = f"{named[1]}-{named[2]}" if named else ("(default)" if m.start is None else m.start[:10])
+        rows.append({"month": month, "partition": m.name.split(".", 1)[-1], "rows": m.rows})
+    return rows
