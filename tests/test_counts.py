@@ -38,7 +38,13 @@ def _hourly_equals_rows(engine) -> None:  # type: ignore[no-untyped-def]
             "HAVING sum(n) <> 0) "
             "SELECT count(*) FROM rows FULL JOIN kept USING (type, severity, status, hour) "
             "WHERE rows.n IS DISTINCT FROM kept.n")).scalar()
-    assert diff == 0
+        daily = conn.execute(sa.text(  # the days (migration 022) are the sums of their hours
+            "WITH hours AS (SELECT unit_code, type, severity, status, date_trunc('day', hour, 'UTC') AS day, "
+            "sum(n) AS n FROM incident_counts GROUP BY 1, 2, 3, 4, 5 HAVING sum(n) <> 0), "
+            "days AS (SELECT * FROM incident_counts_daily WHERE n <> 0) "
+            "SELECT count(*) FROM hours FULL JOIN days USING (unit_code, type, severity, status, day) "
+            "WHERE hours.n IS DISTINCT FROM days.n")).scalar()
+    assert diff == 0 and daily == 0
 
 
 @pytest.fixture
@@ -106,6 +112,7 @@ def test_new_units_count_again_and_stats_of_another_day_count_the_rows(loaded, c
 @pytest.mark.parametrize(("start", "end"), [
     ("2026-11-27T08:17:00Z", "2026-11-28T08:00:00Z"),  # a ragged start, an end on the hour
     ("2026-11-20T00:00:00Z", "2026-11-27T13:42:10Z"),  # whole hours, then a ragged end
+    ("2026-11-20T05:30:00Z", "2026-11-27T13:42:10Z"),  # ragged, hours, whole days, hours, ragged
     ("2026-11-27T10:05:00Z", "2026-11-27T10:55:00Z"),  # within one hour: no whole hour at all
     ("2026-11-27T10:05:00Z", None),                    # open end
     (None, "2026-11-01T06:30:00Z"),                    # open start
@@ -116,3 +123,7 @@ def test_a_window_takes_its_whole_hours_from_the_counts_and_its_ends_from_the_ro
         counted, rows = _both(loaded, catalog, breakdown, window)
         assert counted["units"] == rows["units"], (start, end, breakdown)
     assert rows["total"] > 0 or start == "2026-11-27T10:05:00Z"
+    with loaded.connect() as conn:  # a window over whole days reads them from the daily counts
+        sql = analysis.stats(conn, catalog, "incidents", "commune", window=window, statement_only=True)["sql"]
+    days = start is None or end is None or start[:10] < end[:10] and start[:10] != "2026-11-27"
+    assert ("incident_counts_daily" in sql) == days, (start, end)
