@@ -31,6 +31,7 @@ sysdeps:
 	test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || need="$$need fonts-dejavu-core"; \
 	test -d /usr/lib/python3/dist-packages/qgis/core || need="$$need python3-qgis"; \
 	ls /usr/lib/qgis/plugins/libprovider_wfs.so >/dev/null 2>&1 || need="$$need qgis-providers"; \
+	command -v wrk >/dev/null || need="$$need wrk"; \
 	if [ -n "$$need" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages:$$need"; \

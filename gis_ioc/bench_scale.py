@@ -2,10 +2,12 @@
 
 For each number of processes (``gis-ioc serve`` with ``GIS_IOC_WORKERS``, on one port) it measures uncached
 tiles, cached tiles and items pages at each concurrency; then the same uncached tile SQL through pgbench (the
-limit without HTTP and Python) at the same concurrency, and the ratio of the best uncached figure to it.
+limit without HTTP and Python) at the same concurrency, and the ratio of the best uncached figure to it. Tiles
+are measured twice on the same server: from the asyncio httpx client (as every earlier figure was) and from wrk
+(``bench_wrk``: a C client like pgbench's, which leaves the two cores to the server).
 Run it on the scale-100 demo (``gis-ioc demo --scale 100``). With ``replicas`` 1 each figure is taken again with
 a streaming standby of the private cluster (on this same machine: it shows what the routing costs, not what a
-second machine gives). Failover is ``gis-ioc bench failover``; ten million incidents are not measured yet.
+second machine gives). Failover is ``gis-ioc bench failover``; ten million beside one: ``gis-ioc bench sizes``.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from gis_ioc import bench, db
+from gis_ioc import bench, bench_wrk, db
 from gis_ioc.catalog import Catalog
 from gis_ioc.cluster import DATABASE, PrivateCluster
 from gis_ioc.errors import InvalidInput
 from gis_ioc.settings import Settings
 
 MAX_PROCESSES = 16
+WRK_UNCACHED, WRK_CACHED = "tiles, uncached (wrk)", "tiles, cached (wrk)"
 
 
 def scale_bench(settings: Settings, processes: tuple[int, ...], concurrency: tuple[int, ...], seconds: float,
@@ -53,11 +56,15 @@ def scale_bench(settings: Settings, processes: tuple[int, ...], concurrency: tup
                 rows += _one_setup(settings, port, base, n, count, extra, chosen, concurrency, seconds, log)
     log("the same tile SQL through pgbench…")
     limit = bench.tiles_sql_bench(url, catalog, "incidents", concurrency, seconds, tiles_=chosen)
-    ratios = {}
-    for r in limit:
-        best = max((row["rate"] for row in rows if row["path"] == "tiles, uncached"
-                    and row["concurrency"] == r["concurrency"]), default=float("nan"))
-        ratios[r["concurrency"]] = best / r["rate"] if r["rate"] else float("nan")
+    ratios: dict[str, dict[int, float]] = {}
+    for client, path in (("httpx", "tiles, uncached"), ("wrk", WRK_UNCACHED)):
+        if not any(row["path"] == path for row in rows):
+            continue
+        ratios[client] = {}
+        for r in limit:
+            best = max((row["rate"] for row in rows if row["path"] == path
+                        and row["concurrency"] == r["concurrency"]), default=float("nan"))
+            ratios[client][int(r["concurrency"])] = best / r["rate"] if r["rate"] else float("nan")
     return {"rows": rows, "sql": limit, "uncached_to_sql": ratios}
 
 
@@ -79,6 +86,10 @@ def _one_setup(settings: Settings, port: int, base: str, n: int, replicas: int, 
                                                             "GIS_IOC_WARM_TILES": "false"})
             try:
                 rows += [{"path": path, "processes": n, "replicas": replicas, **r} for r in measure()]
+                if path.startswith("tiles") and bench_wrk.available():  # the same server, from a C client
+                    rows += [{"path": WRK_CACHED if "cached" == path.split(", ")[1] else WRK_UNCACHED,
+                              "processes": n, "replicas": replicas, **r}
+                             for r in bench_wrk.tiles(base, "incidents", chosen, concurrency, seconds)]
             finally:
                 server.terminate()
                 server.wait(timeout=30)

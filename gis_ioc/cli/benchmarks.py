@@ -269,8 +269,9 @@ def bench_scale(
         table.add_row("tile SQL (pgbench)", "-", "-", str(r["concurrency"]), f"{r['rate']:.1f}", f"{r['p50_ms']:.1f}",
                       f"{r['p99_ms']:.1f}", str(r["requests"]), "0")
     out.print(table)
-    out.print("uncached tiles / SQL limit (best process count): " + ", ".join(
-        f"c={c}: {ratio:.2f}" for c, ratio in result["uncached_to_sql"].items()))
+    for client, ratios in result["uncached_to_sql"].items():
+        out.print(f"uncached tiles / SQL limit (best process count, {client} client): " + ", ".join(
+            f"c={c}: {ratio:.2f}" for c, ratio in ratios.items()))
 
 
 @bench_app.command("failover")
