@@ -16,7 +16,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from gis_ioc import db, routing
+from gis_ioc import bench_wrk, db, routing
 from gis_ioc.bench import ms_stats, pgbench_replay_ms, serve_for_bench
 from gis_ioc.catalog import Catalog
 from gis_ioc.settings import Settings
@@ -115,9 +115,13 @@ def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: i
                         t0 = time.perf_counter()
                         calls[n % len(calls)](conn)
                         ours.append((time.perf_counter() - t0) * 1000)
+                wrk = None
+                if bench_wrk.available():  # the same paths from a C client, one at a time, for as long
+                    wrk = bench_wrk.load(f"http://127.0.0.1:{port}", paths, 1, max(1.0, sum(http) / 1000), warmup=0)
                 scripts = [_captured(engine, call) for call in calls]
                 sql = pgbench_replay_ms(url, scripts, times, "routing")
-                rows.append({"operation": name, "calls": times, "http": ms_stats(http), "in_process": ms_stats(ours),
+                rows.append({"operation": name, "calls": times, "http": ms_stats(http), "http_wrk": wrk,
+                             "in_process": ms_stats(ours),
                              "sql": ms_stats(sql), "statements": round(sum(s.count(";\n") + 1 for s in scripts)
                                                                      / len(scripts), 1)})
     finally:

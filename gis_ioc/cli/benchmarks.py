@@ -151,14 +151,17 @@ def bench_routing(
     out.print(f"network: {net['edges']:,} edges, {net['vertices']:,} vertices, {net['parts']} part(s), "
               f"made in {net['build_s']} s")
     table = Table(title="routing (one call at a time)")
-    for col in ("operation", "calls", "HTTP p50 ms", "p99", "in process p50", "p99", "SQL (pgbench) p50", "p99",
-                "HTTP / SQL p50"):
+    for col in ("operation", "calls", "HTTP p50 ms", "p99", "HTTP (wrk) p50", "p99", "in process p50", "p99",
+                "SQL (pgbench) p50", "p99", "HTTP / SQL p50", "wrk / SQL"):
         table.add_column(col, justify="left" if col == "operation" else "right")
     for r in found["rows"]:
+        wrk = r.get("http_wrk")
         table.add_row(r["operation"], str(r["calls"]), f"{r['http']['p50_ms']:.1f}", f"{r['http']['p99_ms']:.1f}",
+                      f"{wrk['p50_ms']:.1f}" if wrk else "-", f"{wrk['p99_ms']:.1f}" if wrk else "-",
                       f"{r['in_process']['p50_ms']:.1f}", f"{r['in_process']['p99_ms']:.1f}",
                       f"{r['sql']['p50_ms']:.1f}", f"{r['sql']['p99_ms']:.1f}",
-                      f"{r['http']['p50_ms'] / r['sql']['p50_ms']:.2f}×")
+                      f"{r['http']['p50_ms'] / r['sql']['p50_ms']:.2f}×",
+                      f"{wrk['p50_ms'] / r['sql']['p50_ms']:.2f}×" if wrk else "-")
     out.print(table)
 
 
