@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
-from gis_ioc import glyphs, limits, tiles
+from gis_ioc import db, glyphs, limits, tiles
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import NotFound
 from gis_ioc.web.deps import CatalogDep, Heavy, ReadEngineDep, SettingsDep
@@ -71,10 +71,10 @@ def _make_tile(engine: Engine, primary: Engine, catalog: Catalog, cache: tiles.T
                seen: tiles.FreshCells) -> tiles.Tile:
     # one statement, so no transaction: no BEGIN and ROLLBACK round trips around it
     try:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with db.autocommit(engine) as conn:
             return tiles.get_tile(conn, catalog, cache, layers, z, x, y, params, known, seen, engine is primary)
     except tiles.StaleCells:  # a replica found cells a bulk load left stale: the primary rebuilds them
-        with primary.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with db.autocommit(primary) as conn:
             return tiles.get_tile(conn, catalog, cache, layers, z, x, y, params, known, seen)
 
 
