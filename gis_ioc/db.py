@@ -136,12 +136,19 @@ def autocommit(engine: Engine) -> Iterator[sa.Connection]:
     """
     with engine.connect() as conn:
         raw: Any = conn.connection.dbapi_connection
-        raw.autocommit = True
+        try:
+            raw.autocommit = True
+        except psycopg2.Error as err:  # closed under us (the server went away): never handed out again
+            conn.invalidate()
+            raise DatabaseUnavailable("the database connection was lost; try again") from err
         try:
             yield conn
         finally:
-            if not raw.closed:
-                raw.autocommit = False
+            try:
+                if not raw.closed:
+                    raw.autocommit = False
+            except psycopg2.Error:
+                conn.invalidate()
 
 
 def sqlalchemy_url(url: str) -> str:
