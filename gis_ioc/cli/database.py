@@ -147,6 +147,9 @@ def db_archive(
     settings = _settings()
     engine = _engine(settings)
     table = _catalog(settings, engine).get(layer).table
+    with engine.connect() as conn:
+        if partitions.partitioning(conn, table) is None:
+            raise InvalidInput(f"--layer: {layer!r} is not partitioned by month: nothing to archive", param="layer")
     done = partitions.archive(engine, cutoff, table)
     if not done.months:
         out.print(f"no month of {layer} ended by {cutoff.isoformat()}: nothing archived")
