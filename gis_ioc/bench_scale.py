@@ -87,7 +87,7 @@ def _one_setup(settings: Settings, port: int, base: str, n: int, replicas: int, 
             try:
                 rows += [{"path": path, "processes": n, "replicas": replicas, **r} for r in measure()]
                 if path.startswith("tiles") and bench_wrk.available():  # the same server, from a C client
-                    rows += [{"path": WRK_CACHED if "cached" == path.split(", ")[1] else WRK_UNCACHED,
+                    rows += [{"path": WRK_CACHED if path == "tiles, cached" else WRK_UNCACHED,
                               "processes": n, "replicas": replicas, **r}
                              for r in bench_wrk.tiles(base, "incidents", chosen, concurrency, seconds)]
             finally:

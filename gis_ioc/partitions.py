@@ -5,8 +5,8 @@ current month and the next two (the server does at start, loads do when they swa
 land in the default partition; strays that do (a report dated years back) get a month of their own there too.
 ``archive`` detaches every month that ended before a date and moves it into the schema ``archive``, under
 ``archive.incidents`` (the same shape, partitioned the same way), where analysis reads it when asked
-(``archived=true``); the counts kept for statistics lose its rows, the tile cells are made again, and the
-layer's version moves on, so tiles and the wall see the layer without them. A later migration that changes
+(``archived=true``); the counts kept for statistics and the tile cells lose its rows, and the layer's
+version moves on, so tiles and the wall see the layer without them. A later migration that changes
 incidents' columns changes ``archive.incidents`` the same way.
 """
 
@@ -16,7 +16,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,7 +28,6 @@ from gis_ioc.ingest.shadow import take_lock_briefly
 log = logging.getLogger(__name__)
 ARCHIVE_SCHEMA = "archive"
 AHEAD_LOCK_MS = 100  # a new month needs the table to itself for a moment: readers queue behind it at most this long
-_BOUND = re.compile(r"FOR VALUES FROM \('(?P<start>[^']+)'\) TO \('(?P<end>[^']+)'\)")
 
 
 @dataclass
@@ -36,8 +35,8 @@ class Month:
     """One partition: its name, bounds and (estimated) rows."""
 
     name: str
-    start: str | None  # None: the default partition
-    end: str | None
+    start: datetime | None  # None: the default partition
+    end: datetime | None
     rows: int
 
 
@@ -59,15 +58,14 @@ def partitioning(conn: Connection, table: str) -> tuple[str, str] | None:
 def months(conn: Connection, table: str) -> list[Month]:
     """The partitions of ``table``, oldest first, the default one last."""
     rows = conn.execute(sa.text(
-        "SELECT n.nspname || '.' || c.relname, pg_get_expr(c.relpartbound, c.oid), greatest(c.reltuples, 0) "
+        "SELECT n.nspname || '.' || c.relname, "
+        "(regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz, "
+        "(regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz, "
+        "greatest(c.reltuples, 0) "
         "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE i.inhparent = to_regclass(:t)"), {"t": table}).all()
-    found = []
-    for name, bound, tuples in rows:
-        match = _BOUND.search(bound or "")
-        found.append(Month(str(name), match["start"] if match else None, match["end"] if match else None,
-                           int(tuples)))
-    return sorted(found, key=lambda m: (m.start is None, m.start or ""))
+    found = [Month(str(name), start, end, int(tuples)) for name, start, end, tuples in rows]
+    return sorted(found, key=lambda m: (m.start is None, m.start or datetime.min))
 
 
 def ahead(conn: Connection, table: str = "public.incidents") -> int:
@@ -106,7 +104,7 @@ def archive(engine: Engine, before: date, table: str = "public.incidents") -> Ar
     (readers go on); the table is then taken for the moment the months are detached, asked for briefly and
     again (``ingest.shadow.take_lock_briefly``), so readers never queue long behind it.
     """
-    schema, name = table.split(".", 1)
+    name = table.split(".", 1)[1]
     archived = Archived()
     with engine.begin() as conn:
         found = partitioning(conn, table)
@@ -119,16 +117,13 @@ def archive(engine: Engine, before: date, table: str = "public.incidents") -> Ar
         busy = f"{table}: readers held it each time the archive tried to take it; nothing was archived, try again"
         cutoff = conn.execute(sa.text("SELECT CAST(:d AS timestamp) AT TIME ZONE :z"),
                               {"d": before, "z": zone}).scalar_one()
-        if conn.execute(sa.text(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {column} < :cut AND tableoid = "
-                                f"(SELECT inhrelid FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                                f"WHERE i.inhparent = to_regclass(:t) AND c.relpartbound IS NOT NULL "
-                                f"AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'))"),
-                        {"cut": cutoff, "t": table}).scalar():
+        default = next((m.name for m in months(conn, table) if m.start is None), None)
+        if default is not None and conn.execute(sa.text(f"SELECT EXISTS (SELECT 1 FROM {default} "
+                                                        f"WHERE {column} < :cut)"), {"cut": cutoff}).scalar():
             take_lock_briefly(cur, table, busy)  # strays of those months get months of their own first
             conn.execute(sa.text("SELECT gis_ioc_split_default(to_regclass(:t), :c, :z)"),
                          {"t": table, "c": column, "z": zone})
-        leaving = [m for m in months(conn, table) if m.end is not None and not conn.execute(
-            sa.text("SELECT CAST(:e AS timestamptz) > :cut"), {"e": m.end, "cut": cutoff}).scalar_one()]
+        leaving = [m for m in months(conn, table) if m.end is not None and m.end <= cutoff]
         for month in leaving:
             part = month.name.split(".", 1)[1]
             if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"{ARCHIVE_SCHEMA}.{part}"}).scalar():
@@ -164,8 +159,7 @@ def _moved_on(conn: Connection, table: str, layer: str) -> None:
 
 def with_archive(conn: Connection, table: str) -> str:
     """``table`` and its archived months as one row source (a parenthesised SELECT), or ``table`` if none."""
-    schema, name = table.split(".", 1)
-    archived = f"{ARCHIVE_SCHEMA}.{name}"
+    archived = f"{ARCHIVE_SCHEMA}.{table.split('.', 1)[1]}"
     if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": archived}).scalar() is None:
         return table
     return f"(SELECT * FROM {table} UNION ALL SELECT * FROM {archived})"
@@ -176,6 +170,6 @@ def describe(months_: list[Month]) -> list[dict[str, Any]]:
     rows = []
     for m in months_:
         named = re.search(r"_p(\d{4})(\d{2})$", m.name)
-        month = f"{named[1]}-{named[2]}" if named else ("(default)" if m.start is None else m.start[:10])
+        month = f"{named[1]}-{named[2]}" if named else ("(default)" if m.start is None else m.start.date().isoformat())
         rows.append({"month": month, "partition": m.name.split(".", 1)[-1], "rows": m.rows})
     return rows

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlalchemy.engine import Engine
 
 from gis_ioc.cli.common import _catalog, _engine, _settings, out
 from gis_ioc.errors import InvalidInput
@@ -107,6 +108,19 @@ def db_restore(file: Annotated[Path, typer.Argument(help="A dump written by gis-
     out.print(f"restored {file}: {counts}; id sequences, layer versions and tile cells brought up to date")
 
 
+def _by_month(layer: str) -> tuple[Engine, str]:
+    """The configured database and the table of ``layer``, which must be partitioned by month."""
+    from gis_ioc import partitions
+
+    settings = _settings()
+    engine = _engine(settings)
+    table = _catalog(settings, engine).get(layer).table
+    with engine.connect() as conn:
+        if partitions.partitioning(conn, table) is None:
+            raise InvalidInput(f"--layer: {layer!r} is not partitioned by month", param="layer")
+    return engine, table
+
+
 @db_app.command("months")
 def db_months(
     layer: Annotated[str, typer.Option(help="A layer partitioned by month.")] = "incidents",
@@ -114,12 +128,8 @@ def db_months(
     """List a layer's monthly partitions (making this month's and the next two's first)."""
     from gis_ioc import partitions
 
-    settings = _settings()
-    engine = _engine(settings)
-    table = _catalog(settings, engine).get(layer).table
+    engine, table = _by_month(layer)
     with engine.begin() as conn:
-        if partitions.partitioning(conn, table) is None:
-            raise InvalidInput(f"--layer: {layer!r} is not partitioned by month", param="layer")
         made = partitions.ahead(conn, table)
         found = partitions.months(conn, table)
     listing = Table(title=f"{layer} by month: {len(found)} partitions{f', {made} made ahead' if made else ''}")
@@ -144,12 +154,7 @@ def db_archive(
         cutoff = date.fromisoformat(before)
     except ValueError:
         raise InvalidInput(f"--before: {before!r} is not a date (YYYY-MM-DD)", param="before") from None
-    settings = _settings()
-    engine = _engine(settings)
-    table = _catalog(settings, engine).get(layer).table
-    with engine.connect() as conn:
-        if partitions.partitioning(conn, table) is None:
-            raise InvalidInput(f"--layer: {layer!r} is not partitioned by month: nothing to archive", param="layer")
+    engine, table = _by_month(layer)
     done = partitions.archive(engine, cutoff, table)
     if not done.months:
         out.print(f"no month of {layer} ended by {cutoff.isoformat()}: nothing archived")
