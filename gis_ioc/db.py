@@ -151,6 +151,28 @@ def autocommit(engine: Engine) -> Iterator[sa.Connection]:
                 conn.invalidate()
 
 
+def one_row(conn: sa.Connection, sql: str) -> tuple[Any, ...]:
+    """The first row of a statement without bound values, run on the driver's own cursor (no SQLAlchemy).
+
+    For a hot path's fixed statement: a connection found closed is invalidated (never handed out again) and
+    answered as ``DatabaseUnavailable``; any other driver error is raised as it is (``errors.from_database``
+    reads it).
+    """
+    raw: Any = conn.connection.dbapi_connection
+    try:
+        with raw.cursor() as cur:
+            cur.execute(sql)
+            row = cur.fetchone()
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
+        if raw.closed:
+            conn.invalidate()
+            raise DatabaseUnavailable("the database connection was lost; try again") from err
+        raise
+    if row is None:
+        raise sa.exc.NoResultFound("the statement returned no row")
+    return tuple(row)
+
+
 def sqlalchemy_url(url: str) -> str:
     """A libpq URL as SQLAlchemy's psycopg2 dialect takes it.
 

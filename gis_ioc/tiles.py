@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from gis_ioc import queries
+from gis_ioc import db, queries
 from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput, NotFound
 from gis_ioc.tile_cache import GZIP_LEVEL, Tile, TileCache
@@ -230,11 +230,13 @@ def layer_sql(layer: Layer, z: int, where: str, xy: tuple[int, int], cells: bool
 
 def tile_statement(layers: list[Layer], z: int, x: int, y: int, params: Mapping[str, str],
                    cell_tables: frozenset[str] = frozenset()) -> tuple[str, dict[str, Any]]:
-    """One statement for the whole tile: every layer's MVT concatenated.
+    """One statement for the whole tile: every layer's MVT concatenated, and the values of its filters.
 
-    Unfiltered low-zoom clusters of layers in ``cell_tables`` come from the pre-aggregated cells.
+    Unfiltered low-zoom clusters of layers in ``cell_tables`` come from the pre-aggregated cells. The tile's
+    z/x/y are written into the statement, so an unfiltered tile has no bound values at all (``run_tile``).
     """
-    parts, bind = [], {"z": z, "x": x, "y": y, "margin": BUFFER / EXTENT}
+    parts: list[str] = []
+    bind: dict[str, Any] = {}
     for index, layer in enumerate(layers):
         where, values = _conditions(layer, params) if params else ("TRUE", {})
         where = f"({where}) AND {layer.events_only()}"  # a report merged into another incident is not drawn again
@@ -246,8 +248,10 @@ def tile_statement(layers: list[Layer], z: int, x: int, y: int, params: Mapping[
         bind.update(renamed)
         use_cells = not params and layer.table in cell_tables  # low zoom: clusters; high zoom: when dense
         parts.append(layer_sql(layer, z, where, (x, y), use_cells))
-    sql = ("WITH env AS (SELECT ST_TileEnvelope(:z, :x, :y) AS e, "
-           "ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => :margin), 4326) AS e4326) "
+    check_tile(z, x, y)  # integers in range: written into the statement as they are
+    zxy = f"{int(z)}, {int(x)}, {int(y)}"
+    sql = (f"WITH env AS (SELECT ST_TileEnvelope({zxy}) AS e, "
+           f"ST_Transform(ST_TileEnvelope({zxy}, margin => {BUFFER / EXTENT!r}), 4326) AS e4326) "
            f"SELECT {' || '.join(parts)}")
     return sql, bind
 
@@ -397,6 +401,18 @@ def tile_statement_with_versions(layers: list[Layer], z: int, x: int, y: int, pa
             f"FROM unnest(ARRAY[{tables}]::text[]) WITH ORDINALITY u(t, n) ORDER BY u.n) AS versions"), bind
 
 
+def run_tile(conn: Connection, sql: str, bind: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The one row of a tile statement: through SQLAlchemy when it has filter values, else on the driver's cursor.
+
+    An unfiltered tile (nearly every tile a map asks for) skips SQLAlchemy's text parsing and result set-up:
+    0.6 ms of CPU a tile of the bench list, a third of what the server spent on an uncached tile beside the
+    database's own work.
+    """
+    if bind:
+        return tuple(conn.execute(sa.text(sql), bind).one())
+    return db.one_row(conn, sql)
+
+
 def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names: str, z: int, x: int, y: int,
              params: Mapping[str, str], known: Mapping[str, int] | None = None,
              seen: FreshCells | None = None, rebuild: bool = True) -> Tile:
@@ -416,15 +432,13 @@ def get_tile(conn: Connection, catalog: Catalog, cache: TileCache | None, names:
         if found is not None:
             return found
     cell_tables = frozenset() if params else fresh_cells(conn, layers, known, seen, rebuild)
-    sql, bind = tile_statement_with_versions(layers, z, x, y, params, cell_tables)
-    data, made_from = conn.execute(sa.text(sql), bind).one()
+    data, made_from = run_tile(conn, *tile_statement_with_versions(layers, z, x, y, params, cell_tables))
     if cell_tables and known is not None and any(
             known.get(lyr.table) != v for lyr, v in zip(layers, made_from, strict=True) if lyr.table in cell_tables):
         # the layer changed since the versions the cells were trusted at (a bulk load may have left them
         # stale): ask the database, and make the tile again
         cell_tables = fresh_cells(conn, layers, rebuild=rebuild)
-        sql, bind = tile_statement_with_versions(layers, z, x, y, params, cell_tables)
-        data, made_from = conn.execute(sa.text(sql), bind).one()
+        data, made_from = run_tile(conn, *tile_statement_with_versions(layers, z, x, y, params, cell_tables))
     key = tile_key(layers, z, x, y, params, [int(v) for v in made_from])
     if cache is None:
         return Tile.made(key, bytes(data or b""))
@@ -528,8 +542,7 @@ def export_pmtiles(conn: Connection, catalog: Catalog, names: str, bbox: tuple[f
         with partial.open("wb") as f:
             writer = Writer(f)
             for done, (z, x, y) in enumerate(wanted, 1):
-                sql, bind = tile_statement(layers, z, x, y, {}, cells)
-                data = bytes(conn.execute(sa.text(sql), bind).scalar_one() or b"")
+                data = bytes(run_tile(conn, *tile_statement(layers, z, x, y, {}, cells))[0] or b"")
                 if data:
                     packed = gzip.compress(data, compresslevel=6, mtime=0)
                     writer.write_tile(zxy_to_tileid(z, x, y), packed)

@@ -243,6 +243,10 @@ def test_private_reads_need_a_viewer_key(settings, engine, catalog, keys):
         assert client.get("/collections/cameras/items").status_code == 401
         assert client.get("/collections/cameras/items", headers=bearer(keys["viewer"])).status_code == 200
         assert client.get("/health").status_code == 200
+        # tiles too (the plain ones never skip the key check), and a shared cache may not keep a keyed tile
+        assert client.get("/tiles/cameras/10/813/478.mvt").status_code == 401
+        tile = client.get("/tiles/cameras/10/813/478.mvt", headers=bearer(keys["viewer"]))
+        assert tile.status_code == 200 and tile.headers["cache-control"].startswith("private")
 
 
 def test_keys_from_the_command_line(settings, engine, run_cli):

@@ -220,6 +220,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # inside the guard; tiles carry their own cached gzip bytes (Content-Encoding set: left alone), event
         # streams are never buffered; pages over 128 KiB are compressed in a worker thread
         app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=settings.gzip_level)
+    app.add_middleware(tiles_router.TileFastPath)  # just inside the guard: plain tiles skip the router
     app.add_middleware(Guard, settings=settings, openapi=openapi)
     if settings.cors_origin_list:
         # outside the guard: a browser's preflight (OPTIONS with Access-Control-Request-Method) is answered here,

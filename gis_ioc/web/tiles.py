@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -12,11 +13,12 @@ from fastapi import Path as FastPath
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gis_ioc import db, glyphs, limits, tiles
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import NotFound
-from gis_ioc.web.deps import CatalogDep, Heavy, ReadEngineDep, SettingsDep
+from gis_ioc.web.deps import KEY_COOKIE, CatalogDep, Heavy, ReadEngineDep, SettingsDep
 from gis_ioc.web.formats import not_modified
 
 router = APIRouter(tags=["Tiles"])
@@ -58,12 +60,72 @@ async def tile_response(request: Request, engine: Engine, catalog: Catalog, laye
     if found is None:
         found = await run_in_threadpool(_make_tile, engine, request.app.state.engine, catalog, cache, layers,
                                         z, x, y, params, known, request.app.state.fresh_cells)
-    headers = {"ETag": found.etag, "Cache-Control": "public, max-age=5", "Vary": "Accept-Encoding"}
+    # any cache may keep a tile five seconds when reads are public; when they need a key, only the client's own
+    kept_by = "public" if request.app.state.settings.public_read else "private"
+    headers = {"ETag": found.etag, "Cache-Control": f"{kept_by}, max-age=5", "Vary": "Accept-Encoding"}
     if not_modified(request, found.etag):
         return Response(status_code=304, headers=headers)
     if "gzip" in request.headers.get("accept-encoding", ""):
         return Response(found.gzipped, media_type=MVT, headers={**headers, "Content-Encoding": "gzip"})
     return Response(found.data, media_type=MVT, headers=headers)
+
+
+class TileFastPath:
+    """Plain tile requests answered without FastAPI's routing, validation and dependencies (pure ASGI).
+
+    A map asks for hundreds of tiles a view and nearly all of them are plain: ``GET /tiles/{layers}/{z}/{x}/{y}.mvt``
+    (or the OGC API – Tiles path of one layer), no query, no key, built-in layers. Those are answered here,
+    inside the guard (request id, statement budget, disconnect watch, errors as JSON), by the same
+    ``tile_response`` the routes use; the router's matching, parameter models, dependency solving and the gzip
+    middleware cost an uncached tile about as much CPU as the tile's own work in Python. Anything else — a
+    filter, a key, private reads, an imported layer, a number out of range — goes on to the routes, which
+    validate it and name what is wrong.
+    """
+
+    PATHS = (re.compile(r"/tiles/([^/]{1,300})/(\d{1,2})/(\d{1,7})/(\d{1,7})\.mvt"),
+             re.compile(r"/collections/([^/,]{1,63})/tiles/WebMercatorQuad/(\d{1,2})/(\d{1,7})/(\d{1,7})"))
+    KEYS = (b"authorization", b"x-api-key")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a plain tile request; pass every other request on."""
+        found = self._plain_tile(scope)
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        state = request.app.state
+        layers, z, x, y = found
+        response = await tile_response(request, state.reads.engine(), state.catalog, layers, z, x, y)
+        await response(scope, receive, send)
+
+    def _plain_tile(self, scope: Scope) -> tuple[str, int, int, int] | None:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("query_string"):
+            return None
+        path: str = scope["path"]
+        if not (path.startswith("/tiles/") or path.startswith("/collections/")):
+            return None
+        tiles_path, ogc_path = self.PATHS
+        match, ogc = tiles_path.fullmatch(path), False
+        if match is None:
+            match, ogc = ogc_path.fullmatch(path), True
+        if match is None:
+            return None
+        state = scope["app"].state
+        if not state.settings.public_read:
+            return None
+        for name, value in scope["headers"]:
+            if name in self.KEYS or (name == b"cookie" and KEY_COOKIE.encode() in value):
+                return None  # a key is checked (and its statement budget set) by the routes' dependencies
+        names, z, first, second = match[1], int(match[2]), int(match[3]), int(match[4])
+        x, y = (second, first) if ogc else (first, second)  # OGC API – Tiles: row (y), then column (x)
+        if z > tiles.MAX_ZOOM or x >= 2**z or y >= 2**z:
+            return None
+        if tiles.known_layers(state.catalog, names, state.listener.versions()) is None:
+            return None  # an imported layer, a name to refuse, or no versions heard yet: the routes ask the database
+        return names, z, x, y
 
 
 def _make_tile(engine: Engine, primary: Engine, catalog: Catalog, cache: tiles.TileCache | None, layers: str, z: int,
