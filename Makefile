@@ -32,6 +32,7 @@ sysdeps:
 	test -d /usr/lib/python3/dist-packages/qgis/core || need="$$need python3-qgis"; \
 	ls /usr/lib/qgis/plugins/libprovider_wfs.so >/dev/null 2>&1 || need="$$need qgis-providers"; \
 	command -v wrk >/dev/null || need="$$need wrk"; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || need="$$need nginx-light"; \
 	if [ -n "$$need" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages:$$need"; \

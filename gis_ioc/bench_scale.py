@@ -4,7 +4,9 @@ For each number of processes (``gis-ioc serve`` with ``GIS_IOC_WORKERS``, on one
 tiles, cached tiles and items pages at each concurrency; then the same uncached tile SQL through pgbench (the
 limit without HTTP and Python) at the same concurrency, and the ratio of the best uncached figure to it. Tiles
 are measured twice on the same server: from the asyncio httpx client (as every earlier figure was) and from wrk
-(``bench_wrk``: a C client like pgbench's, which leaves the two cores to the server).
+(``bench_wrk``: a C client like pgbench's, which leaves the two cores to the server). With nginx installed the
+cached tiles are measured a third time through the documented deployment's reverse proxy, which answers the
+tiles it holds itself (``gis_ioc.proxy``).
 Run it on the scale-100 demo (``gis-ioc demo --scale 100``). With ``replicas`` 1 each figure is taken again with
 a streaming standby of the private cluster (on this same machine: it shows what the routing costs, not what a
 second machine gives). Failover is ``gis-ioc bench failover``; ten million beside one: ``gis-ioc bench sizes``.
@@ -20,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from gis_ioc import bench, bench_wrk, db
+from gis_ioc import bench, bench_wrk, db, proxy
 from gis_ioc.catalog import Catalog
 from gis_ioc.cluster import DATABASE, PrivateCluster
 from gis_ioc.errors import InvalidInput
@@ -28,6 +30,7 @@ from gis_ioc.settings import Settings
 
 MAX_PROCESSES = 16
 WRK_UNCACHED, WRK_CACHED = "tiles, uncached (wrk)", "tiles, cached (wrk)"
+PROXY_CACHED = "tiles, cached by nginx (wrk)"  # the documented deployment: nginx's cache in front
 
 
 def scale_bench(settings: Settings, processes: tuple[int, ...], concurrency: tuple[int, ...], seconds: float,
@@ -65,7 +68,14 @@ def scale_bench(settings: Settings, processes: tuple[int, ...], concurrency: tup
             best = max((row["rate"] for row in rows if row["path"] == path
                         and row["concurrency"] == r["concurrency"]), default=float("nan"))
             ratios[client][int(r["concurrency"])] = best / r["rate"] if r["rate"] else float("nan")
-    return {"rows": rows, "sql": limit, "uncached_to_sql": ratios}
+    proxied: dict[int, float] = {}  # nginx's cache beside gis-ioc's own, same process count and concurrency
+    for row in rows:
+        if row["path"] == PROXY_CACHED:
+            own = next((r["rate"] for r in rows if r["path"] == WRK_CACHED and r["processes"] == row["processes"]
+                        and r["replicas"] == row["replicas"] and r["concurrency"] == row["concurrency"]), None)
+            if own:
+                proxied[int(row["concurrency"])] = max(proxied.get(int(row["concurrency"]), 0), row["rate"] / own)
+    return {"rows": rows, "sql": limit, "uncached_to_sql": ratios, "proxy_to_cached": proxied}
 
 
 def _one_setup(settings: Settings, port: int, base: str, n: int, replicas: int, extra: dict[str, str],
@@ -90,10 +100,31 @@ def _one_setup(settings: Settings, port: int, base: str, n: int, replicas: int, 
                     rows += [{"path": WRK_CACHED if path == "tiles, cached" else WRK_UNCACHED,
                               "processes": n, "replicas": replicas, **r}
                              for r in bench_wrk.tiles(base, "incidents", chosen, concurrency, seconds)]
+                if path == "tiles, cached" and bench_wrk.available() and proxy.available():
+                    log(f"{PROXY_CACHED}, {n} process{'es' if n > 1 else ''}…")
+                    rows += [{"path": PROXY_CACHED, "processes": n, "replicas": replicas, **r}
+                             for r in _through_proxy(port, chosen, concurrency, seconds)]
             finally:
                 server.terminate()
                 server.wait(timeout=30)
     return rows
+
+
+def _through_proxy(port: int, chosen: list[tuple[int, int, int]], concurrency: tuple[int, ...],
+                   seconds: float) -> list[dict[str, float]]:
+    """The documented deployment's cached path: nginx (``gis_ioc.proxy``) in front of the server on ``port``.
+
+    Every tile of the list is asked for once through nginx first (as wrk asks, gzip accepted), so the figures
+    are of tiles nginx holds: served by nginx alone, each revalidated in the background with its ETag after
+    the five seconds its ``Cache-Control`` allows.
+    """
+    import httpx
+
+    with proxy.running([f"127.0.0.1:{port}"], port + 2, workers=2) as front, \
+            httpx.Client(base_url=front, timeout=60, headers={"Accept-Encoding": "gzip"}) as client:
+        for z, x, y in chosen:
+            client.get(f"/tiles/incidents/{z}/{x}/{y}.mvt").raise_for_status()
+        return bench_wrk.tiles(front, "incidents", chosen, concurrency, seconds)
 
 
 def _standby(settings: Settings, url: str, stack: contextlib.ExitStack, log: Callable[[str], None]) -> str:

@@ -275,6 +275,9 @@ def bench_scale(
     for client, ratios in result["uncached_to_sql"].items():
         out.print(f"uncached tiles / SQL limit (best process count, {client} client): " + ", ".join(
             f"c={c}: {ratio:.2f}" for c, ratio in ratios.items()))
+    if result["proxy_to_cached"]:
+        out.print("cached tiles through nginx / gis-ioc's own cached tiles (wrk): " + ", ".join(
+            f"c={c}: {ratio:.1f}x" for c, ratio in result["proxy_to_cached"].items()))
 
 
 @bench_app.command("failover")

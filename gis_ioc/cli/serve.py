@@ -42,6 +42,28 @@ def serve(
     server.run(host, port, workers or settings.workers)
 
 
+@app.command("proxy-config")
+def proxy_config(
+    upstream: Annotated[str, typer.Option(help="The gis-ioc processes, host:port, comma-separated.")]
+    = "127.0.0.1:8000",
+    cache_dir: Annotated[str, typer.Option(help="nginx's tile cache folder (nginx's user writes it).")]
+    = "/var/cache/nginx/gis-ioc",
+    listen: Annotated[str, typer.Option(help="nginx's listen parameters (e.g. `443 ssl`).")] = "80",
+    cache_mb: Annotated[int, typer.Option(min=16, max=1_000_000, help="Largest size of the tile cache, MB.")]
+    = 4096,
+    server_name: Annotated[str, typer.Option(help="nginx's server_name.")] = "_",
+) -> None:
+    """The nginx configuration of the documented deployment: tiles kept by nginx, events unbuffered.
+
+    Put it in ``/etc/nginx/conf.d/gis-ioc.conf`` (inside nginx's ``http`` block); add TLS to the server.
+    """
+    from gis_ioc import proxy
+
+    upstreams = [u.strip() for u in upstream.split(",") if u.strip()]
+    out.print(proxy.server_config(upstreams, cache_dir, listen, cache_mb, server_name), end="", markup=False,
+              highlight=False, soft_wrap=True)
+
+
 def _open_wall_when_ready(url: str) -> None:
     """On a machine with a display, open the wall in Chromium's kiosk mode once the server answers."""
     import shutil
