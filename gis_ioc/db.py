@@ -15,12 +15,13 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg2
+import psycopg2.errors
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from gis_ioc.cluster import PrivateCluster
-from gis_ioc.errors import DatabaseUnavailable, MigrationError
+from gis_ioc.errors import Busy, DatabaseUnavailable, MigrationError
 from gis_ioc.settings import Settings
 
 # Per-connection settings for the service: JIT and parallel query halve tile and feature
@@ -287,3 +288,31 @@ def pending_migrations(engine: Engine, folder: Path) -> list[Migration]:
             {r[0] for r in conn.execute(sa.text("SELECT version FROM schema_migrations"))} if exists else set()
         )
     return [m for m in migrations(folder) if m.version not in done]
+
+
+LOCK_TRY_MS = 100  # each try for a brief exclusive lock (take_lock_briefly): readers wait at most this long behind it
+LOCK_GIVE_UP_S = 60.0  # a reader holding the table longer than this every time: give up (Busy), nothing changed
+
+
+def take_lock_briefly(cur: Any, table: str, busy: str, mode: str = "ACCESS EXCLUSIVE") -> None:
+    """Lock ``table``, asking for at most ``LOCK_TRY_MS`` at a time, again until granted.
+
+    Readers queue behind a lock that waits: each try is short, with growing pauses between them; after
+    ``LOCK_GIVE_UP_S`` it raises ``Busy(busy)``.
+    """
+    deadline = time.monotonic() + LOCK_GIVE_UP_S
+    pause = 0.02
+    while True:
+        cur.execute("SAVEPOINT gis_ioc_lock")
+        try:
+            cur.execute(f"SET LOCAL lock_timeout = {LOCK_TRY_MS}")
+            cur.execute(f"LOCK TABLE {table} IN {mode} MODE")
+            cur.execute("SET LOCAL lock_timeout = 0")
+            cur.execute("RELEASE SAVEPOINT gis_ioc_lock")
+            return
+        except psycopg2.errors.LockNotAvailable:
+            cur.execute("ROLLBACK TO SAVEPOINT gis_ioc_lock")
+            if time.monotonic() > deadline:
+                raise Busy(busy) from None
+            time.sleep(pause)
+            pause = min(0.5, pause * 2)

@@ -22,11 +22,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from gis_ioc.db import take_lock_briefly
 from gis_ioc.errors import InvalidInput
-from gis_ioc.ingest.shadow import take_lock_briefly
 
 log = logging.getLogger(__name__)
 ARCHIVE_SCHEMA = "archive"
+MONTHS_AHEAD = 2  # partitions are kept for this month and this many after it (the server, loads, ``db months``)
 AHEAD_LOCK_MS = 100  # a new month needs the table to itself for a moment: readers queue behind it at most this long
 
 
@@ -48,10 +49,21 @@ class Archived:
     rows: int = 0
 
 
+# the column and time zone of a table gis-ioc partitions by month: one statement for SQLAlchemy and the driver
+_PARTITIONING = ("SELECT m.column_name, m.time_zone FROM month_partitioned m JOIN pg_class c "
+                 "ON c.oid = to_regclass(m.table_name) WHERE m.table_name = %s AND c.relkind = 'p'")
+
+
 def partitioning(conn: Connection, table: str) -> tuple[str, str] | None:
     """The column and time zone ``table`` (``schema.name``) is partitioned by month on; None if it is not."""
-    row = conn.execute(sa.text("SELECT column_name, time_zone FROM month_partitioned WHERE table_name = :t "
-                               "AND to_regclass(table_name) IS NOT NULL"), {"t": table}).first()
+    row = conn.exec_driver_sql(_PARTITIONING, (table,)).first()
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def month_partitioning(cur: Any, table: str) -> tuple[str, str] | None:
+    """``partitioning`` on a driver's cursor (a load's transaction)."""
+    cur.execute(_PARTITIONING, (table,))
+    row = cur.fetchone()
     return (str(row[0]), str(row[1])) if row else None
 
 
@@ -69,11 +81,14 @@ def months(conn: Connection, table: str) -> list[Month]:
 
 
 def ahead(conn: Connection, table: str = "public.incidents") -> int:
-    """Partitions for this month and the next two (strays in the default moved to months first); how many made."""
+    """Partitions for this month and the ``MONTHS_AHEAD`` after it (strays in the default moved to months first).
+
+    Returns how many it made.
+    """
     if partitioning(conn, table) is None:
         return 0
     return int(conn.execute(sa.text("SELECT gis_ioc_month_partitions(to_regclass(:t), now(), "
-                                     "now() + interval '2 months')"), {"t": table}).scalar_one())
+                                     f"now() + interval '{MONTHS_AHEAD} months')"), {"t": table}).scalar_one())
 
 
 def keep_ahead(engine: Engine, stop: threading.Event, every_s: float = 6 * 3600) -> None:
@@ -102,7 +117,7 @@ def archive(engine: Engine, before: date, table: str = "public.incidents") -> Ar
     One transaction: the months, their counts, the tile cells and the layer's version change together or not
     at all. The counts and cells lose the months' rows while the months are only locked against writes
     (readers go on); the table is then taken for the moment the months are detached, asked for briefly and
-    again (``ingest.shadow.take_lock_briefly``), so readers never queue long behind it.
+    again (``db.take_lock_briefly``), so readers never queue long behind it.
     """
     name = table.split(".", 1)[1]
     archived = Archived()

@@ -25,29 +25,14 @@ current one and the two ahead, and at the swap the shadow's partitions and their
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
-import psycopg2
-import psycopg2.errors
-
+from gis_ioc import db, partitions
 from gis_ioc.catalog import Layer, quote_ident
-from gis_ioc.errors import Busy
 
 SUFFIX = "__gis_ioc_load"
-SWAP_TRY_MS = 100  # each try for the brief exclusive lock; readers wait at most this long behind it
 # tables whose rows the incident counts depend on (migration 018): a swapped-in load counts again
 RECOUNT_AFTER_SWAP = ("public.incidents", "public.admin_units")
-SWAP_GIVE_UP_S = 60.0  # a reader holding the table longer than this every time: the load fails, nothing changed
-
-
-def _month_partitioning(cur: Any, table: str) -> tuple[str, str] | None:
-    """The column and time zone a table is partitioned by month on (None: it is not, or not by gis-ioc)."""
-    cur.execute("SELECT m.column_name, m.time_zone FROM month_partitioned m JOIN pg_class c "
-                "ON c.oid = to_regclass(m.table_name) WHERE m.table_name = %s AND c.relkind = 'p'",
-                (table,))
-    row = cur.fetchone()
-    return (str(row[0]), str(row[1])) if row else None
 
 
 def _why_not(cur: Any, oid: int, by_month: bool = False) -> str | None:
@@ -100,7 +85,7 @@ class Shadow:
             return None
         cur.execute("SELECT to_regclass(%s)::oid", (layer.table,))
         oid = cur.fetchone()[0]
-        by_month = _month_partitioning(cur, layer.table) if oid is not None else None
+        by_month = partitions.month_partitioning(cur, layer.table) if oid is not None else None
         if oid is None or _why_not(cur, oid, by_month is not None) is not None:
             return None
         shadow = cls(cur, layer, oid)
@@ -156,7 +141,8 @@ class Shadow:
                 cur.execute(f"DROP TABLE {part}")
         cur.execute("SELECT gis_ioc_month_partition(%s::regclass, m, %s) FROM generate_series("
                     "date_trunc('month', now() AT TIME ZONE %s), date_trunc('month', now() AT TIME ZONE %s) "
-                    "+ interval '2 months', interval '1 month') m", (self.table, zone, zone, zone))
+                    f"+ interval '{partitions.MONTHS_AHEAD} months', interval '1 month') m",
+                    (self.table, zone, zone, zone))
 
     def _partitions_renamed(self) -> list[str]:
         """Statements giving the shadow's partitions and their indexes the names the old table's had."""
@@ -256,32 +242,9 @@ class Shadow:
 
     def _take_lock(self) -> None:
         """ACCESS EXCLUSIVE on the old table, asked for briefly and again, so readers never queue long."""
-        take_lock_briefly(self.cur, self.old, f"layer {self.layer.id!r}: a reader held the table for over "
-                          f"{SWAP_GIVE_UP_S:g} s each time the load tried to finish; nothing was loaded, try again")
-
-
-def take_lock_briefly(cur: Any, table: str, busy: str, mode: str = "ACCESS EXCLUSIVE") -> None:
-    """Lock ``table``, asking for at most ``SWAP_TRY_MS`` at a time, again until granted.
-
-    Readers queue behind a lock that waits: each try is short, with growing pauses between them; after
-    ``SWAP_GIVE_UP_S`` it raises ``Busy(busy)``.
-    """
-    deadline = time.monotonic() + SWAP_GIVE_UP_S
-    pause = 0.02
-    while True:
-        cur.execute("SAVEPOINT gis_ioc_lock")
-        try:
-            cur.execute(f"SET LOCAL lock_timeout = {SWAP_TRY_MS}")
-            cur.execute(f"LOCK TABLE {table} IN {mode} MODE")
-            cur.execute("SET LOCAL lock_timeout = 0")
-            cur.execute("RELEASE SAVEPOINT gis_ioc_lock")
-            return
-        except psycopg2.errors.LockNotAvailable:
-            cur.execute("ROLLBACK TO SAVEPOINT gis_ioc_lock")
-            if time.monotonic() > deadline:
-                raise Busy(busy) from None
-            time.sleep(pause)
-            pause = min(0.5, pause * 2)
+        db.take_lock_briefly(self.cur, self.old, f"layer {self.layer.id!r}: a reader held the table for over "
+                             f"{db.LOCK_GIVE_UP_S:g} s each time the load tried to finish; nothing was loaded, "
+                             "try again")
 
 
 def _on_shadow(definition: str, table: str, shadow: str) -> str:
