@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 
-from gis_ioc import limits, routing
+from gis_ioc import db, limits, routing
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import InvalidInput
 from gis_ioc.web.analysis import BIGINT, GEOJSON, Filter, Lat, LayerId, Lon, Moment, _moment
@@ -47,7 +47,7 @@ def route(request: Request, engine: EngineDep, catalog: CatalogDep, from_: Annot
     end = routing.parse_points(to, "to", 1)[0]
     stops = routing.parse_points(via, "via", routing.MAX_VIA) if via else []
     _ready(request, engine, catalog)
-    with engine.connect() as conn:
+    with db.autocommit(engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
         return _json(routing.route(conn, catalog, start, end, stops, _moment(depart_at, "depart_at")))
 
 
@@ -64,7 +64,7 @@ def nearest_by_time(request: Request, engine: EngineDep, catalog: CatalogDep, la
     nearest in a straight line is also the soonest there.
     """
     _ready(request, engine, catalog)
-    with engine.connect() as conn:
+    with db.autocommit(engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
         return _json(routing.nearest_by_time(conn, catalog, layer, filter_text=filter, lon=lon, lat=lat,
                                              incident=incident, k=k))
 
@@ -86,7 +86,7 @@ def reach(request: Request, engine: EngineDep, catalog: CatalogDep, layer: Layer
     except ValueError:
         raise InvalidInput(f"minutes: {minutes[:40]!r} is not minutes separated by commas", param="minutes") from None
     _ready(request, engine, catalog)
-    with engine.connect() as conn:
+    with db.autocommit(engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
         return _json(routing.reach(conn, catalog, layer, filter_text=filter, minutes=times, by_commune=by_commune,
                                    window_days=window_days))
 
@@ -98,7 +98,7 @@ def travel_matrix(request: Request, engine: EngineDep, catalog: CatalogDep, orig
     a = routing.parse_points(origins, "origins", routing.MAX_MATRIX)
     b = routing.parse_points(destinations, "destinations", routing.MAX_MATRIX)
     _ready(request, engine, catalog)
-    with engine.connect() as conn:
+    with db.autocommit(engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
         return _json(routing.travel_matrix(conn, catalog, a, b), "application/json")
 
 
@@ -107,5 +107,5 @@ def travel_matrix(request: Request, engine: EngineDep, catalog: CatalogDep, orig
 def network(request: Request, engine: EngineDep, catalog: CatalogDep) -> JSONResponse:
     """What ``gis-ioc network check`` prints: how the network holds together."""
     _ready(request, engine, catalog)
-    with engine.connect() as conn:
+    with db.autocommit(engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
         return JSONResponse(json.loads(json.dumps(routing.check(conn, catalog), default=str)))
