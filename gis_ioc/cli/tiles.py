@@ -36,16 +36,16 @@ def tiles_export(
     zooms: Annotated[str, typer.Option(help="Zoom range, e.g. 8-14.")] = "8-14",
 ) -> None:
     """Write an offline tile archive (PMTiles v3) for a wall or a field laptop without the server."""
-    from gis_ioc import tiles
+    from gis_ioc import tile_export
 
     settings = _settings()
     box = _bbox_option(bbox, settings)
-    levels = tiles.parse_zooms(zooms)
+    levels = tile_export.parse_zooms(zooms)
     engine = _engine(settings)
     bar = Bar("tiles", err_console)
     try:
         with engine.connect() as conn:
-            report = tiles.export_pmtiles(conn, _catalog(settings, engine), layers, box, levels, out_file,
+            report = tile_export.export_pmtiles(conn, _catalog(settings, engine), layers, box, levels, out_file,
                                           progress=lambda done, total: bar(done * 10, total * 10))
     finally:
         bar.close()
