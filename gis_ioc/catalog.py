@@ -159,6 +159,8 @@ class Network(BaseModel):
     default_speed_kmh: float = Field(default=30, gt=0, le=200, description="For a class not listed")
     speed_column: str | None = Field(default=None, description="A segment's own speed, km/h (overrides its class)")
     oneway_column: str | None = Field(default=None, description="True: only in the line's own direction")
+    level_column: str | None = Field(default=None, description="Grade level (1 a bridge or flyover, -1 a tunnel, "
+                                     "0 or empty the ground): lines of different levels cross without meeting")
     name_column: str | None = Field(default="name", description="The road's name in the steps of a route")
     off_road_kmh: float = Field(default=5, gt=0, le=50, description="From a point to the road (the last leg)")
     max_off_road_m: float = Field(default=5000, gt=0, le=100_000, description="Farther from any road: refused")
@@ -220,7 +222,7 @@ class Layer(BaseModel):
         if self.network:
             net = self.network
             network_columns: list[str | None] = [*net.where, net.class_column, net.speed_column, net.oneway_column,
-                                                 net.name_column]
+                                                 net.level_column, net.name_column]
             for column_name in network_columns:
                 if column_name is not None and column_name not in names:
                     raise ValueError(f"network: {column_name!r} is not one of the properties")

@@ -242,6 +242,9 @@ def wiggle(points: list[tuple[float, float]], rng: np.random.Generator, amplitud
 CITY_STREETS_EW = ("Trần Hưng Đạo", "Phan Đình Phùng", "Bà Triệu", "Nguyễn Huệ", "Lê Hồng Phong")
 CITY_STREETS_NS = ("Lê Lợi", "Trần Phú", "Hùng Vương", "Phan Chu Trinh", "Ure")
 ONE_WAY_STREETS = ("Bà Triệu", "Phan Chu Trinh")  # drawn west to east, and north to south
+# Lê Lợi is carried over Nguyễn Huệ by a flyover (grade level 1) from the Bà Triệu crossing to Lê Hồng Phong's:
+# the two pass over each other without a junction
+FLYOVER = ("Lê Lợi", "Bà Triệu", "Lê Hồng Phong")
 
 
 def city_streets(centre: tuple[float, float], spacing: float = 0.004) -> list[dict[str, object]]:
@@ -255,8 +258,15 @@ def city_streets(centre: tuple[float, float], spacing: float = 0.004) -> list[di
                          geometry=LineString([(x0 - half - out, y), (x0 + half + out, y)])))
     for i, name in enumerate(CITY_STREETS_NS):
         x, out = x0 - half + i * spacing, 0 if name in ONE_WAY_STREETS else spacing
-        rows.append(dict(kind="road", name=f"Đường {name}", road_class="urban", oneway=name in ONE_WAY_STREETS,
-                         geometry=LineString([(x, y0 + half + out), (x, y0 - half - out)])))
+        top, bottom = y0 + half + out, y0 - half - out
+        if name != FLYOVER[0]:
+            rows.append(dict(kind="road", name=f"Đường {name}", road_class="urban", oneway=name in ONE_WAY_STREETS,
+                             geometry=LineString([(x, top), (x, bottom)])))
+            continue
+        low, high = (y0 - half + CITY_STREETS_EW.index(street) * spacing for street in FLYOVER[1:])
+        for (north, south), level in (((top, high), 0), ((high, low), 1), ((low, bottom), 0)):
+            rows.append(dict(kind="road", name=f"{'Cầu vượt' if level else 'Đường'} {name}", road_class="urban",
+                             oneway=False, grade_level=level, geometry=LineString([(x, north), (x, south)])))
     return rows
 
 

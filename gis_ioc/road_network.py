@@ -1,8 +1,9 @@
 """The routable road network: made by PostgreSQL from the layers that say they are its sources, and checked.
 
 Every layer whose file has a ``network:`` block (the infrastructure's roads) gives its lines: snapped at ends that
-nearly touch another line, noded where they meet (every crossing is a junction: the data has no bridge or tunnel
-levels), one edge per piece, its cost in seconds from its length and its speed (its own ``speed_kmh``, else its
+nearly touch another line, noded where lines of the same grade level cross (a bridge or a flyover, level 1, passes
+over the road below it; lines of different levels meet only where an end of one lies on the other, as a ramp
+does), one edge per piece, its cost in seconds from its length and its speed (its own ``speed_kmh``, else its
 class's), one-way pieces with no reverse cost. It is made into new tables and swapped in at the end, whenever a
 source layer's version has moved (``ensure``: the first routing call after a write or a load, or ``gis-ioc network
 build``). ``gis_ioc.routing`` answers the questions on it.
@@ -65,8 +66,9 @@ def _roads_sql(layer: Layer) -> tuple[str, dict[str, Any]]:
         speed = f"coalesce({t}{quote_ident(net.speed_column)}::double precision, {speed})"
     oneway = f"coalesce({t}{quote_ident(net.oneway_column)}, false)" if net.oneway_column else "false"
     name = f"{t}{quote_ident(net.name_column)}::text" if net.name_column else "NULL::text"
+    level = f"coalesce({t}{quote_ident(net.level_column)}::integer, 0)" if net.level_column else "0"
     sql = (f"SELECT '{layer.table}'::text AS layer_table, {t}{quote_ident(layer.id_column)}::text AS road_id, "
-           f"{name} AS name, {cls} AS road_class, {speed} AS speed_kmh, {oneway} AS oneway, "
+           f"{name} AS name, {cls} AS road_class, {speed} AS speed_kmh, {oneway} AS oneway, {level} AS lvl, "
            f"(ST_Dump(ST_Force2D(t.{quote_ident(layer.geometry.column)}))).geom AS g "
            f"FROM {quote_table(layer.table)} t WHERE {' AND '.join(where)}")
     return sql, bind
@@ -91,22 +93,32 @@ def build(conn: Connection, catalog: Catalog) -> dict[str, Any]:
         "DELETE FROM net_roads WHERE ST_IsEmpty(g) OR ST_NPoints(g) < 2",
         "ALTER TABLE net_roads ADD COLUMN n serial",
         "CREATE INDEX ON net_roads USING gist (g)",
-        "CREATE TEMP TABLE net_ends ON COMMIT DROP AS SELECT ST_StartPoint(g) AS p FROM net_roads "
-        "UNION ALL SELECT ST_EndPoint(g) FROM net_roads",
+        "CREATE TEMP TABLE net_ends ON COMMIT DROP AS SELECT ST_StartPoint(g) AS p, lvl FROM net_roads "
+        "UNION ALL SELECT ST_EndPoint(g), lvl FROM net_roads",
         "CREATE INDEX ON net_ends USING gist (p)",
-        # a line passing an end that nearly touches it gets a vertex there, so noding makes the junction
+        # a line passing an end that nearly touches it gets a vertex there, so noding makes the junction; an end
+        # of another level's line (a ramp) gets one even when it lies on the line, for the cut below
         f"UPDATE net_roads r SET g = ST_Snap(r.g, s.pts, {SNAP_DEG!r}) FROM (SELECT r2.n, ST_Collect(e.p) AS pts "
         f"FROM net_roads r2 JOIN net_ends e ON ST_DWithin(r2.g, e.p, {SNAP_DEG!r}) "
-        "AND NOT ST_Intersects(r2.g, e.p) GROUP BY r2.n) s WHERE s.n = r.n",
-        "CREATE TEMP TABLE net_pieces ON COMMIT DROP AS SELECT (ST_Dump(ST_Node(ST_Collect(g)))).geom AS seg "
-        "FROM net_roads",
+        "AND (e.lvl <> r2.lvl OR NOT ST_Intersects(r2.g, e.p)) GROUP BY r2.n) s WHERE s.n = r.n",
+        # noded level by level: lines of one level meet where they cross, lines of two levels never do
+        "CREATE TEMP TABLE net_pieces ON COMMIT DROP AS SELECT lvl, (ST_Dump(ST_Node(ST_Collect(g)))).geom AS seg "
+        "FROM net_roads GROUP BY lvl",
         "DELETE FROM net_pieces WHERE ST_Length(seg) = 0",
         "ALTER TABLE net_pieces ADD COLUMN n serial",
+        # ... except where an end of one lies on the other (now a vertex of it): cut there
+        "CREATE TEMP TABLE net_cuts ON COMMIT DROP AS SELECT p.n, ST_Collect(e.p) AS pts FROM net_pieces p "
+        "JOIN net_ends e ON e.lvl <> p.lvl AND ST_Intersects(p.seg, e.p) "
+        "AND NOT ST_Intersects(ST_Boundary(p.seg), e.p) GROUP BY p.n",
+        "INSERT INTO net_pieces (lvl, seg) SELECT p.lvl, (ST_Dump(ST_Split(p.seg, c.pts))).geom FROM net_pieces p "
+        "JOIN net_cuts c ON c.n = p.n",
+        "DELETE FROM net_pieces p USING net_cuts c WHERE p.n = c.n",
         # each piece keeps the attributes of the line it lies on (and that line's direction, for one-way roads)
         "CREATE TEMP TABLE net_segs ON COMMIT DROP AS SELECT DISTINCT ON (p.n) p.n, r.layer_table, r.road_id, r.name, "
         "r.road_class, r.speed_kmh, r.oneway, CASE WHEN r.oneway AND ST_LineLocatePoint(r.g, ST_StartPoint(p.seg)) "
         "> ST_LineLocatePoint(r.g, ST_EndPoint(p.seg)) THEN ST_Reverse(p.seg) ELSE p.seg END AS seg "
-        "FROM net_pieces p JOIN net_roads r ON ST_DWithin(r.g, ST_LineInterpolatePoint(p.seg, 0.5), 1e-7) "
+        "FROM net_pieces p JOIN net_roads r ON r.lvl = p.lvl "
+        "AND ST_DWithin(r.g, ST_LineInterpolatePoint(p.seg, 0.5), 1e-7) "
         "ORDER BY p.n, ST_Distance(r.g, ST_LineInterpolatePoint(p.seg, 0.5))",
         "DROP TABLE IF EXISTS network_vertices_next, network_edges_next",
         "CREATE TABLE network_vertices_next (LIKE network_vertices INCLUDING ALL)",

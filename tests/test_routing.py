@@ -111,6 +111,35 @@ def test_a_one_way_road_is_driven_one_way_only(routed):
         routing.ensure(engine, catalog)
 
 
+def test_a_flyover_passes_over_the_street_below_without_a_junction(routed):
+    """Issue 13: lines of different grade levels cross without meeting; they meet where an end lies on the other."""
+    engine, catalog, _ = routed
+    with engine.connect() as conn:
+        fly = conn.execute(sa.text(
+            "SELECT id, geom FROM infrastructure WHERE kind = 'road' AND grade_level = 1")).one()
+        under = conn.execute(sa.text(  # the streets the flyover passes over: crossed away from its ends
+            "SELECT r.id::text AS id, ST_AsText(ST_Intersection(r.geom, f.geom)) AS at FROM infrastructure r, "
+            "infrastructure f WHERE f.id = :f AND r.kind = 'road' AND coalesce(r.grade_level, 0) = 0 "
+            "AND ST_Intersects(r.geom, f.geom) AND NOT ST_Intersects(r.geom, ST_Boundary(f.geom))"),
+            {"f": fly.id}).all()
+        assert {r.at.startswith("POINT") for r in under} == {True} and len(under) >= 1
+        vertices = lambda road_id: {int(v) for v in conn.execute(sa.text(  # noqa: E731
+            "SELECT unnest(ARRAY[source, target]) FROM network_edges WHERE road_id = :r"), {"r": road_id}).scalars()}
+        on_flyover = vertices(str(fly.id))
+        for street in under:
+            assert not on_flyover & vertices(street.id), street  # no junction where they cross
+        ramps = conn.execute(sa.text(  # the streets its ends land on: cut there, so they meet
+            "SELECT DISTINCT r.id::text FROM infrastructure r, infrastructure f WHERE f.id = :f AND r.id <> f.id "
+            "AND r.kind = 'road' AND ST_Intersects(r.geom, ST_Boundary(f.geom))"), {"f": fly.id}).scalars().all()
+        assert len(ramps) >= 2
+        for street in ramps:
+            assert on_flyover & vertices(street), street
+        below = vertices(under[0].id)
+        graph, _ = _graph(conn)
+    # the street passed over is still reached from the flyover, by way of a ramp: the route goes round
+    assert nx.has_path(graph, min(on_flyover), min(below))
+
+
 def test_reach_holds_every_place_reached_in_time(routed):
     """Isochrone membership against single-source times, for 1,000 random places near the roads.
 
