@@ -146,7 +146,7 @@ def reach_view(conn: Connection, catalog: Catalog, settings: Settings, *, layer:
                        style_function=lambda _, c=colour: {"color": c, "weight": 1.5, "fillColor": c,
                                                            "fillOpacity": 0.35, "className": "gis-reach"}).add_to(m)
     places = folium.FeatureGroup(name="Facilities")
-    for row in routing._candidates(conn, catalog, layer, condition)[1]:
+    for row in found["sources"]:
         folium.CircleMarker((row["lat"], row["lon"]), radius=8, color="#0b1220", weight=2, fill=True,
                             fill_color="#ef233c", fill_opacity=1, class_name="gis-facility",
                             tooltip=html.escape(row["name"] or str(row["id"]))).add_to(places)

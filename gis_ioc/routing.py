@@ -292,20 +292,12 @@ def _at_most(layer: Layer, found: Sequence[Any]) -> None:
                            "narrow the filter (kind = 'fire_station')", param="filter")
 
 
-def _candidates(conn: Connection, catalog: Catalog, layer_id: str, filter_text: str | None,
-                ) -> tuple[Layer, list[dict[str, Any]]]:
-    """The facilities to compare: the layer's features (filtered), each at a point on its surface."""
-    layer, sql, params = _candidates_sql(conn, catalog, layer_id, filter_text)
-    rows = conn.execute(sa.text(f"SELECT id, name, ST_X(p) AS lon, ST_Y(p) AS lat FROM ({sql}) c ORDER BY i"),
-                        params).mappings().all()
-    _at_most(layer, rows)
-    return layer, [dict(r) for r in rows]
-
-
 def _candidates_on_roads(conn: Connection, catalog: Catalog, layer_id: str, filter_text: str | None,
                          net: Network, origin: str = "", origin_params: dict[str, Any] | None = None,
                          ) -> tuple[Layer, Any, list[dict[str, Any]], list[OnRoad | None]]:
-    """``_candidates`` each joined to the network, and ``origin`` (SQL of one point ``p``) too: one statement.
+    """The facilities to compare, each joined to the network, and ``origin`` (SQL of one point ``p``) too.
+
+    The facilities: the layer's features (filtered), each at a point on its surface; all in one statement.
 
     Returns the layer, the origin's row (None: no origin asked, or the origin's query found nothing), the
     candidates and where each joins the network (None: too far from every road).
@@ -448,8 +440,10 @@ def reach(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str
     """The areas reached by road from the facilities (``filter``) within each of ``minutes``.
 
     An area is every road reached in time and a 3-minute walk around it (``REACH_WALK_S`` at the off-road
-    speed: the boundary smoothing). With ``by_commune``, today's communes with the share of their area and of
-    their incidents (the last ``window_days``) reached within each time, and those not reached at all.
+    speed: the boundary smoothing). ``sources``: the facilities, each at its point, and whether it is on the
+    network (one farther than ``max_off_road_m`` from every road reaches nothing by road).
+    With ``by_commune``, today's communes with the share of their area and of their incidents (the last
+    ``window_days``) reached within each time, and those not reached at all.
     """
     given = list(minutes or [10, 20, 30])
     minutes = sorted(set(given))
@@ -460,7 +454,9 @@ def reach(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str
     layer, _, found, on_roads = _candidates_on_roads(conn, catalog, layer_id, filter_text, net)
     joined = [p for p in on_roads if p is not None]  # a facility far from every road reaches nothing by road
     result: dict[str, Any] = {"type": "FeatureCollection", "layer": layer.id, "facilities": len(found),
-                              "walk_m": round(REACH_WALK_S * net.off_road_kmh / 3.6), "features": []}
+                              "walk_m": round(REACH_WALK_S * net.off_road_kmh / 3.6), "features": [],
+                              "sources": [{**f, "on_network": p is not None} for f, p in zip(found, on_roads,
+                                                                                            strict=True)]}
     if not joined:
         return result
     walk = REACH_WALK_S * net.off_road_kmh / 3.6

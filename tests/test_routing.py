@@ -155,6 +155,9 @@ def test_reach_holds_every_place_reached_in_time(routed):
         walk = found["walk_m"]
         stations = [(r.x, r.y) for r in conn.execute(sa.text(
             "SELECT ST_X(geom) AS x, ST_Y(geom) AS y FROM infrastructure WHERE kind = 'fire_station'"))]
+        sources = sorted(c for s in found["sources"] for c in (s["lon"], s["lat"]))
+        assert sources == pytest.approx(sorted(c for s in stations for c in s))
+        assert found["facilities"] == len(stations) and all(s["on_network"] for s in found["sources"])
         lines = [shapely.from_wkb(bytes(r[0])) for r in conn.execute(sa.text(
             "SELECT ST_AsBinary(geom) FROM network_edges ORDER BY id"))]
         places = []
