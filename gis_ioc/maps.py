@@ -439,8 +439,14 @@ def kpis(conn: Connection, catalog: Catalog, settings: Settings) -> dict[str, An
 
 
 def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id: int, *,
-             assets: Assets | None = None, cameras: int = 5, radius_m: float = 2000) -> folium.Map:
-    """One incident: its admin unit, its nearest online cameras and what they see, infrastructure within 2 km."""
+             assets: Assets | None = None, cameras: int = 5, radius_m: float = 2000,
+             server: str | None = "") -> folium.Map:
+    """One incident: its admin unit, its nearest online cameras and what they see, infrastructure within 2 km.
+
+    Its ETAs (leaving now) follow the clock. ``server``: where the page hears of changes (``""``: the server
+    that made it), made again when the incident, one of its cameras or a camera in its circle changes; None: a
+    snapshot (a file, a notebook), never made again.
+    """
     layer = catalog.get("incidents", conn)
     found = features.item(conn, layer, incident_id)
     if found is None:
@@ -521,6 +527,9 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
     north, east = max(c[0] for c in corners), max(c[1] for c in corners)
     _Script(f"{m.get_name()}.fitBounds({json.dumps([[south, west], [north, east]])}, "
             "{animate: false, paddingTopLeft: [440, 20], paddingBottomRight: [20, 20]});").add_to(m)
+    live = {"id": incident_id, "lon": lon, "lat": lat, "radius_m": radius_m, "server": server,
+            "cameras": [c["id"] for c in near["features"]], "timezone": settings.timezone, "every_s": LIVE_EVERY_S}
+    _Script(f"GisIocViews.startIncident({m.get_name()}, {json.dumps(live)});").add_to(m)
     unit_line = " · ".join(f"{u['unit_type']} {u['name']} ({u['code']})" for u in (units.get("commune"),
                                                                                     units.get("district")) if u)
     rows_cam = "".join(f"<tr><td class='gis-ref'>{i}</td><td>{html.escape(n)}</td><td class='num'>{d:,.0f} m</td>"
@@ -531,7 +540,8 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
                          for i, k, n, d in infra_rows) or "<tr><td colspan=4>nothing within 2 km</td></tr>"
     when = _local_time(props.get("reported_at"), settings.timezone)
     _root(m).html.add_child(Element(
-        f'<div id="gis-incident" class="gis-panel gis-side"><div class="gis-panel-title">Incident {incident_id}</div>'
+        f'<div id="gis-incident" class="gis-panel gis-side"><div class="gis-panel-title">Incident {incident_id}'
+        f'{"" if server is None else "<span id=gis-live class=gis-live-off>connecting…</span>"}</div>'
         f'<h2>{html.escape(str(props.get("title") or ""))}</h2>'
         f'<div class="gis-badge" style="--c:{severity_colour}">{html.escape(str(props.get("severity")))}</div> '
         f'<span class="gis-status">{html.escape(str(props.get("status")))}</span>'
@@ -544,6 +554,7 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
 
 
 BY_ROAD = (("fire_station", "fire station"), ("hospital", "hospital"), ("police", "police"))
+LIVE_EVERY_S = 5  # an incident's view is made again at most this often when what it shows changes
 
 
 def _by_road(conn: Connection, catalog: Catalog, m: folium.Map, incident_id: int, colours: dict[str, str],
@@ -578,7 +589,8 @@ def _by_road(conn: Connection, catalog: Catalog, m: folium.Map, incident_id: int
             f"<div class='gis-muted'>nearest in a straight line: {html.escape(other['name'] or '')} "
             f"({other['straight_m'] / 1000:.1f} km), slower by road</div>")
         rows.append(f"<tr><td>{label}</td><td>{html.escape(bp['name'] or '')}{note}</td>"
-                    f"<td class='num gis-eta'>{bp['minutes']:.0f} min<div class='gis-muted'>ETA {eta:%H:%M}</div></td>"
+                    f"<td class='num gis-eta'>{bp['minutes']:.0f} min<div class='gis-muted'>ETA "
+                    f"<span data-eta-s='{bp['time_s'] or 0:.0f}'>{eta:%H:%M}</span></div></td>"
                     f"<td class='num'>{bp['road_m'] / 1000:.1f} km</td></tr>")
     group.add_to(m)
     return "".join(rows)

@@ -249,7 +249,8 @@ class Workspace:
     def incident_map(self, incident_id: int) -> folium.Map:
         """One incident with its unit, nearest cameras and the infrastructure around it."""
         with self._conn() as conn:
-            return maps.incident(conn, self.catalog, self.settings, incident_id, assets=maps.INLINE)
+            return maps.incident(conn, self.catalog, self.settings, incident_id, assets=maps.INLINE,
+                                 server=None)
 
     def choropleth_map(self, **kwargs: Any) -> folium.Map:
         """Counts per unit in classes (``layer=``, ``level=``, ``window="30d"``, ``measure=``)."""

@@ -321,6 +321,45 @@ def test_the_incident_view(visit, demo_engine):
     assert not view.errors and not view.foreign, (view.errors, view.foreign)
 
 
+def test_the_incident_view_follows_its_incident_and_the_clock(visit, server, demo_engine):
+    """Issue 13: the view is made again when its incident changes (keeping where the map was); ETAs follow now."""
+    key = auth.create_key(demo_engine, f"incident-view-{uuid.uuid4().hex[:6]}", "operator")
+    headers = {"Authorization": f"Bearer {key}"}
+    incident = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [CITY[0] + 0.003, CITY[1] - 0.002]},
+                "properties": {"type": "fire", "severity": "severe", "title": "Cháy kho, phường Thắng Lợi",
+                               "source": "114"}}
+    posted = httpx.post(f"{server}/collections/incidents/items", json=incident, headers=headers, timeout=10)
+    assert posted.status_code == 201, posted.text
+    new_id = posted.json()["id"]
+    try:
+        view = visit(f"/views/incidents/{new_id}", "window.gisIocIncident !== undefined")
+        wait_until(view.page, "document.querySelector('#gis-live').textContent == 'LIVE'", timeout=10_000)
+        assert view.page.text_content("#gis-incident .gis-status") == "new"
+        etas = view.page.eval_on_selector_all("[data-eta-s]", "els => els.map(e => e.textContent)")
+        assert etas and all(re.fullmatch(r"\d\d:\d\d", t) for t in etas), etas
+        view.page.evaluate("window.gisIocIncident.map.setZoom(13, {animate: false}); window.beforeChange = 1")
+        # a camera put up far away is not this view's business: heard, and the page stays
+        far = httpx.post(f"{server}/collections/cameras/items", headers=headers, timeout=10, json={
+            "type": "Feature", "geometry": {"type": "Point", "coordinates": [CITY[0] + 0.3, CITY[1] + 0.3]},
+            "properties": {"name": "Camera far from the incident"}})
+        assert far.status_code == 201, far.text
+        httpx.delete(f"{server}/collections/cameras/items/{far.json()['id']}", headers=headers, timeout=10)
+        wait_until(view.page, "window.gisIocIncident.events >= 2", timeout=10_000)
+        assert view.page.evaluate("[window.gisIocIncident.reloading, window.beforeChange]") == [False, 1]
+        with view.page.expect_navigation(timeout=20_000):  # the page is made again
+            changed = httpx.patch(f"{server}/collections/incidents/items/{new_id}", json={"properties": {
+                "status": "verified"}}, headers=headers, timeout=10)
+            assert changed.status_code == 200, changed.text
+        view.page.wait_for_load_state("load")
+        wait_until(view.page, "window.gisIocIncident !== undefined && window.beforeChange === undefined",
+                   timeout=10_000)
+        assert view.page.text_content("#gis-incident .gis-status") == "verified"
+        assert view.page.evaluate("window.gisIocIncident.map.getZoom()") == 13  # where the operator had it
+        assert not view.errors and not view.foreign, (view.errors, view.foreign)
+    finally:
+        httpx.delete(f"{server}/collections/incidents/items/{new_id}", headers=headers, timeout=10)
+
+
 def test_the_choropleth_view(visit, demo_engine):
     view = visit("/views/choropleth?layer=incidents&level=commune&window=30d")
     wait_until(view.page, "document.querySelectorAll('path.gis-unit').length > 0", timeout=30_000)

@@ -83,7 +83,7 @@ def render(
                 m = maps.wall(conn, catalog, settings, server=base, assets=maps.INLINE)
             elif name == "incident":
                 assert incident is not None
-                m = maps.incident(conn, catalog, settings, incident, assets=maps.INLINE)
+                m = maps.incident(conn, catalog, settings, incident, assets=maps.INLINE, server=None)
             else:
                 m = planning.choropleth(conn, catalog, settings, layer=layer, level=level, window=window,
                                     measure=measure, assets=maps.INLINE)

@@ -553,4 +553,68 @@
     };
     state.ready = true;
   };
+
+  // One incident's view, kept live: its ETAs follow the clock, and the page is made again (keeping the map's
+  // view) when the incident changes or one of its cameras does, or a camera comes within its circle.
+  V.startIncident = function (map, opts) {
+    var fmt = new Intl.DateTimeFormat("en-GB", {hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+                                                timeZone: opts.timezone});
+    var state = window.gisIocIncident = {map: map, events: 0, reloading: false, loadedAt: Date.now()};
+    var kept = "gis-ioc-view:" + location.pathname;
+    try {  // the view before a reload made for a change: put back
+      var was = JSON.parse(sessionStorage.getItem(kept) || "null");
+      sessionStorage.removeItem(kept);
+      if (was && Date.now() - was.at < 60e3) { map.setView(was.center, was.zoom, {animate: false}); }
+    } catch (e) { /* no session storage: the page's own view */ }
+
+    function tick() {
+      Array.prototype.forEach.call(document.querySelectorAll("[data-eta-s]"), function (el) {
+        el.textContent = fmt.format(new Date(Date.now() + 1000 * Number(el.getAttribute("data-eta-s"))));
+      });
+    }
+    tick();
+    setInterval(tick, 15e3);
+
+    var shown = {};
+    (opts.cameras || []).forEach(function (id) { shown[String(id)] = true; });
+    var here = L.latLng(opts.lat, opts.lon);
+    function concerns(c) {
+      if (c.op === "reload" || c.layer === "*") { return true; }
+      if (c.layer === "incidents") { return String(c.id) === String(opts.id); }
+      if (c.layer !== "cameras") { return false; }
+      if (shown[String(c.id)]) { return true; }
+      var g = c.feature && c.feature.geometry;
+      return !!(g && g.type === "Point" && here.distanceTo(L.latLng(g.coordinates[1], g.coordinates[0])) <=
+                opts.radius_m);
+    }
+    function reloadSoon() {  // at most one reload every opts.every_s: a busy camera does not keep the page blank
+      if (state.reloading) { return; }
+      state.reloading = true;
+      var wait = Math.max(500, opts.every_s * 1000 - (Date.now() - state.loadedAt));
+      setTimeout(function () {
+        try {
+          var c = map.getCenter();
+          sessionStorage.setItem(kept, JSON.stringify({center: [c.lat, c.lng], zoom: map.getZoom(), at: Date.now()}));
+        } catch (e) { /* no session storage */ }
+        location.reload();
+      }, wait);
+    }
+    function setLive(on, text) {
+      var el = document.getElementById("gis-live");
+      if (el) { el.className = on ? "gis-live-on" : "gis-live-off"; el.textContent = text; }
+    }
+    function connect() {
+      var es = new EventSource(opts.server + "/events");
+      es.onopen = function () { setLive(true, "LIVE"); };
+      es.onerror = function () {
+        setLive(false, "reconnecting…");
+        if (es.readyState === EventSource.CLOSED) { setTimeout(connect, 3000); }
+      };
+      es.addEventListener("change", function (ev) {
+        state.events += 1;
+        if (concerns(JSON.parse(ev.data))) { reloadSoon(); }
+      });
+    }
+    if (opts.server !== null) { connect(); }  // null: a snapshot (a file, a notebook)
+  };
 })();
