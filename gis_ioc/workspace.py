@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from shapely.geometry import shape
 from sqlalchemy.engine import Connection, Engine
 
-from gis_ioc import analysis, db, maps, planning, queries
+from gis_ioc import analysis, db, incident_view, maps, planning, queries
 from gis_ioc.catalog import Catalog, quote_ident, quote_table
 from gis_ioc.settings import Settings
 
@@ -249,7 +249,7 @@ class Workspace:
     def incident_map(self, incident_id: int) -> folium.Map:
         """One incident with its unit, nearest cameras and the infrastructure around it."""
         with self._conn() as conn:
-            return maps.incident(conn, self.catalog, self.settings, incident_id, assets=maps.INLINE,
+            return incident_view.incident(conn, self.catalog, self.settings, incident_id, assets=maps.INLINE,
                                  server=None)
 
     def choropleth_map(self, **kwargs: Any) -> folium.Map:

@@ -67,7 +67,7 @@ def render(
                                                     "from [http://GIS_IOC_HOST:GIS_IOC_PORT].")] = None,
 ) -> None:
     """Write a map view as one self-contained HTML file (libraries inside; no request to the internet)."""
-    from gis_ioc import maps, planning
+    from gis_ioc import incident_view, maps, planning
 
     if name not in maps.VIEWS:
         raise InvalidInput(f"name: {name!r} is not one of {', '.join(maps.VIEWS)}", param="name")
@@ -83,7 +83,7 @@ def render(
                 m = maps.wall(conn, catalog, settings, server=base, assets=maps.INLINE)
             elif name == "incident":
                 assert incident is not None
-                m = maps.incident(conn, catalog, settings, incident, assets=maps.INLINE, server=None)
+                m = incident_view.incident(conn, catalog, settings, incident, assets=maps.INLINE, server=None)
             else:
                 m = planning.choropleth(conn, catalog, settings, layer=layer, level=level, window=window,
                                     measure=measure, assets=maps.INLINE)

@@ -12,7 +12,7 @@ from fastapi import Path as FastPath
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from gis_ioc import desk, maps, planning
+from gis_ioc import desk, incident_view, maps, planning
 from gis_ioc.errors import InvalidInput, NotFound, from_database
 from gis_ioc.web.deps import KEY_COOKIE, CatalogDep, EngineDep, Heavy, ReadEngineDep, SettingsDep, principal_of
 
@@ -139,7 +139,7 @@ def incident(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
     routing.ensure(engine, catalog)  # the routes by road: the network as the roads are now
     with engine.connect() as conn:
         try:
-            m = maps.incident(conn, catalog, settings, int(incident_id))
+            m = incident_view.incident(conn, catalog, settings, int(incident_id))
         except NotFound:
             return HTMLResponse(maps.not_found_page(f"There is no incident {incident_id}."), status_code=404)
         return HTMLResponse(maps.page(m))
