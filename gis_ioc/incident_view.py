@@ -119,7 +119,8 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
     _Script(f"{m.get_name()}.fitBounds({json.dumps([[south, west], [north, east]])}, "
             "{animate: false, paddingTopLeft: [440, 20], paddingBottomRight: [20, 20]});").add_to(m)
     live = {"id": incident_id, "lon": lon, "lat": lat, "radius_m": radius_m, "server": server,
-            "cameras": [c["id"] for c in near["features"]], "timezone": settings.timezone, "every_s": LIVE_EVERY_S}
+            "cameras": [c["id"] for c in near["features"]], "timezone": settings.timezone, "every_s": LIVE_EVERY_S,
+            "route_kinds": _route_kinds(catalog)}
     _Script(f"GisIocViews.startIncident({m.get_name()}, {json.dumps(live)});").add_to(m)
     unit_line = " · ".join(f"{u['unit_type']} {u['name']} ({u['code']})" for u in (units.get("commune"),
                                                                                     units.get("district")) if u)
@@ -185,6 +186,13 @@ def _by_road(conn: Connection, catalog: Catalog, m: folium.Map, incident_id: int
                     f"<td class='num'>{bp['road_m'] / 1000:.1f} km</td></tr>")
     group.add_to(m)
     return "".join(rows)
+
+
+def _route_kinds(catalog: Catalog) -> list[str]:
+    """The kinds of infrastructure whose change can change the routes shown: the facilities and the roads."""
+    network = catalog.builtin["infrastructure"].network if "infrastructure" in catalog.builtin else None
+    roads = [str(v) for k, v in (network.where if network else {}).items() if k == "kind"]
+    return [k for k, _ in BY_ROAD] + roads
 
 
 def _badge(at: tuple[float, float], text: str, colour: str) -> folium.Marker:

@@ -331,6 +331,7 @@ def test_the_incident_view_follows_its_incident_and_the_clock(visit, server, dem
     posted = httpx.post(f"{server}/collections/incidents/items", json=incident, headers=headers, timeout=10)
     assert posted.status_code == 201, posted.text
     new_id = posted.json()["id"]
+    added: list[int] = []
     try:
         view = visit(f"/views/incidents/{new_id}", "window.gisIocIncident !== undefined")
         wait_until(view.page, "document.querySelector('#gis-live').textContent == 'LIVE'", timeout=10_000)
@@ -344,8 +345,18 @@ def test_the_incident_view_follows_its_incident_and_the_clock(visit, server, dem
             "properties": {"name": "Camera far from the incident"}})
         assert far.status_code == 201, far.text
         httpx.delete(f"{server}/collections/cameras/items/{far.json()['id']}", headers=headers, timeout=10)
-        wait_until(view.page, "window.gisIocIncident.events >= 2", timeout=10_000)
+        # nor is a school far away; a fire station anywhere is (it may now be the soonest there)
+        school = _infrastructure(server, headers, "school", "Trường xa sự cố", (CITY[0] + 0.3, CITY[1] + 0.3))
+        added.append(school)
+        wait_until(view.page, "window.gisIocIncident.events >= 3", timeout=10_000)
         assert view.page.evaluate("[window.gisIocIncident.reloading, window.beforeChange]") == [False, 1]
+        with view.page.expect_navigation(timeout=20_000):
+            added.append(_infrastructure(server, headers, "fire_station", "Đội PCCC mới",
+                                         (CITY[0] + 0.2, CITY[1] + 0.2)))
+        view.page.wait_for_load_state("load")
+        wait_until(view.page, "window.gisIocIncident !== undefined && window.beforeChange === undefined",
+                   timeout=10_000)
+        view.page.evaluate("window.beforeChange = 1")
         with view.page.expect_navigation(timeout=20_000):  # the page is made again
             changed = httpx.patch(f"{server}/collections/incidents/items/{new_id}", json={"properties": {
                 "status": "verified"}}, headers=headers, timeout=10)
@@ -358,6 +369,37 @@ def test_the_incident_view_follows_its_incident_and_the_clock(visit, server, dem
         assert not view.errors and not view.foreign, (view.errors, view.foreign)
     finally:
         httpx.delete(f"{server}/collections/incidents/items/{new_id}", headers=headers, timeout=10)
+        for found in added:
+            httpx.delete(f"{server}/collections/infrastructure/items/{found}", headers=headers, timeout=10)
+
+
+def _infrastructure(server: str, headers: dict[str, str], kind: str, name: str, at: tuple[float, float]) -> int:
+    """A new point of infrastructure through the API: its id."""
+    posted = httpx.post(f"{server}/collections/infrastructure/items", headers=headers, timeout=10, json={
+        "type": "Feature", "geometry": {"type": "Point", "coordinates": list(at)},
+        "properties": {"kind": kind, "name": name}})
+    assert posted.status_code == 201, posted.text
+    return int(posted.json()["id"])
+
+
+def test_a_new_fire_station_redraws_the_walls_base_tiles_and_reach(visit, server, demo_engine):
+    """Infrastructure changes reach the wall (migration 024): its base tiles and, when shown, the reach areas."""
+    wall = visit("/views/wall", WALL_READY)
+    wall.page.locator(".leaflet-control-layers-overlays label", has_text="reach by road").locator("input").check()
+    wait_until(wall.page, "window.gisIocWall.reachLoads >= 1", timeout=30_000)
+    loads = wall.page.evaluate("window.gisIocWall.tileLoads")
+    key = auth.create_key(demo_engine, f"wall-infra-{uuid.uuid4().hex[:6]}", "operator")
+    headers = {"Authorization": f"Bearer {key}"}
+    station = _infrastructure(server, headers, "fire_station", "Đội PCCC phường Trường Chinh",
+                              (CITY[0] - 0.01, CITY[1] + 0.01))
+    try:
+        wait_until(wall.page, "window.gisIocWall.infrastructureChanges >= 1", timeout=10_000)
+        wait_until(wall.page, f"window.gisIocWall.tileLoads > {loads}", timeout=15_000)
+        wait_until(wall.page, "window.gisIocWall.reachLoads >= 2", timeout=30_000)
+        assert wall.page.evaluate("window.gisIocWall.events") >= 1  # the same page: not reloaded
+    finally:
+        httpx.delete(f"{server}/collections/infrastructure/items/{station}", headers=headers, timeout=10)
+    assert not wall.errors and not wall.foreign, (wall.errors, wall.foreign)
 
 
 def test_the_choropleth_view(visit, demo_engine):

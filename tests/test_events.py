@@ -24,10 +24,11 @@ def server(db_url: str, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-d
         yield url
 
 
-def _events(url: str, count: int, action, headers=None, seconds: float = 10) -> list[dict]:  # type: ignore[no-untyped-def]
+def _events(url: str, count: int, action, headers=None, seconds: float = 10,  # type: ignore[no-untyped-def]
+            query: str = "") -> list[dict]:  # type: ignore[type-arg]
     """Open the stream, run ``action``, and collect ``count`` change events (bounded in time)."""
     found: list[dict] = []  # type: ignore[type-arg]
-    with httpx.stream("GET", f"{url}/events", headers=headers or {}, timeout=seconds) as response:
+    with httpx.stream("GET", f"{url}/events{query}", headers=headers or {}, timeout=seconds) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         time.sleep(0.5)  # the subscription is in place once the headers are sent
@@ -92,6 +93,32 @@ def test_updates_deletes_bulk_loads_and_resuming(server, engine, tmp_path):
     number = events[0]["id"].partition(".")[2]
     (reload,) = _events(server, 1, lambda: None, headers={"Last-Event-ID": f"0000beef.{number}"})
     assert (reload["data"]["layer"], reload["data"]["op"]) == ("*", "reload")
+
+
+def test_infrastructure_changes_reach_the_stream(server, engine):
+    """Migration 024: a fire station opened or closed is heard (the wall redraws, incident views are made again)."""
+    def changes() -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO infrastructure (kind, name, geom) VALUES ('fire_station', "
+                                 "'Đội PCCC Đắk Hà', ST_SetSRID(ST_MakePoint(107.92, 14.52), 4326))"))
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM infrastructure WHERE name = 'Đội PCCC Đắk Hà'"))
+
+    inserted, deleted = _events(server, 2, changes)
+    assert (inserted["data"]["layer"], inserted["data"]["op"]) == ("infrastructure", "insert")
+    assert inserted["data"]["feature"]["properties"]["kind"] == "fire_station"
+    assert (deleted["data"]["layer"], deleted["data"]["op"], deleted["data"]["id"]) == (
+        "infrastructure", "delete", inserted["data"]["id"])
+
+    def then_an_incident() -> None:
+        changes()
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO incidents (type, severity, title, source, geom) VALUES ('fire', "
+                                 "'minor', 'Cháy rác', '114', ST_SetSRID(ST_MakePoint(108.0, 14.35), 4326))"))
+
+    # a client that asks for incidents only does not hear of it: the incident is the first it hears
+    (first,) = _events(server, 1, then_an_incident, query="?layers=incidents")
+    assert (first["data"]["layer"], first["data"]["feature"]["properties"]["title"]) == ("incidents", "Cháy rác")
 
 
 def test_unknown_live_layer(server):

@@ -1,4 +1,4 @@
-"""``/events``: changes of incidents and cameras as server-sent events, for the wall."""
+"""``/events``: changes of incidents, cameras and infrastructure as server-sent events, for the wall."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from gis_ioc.errors import InvalidInput
 from gis_ioc.events import Change, ChangeListener
 
 router = APIRouter(tags=["Live"])
-LIVE_LAYERS = ("incidents", "cameras")
+LIVE_LAYERS = ("incidents", "cameras", "infrastructure")
 
 
 def _feature(engine: Any, catalog: Catalog, change: Change) -> Any:
@@ -32,11 +32,11 @@ def _feature(engine: Any, catalog: Catalog, change: Change) -> Any:
             responses={200: {"content": {"text/event-stream": {}}, "description": "A stream of changes"}})
 async def events(
     request: Request,
-    layers: Annotated[str | None, Query(max_length=100, description="incidents, cameras or both (default both)")]
-    = None,
+    layers: Annotated[str | None, Query(max_length=100, description="incidents, cameras, infrastructure, "
+                                        "comma-separated (default all)")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
-    """Changes of incidents and cameras as server-sent events.
+    """Changes of incidents, cameras and infrastructure as server-sent events.
 
     Each insert, update and delete is an event ``change`` with the layer, id, operation and the new
     feature; a bulk load is one ``reload``. A browser that reconnects sends ``Last-Event-ID`` and gets

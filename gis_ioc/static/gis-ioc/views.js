@@ -219,7 +219,7 @@
     cfg = config;
     var grids = parts.grids;
     var state = {map: map, grids: grids, live: {incidents: {}, cameras: {}}, kpi: null, events: 0,
-                 connected: false, hours: cfg.time.hours};
+                 connected: false, hours: cfg.time.hours, infrastructureChanges: 0, reachLoads: 0};
     window.gisIocWall = state;
     var container = map.getContainer();
 
@@ -307,14 +307,24 @@
       return {className: "gis-reach", color: c, weight: 1, opacity: 0.8, fillColor: c, fillOpacity: 0.25};
     }});
     parts.control.addOverlay(reachLayer, "Fire stations' reach by road (15, 30 min)");
-    map.on("overlayadd", function (e) {
-      if (e.layer !== reachLayer || reachLayer.getLayers().length) { return; }
+    function loadReach() {
       fetch(cfg.server + "/analysis/reach?layer=infrastructure&filter=" + encodeURIComponent("kind = 'fire_station'") +
             "&minutes=15,30&by_commune=false")
         .then(function (r) { return r.ok ? r.json() : null; })
-        .then(function (data) { if (data) { reachLayer.addData(data.features.slice().reverse()); } })
+        .then(function (data) {
+          if (data) { reachLayer.clearLayers(); reachLayer.addData(data.features.slice().reverse()); }
+          state.reachLoads += 1;
+        })
         .catch(function () {});
+    }
+    map.on("overlayadd", function (e) {
+      if (e.layer !== reachLayer || reachLayer.getLayers().length) { return; }
+      loadReach();
     });
+    // the stations or the roads changed: the areas are asked for again (now if shown, else when switched on)
+    var refreshReach = debounce(function () {
+      if (map.hasLayer(reachLayer)) { loadReach(); } else { reachLayer.clearLayers(); }
+    }, 3000);
     state.reach = reachLayer;
 
     // live changes: the changed feature at once, its layer's tiles and the KPIs shortly after
@@ -322,7 +332,8 @@
     parts.control.addOverlay(live, "Live changes");
     var redrawIncidents = debounce(function () { redrawGrid("incidents"); }, 3000);
     var redrawBase = debounce(function () { redrawGrid("base"); }, 3000);
-    var redraw = {incidents: redrawIncidents, cameras: function () { redrawBase(); loadFov(); }};
+    var redraw = {incidents: redrawIncidents, cameras: function () { redrawBase(); loadFov(); },
+                  infrastructure: function () { redrawBase(); refreshReach(); }};
     var refreshKpi = debounce(loadKpi, 1500);
 
     function liveLayer(layer, feature, op) {
@@ -346,8 +357,10 @@
         redrawGrid();
         loadFov();
         refreshKpi();
+        refreshReach();
         return;
       }
+      if (c.layer === "infrastructure") { state.infrastructureChanges += 1; redraw.infrastructure(); return; }
       var known = state.live[c.layer];
       if (!known) { return; }
       if (known[c.id]) { live.removeLayer(known[c.id]); delete known[c.id]; }
@@ -555,7 +568,9 @@
   };
 
   // One incident's view, kept live: its ETAs follow the clock, and the page is made again (keeping the map's
-  // view) when the incident changes or one of its cameras does, or a camera comes within its circle.
+  // view) when the incident changes or one of its cameras does, or a camera comes within its circle, or
+  // infrastructure that can change its answers does (a station of a kind it routes from, a road, anything
+  // within its circle).
   V.startIncident = function (map, opts) {
     var fmt = new Intl.DateTimeFormat("en-GB", {hour: "2-digit", minute: "2-digit", hourCycle: "h23",
                                                 timeZone: opts.timezone});
@@ -578,9 +593,16 @@
     var shown = {};
     (opts.cameras || []).forEach(function (id) { shown[String(id)] = true; });
     var here = L.latLng(opts.lat, opts.lon);
+    var routeKinds = {};
+    (opts.route_kinds || []).forEach(function (k) { routeKinds[k] = true; });
     function concerns(c) {
       if (c.op === "reload" || c.layer === "*") { return true; }
       if (c.layer === "incidents") { return String(c.id) === String(opts.id); }
+      if (c.layer === "infrastructure") {
+        if (!c.feature || !c.feature.geometry) { return true; }  // deleted, or too big for the message: unknown
+        if (routeKinds[String((c.feature.properties || {}).kind)]) { return true; }
+        return L.geoJSON(c.feature).getBounds().intersects(here.toBounds(2 * opts.radius_m));
+      }
       if (c.layer !== "cameras") { return false; }
       if (shown[String(c.id)]) { return true; }
       var g = c.feature && c.feature.geometry;
