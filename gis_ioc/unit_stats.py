@@ -108,14 +108,19 @@ def stats(conn: Connection, catalog: Catalog, layer_id: str, by: str = "district
                 hours_after = ["c.hour >= :d_end", "c.hour < :h_end"]
             picked_where = f"{where} AND ({' OR '.join(edges)})"
             spans_a_day = (window.start is None or window.end is None or bounds[2] < bounds[3])
+            # without a breakdown, the communes' own counters (migration 025): a few hundred, not every
+            # (type, severity, status) counter of the window
+            by_hour, by_day = (("incident_counts c", "incident_counts_daily d") if breakdown else (
+                "(SELECT unit_code, at AS hour, n FROM incident_unit_counts WHERE period = 'hour') c",
+                "(SELECT unit_code, at AS day, n FROM incident_unit_counts WHERE period = 'day') d"))
             if spans_a_day:
                 ends = " OR ".join(f"({' AND '.join(h)})" for h in (hours_before, hours_after) if h)
-                hourly = (f"SELECT unit_code AS code, {counts_category} AS category, n FROM incident_counts_daily d "
+                hourly = (f"SELECT unit_code AS code, {counts_category} AS category, n FROM {by_day} "
                           f"WHERE {' AND '.join(days)} UNION ALL "
-                          f"SELECT unit_code AS code, {counts_category} AS category, n FROM incident_counts c "
+                          f"SELECT unit_code AS code, {counts_category} AS category, n FROM {by_hour} "
                           f"WHERE {ends} UNION ALL ")
             else:
-                hourly = (f"SELECT unit_code AS code, {counts_category} AS category, n FROM incident_counts c "
+                hourly = (f"SELECT unit_code AS code, {counts_category} AS category, n FROM {by_hour} "
                           f"WHERE {' AND '.join(whole)} UNION ALL ")
         # the rows are placed where the counts place them when the counts answer (the same communes, in the
         # indexed pieces of migration 018: 3,000 rows at 10M took 31 ms in pieces cut here), else in pieces of

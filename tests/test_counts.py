@@ -25,7 +25,8 @@ def _both(engine, catalog, breakdown: str | None = "status",  # type: ignore[no-
                              statement_only=True)["sql"]
         assert "incident_counts" not in analysis.stats(conn, catalog, "incidents", "commune", window=window,
                                                        filter_text=ROWS, statement_only=True)["sql"]
-    assert ("incident_totals" if window is None else "incident_counts") in sql  # the counts answered
+    kept = "incident_totals" if window is None else "incident_counts" if breakdown else "incident_unit_counts"
+    assert kept in sql  # the counts answered (without a breakdown, the communes' own: migration 025)
     return counted, rows
 
 
@@ -44,7 +45,15 @@ def _hourly_equals_rows(engine) -> None:  # type: ignore[no-untyped-def]
             "days AS (SELECT * FROM incident_counts_daily WHERE n <> 0) "
             "SELECT count(*) FROM hours FULL JOIN days USING (unit_code, type, severity, status, day) "
             "WHERE hours.n IS DISTINCT FROM days.n")).scalar()
-    assert diff == 0 and daily == 0
+        units = conn.execute(sa.text(  # the communes' own counters (migration 025) are the sums of the others
+            "WITH sums AS (SELECT 'hour' AS period, hour AS at, unit_code, sum(n) AS n FROM incident_counts "
+            "GROUP BY 2, 3 UNION ALL SELECT 'day', day, unit_code, sum(n) FROM incident_counts_daily GROUP BY 2, 3), "
+            "kept AS (SELECT * FROM incident_unit_counts) "
+            "SELECT count(*) FROM (SELECT * FROM sums WHERE n <> 0) s FULL JOIN (SELECT * FROM kept WHERE n <> 0) k "
+            "USING (period, at, unit_code) WHERE s.n IS DISTINCT FROM k.n")).scalar()
+        assert conn.execute(sa.text("SELECT count(*) FROM incident_unit_counts")).scalar() > 0 or not conn.execute(
+            sa.text("SELECT count(*) FROM incident_counts WHERE n <> 0")).scalar()
+    assert diff == 0 and daily == 0 and units == 0
 
 
 @pytest.fixture
@@ -125,5 +134,9 @@ def test_a_window_takes_its_whole_hours_from_the_counts_and_its_ends_from_the_ro
     assert rows["total"] > 0 or start == "2026-11-27T10:05:00Z"
     with loaded.connect() as conn:  # a window over whole days reads them from the daily counts
         sql = analysis.stats(conn, catalog, "incidents", "commune", window=window, statement_only=True)["sql"]
+        by_severity = analysis.stats(conn, catalog, "incidents", "commune", window=window, breakdown="severity",
+                                     statement_only=True)["sql"]
     days = start is None or end is None or start[:10] < end[:10] and start[:10] != "2026-11-27"
-    assert ("incident_counts_daily" in sql) == days, (start, end)
+    assert ("period = 'day'" in sql) == days, (start, end)  # the communes' own daily counters
+    assert ("incident_counts_daily" in by_severity) == days, (start, end)
+    assert "incident_counts_daily" not in sql and "incident_unit_counts" not in by_severity
