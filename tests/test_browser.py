@@ -347,8 +347,8 @@ def test_the_incident_view_follows_its_incident_and_the_clock(visit, server, dem
         httpx.delete(f"{server}/collections/cameras/items/{far.json()['id']}", headers=headers, timeout=10)
         # nor is a school far away; a fire station anywhere is (it may now be the soonest there)
         school = _infrastructure(server, headers, "school", "Trường xa sự cố", (CITY[0] + 0.3, CITY[1] + 0.3))
-        added.append(school)
-        wait_until(view.page, "window.gisIocIncident.events >= 3", timeout=10_000)
+        httpx.delete(f"{server}/collections/infrastructure/items/{school}", headers=headers, timeout=10)
+        wait_until(view.page, "window.gisIocIncident.events >= 4", timeout=10_000)
         assert view.page.evaluate("[window.gisIocIncident.reloading, window.beforeChange]") == [False, 1]
         with view.page.expect_navigation(timeout=20_000):
             added.append(_infrastructure(server, headers, "fire_station", "Đội PCCC mới",

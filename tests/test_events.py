@@ -86,6 +86,7 @@ def test_updates_deletes_bulk_loads_and_resuming(server, engine, tmp_path):
     assert [(e["data"]["op"], e["data"]["id"]) for e in events] == [("update", cam), ("delete", cam),
                                                                      ("reload", None)]
     assert events[0]["data"]["feature"]["properties"]["status"] == "offline"
+    assert events[1]["data"]["feature"]["id"] == cam  # a delete says what was deleted
     # a browser that reconnects with Last-Event-ID gets what it missed, in order
     resumed = _events(server, 2, lambda: None, headers={"Last-Event-ID": events[0]["id"]})
     assert [e["id"] for e in resumed] == [events[1]["id"], events[2]["id"]]
@@ -109,6 +110,7 @@ def test_infrastructure_changes_reach_the_stream(server, engine):
     assert inserted["data"]["feature"]["properties"]["kind"] == "fire_station"
     assert (deleted["data"]["layer"], deleted["data"]["op"], deleted["data"]["id"]) == (
         "infrastructure", "delete", inserted["data"]["id"])
+    assert deleted["data"]["feature"]["properties"]["name"] == "Đội PCCC Đắk Hà"  # what went (migration 026)
 
     def then_an_incident() -> None:
         changes()

@@ -39,9 +39,9 @@ async def events(
     """Changes of incidents, cameras and infrastructure as server-sent events.
 
     Each insert, update and delete is an event ``change`` with the layer, id, operation and the new
-    feature; a bulk load is one ``reload``. A browser that reconnects sends ``Last-Event-ID`` and gets
-    what it missed (the last 500 changes are kept); when that cannot be replayed (the server restarted,
-    or the client was away too long) the first event is a ``reload``.
+    feature (for a delete, the feature as it was); a bulk load is one ``reload``. A browser that reconnects
+    sends ``Last-Event-ID`` and gets what it missed (the last 500 changes are kept); when that cannot be
+    replayed (the server restarted, or the client was away too long) the first event is a ``reload``.
     """
     wanted = tuple(x.strip() for x in (layers or ",".join(LIVE_LAYERS)).split(",") if x.strip())
     unknown = [x for x in wanted if x not in LIVE_LAYERS]

@@ -599,7 +599,7 @@
       if (c.op === "reload" || c.layer === "*") { return true; }
       if (c.layer === "incidents") { return String(c.id) === String(opts.id); }
       if (c.layer === "infrastructure") {
-        if (!c.feature || !c.feature.geometry) { return true; }  // deleted, or too big for the message: unknown
+        if (!c.feature || !c.feature.geometry) { return true; }  // too big for the message: unknown
         if (routeKinds[String((c.feature.properties || {}).kind)]) { return true; }
         return L.geoJSON(c.feature).getBounds().intersects(here.toBounds(2 * opts.radius_m));
       }
