@@ -107,9 +107,12 @@ def nearest(conn: Connection, catalog: Catalog, layer_id: str, *, lon: float | N
             max_distance_m: float | None = None, filter_text: str | None = None) -> dict[str, Any]:
     """The k nearest features with their geodesic distance in metres.
 
-    Index-assisted and exact: the KNN operator (``<->``) on the GiST index proposes candidates; the
-    k-th candidate's exact distance bounds the answer, and a second pass takes every feature within
-    that geodesic distance (a box test on the index, then geography), so no closer feature is missed.
+    Index-assisted and exact: the KNN operator (``<->``, distance in degrees) on the GiST index proposes
+    candidates, and the k-th candidate's exact distance bounds the answer. Every feature that was not a
+    candidate lies farther in degrees than the last one, so at least that far times the fewest metres a degree
+    spans there: when that is beyond the bound, the answer is among the candidates. Else (rare: a point at the
+    edge of the data, whose nearest are far and a crowd lies just beyond) a second pass takes every feature
+    within that geodesic distance (a box test on the index, then geography), so no closer feature is missed.
     """
     layer = layer_named(catalog, conn, layer_id)
     if not 1 <= k <= MAX_K:
@@ -126,17 +129,42 @@ def nearest(conn: Connection, catalog: Catalog, layer_id: str, *, lon: float | N
     exact = f"ST_Distance({geom}::geography, {point}::geography)"
     if max_distance_m is not None:
         where += f" AND {_within_sql(geom, x, y, max_distance_m)}"
-    candidates = conn.execute(sa.text(
-        f"SELECT {exact} FROM {quote_table(layer.table)} t WHERE {where} ORDER BY {geom} <-> {point} "
-        f"LIMIT {max(4 * k, k + 16)}"), params).scalars().all()
-    if not candidates:
-        rows: list[dict[str, Any]] = []
-    else:
-        bound = sorted(candidates)[min(k, len(candidates)) - 1] if len(candidates) >= k else None
+    ident = f"t.{quote_ident(layer.id_column)}"
+    rows: list[dict[str, Any]] = []
+    for wanted in (max(8 * k, 64), max(16 * k, 1024)):  # more when the first ones all lie about as far
+        candidates = conn.execute(sa.text(
+            f"SELECT {exact} AS metres, {ident} AS id, {geom} <-> {point} AS degrees "
+            f"FROM {quote_table(layer.table)} t WHERE {where} ORDER BY {geom} <-> {point} LIMIT {wanted}"),
+            params).all()
+        if not candidates:
+            break
+        bound = sorted(c.metres for c in candidates)[k - 1] if len(candidates) >= k else None
+        if len(candidates) < wanted or (bound is not None and _beyond(float(candidates[-1].degrees), y,
+                                                                      bound + 0.001)):
+            best = [c.id for c in sorted(candidates, key=lambda c: (c.metres, c.id))[:k]]  # as the rows are sorted
+            rows = _feature_rows(conn, layer, f"{where} AND {ident} = ANY(:nearest)", {**params, "nearest": best},
+                                 f"{exact}, {ident}", k, exact)  # the answer is among them
+            break
+    else:  # every feature within the k-th candidate's distance
         final_where = where if bound is None else f"{where} AND {_within_sql(geom, x, y, bound + 0.001)}"
-        rows = _feature_rows(conn, layer, final_where, params, f"{exact}, t.{quote_ident(layer.id_column)}", k, exact)
+        rows = _feature_rows(conn, layer, final_where, params, f"{exact}, {ident}", k, exact)
     return {"layer": layer.id, "origin": {"lon": x, "lat": y, "incident": incident}, "k": k,
             "features": [_feature(r) for r in rows]}
+
+
+def _beyond(degrees: float, lat: float, metres: float) -> bool:
+    """Whether whatever lies farther than ``degrees`` (lon/lat, planar) from a point lies farther than ``metres``.
+
+    On WGS 84, for a point at ``lat`` up to 60° from the equator and ``metres`` up to 100 km. Within D degrees
+    of the point a degree spans at least 110,574 m of latitude (at the equator) and 111,319 m times the cosine of
+    the latitude farthest from the equator of longitude (0.1 % less, for a geodesic that bulges poleward); D
+    times that grows with D up to 5°, so what lies farther than ``degrees`` (and within 5°) is at least
+    ``degrees`` times it away; anything farther than 5° in degrees is more than 100 km away there.
+    """
+    if abs(lat) > 60 or metres > 100_000 or degrees >= 5:
+        return False
+    fewest = 0.999 * min(110_574.0, 111_319.49 * math.cos(math.radians(abs(lat) + degrees)))
+    return degrees * fewest > metres
 
 
 def _within_sql(geom: str, lon: float, lat: float, metres: float) -> str:

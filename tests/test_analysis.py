@@ -69,6 +69,24 @@ def test_nearest_matches_brute_force_geodesic_distances(demo_engine, demo_catalo
         assert feature["properties"]["status"] == "online"
 
 
+def test_nearest_incidents_match_the_database_brute_force_everywhere(demo_engine, demo_catalog):
+    """From 150 places in and around the province (edges and corners, where the nearest are far and a town lies
+    just beyond): the same k as ordering every incident by its geodesic distance."""
+    import random
+
+    rng = random.Random(14)
+    places = [(rng.uniform(107.3, 108.9), rng.uniform(13.8, 15.6)) for _ in range(150)]
+    with demo_engine.connect() as conn:
+        for lon, lat in places:
+            found = analysis.nearest(conn, demo_catalog, "incidents", lon=lon, lat=lat, k=5)
+            brute = conn.execute(sa.text(
+                "SELECT id, ST_Distance(geom::geography, ST_SetSRID(ST_MakePoint(:x, :y), 4326)::geography) AS m "
+                "FROM incidents ORDER BY 2, 1 LIMIT 5"), {"x": lon, "y": lat}).all()
+            assert [f["id"] for f in found["features"]] == [r.id for r in brute], (lon, lat)
+            assert [f["properties"]["distance_m"] for f in found["features"]] == pytest.approx(
+                [r.m for r in brute], abs=0.01)
+
+
 def test_nearest_from_an_incident_with_a_limit_and_k_above_the_layer(demo_engine, demo_catalog):
     with demo_engine.connect() as conn:
         hospitals = analysis.nearest(conn, demo_catalog, "infrastructure", incident=1, k=1000,
