@@ -28,6 +28,7 @@ def test_usage_errors_are_one_line(run_cli):
         (["nope"], "No such command 'nope'"),
         (["load", "x.geojson"], "Missing option '--layer'"),
         (["demo", "--scale", "0"], "--scale"),
+        (["bench", "scale", "--larger", "gis_ioc_s1000"], "larger: a database URL"),  # before any server starts
     ):
         code, out, err = run_cli(*args)
         assert code == 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -253,13 +253,23 @@ def bench_scale(
     port: Annotated[int, typer.Option(help="Port for the gis-ioc servers it starts.")] = 8093,
     replicas: Annotated[str, typer.Option(help="Read replicas, comma-separated: 0, or 1 (a standby of the private "
                                                 "cluster made for the run).")] = "0",
+    failover: Annotated[bool, typer.Option(help="Then the failover timeline (as `bench failover`).")] = False,
+    larger: Annotated[str | None, typer.Option(help="Then the same requests on this database beside the one "
+                                                    "measured (as `bench sizes`; e.g. the --scale 1000 demo).")]
+    = None,
 ) -> None:
-    """Tiles (uncached, cached) and items with 1, 2 and 4 processes, beside the tile SQL through pgbench."""
+    """Tiles (uncached, cached) and items with 1, 2 and 4 processes, beside the tile SQL through pgbench.
+
+    With ``--failover`` and ``--larger URL``, the failover timeline and the larger database's figures follow in
+    the same run.
+    """
     from gis_ioc.bench_scale import MAX_PROCESSES, scale_bench
 
     counts = _levels(processes, "processes", MAX_PROCESSES)
     levels = _levels(concurrency)
     standbys = _levels(replicas, "replicas", 1, at_least=0)
+    if larger is not None and "://" not in larger:
+        raise InvalidInput("larger: a database URL (postgresql://…)", param="larger")
     result = scale_bench(_settings(), counts, levels, seconds, port, log=lambda m: err_console.print(f"gis-ioc: {m}"),
                          replicas=standbys)
     table = Table(title="scale: server processes on one machine (one port, GIS_IOC_WORKERS)")
@@ -278,6 +288,17 @@ def bench_scale(
     if result["proxy_to_cached"]:
         out.print("cached tiles through nginx / gis-ioc's own cached tiles (wrk): " + ", ".join(
             f"c={c}: {ratio:.1f}x" for c, ratio in result["proxy_to_cached"].items()))
+    if failover:
+        from gis_ioc.bench_failover import failover_bench
+
+        _print_failover(failover_bench(port + 1, 3, 3, 5, log=lambda m: err_console.print(f"gis-ioc: {m}")))
+    if larger is not None:
+        from gis_ioc import db
+        from gis_ioc.bench_sizes import sizes_bench
+
+        settings = _settings()
+        _print_sizes(sizes_bench(settings, [db.database_url(settings), larger], port + 2,
+                                 log=lambda m: err_console.print(f"gis-ioc: {m}")))
 
 
 @bench_app.command("failover")
@@ -290,7 +311,11 @@ def bench_failover(
     """Kill a primary under writes and reads, promote its standby: what the clients saw (a pair of its own)."""
     from gis_ioc.bench_failover import failover_bench
 
-    r = failover_bench(port, kill_after, promote_after, after, log=lambda m: err_console.print(f"gis-ioc: {m}"))
+    _print_failover(failover_bench(port, kill_after, promote_after, after,
+                                   log=lambda m: err_console.print(f"gis-ioc: {m}")))
+
+
+def _print_failover(r: dict[str, Any]) -> None:
     table = Table(title="failover: a primary and a streaming standby on this machine (seconds from the kill)")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -321,7 +346,10 @@ def bench_sizes(
     urls = [u.strip() for u in databases.split(",") if u.strip()]
     if not 1 <= len(urls) <= 4 or any("://" not in u for u in urls):
         raise InvalidInput("databases: one to four database URLs, comma-separated", param="databases")
-    rows = sizes_bench(_settings(), urls, port, log=lambda m: err_console.print(f"gis-ioc: {m}"))
+    _print_sizes(sizes_bench(_settings(), urls, port, log=lambda m: err_console.print(f"gis-ioc: {m}")))
+
+
+def _print_sizes(rows: list[dict[str, Any]]) -> None:
     table = Table(title="sizes: the same requests, one at a time over HTTP (tile cache off)")
     for col in ("what", "database", "p50 ms", "p99 ms", "requests", "errors", "p50 / first"):
         table.add_column(col, justify="left" if col in ("what", "database") else "right")
