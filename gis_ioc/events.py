@@ -210,7 +210,10 @@ class ChangeListener:
                 delay = 0.5
                 last_check = time.monotonic()
                 while not self._stop.is_set():
-                    if select.select([conn], [], [], 0.2)[0]:
+                    # notifications that came in while a query of ours ran (the WAL position below, the check)
+                    # were read off the socket with its answer: they wait in conn.notifies, and select would not
+                    # wake for them until the next one came
+                    if conn.notifies or select.select([conn], [], [], 0.2)[0]:
                         conn.poll()
                         heard = bool(conn.notifies)
                         while conn.notifies:

@@ -26,13 +26,18 @@ def server(db_url: str, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-d
 
 def _events(url: str, count: int, action, headers=None, seconds: float = 10,  # type: ignore[no-untyped-def]
             query: str = "") -> list[dict]:  # type: ignore[type-arg]
-    """Open the stream, run ``action``, and collect ``count`` change events (bounded in time)."""
+    """Open the stream, run ``action`` once it is subscribed, and collect ``count`` change events (bounded in time).
+
+    A fresh stream says it is subscribed with its opening ``hello``; one that resumes (``Last-Event-ID``) opens
+    with what it missed, so its action runs at once.
+    """
     found: list[dict] = []  # type: ignore[type-arg]
+    resuming = "Last-Event-ID" in (headers or {})
     with httpx.stream("GET", f"{url}/events{query}", headers=headers or {}, timeout=seconds) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        time.sleep(0.5)  # the subscription is in place once the headers are sent
-        action()
+        if resuming:
+            action()
         event: dict = {}  # type: ignore[type-arg]
         deadline = time.monotonic() + seconds
         for line in response.iter_lines():
@@ -43,8 +48,10 @@ def _events(url: str, count: int, action, headers=None, seconds: float = 10,  # 
             elif line.startswith("data:"):
                 event["data"] = json.loads(line[5:].strip())
             elif not line and "data" in event:
-                if event.get("event") == "change":  # not the stream's opening "hello"
+                if event.get("event") == "change":
                     found.append(event)
+                elif event.get("event") == "hello" and not resuming:
+                    action()  # subscribed: what happens from now on reaches this stream
                 event = {}
                 if len(found) >= count:
                     break
@@ -157,6 +164,34 @@ def test_the_listener_survives_a_lost_connection(db_url, engine):
         assert change.layer == "cameras" and change.op == "insert"
         loop.close()
     finally:
+        listener.stop()
+
+
+def test_the_listener_hears_every_change_of_a_burst(db_url, engine):
+    """Changes that reach the listener while it asks the database for its WAL position (after each one it hears)
+    are read off the socket with that answer; they must be handed on then, not when the next change comes."""
+    import asyncio
+
+    from gis_ioc.events import ChangeListener, wait_connected
+
+    listener = ChangeListener(db_url)
+    listener.start()
+    loop = asyncio.new_event_loop()
+    try:
+        assert wait_connected(listener)
+        subscriber = listener.subscribe(loop).subscriber
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            for i in range(60):  # one transaction each, as fast as they come
+                conn.execute(sa.text("SELECT pg_notify('gis_ioc_changes', :m)"),
+                             {"m": json.dumps({"layer": "cameras", "op": "update", "id": i})})
+
+        async def heard() -> list[int]:
+            return [(await subscriber.queue.get()).id for _ in range(60)]
+
+        assert loop.run_until_complete(asyncio.wait_for(heard(), 10)) == list(range(60))
+    finally:
+        loop.close()
         listener.stop()
 
 
