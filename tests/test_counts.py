@@ -56,6 +56,19 @@ def _hourly_equals_rows(engine) -> None:  # type: ignore[no-untyped-def]
     assert diff == 0 and daily == 0 and units == 0
 
 
+def _grid_places_as_the_pieces(engine) -> None:  # type: ignore[no-untyped-def]
+    """Migration 027: every incident's commune by the grid (where it answers) is the one the pieces give."""
+    with engine.connect() as conn:
+        cells, by_grid, differ = conn.execute(sa.text(
+            "WITH p AS (SELECT id, ST_PointOnSurface(geom) AS pt FROM incidents), "
+            "placed AS (SELECT c.code AS grid, (SELECT q.code FROM incident_count_pieces q WHERE q.geom && p.pt "
+            "AND ST_Intersects(q.geom, p.pt) ORDER BY q.code LIMIT 1) AS pieces FROM p "
+            "LEFT JOIN incident_count_cells c ON c.cell = gis_ioc_count_cell(p.pt) AND gis_ioc_inside_cell(p.pt)) "
+            "SELECT (SELECT count(*) FROM incident_count_cells), count(grid), "
+            "count(*) FILTER (WHERE grid IS DISTINCT FROM pieces AND grid IS NOT NULL) FROM placed")).one()
+    assert cells > 1000 and by_grid > 0 and differ == 0
+
+
 @pytest.fixture
 def loaded(engine, catalog):  # type: ignore[no-untyped-def]
     demo.load_demo(engine, catalog, scale=0.02, ref_time=DEMO_REF_TIME)
@@ -109,6 +122,7 @@ def test_new_units_count_again_and_stats_of_another_day_count_the_rows(loaded, c
             "WHERE id = (SELECT min(id) FROM admin_units WHERE level = 'commune' AND valid_to IS NULL)"))
     counted, rows = _both(engine, catalog)
     assert counted["units"] == rows["units"]
+    _grid_places_as_the_pieces(engine)  # the moved commune now overlaps its neighbours: their cells are left out
     with engine.connect() as conn:  # before the 2025 reform other communes were in force: the rows answer
         sql = analysis.stats(conn, catalog, "incidents", "commune", at=analysis.date(2025, 1, 1),
                              statement_only=True)["sql"]
