@@ -212,12 +212,15 @@
         var steps = (cfg.lifecycle[p.status] || []).map(function (s, i) {
           return '<button type="button" data-step="' + s + '">' + (i + 1) + " " + (STEP_LABEL[s] || s) + "</button>";
         }).join(" ");
+        // the same incident shown again (a change's event): its history stays on screen until the new one comes
+        var kept = $("desk-detail").dataset.id === String(id) && $("desk-history") ? $("desk-history").innerHTML : "";
         $("desk-detail").hidden = false;
+        $("desk-detail").dataset.id = String(id);
         $("desk-detail").innerHTML = "<h3>#" + id + " " + esc(p.title) + "</h3><p>" + esc(p.type) + " · " + esc(p.severity) +
           " · <b>" + esc(p.status) + "</b> · reported " + ago(p.reported_at) + " ago · " + esc(p.source) +
           (p.reports ? " · " + p.reports + " reports merged" : "") + (p.merged_into ? ' · report of <a href="#" data-open="' + p.merged_into + '">#' +
           p.merged_into + '</a> <button type="button" data-unmerge="' + p.merged_into + '">Unmerge</button>' : "") + "</p>" +
-          '<div class="desk-steps">' + steps + '</div><div id="desk-similar"></div><h4>Near</h4><div id="desk-near">…</div><h4>History</h4><ol id="desk-history" class="desk-history"></ol>';
+          '<div class="desk-steps">' + steps + '</div><div id="desk-similar"></div><h4>Near</h4><div id="desk-near">…</div><h4>History</h4><ol id="desk-history" class="desk-history">' + kept + '</ol>';
         similar(id, p, at); near(id); history(id);
       });
     }
