@@ -25,7 +25,7 @@ SET search_path = public, pg_temp AS $$
     DELETE FROM incident_count_cells;
     INSERT INTO incident_count_cells (cell, code)
     SELECT DISTINCT ON (cell) cell, code FROM (
-        SELECT (gx + 100000) * 1000000 + gy + 100000 AS cell, p.code
+        SELECT gis_ioc_count_cell(ST_Centroid(b.box)) AS cell, p.code
         FROM incident_count_pieces p,
              generate_series(floor(ST_XMin(p.geom) / 0.005)::bigint, floor(ST_XMax(p.geom) / 0.005)::bigint) gx,
              generate_series(floor(ST_YMin(p.geom) / 0.005)::bigint, floor(ST_YMax(p.geom) / 0.005)::bigint) gy
@@ -51,9 +51,10 @@ CREATE OR REPLACE FUNCTION gis_ioc_count_unit(g geometry) RETURNS text LANGUAGE 
 SET search_path = public, pg_temp AS $$
     SELECT coalesce(
         (SELECT c.code FROM incident_count_cells c
-         WHERE c.cell = gis_ioc_count_cell(ST_PointOnSurface(g)) AND gis_ioc_inside_cell(ST_PointOnSurface(g))),
+         WHERE c.cell = gis_ioc_count_cell(s.pt) AND gis_ioc_inside_cell(s.pt)),
         (SELECT p.code FROM incident_count_pieces p
-         WHERE p.geom && g AND ST_Intersects(p.geom, ST_PointOnSurface(g)) ORDER BY p.code LIMIT 1), '')
+         WHERE p.geom && g AND ST_Intersects(p.geom, s.pt) ORDER BY p.code LIMIT 1), '')
+    FROM (SELECT ST_PointOnSurface(g) AS pt) s
 $$;
 
 -- the grid of the pieces there are now

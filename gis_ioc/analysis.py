@@ -138,12 +138,13 @@ def nearest(conn: Connection, catalog: Catalog, layer_id: str, *, lon: float | N
             params).all()
         if not candidates:
             break
-        bound = sorted(c.metres for c in candidates)[k - 1] if len(candidates) >= k else None
+        ranked = sorted(candidates, key=lambda c: (c.metres, c.id))  # as the rows are sorted
+        bound = ranked[k - 1].metres if len(ranked) >= k else None
         if len(candidates) < wanted or (bound is not None and _beyond(float(candidates[-1].degrees), y,
                                                                       bound + 0.001)):
-            best = [c.id for c in sorted(candidates, key=lambda c: (c.metres, c.id))[:k]]  # as the rows are sorted
-            rows = _feature_rows(conn, layer, f"{where} AND {ident} = ANY(:nearest)", {**params, "nearest": best},
-                                 f"{exact}, {ident}", k, exact)  # the answer is among them
+            rows = _feature_rows(conn, layer, f"{where} AND {ident} = ANY(:nearest)",
+                                 {**params, "nearest": [c.id for c in ranked[:k]]}, f"{exact}, {ident}", k,
+                                 exact)  # the answer is among them
             break
     else:  # every feature within the k-th candidate's distance
         final_where = where if bound is None else f"{where} AND {_within_sql(geom, x, y, bound + 0.001)}"

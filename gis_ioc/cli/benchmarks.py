@@ -291,7 +291,7 @@ def bench_scale(
     if failover:
         from gis_ioc.bench_failover import failover_bench
 
-        _print_failover(failover_bench(port + 1, 3, 3, 5, log=lambda m: err_console.print(f"gis-ioc: {m}")))
+        _print_failover(failover_bench(port + 1, log=lambda m: err_console.print(f"gis-ioc: {m}")))
     if larger is not None:
         from gis_ioc import db
         from gis_ioc.bench_sizes import sizes_bench
