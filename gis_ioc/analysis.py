@@ -20,7 +20,7 @@ from pyproj import Geod
 from shapely.geometry import Polygon
 from sqlalchemy.engine import Connection
 
-from gis_ioc import limits, queries
+from gis_ioc import cql2_sql, limits
 from gis_ioc.analysis_common import IN_FORCE as IN_FORCE
 from gis_ioc.analysis_common import LEVELS as LEVELS
 from gis_ioc.analysis_common import Window as Window
@@ -170,7 +170,7 @@ def _beyond(degrees: float, lat: float, metres: float) -> bool:
 
 def _within_sql(geom: str, lon: float, lat: float, metres: float) -> str:
     """Within a geodesic distance: a lon/lat box on the index first, then the exact test."""
-    degrees = queries.box_degrees(metres, abs(lat))
+    degrees = cql2_sql.box_degrees(metres, abs(lat))
     point = _point_sql(lon, lat)
     return (f"{geom} && ST_Expand({point}, {degrees!r}) "
             f"AND ST_DWithin({geom}::geography, {point}::geography, {float(metres)!r})")
@@ -358,7 +358,7 @@ def geodesic_km2(geom: shapely.Geometry) -> float:
 def _sectors(conn: Connection, area: shapely.Geometry, online_only: bool) -> list[dict[str, Any]]:
     """The cameras whose field of view may reach into an area, with their sectors."""
     longest = conn.execute(sa.text("SELECT coalesce(max(range_m), 0) FROM cameras")).scalar() or 0
-    degrees = queries.box_degrees(float(longest), max(abs(area.bounds[1]), abs(area.bounds[3])))
+    degrees = cql2_sql.box_degrees(float(longest), max(abs(area.bounds[1]), abs(area.bounds[3])))
     status = " AND status = 'online'" if online_only else ""
     rows = conn.execute(sa.text(
         "SELECT id, heading_deg, fov_deg, range_m, ST_X(geom) AS x, ST_Y(geom) AS y FROM cameras "
@@ -436,7 +436,7 @@ def impact(conn: Connection, catalog: Catalog, *, incident: int | None = None, p
         assert polygon is not None
         source = area_geometry(conn, polygon=polygon)
     shape_ = shapely.geometry.shape(json.loads(source))
-    degrees = queries.box_degrees(radius_m, max(abs(shape_.bounds[1]), abs(shape_.bounds[3])))
+    degrees = cql2_sql.box_degrees(radius_m, max(abs(shape_.bounds[1]), abs(shape_.bounds[3])))
     out: dict[str, Any] = {"incident": incident, "radius_m": radius_m, "geometry": json.loads(source), "layers": {}}
     for layer_id in layers:
         layer = layer_named(catalog, conn, layer_id)

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from gis_ioc import queries
+from gis_ioc import cql2_sql, queries
 from gis_ioc.catalog import Catalog, Layer, quote_ident
 from gis_ioc.errors import InvalidInput, LayerNotFound
 
@@ -25,8 +25,8 @@ def filter_sql(layer: Layer, filter_text: str | None) -> tuple[str, dict[str, An
     if not filter_text:
         return "TRUE", {}
     table = queries.table_of(layer).alias("t")
-    expression = queries.Cql2ToSql(layer, table)(queries.parse_filter(filter_text, None))  # type: ignore[arg-type]
-    return queries.compile_where(expression)
+    expression = cql2_sql.Cql2ToSql(layer, table)(cql2_sql.parse_filter(filter_text, None))  # type: ignore[arg-type]
+    return cql2_sql.compile_where(expression)
 
 
 def layer_named(catalog: Catalog, conn: Connection, layer_id: str) -> Layer:

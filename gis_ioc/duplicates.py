@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from gis_ioc import queries
+from gis_ioc import cql2_sql
 from gis_ioc.catalog import Layer, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput
 
@@ -46,7 +46,7 @@ def possible(conn: Connection, layer: Layer, geometry: dict[str, Any], kind: str
           AND t.{geom} && ST_Expand(g.g, :box) AND ST_DWithin(t.{geom}::geography, g.g::geography, :metres)
           AND t.{when} BETWEEN :at - make_interval(secs => :window) AND :at + make_interval(secs => :window)
     """), {"geometry": json.dumps(geometry), "at": at, "active": config.active, "kinds": kinds, "exclude": exclude,
-           "box": queries.box_degrees(rule.distance_m, queries.max_abs_latitude(geometry)), "metres": rule.distance_m,
+           "box": cql2_sql.box_degrees(rule.distance_m, cql2_sql.max_abs_latitude(geometry)), "metres": rule.distance_m,
            "window": rule.window_h * 3600}).mappings().all()
     found = []
     for row in rows:

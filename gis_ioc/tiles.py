@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from gis_ioc import db, queries
+from gis_ioc import cql2_sql, db, queries
 from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput, NotFound
 from gis_ioc.tile_cache import GZIP_LEVEL, Tile, TileCache
@@ -80,7 +80,7 @@ def _conditions(layer: Layer, params: Mapping[str, str]) -> tuple[str, dict[str,
     where = queries.conditions(layer, req, table)  # type: ignore[arg-type]
     if not where:
         return "TRUE", {}
-    return queries.compile_where(sa.and_(*where))
+    return cql2_sql.compile_where(sa.and_(*where))
 
 
 def finest_cells(layer: Layer) -> float | None:
