@@ -28,6 +28,7 @@ from gis_ioc.errors import InvalidInput
 log = logging.getLogger(__name__)
 ARCHIVE_SCHEMA = "archive"
 MONTHS_AHEAD = 2  # partitions are kept for this month and this many after it (the server, loads, ``db months``)
+MANY_MONTHS = 36  # beyond this many attached months, `db months` suggests archiving (docs/sizing.md)
 AHEAD_LOCK_MS = 100  # a new month needs the table to itself for a moment: readers queue behind it at most this long
 
 
@@ -91,8 +92,9 @@ def ahead(conn: Connection, table: str = "public.incidents") -> int:
                                      f"now() + interval '{MONTHS_AHEAD} months')"), {"t": table}).scalar_one())
 
 
-def keep_ahead(engine: Engine, stop: threading.Event, every_s: float = 6 * 3600) -> None:
-    """The server's months ahead, made at start and again every ``every_s``.
+def keep_ahead(engine: Engine, stop: threading.Event, every_s: float = 6 * 3600,
+               keep_months: int | None = None) -> None:
+    """The server's months ahead, made at start and again every ``every_s``; months beyond ``keep_months`` archived.
 
     Each round needs the table for a moment; if readers hold it longer the round gives up and the next one
     tries again (meanwhile reports land in the default partition: nothing is lost).
@@ -102,13 +104,56 @@ def keep_ahead(engine: Engine, stop: threading.Event, every_s: float = 6 * 3600)
         try:
             with engine.begin() as conn:
                 conn.execute(sa.text(f"SET LOCAL lock_timeout = {AHEAD_LOCK_MS}"))
-                for (table,) in conn.execute(sa.text("SELECT table_name FROM month_partitioned")).all():
-                    ahead(conn, str(table))
+                tables = [str(t) for (t,) in conn.execute(sa.text("SELECT table_name FROM month_partitioned"))]
+                for table in tables:
+                    ahead(conn, table)
         except sa.exc.SQLAlchemyError as err:
             log.warning("months ahead not made this time: %s", str(err).splitlines()[0])
-            wait = 60.0  # readers held the table (or the database was away): soon again
+            tables, wait = [], 60.0  # readers held the table (or the database was away): soon again
+        for table in tables if keep_months else []:
+            try:
+                done = archive_older(engine, keep_months or 0, table)
+            except (InvalidInput, sa.exc.SQLAlchemyError) as err:
+                log.warning("old months of %s not archived this time: %s", table, str(err).splitlines()[0])
+                wait = 60.0
+                continue
+            if done is not None and done.months:
+                log.info("archived %d months of %s (%d rows), keeping %d: %s", len(done.months), table, done.rows,
+                         keep_months, ", ".join(done.months))
         if stop.wait(wait):
             return
+
+
+def archive_older(engine: Engine, keep_months: int, table: str = "public.incidents",
+                  today: date | None = None) -> Archived | None:
+    """Archive the months of ``table`` before its last ``keep_months`` (this month counted), local time.
+
+    ``today``: the local date (default: the database's now in the layer's time zone). One process at a time
+    (an advisory lock; the others skip the round). None when the table is not partitioned by month, has no
+    archive table, or another process is archiving.
+    """
+    if keep_months < 1:
+        raise InvalidInput(f"keep_months: {keep_months} is not 1 or more", param="keep_months")
+    name = table.split(".", 1)[1]
+    with engine.connect() as conn:
+        found = partitioning(conn, table)
+        if found is None or conn.execute(sa.text("SELECT to_regclass(:t)"),
+                                         {"t": f"{ARCHIVE_SCHEMA}.{name}"}).scalar() is None:
+            return None
+        if today is None:
+            today = conn.execute(sa.text("SELECT CAST(now() AT TIME ZONE :z AS date)"), {"z": found[1]}).scalar_one()
+        if not conn.execute(sa.text("SELECT pg_try_advisory_lock(hashtext('gis_ioc_archive_older'), "
+                                    "hashtext(:t))"), {"t": table}).scalar():
+            conn.commit()
+            return None
+        conn.commit()
+        try:
+            months_back = today.year * 12 + today.month - 1 - (keep_months - 1)
+            return archive(engine, date(months_back // 12, months_back % 12 + 1, 1), table)
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext('gis_ioc_archive_older'), hashtext(:t))"),
+                         {"t": table})
+            conn.commit()
 
 
 def archive(engine: Engine, before: date, table: str = "public.incidents") -> Archived:

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
                                     description="A replica further behind the primary than this is not read from.")
     home: Path = Field(default=DEFAULT_HOME,
                        description="Data folder: private cluster, caches (the same from any working directory).")
+    keep_months: int | None = Field(
+        default=None, ge=1, le=1200,
+        description="Months the incidents layer keeps attached (this month and the ones before it); older months "
+                    "move to the archive schema on their own, checked every few hours (as `gis-ioc db archive` does "
+                    "by hand). Every attached month is planned by each request without a time window (docs/sizing.md"
+                    "). Unset: every month stays.")
     host: str = Field(default="127.0.0.1", description="Address the server listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the server listens on.")
     workers: int = Field(default=1, ge=1, le=64, description="Server worker processes.")

@@ -155,6 +155,47 @@ def test_archive_moves_old_months_out_and_analysis_reads_them_when_asked(loaded,
     assert code == 0 and "incidents_p2026" in out and "incidents_p2025" not in out
 
 
+def test_the_server_keeps_the_last_months_and_archives_the_older_ones(loaded, run_cli, db_url):
+    """GIS_IOC_KEEP_MONTHS: the months round archives what is older (one process at a time); the CLI does the same
+    with --keep-months."""
+    import threading
+    from datetime import date
+
+    engine = loaded
+    with engine.connect() as conn:
+        today = conn.execute(sa.text("SELECT CAST(now() AT TIME ZONE 'Asia/Ho_Chi_Minh' AS date)")).scalar_one()
+        spring = conn.execute(sa.text("SELECT count(*) FROM incidents WHERE reported_at < '2025-07-01'")).scalar()
+    keep = today.year * 12 + today.month - (2025 * 12 + 7) + 1  # from July 2025 on: the spring months go
+    assert spring > 0
+    with engine.connect() as holder:  # another process archiving: this one skips its round
+        holder.execute(sa.text("SELECT pg_advisory_lock(hashtext('gis_ioc_archive_older'), "
+                               "hashtext('public.incidents'))"))
+        assert partitions.archive_older(engine, keep) is None
+        holder.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+    with pytest.raises(partitions.InvalidInput):
+        partitions.archive_older(engine, 0)
+    stop = threading.Event()
+    stop.set()  # one round, then return
+    partitions.keep_ahead(engine, stop, keep_months=keep)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM incidents WHERE reported_at < '2025-07-01'")).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM archive.incidents")).scalar() == spring
+        archived = {r[0] for r in conn.execute(sa.text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'archive.incidents'::regclass"))}
+    assert archived == {"incidents_p202503", "incidents_p202504", "incidents_p202505", "incidents_p202506"}
+    _kept_equal_rows(engine)
+    assert partitions.archive_older(engine, keep, today=date(today.year, today.month, 1)).months == []
+    env = {"GIS_IOC_DATABASE_URL": db_url}
+    code, out, err = run_cli("db", "archive", "--keep-months", str(keep), env=env)
+    assert code == 0 and "nothing archived" in out, err
+    for args in ([], ["--before", "2025-07-01", "--keep-months", "3"]):
+        code, _, err = run_cli("db", "archive", *args, env=env)
+        assert code != 0 and "either --before" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("db", "archive", "--keep-months", "0", env=env)
+    assert code != 0 and "--keep-months" in err and "Traceback" not in err
+
+
 def test_stats_archived_over_http(client, engine, catalog):
     demo.load_demo(engine, catalog, scale=0.05, ref_time=DEMO_REF_TIME)
     total = client.get("/analysis/stats", params={"layer": "incidents", "by": "commune"}).json()["total"]

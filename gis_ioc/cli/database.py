@@ -138,11 +138,18 @@ def db_months(
     for row in partitions.describe(found):
         listing.add_row(row["month"], row["partition"], f"{row['rows']:,}")
     out.print(listing)
+    if len(found) > partitions.MANY_MONTHS:
+        out.print(f"{len(found)} months attached: each request without a time window plans every one of them "
+                  "(docs/sizing.md). Archive the old ones: gis-ioc db archive --keep-months 24, or set "
+                  "GIS_IOC_KEEP_MONTHS for the server to do it.")
 
 
 @db_app.command("archive")
 def db_archive(
-    before: Annotated[str, typer.Option(help="Archive every month that ended by this date (YYYY-MM-DD, local).")],
+    before: Annotated[str | None, typer.Option(help="Archive every month that ended by this date (YYYY-MM-DD, "
+                                                    "local).")] = None,
+    keep_months: Annotated[int | None, typer.Option(help="Or: archive all but the last this many months (this "
+                                                         "month counted).")] = None,
     layer: Annotated[str, typer.Option(help="A layer partitioned by month.")] = "incidents",
 ) -> None:
     """Detach old months of a layer into the schema archive (still read by analysis with archived=true)."""
@@ -150,14 +157,28 @@ def db_archive(
 
     from gis_ioc import partitions
 
-    try:
-        cutoff = date.fromisoformat(before)
-    except ValueError:
-        raise InvalidInput(f"--before: {before!r} is not a date (YYYY-MM-DD)", param="before") from None
+    if (before is None) == (keep_months is None):
+        raise InvalidInput("give either --before DATE or --keep-months N", param="before")
+    if keep_months is not None and not 1 <= keep_months <= 1200:
+        raise InvalidInput(f"--keep-months: {keep_months} is not between 1 and 1200", param="keep-months")
+    cutoff = None
+    if before is not None:
+        try:
+            cutoff = date.fromisoformat(before)
+        except ValueError:
+            raise InvalidInput(f"--before: {before!r} is not a date (YYYY-MM-DD)", param="before") from None
     engine, table = _by_month(layer)
-    done = partitions.archive(engine, cutoff, table)
+    if cutoff is not None:
+        done = partitions.archive(engine, cutoff, table)
+    else:
+        assert keep_months is not None
+        kept = partitions.archive_older(engine, keep_months, table)
+        if kept is None:
+            raise InvalidInput(f"{layer}: no archive table, or another process is archiving it now", param="layer")
+        done = kept
     if not done.months:
-        out.print(f"no month of {layer} ended by {cutoff.isoformat()}: nothing archived")
+        what = f"ended by {cutoff.isoformat()}" if cutoff else f"is older than the last {keep_months}"
+        out.print(f"no month of {layer} {what}: nothing archived")
     else:
         out.print(f"archived {len(done.months)} months of {layer} ({done.rows:,} rows) into "
                   f"{partitions.ARCHIVE_SCHEMA}: {', '.join(done.months)}")
