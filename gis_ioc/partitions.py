@@ -113,9 +113,8 @@ def keep_ahead(engine: Engine, stop: threading.Event, every_s: float = 6 * 3600,
         for table in tables if keep_months else []:
             try:
                 done = archive_older(engine, keep_months or 0, table)
-            except (InvalidInput, sa.exc.SQLAlchemyError) as err:
+            except (InvalidInput, sa.exc.SQLAlchemyError) as err:  # busy readers, a month archived before: next round
                 log.warning("old months of %s not archived this time: %s", table, str(err).splitlines()[0])
-                wait = 60.0
                 continue
             if done is not None and done.months:
                 log.info("archived %d months of %s (%d rows), keeping %d: %s", len(done.months), table, done.rows,
