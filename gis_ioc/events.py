@@ -144,6 +144,11 @@ class ChangeListener:
         """The SSE id of a change: this process's epoch and the change's number (``3f9a0c1e.57``)."""
         return f"{self.epoch}.{seq}"
 
+    def here(self) -> str:
+        """The id of the last change heard: a page made now subscribes from it (``/events?since=``)."""
+        with self._lock:
+            return self.event_id(self._seq)
+
     def subscribe(self, loop: asyncio.AbstractEventLoop, last_event_id: str | None = None) -> Subscription:
         """A queue of future changes, the kept changes after a ``Last-Event-ID``, and whether some were lost.
 

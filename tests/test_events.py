@@ -32,7 +32,7 @@ def _events(url: str, count: int, action, headers=None, seconds: float = 10,  # 
     with what it missed, so its action runs at once.
     """
     found: list[dict] = []  # type: ignore[type-arg]
-    resuming = "Last-Event-ID" in (headers or {})
+    resuming = "Last-Event-ID" in (headers or {}) or "since=" in query
     with httpx.stream("GET", f"{url}/events{query}", headers=headers or {}, timeout=seconds) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -101,6 +101,20 @@ def test_updates_deletes_bulk_loads_and_resuming(server, engine, tmp_path):
     number = events[0]["id"].partition(".")[2]
     (reload,) = _events(server, 1, lambda: None, headers={"Last-Event-ID": f"0000beef.{number}"})
     assert (reload["data"]["layer"], reload["data"]["op"]) == ("*", "reload")
+    # a page says which change it was made after (?since=, a page cannot set the header): it hears the rest
+    resumed = _events(server, 2, lambda: None, query=f"?since={events[0]['id']}")
+    assert [e["id"] for e in resumed] == [events[1]["id"], events[2]["id"]]
+    # a page made by another worker process: a plain start (no reload, or pages would reload between workers)
+
+    def another() -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO cameras (name, geom) VALUES ('d', "
+                                 "ST_SetSRID(ST_MakePoint(108, 14.35), 4326))"))
+
+    (fresh,) = _events(server, 1, another, query=f"?since=0000beef.{number}")
+    assert (fresh["data"]["layer"], fresh["data"]["op"]) == ("cameras", "insert")
+    bad = httpx.get(f"{server}/events", params={"since": "x" * 101}, timeout=10)
+    assert bad.status_code == 400 and "since" in bad.text
 
 
 def test_infrastructure_changes_reach_the_stream(server, engine):

@@ -35,6 +35,10 @@ async def events(
     layers: Annotated[str | None, Query(max_length=100, description="incidents, cameras, infrastructure, "
                                         "comma-separated (default all)")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    since: Annotated[str | None, Query(max_length=100, description="The id of the last change a page was made "
+                                       "with (it says so): the changes after it come first, as for a reconnect "
+                                       "with Last-Event-ID. From another process (several workers) or a restart: "
+                                       "ignored")] = None,
 ) -> EventSourceResponse:
     """Changes of incidents, cameras and infrastructure as server-sent events.
 
@@ -49,6 +53,9 @@ async def events(
         raise InvalidInput(f"layers: {unknown[0]!r} has no live events (live: {', '.join(LIVE_LAYERS)})",
                            param="layers")
     listener: ChangeListener = request.app.state.listener
+    if last_event_id is None and since is not None and since.partition(".")[0] == listener.epoch:
+        last_event_id = since  # a page made by this process: what changed after it was made (not a reload loop
+        # between workers: an id from another process is a plain start)
     subscription = listener.subscribe(asyncio.get_running_loop(), last_event_id)
     subscriber = subscription.subscriber
     engine, catalog = request.app.state.engine, request.app.state.catalog

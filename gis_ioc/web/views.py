@@ -131,15 +131,16 @@ def desk_view(request: Request, engine: ReadEngineDep, catalog: CatalogDep, sett
 @router.get("/incidents/{incident_id}", summary="One incident on a map", operation_id="viewIncident",
             response_class=HTMLResponse, responses={404: {"description": "No such incident (an HTML page)"}},
             dependencies=[Heavy])
-def incident(engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
+def incident(request: Request, engine: EngineDep, catalog: CatalogDep, settings: SettingsDep,
              incident_id: Annotated[int, FastPath(ge=1, le=2**63 - 1, description="Incident id")]) -> HTMLResponse:
     """The incident, its unit, its nearest cameras and what they see, facilities near it and soonest by road."""
     from gis_ioc import routing
 
     routing.ensure(engine, catalog)  # the routes by road: the network as the roads are now
+    since = request.app.state.listener.here()  # before the page is read: no change can fall between the two
     with engine.connect() as conn:
         try:
-            m = incident_view.incident(conn, catalog, settings, int(incident_id))
+            m = incident_view.incident(conn, catalog, settings, int(incident_id), since=since)
         except NotFound:
             return HTMLResponse(maps.not_found_page(f"There is no incident {incident_id}."), status_code=404)
         return HTMLResponse(maps.page(m))

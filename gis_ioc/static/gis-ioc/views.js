@@ -625,8 +625,8 @@
       var el = document.getElementById("gis-live");
       if (el) { el.className = on ? "gis-live-on" : "gis-live-off"; el.textContent = text; }
     }
-    function connect() {
-      var es = new EventSource(opts.server + "/events");
+    function connect() {  // from the last change before the page was made (a reconnect: the browser's own id)
+      var es = new EventSource(opts.server + "/events" + (opts.since ? "?since=" + encodeURIComponent(opts.since) : ""));
       es.onopen = function () { setLive(true, "LIVE"); };
       es.onerror = function () {
         setLive(false, "reconnecting…");
