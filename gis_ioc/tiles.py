@@ -13,17 +13,19 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gis_ioc import cql2_sql, db, queries
 from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
-from gis_ioc.errors import InvalidInput, NotFound
+from gis_ioc.errors import Busy, InvalidInput, NotFound
 from gis_ioc.tile_cache import GZIP_LEVEL, Tile, TileCache
+
+T = TypeVar("T")
 
 __all__ = ["GZIP_LEVEL", "Tile", "TileCache"]  # the cache's own module holds them; the tiles module offers them too
 
@@ -364,28 +366,75 @@ def fresh_cells(conn: Connection, layers: list[Layer], known: Mapping[str, int] 
     return frozenset(str(r[0]) for r in rows)
 
 
+class CellsRebuilding(Exception):
+    """Another thread of this process is rebuilding these cells.
+
+    Wait for ``done`` without a connection, then ask again (``wait_for_cells``).
+    """
+
+    def __init__(self, table: str, done: threading.Event) -> None:
+        super().__init__(f"the tile cells of {table} are being rebuilt")
+        self.done = done
+
+
+_rebuilding: dict[str, threading.Event] = {}  # table → set when this process's rebuild of its cells ends
+_rebuilding_lock = threading.Lock()
+CELLS_WAIT_S = 60.0  # how long a tile waits for another thread's rebuild (10M incidents: ~11 s) before a 503
+
+
 def rebuild_cells(conn: Connection, table: str) -> None:
     """Rebuild a layer's cells and commit, past the request's statement timeout (10M incidents take ~11 s).
 
     Under the timeout a big layer's rebuild was cancelled on every try and its low-zoom tiles never came; a
     rebuild that someone else finished while this one waited for its lock does nothing (migration 019). The
-    connection's timeout is put back after.
+    connection's timeout is put back after. One thread per process rebuilds a table's cells: the others get
+    ``CellsRebuilding`` and wait without holding a connection, so a wall asking many low-zoom tiles at once
+    after a bulk change does not take every pooled connection for the length of a rebuild (items, events and
+    the KPIs would wait for one).
     """
-    previous = conn.execute(sa.text("SHOW statement_timeout")).scalar()
-    conn.execute(sa.text("SET statement_timeout = 0"))
+    with _rebuilding_lock:
+        running = _rebuilding.get(table)
+        if running is not None:
+            raise CellsRebuilding(table, running)
+        done = _rebuilding[table] = threading.Event()
     try:
-        conn.execute(sa.text("SELECT gis_ioc_rebuild_stale_cells(:t)"), {"t": table})
-        conn.commit()
+        previous = conn.execute(sa.text("SHOW statement_timeout")).scalar()
+        conn.execute(sa.text("SET statement_timeout = 0"))
+        try:
+            conn.execute(sa.text("SELECT gis_ioc_rebuild_stale_cells(:t)"), {"t": table})
+            conn.commit()
+        finally:
+            conn.execute(sa.text("SELECT set_config('statement_timeout', :v, false)"), {"v": previous})
+            conn.commit()
     finally:
-        conn.execute(sa.text("SELECT set_config('statement_timeout', :v, false)"), {"v": previous})
-        conn.commit()
+        with _rebuilding_lock:
+            _rebuilding.pop(table, None)
+        done.set()
+
+
+def wait_for_cells(make: Callable[[], T], wait_s: float = CELLS_WAIT_S) -> T:
+    """``make()``, which takes its own connection, again after any rebuild of the cells it needs by another thread.
+
+    The wait holds no connection. ``Busy`` (503) after ``wait_s``.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return make()
+        except CellsRebuilding as busy:
+            if not busy.done.wait(timeout=max(0.0, deadline - time.monotonic())):
+                raise Busy("the low-zoom cells of a layer are being rebuilt after a bulk change; try again "
+                           "shortly") from None
 
 
 def rebuild_stale_cells(engine: Any, catalog: Catalog) -> None:
     """Rebuild every built-in layer's stale cells (at start, when no tiles are warmed). Errors are logged."""
     try:
-        with engine.connect() as conn:
-            fresh_cells(conn, list(catalog.builtin.values()))
+        def rebuild() -> None:
+            with engine.connect() as conn:
+                fresh_cells(conn, list(catalog.builtin.values()))
+
+        wait_for_cells(rebuild)
     except Exception as err:  # noqa: BLE001 - a start-up chore must never take the server down
         logging.getLogger("gis_ioc.tiles").warning("rebuilding stale tile cells failed: %s", err)
 
@@ -518,8 +567,11 @@ def warm(engine: Any, catalog: Catalog, cache: TileCache, wanted_tiles: list[tup
             for names, params in wanted_tiles:
                 if stop.is_set():
                     return made
-                with engine.connect() as conn:
-                    get_tile(conn, catalog, cache, names, t.z, t.x, t.y, params)
+                def make(names: str = names, params: dict[str, str] = params, t: Any = t) -> Tile:
+                    with engine.connect() as conn:
+                        return get_tile(conn, catalog, cache, names, t.z, t.x, t.y, params)
+
+                wait_for_cells(make)  # a wall's request may be rebuilding the cells: after it
                 made += 1
     except Exception as err:  # a warm-up must never take the server down
         log.warning("tile warm-up stopped after %d tiles: %s", made, err)

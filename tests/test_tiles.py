@@ -403,3 +403,42 @@ def test_stale_cells_are_rebuilt_past_the_request_timeout_once_and_the_timeout_i
         built = conn.execute(sa.text("SELECT xmin::text FROM tile_cells LIMIT 1")).scalar()
         conn.execute(sa.text("SELECT gis_ioc_rebuild_stale_cells('public.incidents')"))  # fresh: nothing done
         assert conn.execute(sa.text("SELECT xmin::text FROM tile_cells LIMIT 1")).scalar() == built
+
+
+def test_a_rebuild_of_stale_cells_holds_one_connection_while_a_wall_asks_many_low_zoom_tiles(db_url, engine,
+                                                                                              tmp_path):
+    """After a bulk change a wall asks for its low-zoom tiles all at once. One of them rebuilds the cells (~11 s
+    at 10M incidents); the others wait for it without a database connection, so items still come."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.conftest import served
+
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO incidents (type, title, geom) SELECT 'fire', 'ô ' || g, ST_SetSRID(ST_MakePoint("
+            "107.9 + (g % 97) * 0.002, 14.3 + (g % 89) * 0.001), 4326) FROM generate_series(1, 2000) g"))
+    wall = [(z, x + dx, y + dy) for z in (8, 9) for x, y in [tile_of(*CITY, z)] for dx in (-1, 0, 1) for dy in (0, 1)]
+    with served(db_url, tmp_path / "home", env={"GIS_IOC_TILE_CACHE": "false", "GIS_IOC_WARM_TILES": "false"}) as url:
+        assert httpx.get(f"{url}/tiles/incidents/{wall[0][0]}/{wall[0][1]}/{wall[0][2]}.mvt").status_code == 200
+        with engine.connect() as other:  # a bulk change left the cells stale; another rebuild holds them
+            other.execute(sa.text("UPDATE tile_cell_config SET stale = true WHERE layer_table = 'public.incidents'"))
+            other.commit()
+            time.sleep(2.5)  # past the server's memory of cells found fresh (FreshCells.hold_s)
+            other.execute(sa.text("SELECT 1 FROM tile_cell_config WHERE layer_table = 'public.incidents' FOR UPDATE"))
+            with ThreadPoolExecutor(len(wall)) as pool:
+                asked = [pool.submit(httpx.get, f"{url}/tiles/incidents/{z}/{x}/{y}.mvt", timeout=60)
+                         for z, x, y in wall]
+                time.sleep(1.5)  # every tile is waiting for the rebuild now
+                for _ in range(5):  # more tiles than pooled connections (4) wait: items still come at once
+                    started = time.monotonic()
+                    items = httpx.get(f"{url}/collections/incidents/items?limit=5", timeout=30)
+                    assert items.status_code == 200 and time.monotonic() - started < 3
+                assert not any(a.done() for a in asked)
+                other.commit()  # the other rebuild ends: this server's one runs, then every tile comes
+                answers = [a.result() for a in asked]
+        assert [a.status_code for a in answers] == [200] * len(wall)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT stale FROM tile_cell_config WHERE layer_table = 'public.incidents'"))\
+                .scalar() is False

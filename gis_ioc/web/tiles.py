@@ -132,12 +132,14 @@ def _make_tile(engine: Engine, primary: Engine, catalog: Catalog, cache: tiles.T
                x: int, y: int, params: dict[str, str], known: Mapping[str, int] | None,
                seen: tiles.FreshCells) -> tiles.Tile:
     # one statement, so no transaction: no BEGIN and ROLLBACK round trips around it
-    try:
-        with db.autocommit(engine) as conn:
-            return tiles.get_tile(conn, catalog, cache, layers, z, x, y, params, known, seen, engine is primary)
+    def make(on: Engine) -> tiles.Tile:
+        with db.autocommit(on) as conn:
+            return tiles.get_tile(conn, catalog, cache, layers, z, x, y, params, known, seen, on is primary)
+
+    try:  # while another thread rebuilds stale cells this tile needs: waits for it, holding no connection
+        return tiles.wait_for_cells(lambda: make(engine))
     except tiles.StaleCells:  # a replica found cells a bulk load left stale: the primary rebuilds them
-        with db.autocommit(primary) as conn:
-            return tiles.get_tile(conn, catalog, cache, layers, z, x, y, params, known, seen)
+        return tiles.wait_for_cells(lambda: make(primary))
 
 
 @router.get("/tiles/{layers}.json", summary="TileJSON of one or several layers", operation_id="getTileJson")
