@@ -110,17 +110,27 @@ def keep_ahead(engine: Engine, stop: threading.Event, every_s: float = 6 * 3600,
         except sa.exc.SQLAlchemyError as err:
             log.warning("months ahead not made this time: %s", str(err).splitlines()[0])
             tables, wait = [], 60.0  # readers held the table (or the database was away): soon again
-        for table in tables if keep_months else []:
-            try:
-                done = archive_older(engine, keep_months or 0, table)
-            except (InvalidInput, sa.exc.SQLAlchemyError) as err:  # busy readers, a month archived before: next round
-                log.warning("old months of %s not archived this time: %s", table, str(err).splitlines()[0])
-                continue
-            if done is not None and done.months:
-                log.info("archived %d months of %s (%d rows), keeping %d: %s", len(done.months), table, done.rows,
-                         keep_months, ", ".join(done.months))
+        if keep_months:
+            for table in tables:
+                _archive_in_round(engine, keep_months, table)
         if stop.wait(wait):
             return
+
+
+def _archive_in_round(engine: Engine, keep_months: int, table: str) -> None:
+    """The months round's archive of ``table``: logged, never raised (busy readers, a month archived before)."""
+    try:
+        done = archive_older(engine, keep_months, table)
+    except (InvalidInput, sa.exc.SQLAlchemyError) as err:  # the next round tries again
+        log.warning("old months of %s not archived this time: %s", table, str(err).splitlines()[0])
+        return
+    if done is not None and done.months:
+        log.info("archived %d months of %s (%d rows), keeping %d: %s", len(done.months), table, done.rows,
+                 keep_months, ", ".join(done.months))
+
+
+# one process at a time archives a table's old months (pg_try_advisory_lock / pg_advisory_unlock)
+_ARCHIVE_LOCK = "SELECT {}(hashtext('gis_ioc_archive_older'), hashtext(:t))"
 
 
 def archive_older(engine: Engine, keep_months: int, table: str = "public.incidents",
@@ -141,8 +151,7 @@ def archive_older(engine: Engine, keep_months: int, table: str = "public.inciden
             return None
         if today is None:
             today = conn.execute(sa.text("SELECT CAST(now() AT TIME ZONE :z AS date)"), {"z": found[1]}).scalar_one()
-        if not conn.execute(sa.text("SELECT pg_try_advisory_lock(hashtext('gis_ioc_archive_older'), "
-                                    "hashtext(:t))"), {"t": table}).scalar():
+        if not conn.execute(sa.text(_ARCHIVE_LOCK.format("pg_try_advisory_lock")), {"t": table}).scalar():
             conn.commit()
             return None
         conn.commit()
@@ -150,8 +159,7 @@ def archive_older(engine: Engine, keep_months: int, table: str = "public.inciden
             months_back = today.year * 12 + today.month - 1 - (keep_months - 1)
             return archive(engine, date(months_back // 12, months_back % 12 + 1, 1), table)
         finally:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext('gis_ioc_archive_older'), hashtext(:t))"),
-                         {"t": table})
+            conn.execute(sa.text(_ARCHIVE_LOCK.format("pg_advisory_unlock")), {"t": table})
             conn.commit()
 
 
