@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from gis_ioc import analysis, auth, demo, ingest, partitions, tiles
 from gis_ioc.ingest import store
+from gis_ioc.settings import Settings
 from tests.conftest import DEMO_REF_TIME, table_snapshot
 
 from .factories import CITY
@@ -174,6 +175,9 @@ def test_the_server_keeps_the_last_months_and_archives_the_older_ones(loaded, ru
         holder.execute(sa.text("SELECT pg_advisory_unlock_all()"))
     with pytest.raises(partitions.InvalidInput):
         partitions.archive_older(engine, 0)
+    for wrong in (0, 1201):  # GIS_IOC_KEEP_MONTHS outside 1..1200 stops the server at start, named
+        with pytest.raises(ValueError, match="keep_months"):
+            Settings(keep_months=wrong)
     stop = threading.Event()
     stop.set()  # one round, then return
     partitions.keep_ahead(engine, stop, keep_months=keep)
