@@ -140,7 +140,9 @@ def _cells_sql(layer: Layer, z: int, x: int, y: int) -> str:
         x0, y0 = x0 // group * group, y0 // group * group
         x1, y1 = (x1 // group + 1) * group - 1, (y1 // group + 1) * group - 1
     table = _table_literal(layer)
-    colour = (f", (array_agg(category ORDER BY n DESC))[1] AS {quote_ident(layer.style.color_by)}"
+    # the most frequent value, ties to the first in order as mode() in _clusters_sql: never to the order the rows
+    # came in, which changes with the plan (a tile made again would differ from the cached one)
+    colour = (f", (array_agg(category ORDER BY n DESC, category))[1] AS {quote_ident(layer.style.color_by)}"
               if layer.style.color_by else "")
     return (
         "SELECT ST_AsMVTGeom(ST_Transform(ST_SetSRID(ST_MakePoint(sum(s_lon) / sum(n), sum(s_lat) / sum(n)), 4326), "
