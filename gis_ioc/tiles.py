@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +39,9 @@ BUFFER = 256
 CLUSTER_BUFFER = 384
 MAX_ZOOM = 22
 WORLD_M = 40_075_016.685578488
+# what a tile holds, as this code makes it: bump it when the tile statements change their output, so tiles kept
+# on disk by an older release are made again rather than served until their layer next changes
+TILE_FORMAT = 2
 def check_tile(z: int, x: int, y: int) -> None:
     """z/x/y inside WebMercatorQuad, or a 400 naming the parameter."""
     if not 0 <= z <= MAX_ZOOM:
@@ -266,10 +270,37 @@ def versions(conn: Connection, layers: list[Layer]) -> list[int]:
     return [int(rows.get(layer.table, 0)) for layer in layers]
 
 
+_definitions: OrderedDict[int, tuple[Layer, str]] = OrderedDict()  # id(layer) → the layer (kept: ids stay its own)
+_definitions_lock = threading.Lock()
+
+
+def definition_digest(layer: Layer) -> str:
+    """A digest of a layer's definition (its file or its imported record): edit the file, the tiles change.
+
+    Remembered per layer object (a dump and a hash cost ~40 µs, a cached tile's whole answer ~300 µs).
+    """
+    with _definitions_lock:
+        found = _definitions.get(id(layer))
+        if found is not None:
+            _definitions.move_to_end(id(layer))
+            return found[1]
+    digest = hashlib.sha256(layer.model_dump_json().encode()).hexdigest()[:16]
+    with _definitions_lock:
+        _definitions[id(layer)] = (layer, digest)
+        while len(_definitions) > 64:  # built-in layers stay; an imported one is read again per request
+            _definitions.popitem(last=False)
+    return digest
+
+
 def tile_key(layers: list[Layer], z: int, x: int, y: int, params: Mapping[str, str], layer_versions: list[int]) -> str:
-    """A cache key: the layers' versions (a folder on disk), then a digest of them, the tile and the filters."""
+    """A cache key: the layers' versions (a folder on disk), then a digest of the rest.
+
+    The rest: the versions, the layers' definitions and ``TILE_FORMAT`` (a layer file edited or a newer release
+    makes new tiles), the tile and the filters.
+    """
     tag = "+".join(f"{lyr.table}@{v}" for lyr, v in zip(layers, layer_versions, strict=True))
-    text = "|".join([",".join(f"{lyr.id}@{v}" for lyr, v in zip(layers, layer_versions, strict=True)),
+    text = "|".join([f"f{TILE_FORMAT}", ",".join(f"{lyr.id}@{v}:{definition_digest(lyr)}"
+                                                 for lyr, v in zip(layers, layer_versions, strict=True)),
                      f"{z}/{x}/{y}", "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "f")])
     return f"{tag}/{hashlib.sha256(text.encode()).hexdigest()[:40]}"
 

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from gis_ioc.catalog import Catalog
 from gis_ioc.settings import PROJECT_ROOT, Settings
-from gis_ioc.tiles import BUFFER, FreshCells, Tile, get_tile, sync_cell_config, tile_statement
+from gis_ioc.tiles import BUFFER, FreshCells, Tile, get_tile, sync_cell_config, tile_key, tile_statement
 from gis_ioc.web.app import create_app
 
 CITY = (108.003, 14.350)
@@ -332,6 +332,16 @@ def test_a_clusters_colour_is_the_same_whatever_the_plan(demo_engine):
                 "WHERE cardinality(a) > 1 AND a[1] = a[2]"), {"z": z}).scalar_one()
         conn.execute(sa.text("RESET enable_sort"))
     assert ties > 0  # the demo has clusters with two severities equally frequent
+
+
+def test_a_tile_cached_before_its_layer_file_was_edited_is_not_served():
+    """The disk cache outlives the process: a tile is keyed by its layer's definition too, not only its data."""
+    catalog = Catalog.from_folder(PROJECT_ROOT / "layers")
+    cameras = catalog.get("cameras")
+    edited = cameras.model_copy(update={"tiles": cameras.tiles.model_copy(update={"max_features": 10})})
+    again = Catalog.from_folder(PROJECT_ROOT / "layers").get("cameras")  # the same file, read by another process
+    assert tile_key([again], 12, 1, 2, {}, [7]) == tile_key([cameras], 12, 1, 2, {}, [7])
+    assert tile_key([edited], 12, 1, 2, {}, [7]) != tile_key([cameras], 12, 1, 2, {}, [7])
 
 
 def test_the_walls_first_tiles_are_made_at_start(demo_url, tmp_path):
