@@ -188,10 +188,10 @@ def restore(url: str, engine: Engine, catalog: Catalog, archive: Path) -> Restor
             scripts.append(f"--file={script}")
         _run([_tool("psql"), "--no-psqlrc", "--quiet", "--single-transaction", "--set=ON_ERROR_STOP=1",
               *scripts, f"--file={after}"], url, "restore")
-    from gis_ioc import tiles
+    from gis_ioc import tile_cells
 
     with engine.connect() as conn:  # a new database learns which layers keep tile cells, and builds them
-        tiles.sync_cell_config(conn, catalog)
+        tile_cells.sync_cell_config(conn, catalog)
         conn.execute(sa.text("SELECT gis_ioc_rebuild_cells(layer_table) FROM tile_cell_config WHERE stale"))
         conn.commit()
     return Restored(len(selected), features_in(engine, catalog))

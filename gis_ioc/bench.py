@@ -554,14 +554,14 @@ def tiles_sql_bench(url: str, catalog: Catalog, layers: str, concurrency: tuple[
     """The limit without HTTP: the server's own tile statements, one per pgbench transaction (random tile)."""
     import tempfile
 
-    from gis_ioc import tiles
+    from gis_ioc import tile_cells, tiles
 
     engine = db.make_engine(url, pool_size=1)
     tiles_ = tiles_ or tile_list()
     try:
         with engine.connect() as conn:
             resolved = tiles.resolve_layers(catalog, conn, layers)
-            cells = tiles.fresh_cells(conn, resolved)
+            cells = tile_cells.fresh_cells(conn, resolved)
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TABLE IF EXISTS gis_ioc_bench_tiles"))
             conn.execute(sa.text("CREATE TABLE gis_ioc_bench_tiles (i int PRIMARY KEY, q text NOT NULL)"))

@@ -15,7 +15,8 @@ from sqlalchemy.engine import Connection
 
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import InvalidInput
-from gis_ioc.tiles import MAX_ZOOM, fresh_cells, resolve_layers, run_tile, tile_statement, tilejson
+from gis_ioc.tile_cells import fresh_cells
+from gis_ioc.tiles import MAX_ZOOM, resolve_layers, run_tile, tile_statement, tilejson
 
 
 def parse_zooms(text: str) -> list[int]:

@@ -7,7 +7,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from gis_ioc import analysis, auth, demo, ingest, partitions, tiles
+from gis_ioc import analysis, auth, demo, ingest, partitions, tile_cells
 from gis_ioc.ingest import store
 from gis_ioc.settings import Settings
 from tests.conftest import DEMO_REF_TIME, table_snapshot
@@ -115,7 +115,7 @@ def test_an_upsert_by_id_updates_and_adds_on_a_partitioned_layer(loaded, catalog
 def test_archive_moves_old_months_out_and_analysis_reads_them_when_asked(loaded, catalog, run_cli, db_url):
     engine = loaded
     with engine.connect() as conn:  # the tile cells, kept as a server keeps them
-        tiles.sync_cell_config(conn, catalog)
+        tile_cells.sync_cell_config(conn, catalog)
         conn.execute(sa.text("SELECT gis_ioc_rebuild_cells('public.incidents')"))
         conn.commit()
     with engine.connect() as conn:

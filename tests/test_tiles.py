@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 
 from gis_ioc.catalog import Catalog
 from gis_ioc.settings import PROJECT_ROOT, Settings
-from gis_ioc.tiles import BUFFER, FreshCells, Tile, get_tile, sync_cell_config, tile_key, tile_statement
+from gis_ioc.tile_cells import FreshCells, sync_cell_config
+from gis_ioc.tiles import BUFFER, Tile, get_tile, tile_key, tile_statement
 from gis_ioc.web.app import create_app
 
 CITY = (108.003, 14.350)
@@ -419,7 +420,7 @@ def test_a_point_near_a_tile_border_is_in_both_tiles(client, demo_engine, tmp_pa
 def test_stale_cells_are_rebuilt_past_the_request_timeout_once_and_the_timeout_is_put_back(engine, catalog):
     """At 10M incidents a rebuild takes ~11 s: under the request's 10 s it was cancelled on every try and the
     low-zoom tiles never came. It runs without the timeout, and a rebuild finished meanwhile is not done again."""
-    from gis_ioc import tiles
+    from gis_ioc import tile_cells
 
     with engine.connect() as conn:
         sync_cell_config(conn, catalog)
@@ -432,7 +433,7 @@ def test_stale_cells_are_rebuilt_past_the_request_timeout_once_and_the_timeout_i
     with engine.connect() as conn:
         conn.execute(sa.text("SET statement_timeout = 5"))  # far less than the rebuild of 60,000 rows takes
         conn.commit()
-        assert tiles.fresh_cells(conn, layers) == frozenset({"public.incidents"})
+        assert tile_cells.fresh_cells(conn, layers) == frozenset({"public.incidents"})
         assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "5ms"
         conn.execute(sa.text("SET statement_timeout = 0"))
         conn.commit()

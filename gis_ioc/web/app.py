@@ -31,7 +31,8 @@ from gis_ioc.events import ChangeListener, wait_connected
 from gis_ioc.replicas import ReadRouter
 from gis_ioc.settings import Settings
 from gis_ioc.tile_cache import database_folder
-from gis_ioc.tiles import FreshCells, TileCache, rebuild_stale_cells, sync_cell_config, warm
+from gis_ioc.tile_cells import FreshCells, rebuild_stale_cells, sync_cell_config
+from gis_ioc.tiles import TileCache, warm
 from gis_ioc.version_board import VersionBoard
 from gis_ioc.web import alerts, analysis, contract, edit, ogc, search, views
 from gis_ioc.web import events as events_router

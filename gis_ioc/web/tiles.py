@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gis_ioc import db, glyphs, limits, tiles
+from gis_ioc import db, glyphs, limits, tile_cells, tiles
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import NotFound
 from gis_ioc.web.deps import KEY_COOKIE, CatalogDep, Heavy, ReadEngineDep, SettingsDep
@@ -130,16 +130,16 @@ class TileFastPath:
 
 def _make_tile(engine: Engine, primary: Engine, catalog: Catalog, cache: tiles.TileCache | None, layers: str, z: int,
                x: int, y: int, params: dict[str, str], known: Mapping[str, int] | None,
-               seen: tiles.FreshCells) -> tiles.Tile:
+               seen: tile_cells.FreshCells) -> tiles.Tile:
     # one statement, so no transaction: no BEGIN and ROLLBACK round trips around it
     def make(on: Engine) -> tiles.Tile:
         with db.autocommit(on) as conn:
             return tiles.get_tile(conn, catalog, cache, layers, z, x, y, params, known, seen, on is primary)
 
     try:  # while another thread rebuilds stale cells this tile needs: waits for it, holding no connection
-        return tiles.wait_for_cells(lambda: make(engine))
-    except tiles.StaleCells:  # a replica found cells a bulk load left stale: the primary rebuilds them
-        return tiles.wait_for_cells(lambda: make(primary))
+        return tile_cells.wait_for_cells(lambda: make(engine))
+    except tile_cells.StaleCells:  # a replica found cells a bulk load left stale: the primary rebuilds them
+        return tile_cells.wait_for_cells(lambda: make(primary))
 
 
 @router.get("/tiles/{layers}.json", summary="TileJSON of one or several layers", operation_id="getTileJson")
