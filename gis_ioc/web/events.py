@@ -45,7 +45,10 @@ async def events(
     Each insert, update and delete is an event ``change`` with the layer, id, operation and the new
     feature (for a delete, the feature as it was); a bulk load is one ``reload``. A browser that reconnects
     sends ``Last-Event-ID`` and gets what it missed (the last 500 changes are kept); when that cannot be
-    replayed (the server restarted, or the client was away too long) the first event is a ``reload``.
+    replayed (the server restarted, or the client was away too long) the first event is a ``reload``. Else the
+    first event is ``hello``, whose id is where the stream starts (with ``"resumed": true`` when it resumes from
+    an id: a client that reconnects without one after a ``hello`` without ``resumed`` has missed what happened
+    while it was away).
     """
     wanted = tuple(x.strip() for x in (layers or ",".join(LIVE_LAYERS)).split(",") if x.strip())
     unknown = [x for x in wanted if x not in LIVE_LAYERS]
@@ -68,6 +71,10 @@ async def events(
                        "data": json.dumps({"layer": "*", "id": None, "op": "reload", "feature": None})}
             elif last_event_id is None:  # an id from the start, so a reconnect can say where it left off
                 yield {"id": here, "event": "hello", "retry": 2000, "data": json.dumps({"epoch": listener.epoch})}
+            else:  # resumed: the id it resumed from (a page's ?since= is not yet the browser's own Last-Event-ID,
+                # and a restart must find one to be told to reload), then what it missed
+                yield {"id": last_event_id, "event": "hello", "retry": 2000,
+                       "data": json.dumps({"epoch": listener.epoch, "resumed": True})}
             backlog = list(subscription.missed)
             while True:
                 change = backlog.pop(0) if backlog else await subscriber.queue.get()

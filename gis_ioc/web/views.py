@@ -73,8 +73,10 @@ class Memo:
 def _page_per_boundaries(request: Request, memo: Memo, engine: Any, build: Callable[[Any], Any]) -> HTMLResponse:
     """A view's page (``build`` makes its map), made once per version of the boundaries for every request.
 
-    The rest of what it shows comes as tiles, events and API calls.
+    The rest of what it shows comes as tiles, events and API calls; its event stream starts from the last change
+    heard before it is served (``maps.with_since``), so none falls between its reads and its stream.
     """
+    since = request.app.state.listener.here()
     versions = request.app.state.listener.versions()
     key = ("boundaries", versions.get("public.admin_units")) if versions is not None else None
 
@@ -83,7 +85,7 @@ def _page_per_boundaries(request: Request, memo: Memo, engine: Any, build: Calla
             return maps.page(build(conn))
 
     page, _ = memo.get(key, make)
-    return HTMLResponse(page)
+    return HTMLResponse(maps.with_since(page, since))
 
 
 @router.get("/wall", summary="The wall map", operation_id="viewWall", response_class=HTMLResponse)
@@ -93,7 +95,7 @@ def wall(request: Request, engine: ReadEngineDep, catalog: CatalogDep, settings:
     Made once per version of the boundaries (the rest comes as tiles and events), not per request.
     """
     return _page_per_boundaries(request, request.app.state.wall_page, engine,
-                                lambda conn: maps.wall(conn, catalog, settings))
+                                lambda conn: maps.wall(conn, catalog, settings, since=maps.SINCE_MARK))
 
 
 @router.get("/wall/kpi.json", summary="The wall's KPIs", operation_id="viewWallKpi")
@@ -125,7 +127,7 @@ def desk_view(request: Request, engine: ReadEngineDep, catalog: CatalogDep, sett
     Made once per version of the boundaries, as the wall is; the rest comes from the API.
     """
     return _page_per_boundaries(request, request.app.state.desk_page, engine,
-                                lambda conn: desk.page(conn, catalog, settings))
+                                lambda conn: desk.page(conn, catalog, settings, since=maps.SINCE_MARK))
 
 
 @router.get("/incidents/{incident_id}", summary="One incident on a map", operation_id="viewIncident",

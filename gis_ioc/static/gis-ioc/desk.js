@@ -29,6 +29,7 @@
                  place: null, events: 0, saving: false};
     D.state = state;
     var marker = null;
+    var lastId = cfg.since || null, connects = 0;  // where the live stream starts, as the wall's (views.js)
 
     function api(path, opts) {
       opts = opts || {};
@@ -322,13 +323,19 @@
     }
     var later = debounce(function () { loadQueue(); redrawGrid(); }, 500);
     function connect() {
-      var es = new EventSource(cfg.server + "/events");
+      var resumed = connects++ > 0;
+      var es = new EventSource(cfg.server + "/events" + (lastId ? "?since=" + encodeURIComponent(lastId) : ""));
       es.onopen = function () { $("desk-live").className = "gis-live-on"; $("desk-live").textContent = "LIVE"; };
       es.onerror = function () {
         $("desk-live").className = "gis-live-off"; $("desk-live").textContent = "reconnecting…";
         if (es.readyState === EventSource.CLOSED) { setTimeout(connect, 3000); }
       };
+      es.addEventListener("hello", function (ev) {
+        lastId = ev.lastEventId || lastId;
+        if (resumed && !JSON.parse(ev.data).resumed) { later(); }  // a plain start after being away: draw again
+      });
       es.addEventListener("change", function (ev) {
+        lastId = ev.lastEventId || lastId;
         state.events += 1;
         var c = JSON.parse(ev.data);
         if (c.layer === "incidents" || c.layer === "*") { later(); if (c.id === state.selected) { select(state.selected); } }

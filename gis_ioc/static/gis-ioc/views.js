@@ -376,14 +376,25 @@
       var el = document.getElementById("gis-live");
       if (el) { el.className = on ? "gis-live-on" : "gis-live-off"; el.textContent = text; }
     }
+    // the stream starts from the last change heard before the page was served (nothing falls between the page's
+    // reads and its stream), and a new stream after the browser gave up from the last event this page heard
+    var lastId = cfg.since || null, connects = 0;
     function connect() {
-      var es = new EventSource(cfg.server + "/events");
+      var resumed = connects++ > 0;
+      var es = new EventSource(cfg.server + "/events" + (lastId ? "?since=" + encodeURIComponent(lastId) : ""));
       es.onopen = function () { setLive(true, "LIVE"); };
       es.onerror = function () {
         setLive(false, "reconnecting…");
         if (es.readyState === EventSource.CLOSED) { setTimeout(connect, 3000); }  // the browser gave up: retry
       };
-      es.addEventListener("change", onChange);
+      es.addEventListener("hello", function (ev) {
+        lastId = ev.lastEventId || lastId;
+        // a plain start after being away (another process, a restart): what was missed cannot be told, draw again
+        if (resumed && !JSON.parse(ev.data).resumed) {
+          onChange({data: JSON.stringify({layer: "*", id: null, op: "reload", feature: null})});
+        }
+      });
+      es.addEventListener("change", function (ev) { lastId = ev.lastEventId || lastId; onChange(ev); });
       state.source = es;
     }
     connect();
