@@ -160,7 +160,8 @@ class Network(BaseModel):
     speed_column: str | None = Field(default=None, description="A segment's own speed, km/h (overrides its class)")
     oneway_column: str | None = Field(default=None, description="True: only in the line's own direction")
     level_column: str | None = Field(default=None, description="Grade level (1 a bridge or flyover, -1 a tunnel, "
-                                     "0 or empty the ground): lines of different levels cross without meeting")
+                                     "0 or empty the ground): lines of different levels cross without meeting, and "
+                                     "meet only at a vertex both have (a ramp)")
     name_column: str | None = Field(default="name", description="The road's name in the steps of a route")
     off_road_kmh: float = Field(default=5, gt=0, le=50, description="From a point to the road (the last leg)")
     max_off_road_m: float = Field(default=5000, gt=0, le=100_000, description="Farther from any road: refused")

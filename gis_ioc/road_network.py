@@ -93,23 +93,33 @@ def build(conn: Connection, catalog: Catalog) -> dict[str, Any]:
         "DELETE FROM net_roads WHERE ST_IsEmpty(g) OR ST_NPoints(g) < 2",
         "ALTER TABLE net_roads ADD COLUMN n serial",
         "CREATE INDEX ON net_roads USING gist (g)",
+        # lines of two levels meet only at a point both have (a vertex of each, as OpenStreetMap's shared nodes):
+        # an end of one that nearly falls on a vertex of another level's line (a ramp) is moved onto it
+        "CREATE TEMP TABLE net_points ON COMMIT DROP AS SELECT n, lvl, (ST_DumpPoints(g)).geom AS p FROM net_roads",
+        "CREATE INDEX ON net_points USING gist (p)",
+        f"UPDATE net_roads r SET g = ST_Snap(r.g, s.pts, {SNAP_DEG!r}) FROM (SELECT r2.n, ST_Collect(v.p) AS pts "
+        "FROM net_roads r2 CROSS JOIN LATERAL (VALUES (ST_StartPoint(r2.g)), (ST_EndPoint(r2.g))) x(p) "
+        f"JOIN net_points v ON v.lvl <> r2.lvl AND ST_DWithin(v.p, x.p, {SNAP_DEG!r}) AND NOT ST_Equals(v.p, x.p) "
+        "GROUP BY r2.n) s WHERE s.n = r.n",
         "CREATE TEMP TABLE net_ends ON COMMIT DROP AS SELECT ST_StartPoint(g) AS p, lvl FROM net_roads "
         "UNION ALL SELECT ST_EndPoint(g), lvl FROM net_roads",
         "CREATE INDEX ON net_ends USING gist (p)",
-        # a line passing an end that nearly touches it gets a vertex there, so noding makes the junction; an end
-        # of another level's line (a ramp) gets one even when it lies on the line, for the cut below
+        # a line passing an end of its own level that nearly touches it gets a vertex there, so noding makes the
+        # junction
         f"UPDATE net_roads r SET g = ST_Snap(r.g, s.pts, {SNAP_DEG!r}) FROM (SELECT r2.n, ST_Collect(e.p) AS pts "
-        f"FROM net_roads r2 JOIN net_ends e ON ST_DWithin(r2.g, e.p, {SNAP_DEG!r}) "
-        "AND (e.lvl <> r2.lvl OR NOT ST_Intersects(r2.g, e.p)) GROUP BY r2.n) s WHERE s.n = r.n",
+        f"FROM net_roads r2 JOIN net_ends e ON e.lvl = r2.lvl AND ST_DWithin(r2.g, e.p, {SNAP_DEG!r}) "
+        "AND NOT ST_Intersects(r2.g, e.p) GROUP BY r2.n) s WHERE s.n = r.n",
         # noded level by level: lines of one level meet where they cross, lines of two levels never do
         "CREATE TEMP TABLE net_pieces ON COMMIT DROP AS SELECT lvl, (ST_Dump(ST_Node(ST_Collect(g)))).geom AS seg "
         "FROM net_roads GROUP BY lvl",
         "DELETE FROM net_pieces WHERE ST_Length(seg) = 0",
         "ALTER TABLE net_pieces ADD COLUMN n serial",
-        # ... except where an end of one lies on the other (now a vertex of it): cut there
+        # ... except where an end of one is a vertex of the other (a ramp): cut there. An end that merely lies on
+        # the other's line (a dead end under a bridge) meets nothing; gis-ioc network check lists those
         "CREATE TEMP TABLE net_cuts ON COMMIT DROP AS SELECT p.n, ST_Collect(e.p) AS pts FROM net_pieces p "
         "JOIN net_ends e ON e.lvl <> p.lvl AND ST_Intersects(p.seg, e.p) "
-        "AND NOT ST_Intersects(ST_Boundary(p.seg), e.p) GROUP BY p.n",
+        "AND NOT ST_Intersects(ST_Boundary(p.seg), e.p) "
+        "AND EXISTS (SELECT 1 FROM ST_DumpPoints(p.seg) d WHERE ST_Equals(d.geom, e.p)) GROUP BY p.n",
         "INSERT INTO net_pieces (lvl, seg) SELECT p.lvl, (ST_Dump(ST_Split(p.seg, c.pts))).geom FROM net_pieces p "
         "JOIN net_cuts c ON c.n = p.n",
         "DELETE FROM net_pieces p USING net_cuts c WHERE p.n = c.n",
@@ -193,6 +203,9 @@ def ensure(engine: Engine, catalog: Catalog, known: Mapping[str, int] | None = N
 def check(conn: Connection, catalog: Catalog) -> dict[str, Any]:
     """The network's parts (connected components), its dangling ends, and the facilities it does not reach.
 
+    Dangling ends that lie on another road's line (under or over it: another grade level, and no vertex shared)
+    are counted apart: a ramp drawn that way is not joined.
+
     A facility is unreachable when the road nearest it lies outside the largest part, or no road is within
     the off-road limit.
     """
@@ -209,9 +222,14 @@ def check(conn: Connection, catalog: Catalog) -> dict[str, Any]:
         f"{_literal('SELECT id, source, target, cost, reverse_cost FROM network_edges')})) "
         "SELECT count(*) FILTER (WHERE component <> (SELECT component FROM s GROUP BY 1 ORDER BY count(*) DESC "
         "LIMIT 1)) FROM s")).scalar()
+    # a dead end on another road's line is one under or over it (another grade level): they meet only where
+    # both lines have a vertex (add one to make a ramp's junction)
     dangling = conn.execute(sa.text(
-        "SELECT v.id, ST_X(v.geom) AS lon, ST_Y(v.geom) AS lat FROM network_vertices v WHERE "
+        "SELECT v.id, ST_X(v.geom) AS lon, ST_Y(v.geom) AS lat, EXISTS (SELECT 1 FROM network_edges o WHERE "
+        "ST_DWithin(o.geom, v.geom, 1e-9) AND v.id NOT IN (o.source, o.target)) AS on_other "
+        "FROM network_vertices v WHERE "
         "(SELECT count(*) FROM network_edges e WHERE e.source = v.id OR e.target = v.id) = 1 ORDER BY v.id")).all()
+    crossing = [d for d in dangling if d.on_other]
     facilities = conn.execute(sa.text(
         "WITH c AS (SELECT * FROM pgr_connectedComponents("
         f"{_literal('SELECT id, source, target, cost, reverse_cost FROM network_edges')})) "
@@ -231,4 +249,6 @@ def check(conn: Connection, catalog: Catalog) -> dict[str, Any]:
             "parts": [{"part": i + 1, "vertices": p["vertices"]} for i, p in enumerate(parts)],
             "one_way_traps": int(strong or 0),
             "dangling_ends": len(dangling), "dangling": [[round(d.lon, 6), round(d.lat, 6)] for d in dangling[:100]],
+            "ends_on_other_levels": len(crossing),
+            "ends_on_other_levels_at": [[round(d.lon, 6), round(d.lat, 6)] for d in crossing[:100]],
             "facilities_unreachable": unreachable}

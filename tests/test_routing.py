@@ -140,6 +140,41 @@ def test_a_flyover_passes_over_the_street_below_without_a_junction(routed):
     assert nx.has_path(graph, min(on_flyover), min(below))
 
 
+def test_lines_of_two_levels_meet_only_at_a_vertex_both_have(routed):
+    """A dead end under a bridge is not joined to the bridge; a ramp ending at one of a bridge's vertices is
+    (within 0.2 m of it). ``network check`` lists the first kind, so a ramp drawn without the vertex is found."""
+    engine, catalog, _ = routed
+    bridge = "LINESTRING(107.95 14.30, 107.96 14.30, 107.97 14.30)"  # away from the demo's roads; a vertex at 107.96
+    with engine.begin() as conn:
+        ids = conn.execute(sa.text(
+            "INSERT INTO infrastructure (kind, name, road_class, grade_level, geom) VALUES "
+            "('road', 'Cầu thử', 'district', 1, ST_GeomFromText(:bridge, 4326)), "
+            "('road', 'Đường cụt', 'district', 0, ST_GeomFromText('LINESTRING(107.955 14.29, 107.955 14.30)', 4326)),"
+            "('road', 'Đường dẫn', 'district', 0, "
+            "ST_GeomFromText('LINESTRING(107.96 14.31, 107.96 14.3000009)', 4326)),"
+            "('road', 'Đường bờ', 'district', 0, ST_GeomFromText('LINESTRING(107.95 14.30, 107.95 14.29)', 4326)) "
+            "RETURNING id::text"), {"bridge": bridge}).scalars().all()
+    try:
+        routing.ensure(engine, catalog)
+        with engine.connect() as conn:
+            def ends(road_id: str) -> set[int]:
+                return {int(v) for v in conn.execute(sa.text(
+                    "SELECT unnest(ARRAY[source, target]) FROM network_edges WHERE road_id = :r"),
+                    {"r": road_id}).scalars()}
+            on_bridge, dead_end, ramp, bank = (ends(i) for i in ids)
+            assert not on_bridge & dead_end  # it ends under the bridge, where the bridge has no vertex
+            assert on_bridge & ramp  # 0.1 m from the bridge's vertex: moved onto it, and cut there
+            assert on_bridge & bank  # the bridge's own end
+            assert len(on_bridge) == 3  # cut at the ramp, not under it at the dead end
+            found = routing.check(conn, catalog)
+        assert found["ends_on_other_levels"] >= 1
+        assert [107.955, 14.3] in found["ends_on_other_levels_at"]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM infrastructure WHERE id::text = ANY(:i)"), {"i": ids})
+        routing.ensure(engine, catalog)
+
+
 def test_reach_holds_every_place_reached_in_time(routed):
     """Isochrone membership against single-source times, for 1,000 random places near the roads.
 

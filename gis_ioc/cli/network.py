@@ -43,6 +43,11 @@ def network_check() -> None:
               "(one may leave and not reach them, or reach and not leave)")
     for part in found["parts"][1:]:
         out.print(f"  part {part['part']}: {part['vertices']} vertices apart from the rest")
+    if found["ends_on_other_levels"]:
+        at = "; ".join(f"{lon},{lat}" for lon, lat in found["ends_on_other_levels_at"][:5])
+        out.print(f"  {found['ends_on_other_levels']:,} dead end(s) on another road's line, not joined to it (under "
+                  f"or over it: another grade level; a vertex on both makes a junction): {at}"
+                  + (" …" if found["ends_on_other_levels"] > 5 else ""))
     if found["facilities_unreachable"]:
         table = Table(title="facilities the network does not reach")
         for col in ("id", "kind", "name", "off road m", "why"):
