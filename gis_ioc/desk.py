@@ -62,10 +62,10 @@ PANEL = """
 
 
 def page(conn: Connection, catalog: Catalog, settings: Settings, *, server: str = "",
-         since: str | None = None) -> folium.Map:
+         since: str | None = None, versions: str | None = None) -> folium.Map:
     """The desk: the province's map with the wall's layers, and the desk's panel beside it.
 
-    ``since``: as for the wall (``maps.wall``).
+    ``since``, ``versions``: as for the wall (``maps.wall``).
     """
     m = maps._base_map(settings, conn, "gis-ioc — operators' desk")
     for pane, z in (("fovPane", 425), ("dataPane", 430), ("livePane", 450)):
@@ -80,7 +80,7 @@ def page(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
         "lifecycle": {k: list(v) for k, v in edits.LIFECYCLE.items()},
         "active": list(maps.ACTIVE_STATUSES), "colors": maps._style_colours(incidents),
         "time": {"active": maps.time_filter(None), "ended": maps.ENDED_SINCE, "step": maps.TIME_STEP_MINUTES,
-                 "hours": maps.LIVE_HOURS}, "since": since,
+                 "hours": maps.LIVE_HOURS}, "since": since, "versions": versions,
     }
     root = maps._root(m)
     root.html.add_child(Element(PANEL))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -123,15 +124,19 @@ def page(m: folium.Map) -> str:
 
 
 SINCE_MARK = "gis-ioc:since"  # a kept page's place for the id of the last change heard when it is served
+VERSIONS_MARK = "gis-ioc:versions"  # ... and for the layer versions heard then
 
 
-def with_since(page_html: str, since: str | None) -> str:
+def with_since(page_html: str, since: str | None, versions: Mapping[str, int] | None = None) -> str:
     """A kept page (made with ``since=SINCE_MARK``) as served now: its event stream starts from ``since``.
 
     The id must be read before the page is served, so whatever the page then reads (tiles, figures) is either
-    in what it read or in the events after ``since``: no change falls between.
+    in what it read or in the events after ``since``: no change falls between. ``since`` means nothing to
+    another process (several workers): there the page compares ``versions`` with those its stream's ``hello``
+    says, and draws its data again when one is newer.
     """
-    return page_html.replace(json.dumps(SINCE_MARK), json.dumps(since), 1)
+    served = page_html.replace(json.dumps(SINCE_MARK), json.dumps(since), 1)
+    return served.replace(json.dumps(VERSIONS_MARK), json.dumps(dict(versions or {})), 1)
 
 
 class _Script(MacroElement):
@@ -333,13 +338,13 @@ TIME_BAR = """<div id="gis-timebar" class="gis-panel">
 
 
 def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str = "",
-         assets: Assets | None = None, since: str | None = None) -> folium.Map:
+         assets: Assets | None = None, since: str | None = None, versions: str | None = None) -> folium.Map:
     """The full-screen wall map: boundaries with names, infrastructure, cameras, incidents, live.
 
     Big layers (incidents, cameras, infrastructure) come as vector tiles from ``server`` (the page's own
     origin when empty); the page then follows ``/events`` and redraws only its data layers. ``since``: the id
     of the last change heard before the page was served (its stream starts there), or ``SINCE_MARK`` for a
-    page kept and served many times (``with_since``).
+    page kept and served many times (``with_since``; ``versions``: ``VERSIONS_MARK`` there).
     """
     assets = assets or Assets(server)
     m = _base_map(settings, conn, "gis-ioc — operations wall")
@@ -361,7 +366,7 @@ def wall(conn: Connection, catalog: Catalog, settings: Settings, *, server: str 
         "colors": {lid: _style_colours(layer) for lid, layer in layers.items()},
         "active": list(ACTIVE_STATUSES), "fovFromZoom": 13, "communeLabelsFromZoom": 11,
         "time": {"active": time_filter(None), "ended": ENDED_SINCE,
-                 "step": TIME_STEP_MINUTES, "hours": LIVE_HOURS}, "since": since,
+                 "step": TIME_STEP_MINUTES, "hours": LIVE_HOURS}, "since": since, "versions": versions,
     }
     legend = "".join([
         _legend("Incidents (CAP severity)", [("gis-dot", c, s) for s, c in _style_colours(layers["incidents"]).items()]

@@ -257,6 +257,42 @@ def test_a_posted_incident_appears_on_the_open_wall_within_two_seconds(visit, se
     assert not wall.errors and not wall.foreign, (wall.errors, wall.foreign)
 
 
+def test_a_wall_whose_stream_comes_from_another_process_hears_what_changed_while_it_loaded(browser, server,
+                                                                                          demo_engine):
+    """Several workers: the page is served by one process, its stream by another, where the page's ``since``
+    means nothing. A change between the two is told by the stream's hello (newer layer versions): the wall
+    draws its data again."""
+    context = browser.new_context(viewport={"width": 1920, "height": 1080})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    with demo_engine.connect() as conn:
+        camera, status = conn.execute(sa.text("SELECT id, status FROM cameras ORDER BY id DESC LIMIT 1")).one()
+
+    def from_another_process(route: Route) -> None:  # the page as a worker other than the stream's serves it
+        served_page = route.fetch()
+        body = re.sub(r'"since": "[^"]*"', '"since": "0000beef.1"', served_page.text())
+        route.fulfill(response=served_page, body=body)
+
+    def change_first(route: Route) -> None:  # the change falls between the page and its stream
+        with demo_engine.begin() as conn:
+            conn.execute(sa.text("UPDATE cameras SET status = 'maintenance' WHERE id = :i"), {"i": camera})
+        time.sleep(0.5)  # heard by the server before the stream subscribes: no event will tell it
+        route.continue_()
+
+    try:
+        page.route("**/views/wall", from_another_process)
+        page.route("**/events*", change_first)
+        page.goto(f"{server}/views/wall")
+        wait_until(page, WALL_READY, timeout=30_000)
+        wait_until(page, "window.gisIocWall.events >= 1", timeout=10_000)  # drawn again, from the hello
+    finally:
+        with demo_engine.begin() as conn:
+            conn.execute(sa.text("UPDATE cameras SET status = :s WHERE id = :i"), {"s": status, "i": camera})
+        context.close()
+    assert not errors, errors
+
+
 def test_the_wall_resumes_after_the_server_restarts(browser, demo_url, demo_engine, tmp_path):
     """The browser reconnects by itself; what happened while the server was away comes as one reload."""
     port = free_port()

@@ -125,6 +125,11 @@ def test_a_change_between_serving_a_kept_page_and_its_stream_is_heard(server, en
     first = httpx.get(f"{server}/views/{view}", timeout=30).text
     since = re.search(r'"since": "([^"]+)"', first)
     assert since is not None and "gis-ioc:since" not in first
+    served = re.search(r'"versions": (\{[^}]*\})', first)  # for a stream on another process (several workers)
+    assert served is not None and "public.cameras" in json.loads(served.group(1))
+    with httpx.stream("GET", f"{server}/events", timeout=10) as fresh:  # whose hello says the versions it heard
+        hello = next(json.loads(line[5:]) for line in fresh.iter_lines() if line.startswith("data:"))
+    assert hello["versions"] == json.loads(served.group(1))
     with engine.begin() as conn:
         cam = conn.execute(sa.text("INSERT INTO cameras (name, geom) VALUES ('giữa', "
                                    "ST_SetSRID(ST_MakePoint(108, 14.35), 4326)) RETURNING id")).scalar()

@@ -48,7 +48,8 @@ async def events(
     replayed (the server restarted, or the client was away too long) the first event is a ``reload``. Else the
     first event is ``hello``, whose id is where the stream starts (with ``"resumed": true`` when it resumes from
     an id: a client that reconnects without one after a ``hello`` without ``resumed`` has missed what happened
-    while it was away).
+    while it was away). A fresh stream's ``hello`` also has the layer versions heard so far: a page that read
+    its data at older versions (served by another process) reads it again.
     """
     wanted = tuple(x.strip() for x in (layers or ",".join(LIVE_LAYERS)).split(",") if x.strip())
     unknown = [x for x in wanted if x not in LIVE_LAYERS]
@@ -70,7 +71,8 @@ async def events(
                 yield {"id": here, "event": "change", "retry": 2000,
                        "data": json.dumps({"layer": "*", "id": None, "op": "reload", "feature": None})}
             elif last_event_id is None:  # an id from the start, so a reconnect can say where it left off
-                yield {"id": here, "event": "hello", "retry": 2000, "data": json.dumps({"epoch": listener.epoch})}
+                yield {"id": here, "event": "hello", "retry": 2000,
+                       "data": json.dumps({"epoch": listener.epoch, "versions": dict(listener.versions() or {})})}
             else:  # resumed: the id it resumed from (a page's ?since= is not yet the browser's own Last-Event-ID,
                 # and a restart must find one to be told to reload), then what it missed
                 yield {"id": last_event_id, "event": "hello", "retry": 2000,

@@ -76,7 +76,7 @@ def _page_per_boundaries(request: Request, memo: Memo, engine: Any, build: Calla
     The rest of what it shows comes as tiles, events and API calls; its event stream starts from the last change
     heard before it is served (``maps.with_since``), so none falls between its reads and its stream.
     """
-    since = request.app.state.listener.here()
+    since = request.app.state.listener.here()  # both before the page is served
     versions = request.app.state.listener.versions()
     key = ("boundaries", versions.get("public.admin_units")) if versions is not None else None
 
@@ -85,7 +85,7 @@ def _page_per_boundaries(request: Request, memo: Memo, engine: Any, build: Calla
             return maps.page(build(conn))
 
     page, _ = memo.get(key, make)
-    return HTMLResponse(maps.with_since(page, since))
+    return HTMLResponse(maps.with_since(page, since, versions))
 
 
 @router.get("/wall", summary="The wall map", operation_id="viewWall", response_class=HTMLResponse)
@@ -95,7 +95,8 @@ def wall(request: Request, engine: ReadEngineDep, catalog: CatalogDep, settings:
     Made once per version of the boundaries (the rest comes as tiles and events), not per request.
     """
     return _page_per_boundaries(request, request.app.state.wall_page, engine,
-                                lambda conn: maps.wall(conn, catalog, settings, since=maps.SINCE_MARK))
+                                lambda conn: maps.wall(conn, catalog, settings, since=maps.SINCE_MARK,
+                                                          versions=maps.VERSIONS_MARK))
 
 
 @router.get("/wall/kpi.json", summary="The wall's KPIs", operation_id="viewWallKpi")
@@ -127,7 +128,8 @@ def desk_view(request: Request, engine: ReadEngineDep, catalog: CatalogDep, sett
     Made once per version of the boundaries, as the wall is; the rest comes from the API.
     """
     return _page_per_boundaries(request, request.app.state.desk_page, engine,
-                                lambda conn: desk.page(conn, catalog, settings, since=maps.SINCE_MARK))
+                                lambda conn: desk.page(conn, catalog, settings, since=maps.SINCE_MARK,
+                                                          versions=maps.VERSIONS_MARK))
 
 
 @router.get("/incidents/{incident_id}", summary="One incident on a map", operation_id="viewIncident",

@@ -332,7 +332,8 @@
       };
       es.addEventListener("hello", function (ev) {
         lastId = ev.lastEventId || lastId;
-        if (resumed && !JSON.parse(ev.data).resumed) { later(); }  // a plain start after being away: draw again
+        var hello = JSON.parse(ev.data);  // a plain start after being away, or since the page (as the wall's)
+        if (!hello.resumed && (resumed || GisIocViews.newer(hello.versions, cfg.versions))) { later(); }
       });
       es.addEventListener("change", function (ev) {
         lastId = ev.lastEventId || lastId;

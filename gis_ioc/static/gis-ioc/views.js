@@ -215,6 +215,12 @@
     setTimeout(run, 0);
   };
 
+  // whether the layer versions a stream's hello says are newer than those a page was served with (none: no)
+  V.newer = function (heard, served) {
+    if (!heard || !served) { return false; }
+    return Object.keys(heard).some(function (table) { return heard[table] > (served[table] || 0); });
+  };
+
   V.startWall = function (map, parts, config) {
     cfg = config;
     var grids = parts.grids;
@@ -389,8 +395,10 @@
       };
       es.addEventListener("hello", function (ev) {
         lastId = ev.lastEventId || lastId;
-        // a plain start after being away (another process, a restart): what was missed cannot be told, draw again
-        if (resumed && !JSON.parse(ev.data).resumed) {
+        var hello = JSON.parse(ev.data);
+        // a plain start after being away (a restart), or on another process than the page's when a layer changed
+        // since the page was served: what was missed cannot be told, draw again
+        if (!hello.resumed && (resumed || V.newer(hello.versions, cfg.versions))) {
           onChange({data: JSON.stringify({layer: "*", id: null, op: "reload", feature: null})});
         }
       });
