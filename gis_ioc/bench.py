@@ -18,7 +18,7 @@ import shapely
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from gis_ioc import db, demo, ingest
+from gis_ioc import db, demo, demo_province, ingest
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import InvalidInput
 from gis_ioc.settings import Settings
@@ -274,10 +274,10 @@ def bbox_list(n: int = 200, seed: int = 20261128) -> list[tuple[float, float, fl
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    towns = np.array(list(demo.TOWNS.values()))
-    weights = np.array([demo.TOWN_WEIGHT[t] for t in demo.TOWNS])
+    towns = np.array(list(demo_province.TOWNS.values()))
+    weights = np.array([demo_province.TOWN_WEIGHT[t] for t in demo_province.TOWNS])
     out = []
-    xmin, ymin, xmax, ymax = demo.PROVINCE_BBOX
+    xmin, ymin, xmax, ymax = demo_province.PROVINCE_BBOX
     for _ in range(n):
         if rng.random() < 0.75:
             cx, cy = towns[rng.choice(len(towns), p=weights / weights.sum())] + rng.normal(0, 0.02, 2)
@@ -502,9 +502,9 @@ def tile_list(seed: int = 20261128) -> list[tuple[int, int, int]]:
 
     tms = morecantile.tms.get("WebMercatorQuad")
     rng = np.random.default_rng(seed)
-    towns = np.array(list(demo.TOWNS.values()))
-    weights = np.array([demo.TOWN_WEIGHT[t] for t in demo.TOWNS])
-    xmin, ymin, xmax, ymax = demo.PROVINCE_BBOX
+    towns = np.array(list(demo_province.TOWNS.values()))
+    weights = np.array([demo_province.TOWN_WEIGHT[t] for t in demo_province.TOWNS])
+    xmin, ymin, xmax, ymax = demo_province.PROVINCE_BBOX
     out = []
     for z, n in TILE_ZOOMS.items():
         for _ in range(n):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from shapely.geometry import Point
 
-from gis_ioc import demo
+from gis_ioc import demo, demo_province
 
 from .conftest import DEMO_REF_TIME, DEMO_SCALE
 
@@ -60,8 +60,8 @@ def test_the_2025_reform_is_versioned_with_lineage(demo_engine):
 
 
 def test_towns_lie_in_their_districts(demo_engine):
-    for d in demo.DISTRICTS:
-        lon, lat = demo.TOWNS[d.seat]
+    for d in demo_province.DISTRICTS:
+        lon, lat = demo_province.TOWNS[d.seat]
         found = _q(demo_engine, "SELECT code FROM admin_units WHERE level = 'district' AND "
                                 "ST_Intersects(geom, ST_SetSRID(ST_MakePoint(:x, :y), 4326))", x=lon, y=lat)
         assert [r.code for r in found] == [d.code], d.name
@@ -121,4 +121,4 @@ def test_the_same_seed_gives_the_same_province():
     assert a.incidents.drop(columns="geometry").equals(b.incidents.drop(columns="geometry"))
     assert a.admin_units.geometry.geom_equals(b.admin_units.geometry).all()
     assert a.cameras.geometry.iloc[0] == b.cameras.geometry.iloc[0]
-    assert demo.province_outline().contains(Point(demo.BO_Y_GATE))
+    assert demo_province.province_outline().contains(Point(demo_province.BO_Y_GATE))
