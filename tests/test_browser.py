@@ -7,11 +7,12 @@ go to ``test-artifacts/`` (``GIS_IOC_TEST_ARTIFACTS``) for a person to look at.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -257,59 +258,71 @@ def test_a_posted_incident_appears_on_the_open_wall_within_two_seconds(visit, se
     assert not wall.errors and not wall.foreign, (wall.errors, wall.foreign)
 
 
+@contextlib.contextmanager
+def _a_wall_page(browser: Browser) -> Iterator[tuple[Page, list[str]]]:
+    """A page of its own (closed after), and the errors it raised."""
+    context = browser.new_context(viewport={"width": 1920, "height": 1080})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield page, errors
+    finally:
+        context.close()
+
+
+@contextlib.contextmanager
+def _camera_to_change(engine: sa.Engine, last: bool = False) -> Iterator[Callable[[], None]]:
+    """A change to make (a camera into maintenance), undone after (the demo database is shared)."""
+    with engine.connect() as conn:
+        camera, status = conn.execute(sa.text(
+            f"SELECT id, status FROM cameras ORDER BY id {'DESC' if last else ''} LIMIT 1")).one()
+
+    def change() -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE cameras SET status = 'maintenance' WHERE id = :i"), {"i": camera})
+
+    try:
+        yield change
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE cameras SET status = :s WHERE id = :i"), {"s": status, "i": camera})
+
+
 def test_a_wall_whose_stream_comes_from_another_process_hears_what_changed_while_it_loaded(browser, server,
                                                                                           demo_engine):
     """Several workers: the page is served by one process, its stream by another, where the page's ``since``
     means nothing. A change between the two is told by the stream's hello (newer layer versions): the wall
     draws its data again."""
-    context = browser.new_context(viewport={"width": 1920, "height": 1080})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    with demo_engine.connect() as conn:
-        camera, status = conn.execute(sa.text("SELECT id, status FROM cameras ORDER BY id DESC LIMIT 1")).one()
-
     def from_another_process(route: Route) -> None:  # the page as a worker other than the stream's serves it
         served_page = route.fetch()
         body = re.sub(r'"since": "[^"]*"', '"since": "0000beef.1"', served_page.text())
         route.fulfill(response=served_page, body=body)
 
-    def change_first(route: Route) -> None:  # the change falls between the page and its stream
-        with demo_engine.begin() as conn:
-            conn.execute(sa.text("UPDATE cameras SET status = 'maintenance' WHERE id = :i"), {"i": camera})
-        time.sleep(0.5)  # heard by the server before the stream subscribes: no event will tell it
-        route.continue_()
+    with _a_wall_page(browser) as (page, errors), _camera_to_change(demo_engine, last=True) as change:
+        def change_first(route: Route) -> None:  # the change falls between the page and its stream
+            change()
+            time.sleep(0.5)  # heard by the server before the stream subscribes: no event will tell it
+            route.continue_()
 
-    try:
         page.route("**/views/wall", from_another_process)
         page.route("**/events*", change_first)
         page.goto(f"{server}/views/wall")
         wait_until(page, WALL_READY, timeout=30_000)
         wait_until(page, "window.gisIocWall.events >= 1", timeout=10_000)  # drawn again, from the hello
-    finally:
-        with demo_engine.begin() as conn:
-            conn.execute(sa.text("UPDATE cameras SET status = :s WHERE id = :i"), {"s": status, "i": camera})
-        context.close()
     assert not errors, errors
 
 
 def test_the_wall_resumes_after_the_server_restarts(browser, demo_url, demo_engine, tmp_path):
     """The browser reconnects by itself; what happened while the server was away comes as one reload."""
     port = free_port()
-    context = browser.new_context(viewport={"width": 1920, "height": 1080})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    with demo_engine.connect() as conn:
-        camera, status = conn.execute(sa.text("SELECT id, status FROM cameras ORDER BY id LIMIT 1")).one()
-    try:
+    with _a_wall_page(browser) as (page, errors), _camera_to_change(demo_engine) as change:
         with served(demo_url, tmp_path / "home", port) as url:
             page.goto(f"{url}/views/wall")
             wait_until(page, WALL_READY, timeout=30_000)
         wait_until(page, "!window.gisIocWall.connected", timeout=10_000)
         assert page.inner_text("#gis-live") == "reconnecting…"
-        with demo_engine.begin() as conn:  # a change while the server is down
-            conn.execute(sa.text("UPDATE cameras SET status = 'maintenance' WHERE id = :i"), {"i": camera})
+        change()  # a change while the server is down
         with served(demo_url, tmp_path / "home", port) as url:
             wait_until(page, "window.gisIocWall.connected", timeout=20_000)
             assert page.inner_text("#gis-live") == "LIVE"
@@ -326,10 +339,6 @@ def test_the_wall_resumes_after_the_server_restarts(browser, demo_url, demo_engi
             finally:
                 httpx.delete(f"{url}/collections/incidents/items/{new_id}",
                              headers={"Authorization": f"Bearer {key}"}, timeout=10)
-    finally:
-        with demo_engine.begin() as conn:
-            conn.execute(sa.text("UPDATE cameras SET status = :s WHERE id = :i"), {"s": status, "i": camera})
-        context.close()
     assert not errors, errors
 
 
