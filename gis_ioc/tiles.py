@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gis_ioc import cql2_sql, db, queries
-from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
+from gis_ioc.catalog import Catalog, Layer, definition_digest, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput, NotFound
 from gis_ioc.tile_cache import GZIP_LEVEL, Tile, TileCache
 from gis_ioc.tile_cells import FreshCells, finest_cells, fresh_cells, wait_for_cells
@@ -232,28 +231,6 @@ def versions(conn: Connection, layers: list[Layer]) -> list[int]:
                          {"t": [layer.table for layer in layers]}).all()
     rows: dict[str, int] = {str(row[0]): int(row[1]) for row in found}
     return [int(rows.get(layer.table, 0)) for layer in layers]
-
-
-_definitions: OrderedDict[int, tuple[Layer, str]] = OrderedDict()  # id(layer) → the layer (kept: ids stay its own)
-_definitions_lock = threading.Lock()
-
-
-def definition_digest(layer: Layer) -> str:
-    """A digest of a layer's definition (its file or its imported record): edit the file, the tiles change.
-
-    Remembered per layer object (a dump and a hash cost ~40 µs, a cached tile's whole answer ~300 µs).
-    """
-    with _definitions_lock:
-        found = _definitions.get(id(layer))
-        if found is not None:
-            _definitions.move_to_end(id(layer))
-            return found[1]
-    digest = hashlib.sha256(layer.model_dump_json().encode()).hexdigest()[:16]
-    with _definitions_lock:
-        _definitions[id(layer)] = (layer, digest)
-        while len(_definitions) > 64:  # built-in layers stay; an imported one is read again per request
-            _definitions.popitem(last=False)
-    return digest
 
 
 def tile_key(layers: list[Layer], z: int, x: int, y: int, params: Mapping[str, str], layer_versions: list[int]) -> str:

@@ -291,3 +291,21 @@ def test_number_matched_is_exact_or_left_out_never_estimated(client, demo_engine
     few = client.get("/collections/incidents/items?limit=5&severity=extreme&status=new").json()
     assert few["numberMatched"] == _count(demo_engine, "SELECT count(*) FROM incidents WHERE severity = 'extreme' "
                                                        "AND status = 'new'") <= 100
+
+
+def test_a_pages_etag_follows_its_layer_file(demo_url, tmp_path):
+    """A client's cached page must not be confirmed (304) after its layer's file changed what a page holds."""
+    import shutil
+
+    from gis_ioc.settings import PROJECT_ROOT
+
+    edited = tmp_path / "layers"
+    shutil.copytree(PROJECT_ROOT / "layers", edited)
+    cameras = edited / "cameras.yaml"
+    cameras.write_text(cameras.read_text(encoding="utf-8").replace("title: ", "title: Edited ", 1), encoding="utf-8")
+    tags = []
+    for folder in (PROJECT_ROOT / "layers", PROJECT_ROOT / "layers", edited):
+        settings = Settings(database_url=demo_url, home=tmp_path / "home", layers_dir=folder)
+        with TestClient(create_app(settings)) as c:
+            tags.append(c.get("/collections/cameras/items?limit=3").headers["etag"])
+    assert tags[0] == tags[1] != tags[2]

@@ -14,7 +14,7 @@ from fastapi import Path as FastPath
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from gis_ioc import duplicates, edits, features, limits, queries
-from gis_ioc.catalog import JSON_SCHEMA_TYPES, Layer, Property
+from gis_ioc.catalog import JSON_SCHEMA_TYPES, Layer, Property, definition_digest
 from gis_ioc.errors import InvalidInput, NotFound
 from gis_ioc.web import alerts, html
 from gis_ioc.web.deps import ITEM_FORMATS, CatalogDep, Export, LayerDep, ReadEngineDep, SettingsDep
@@ -318,7 +318,7 @@ def items(
 
 
 def _page_etag(request: Request, layer: Layer, fmt: str) -> str | None:
-    """A weak ETag for a page: the layer's version as this process last heard it, the query and the format.
+    """A weak ETag for a page: the layer's version as last heard here, its definition, the query and the format.
 
     None when the version is not known here (the listener is reconnecting): no validator rather than a wrong one.
     """
@@ -326,7 +326,8 @@ def _page_etag(request: Request, layer: Layer, fmt: str) -> str | None:
     if known is None or layer.table not in known:
         return None
     query = "&".join(f"{k}={v}" for k, v in sorted(request.query_params.multi_items()))
-    digest = hashlib.sha256(f"{layer.id}@{known[layer.table]}|{fmt}|{query}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{layer.id}@{known[layer.table]}:{definition_digest(layer)}|{fmt}|{query}".encode()
+                            ).hexdigest()[:32]
     return f'W/"{digest}"'
 
 
