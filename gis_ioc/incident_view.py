@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,14 +32,16 @@ from gis_ioc.settings import Settings
 
 def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id: int, *,
              assets: Assets | None = None, cameras: int = 5, radius_m: float = 2000,
-             server: str | None = "", since: str | None = None) -> folium.Map:
+             server: str | None = "", since: str | None = None,
+             versions: Mapping[str, int] | None = None) -> folium.Map:
     """One incident: its admin unit, its nearest online cameras and what they see, infrastructure within 2 km.
 
     Its ETAs (leaving now) follow the clock. ``server``: where the page hears of changes (``""``: the server
     that made it), made again when the incident, one of its cameras or a camera in its circle changes; None: a
     snapshot (a file, a notebook), never made again. ``since``: the id of the last change the server had heard
     before the page was read (``ChangeListener.here``): the page's event stream starts after it, so a change
-    made while the page loads is not missed.
+    made while the page loads is not missed. ``versions``: the layer versions heard then, for a stream from
+    another process (several workers), where ``since`` means nothing.
     """
     layer = catalog.get("incidents", conn)
     found = features.item(conn, layer, incident_id)
@@ -122,7 +125,8 @@ def incident(conn: Connection, catalog: Catalog, settings: Settings, incident_id
             "{animate: false, paddingTopLeft: [440, 20], paddingBottomRight: [20, 20]});").add_to(m)
     live = {"id": incident_id, "lon": lon, "lat": lat, "radius_m": radius_m, "server": server,
             "cameras": [c["id"] for c in near["features"]], "timezone": settings.timezone, "every_s": LIVE_EVERY_S,
-            "route_kinds": _route_kinds(catalog), "since": since}
+            "route_kinds": _route_kinds(catalog), "since": since,
+            "versions": dict(versions) if versions is not None else None}
     _Script(f"GisIocViews.startIncident({m.get_name()}, {json.dumps(live)});").add_to(m)
     unit_line = " · ".join(f"{u['unit_type']} {u['name']} ({u['code']})" for u in (units.get("commune"),
                                                                                     units.get("district")) if u)

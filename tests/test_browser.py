@@ -418,6 +418,51 @@ def test_the_incident_view_follows_its_incident_and_the_clock(visit, server, dem
             httpx.delete(f"{server}/collections/infrastructure/items/{found}", headers=headers, timeout=10)
 
 
+def test_an_incident_view_whose_stream_comes_from_another_process_is_made_again_after_a_change(browser, server,
+                                                                                               demo_engine):
+    """Several workers: the view's ``since`` means nothing to its stream's process. A change between the page
+    and its stream is told by the stream's hello (newer versions): the view is made again, once."""
+    key = auth.create_key(demo_engine, f"incident-workers-{uuid.uuid4().hex[:6]}", "operator")
+    headers = {"Authorization": f"Bearer {key}"}
+    posted = httpx.post(f"{server}/collections/incidents/items", headers=headers, timeout=10, json={
+        "type": "Feature", "geometry": {"type": "Point", "coordinates": [CITY[0] - 0.002, CITY[1] + 0.002]},
+        "properties": {"type": "flood", "severity": "moderate", "title": "Ngập đường", "source": "app"}})
+    assert posted.status_code == 201, posted.text
+    new_id = posted.json()["id"]
+    held = []
+
+    def from_another_process(route: Route) -> None:
+        served_page = route.fetch()
+        body = re.sub(r'"since": "[^"]*"', '"since": "0000beef.1"', served_page.text())
+        route.fulfill(response=served_page, body=body)
+
+    def change_first(route: Route) -> None:  # the first stream only: the change falls before it
+        if not held:
+            held.append(1)
+            with demo_engine.begin() as conn:
+                conn.execute(sa.text("UPDATE incidents SET status = 'verified' WHERE id = :i"), {"i": new_id})
+            time.sleep(0.5)  # heard by the server before the stream subscribes: no event will tell it
+        route.continue_()
+
+    try:
+        with _a_wall_page(browser) as (page, errors):
+            page.route("**/views/incidents/*", from_another_process)
+            page.route("**/events*", change_first)
+            page.goto(f"{server}/views/incidents/{new_id}")
+            assert page.text_content("#gis-incident .gis-status") == "new"  # read before the change
+            with page.expect_navigation(timeout=20_000):  # made again, from the hello
+                pass
+            page.wait_for_load_state("load")
+            wait_until(page, "document.querySelector('#gis-live').textContent == 'LIVE'", timeout=10_000)
+            assert page.text_content("#gis-incident .gis-status") == "verified"
+            page.evaluate("window.stayed = 1")
+            time.sleep(1.5)  # its own hello again (the page rewritten as before): not made again
+            assert page.evaluate("window.stayed") == 1
+        assert not errors, errors
+    finally:
+        httpx.delete(f"{server}/collections/incidents/items/{new_id}", headers=headers, timeout=10)
+
+
 def _infrastructure(server: str, headers: dict[str, str], kind: str, name: str, at: tuple[float, float]) -> int:
     """A new point of infrastructure through the API: its id."""
     posted = httpx.post(f"{server}/collections/infrastructure/items", headers=headers, timeout=10, json={

@@ -142,9 +142,10 @@ def incident(request: Request, engine: EngineDep, catalog: CatalogDep, settings:
 
     routing.ensure(engine, catalog)  # the routes by road: the network as the roads are now
     since = request.app.state.listener.here()  # before the page is read: no change can fall between the two
+    versions = request.app.state.listener.versions()
     with engine.connect() as conn:
         try:
-            m = incident_view.incident(conn, catalog, settings, int(incident_id), since=since)
+            m = incident_view.incident(conn, catalog, settings, int(incident_id), since=since, versions=versions)
         except NotFound:
             return HTMLResponse(maps.not_found_page(f"There is no incident {incident_id}."), status_code=404)
         return HTMLResponse(maps.page(m))

@@ -215,10 +215,13 @@
     setTimeout(run, 0);
   };
 
-  // whether the layer versions a stream's hello says are newer than those a page was served with (none: no)
-  V.newer = function (heard, served) {
+  // whether the layer versions a stream's hello says are newer than those a page was served with (none: no),
+  // of every table or of those in ``tables``
+  V.newer = function (heard, served, tables) {
     if (!heard || !served) { return false; }
-    return Object.keys(heard).some(function (table) { return heard[table] > (served[table] || 0); });
+    return Object.keys(heard).some(function (table) {
+      return (!tables || tables.indexOf(table) >= 0) && heard[table] > (served[table] || 0);
+    });
   };
 
   V.startWall = function (map, parts, config) {
@@ -590,6 +593,8 @@
   // view) when the incident changes or one of its cameras does, or a camera comes within its circle, or
   // infrastructure that can change its answers does (a station of a kind it routes from, a road, anything
   // within its circle).
+  var LIVE_TABLES = ["public.incidents", "public.cameras", "public.infrastructure"];
+
   V.startIncident = function (map, opts) {
     var fmt = new Intl.DateTimeFormat("en-GB", {hour: "2-digit", minute: "2-digit", hourCycle: "h23",
                                                 timeZone: opts.timezone});
@@ -654,6 +659,19 @@
       es.addEventListener("change", function (ev) {
         state.events += 1;
         if (concerns(JSON.parse(ev.data))) { reloadSoon(); }
+      });
+      // a stream from another process than the page's (several workers), where ``since`` means nothing: when a
+      // live layer changed since the page was read, it is made again, at most once a minute (which change it
+      // was cannot be told, and a busy province changes something every moment)
+      es.addEventListener("hello", function (ev) {
+        var hello = JSON.parse(ev.data);
+        if (hello.resumed || !V.newer(hello.versions, opts.versions, LIVE_TABLES)) { return; }
+        var mark = "gis-ioc-view-reread:" + location.pathname, at = 0;
+        try { at = Number(sessionStorage.getItem(mark) || 0); } catch (e) { /* no session storage */ }
+        if (Date.now() - at < 60000) { return; }
+        try { sessionStorage.setItem(mark, String(Date.now())); } catch (e) { /* no session storage */ }
+        state.reread = true;
+        reloadSoon();
       });
     }
     if (opts.server !== null) { connect(); }  // null: a snapshot (a file, a notebook)
