@@ -29,7 +29,6 @@
                  place: null, events: 0, saving: false};
     D.state = state;
     var marker = null;
-    var lastId = cfg.since || null, connects = 0;  // where the live stream starts, as the wall's (views.js)
 
     function api(path, opts) {
       opts = opts || {};
@@ -322,24 +321,18 @@
       });
     }
     var later = debounce(function () { loadQueue(); redrawGrid(); }, 500);
-    function connect() {
-      var resumed = connects++ > 0;
-      var es = new EventSource(cfg.server + "/events" + (lastId ? "?since=" + encodeURIComponent(lastId) : ""));
-      es.onopen = function () { $("desk-live").className = "gis-live-on"; $("desk-live").textContent = "LIVE"; };
-      es.onerror = function () {
-        $("desk-live").className = "gis-live-off"; $("desk-live").textContent = "reconnecting…";
-        if (es.readyState === EventSource.CLOSED) { setTimeout(connect, 3000); }
-      };
-      es.addEventListener("hello", function (ev) {
-        lastId = ev.lastEventId || lastId;
-        var hello = JSON.parse(ev.data);  // a plain start after being away, or since the page (as the wall's)
-        if (!hello.resumed && (resumed || GisIocViews.newer(hello.versions, cfg.versions))) { later(); }
-      });
-      es.addEventListener("change", function (ev) {
-        lastId = ev.lastEventId || lastId;
-        state.events += 1;
-        var c = JSON.parse(ev.data);
-        if (c.layer === "incidents" || c.layer === "*") { later(); if (c.id === state.selected) { select(state.selected); } }
+    function connect() {  // the live stream, as the wall's (GisIocViews.follow)
+      GisIocViews.follow(cfg.server, cfg.since, cfg.versions, {
+        live: function (on) {
+          $("desk-live").className = on ? "gis-live-on" : "gis-live-off";
+          $("desk-live").textContent = on ? "LIVE" : "reconnecting…";
+        },
+        change: function (ev) {
+          state.events += 1;
+          var c = JSON.parse(ev.data);
+          if (c.layer === "incidents" || c.layer === "*") { later(); if (c.id === state.selected) { select(state.selected); } }
+        },
+        missed: function () { later(); }  // (connect() may run before later is set: at sign-in from the tab)
       });
     }
     setInterval(drawQueue, 30000);  // the ages move on

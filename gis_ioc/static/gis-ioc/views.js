@@ -224,6 +224,31 @@
     });
   };
 
+  // A kept page's live stream (the wall's, the desk's): from the last change heard before the page was served
+  // (``since``: nothing falls between the page's reads and its stream), and after the browser gave up, from the
+  // last event the page heard. ``on.live(bool)``: the LIVE sign; ``on.change(event)``: each change;
+  // ``on.missed()``: what happened cannot be told (a plain start after being away, a restart; or on another
+  // process than the page's when a layer changed since the page was served, by its ``versions``): draw again.
+  V.follow = function (server, since, versions, on) {
+    var lastId = since || null, connects = 0;
+    function connect() {
+      var resumed = connects++ > 0;
+      var es = new EventSource(server + "/events" + (lastId ? "?since=" + encodeURIComponent(lastId) : ""));
+      es.onopen = function () { on.live(true); };
+      es.onerror = function () {
+        on.live(false);
+        if (es.readyState === EventSource.CLOSED) { setTimeout(connect, 3000); }  // the browser gave up: retry
+      };
+      es.addEventListener("hello", function (ev) {
+        lastId = ev.lastEventId || lastId;
+        var hello = JSON.parse(ev.data);
+        if (!hello.resumed && (resumed || V.newer(hello.versions, versions))) { on.missed(); }
+      });
+      es.addEventListener("change", function (ev) { lastId = ev.lastEventId || lastId; on.change(ev); });
+    }
+    connect();
+  };
+
   V.startWall = function (map, parts, config) {
     cfg = config;
     var grids = parts.grids;
@@ -385,30 +410,11 @@
       var el = document.getElementById("gis-live");
       if (el) { el.className = on ? "gis-live-on" : "gis-live-off"; el.textContent = text; }
     }
-    // the stream starts from the last change heard before the page was served (nothing falls between the page's
-    // reads and its stream), and a new stream after the browser gave up from the last event this page heard
-    var lastId = cfg.since || null, connects = 0;
-    function connect() {
-      var resumed = connects++ > 0;
-      var es = new EventSource(cfg.server + "/events" + (lastId ? "?since=" + encodeURIComponent(lastId) : ""));
-      es.onopen = function () { setLive(true, "LIVE"); };
-      es.onerror = function () {
-        setLive(false, "reconnecting…");
-        if (es.readyState === EventSource.CLOSED) { setTimeout(connect, 3000); }  // the browser gave up: retry
-      };
-      es.addEventListener("hello", function (ev) {
-        lastId = ev.lastEventId || lastId;
-        var hello = JSON.parse(ev.data);
-        // a plain start after being away (a restart), or on another process than the page's when a layer changed
-        // since the page was served: what was missed cannot be told, draw again
-        if (!hello.resumed && (resumed || V.newer(hello.versions, cfg.versions))) {
-          onChange({data: JSON.stringify({layer: "*", id: null, op: "reload", feature: null})});
-        }
-      });
-      es.addEventListener("change", function (ev) { lastId = ev.lastEventId || lastId; onChange(ev); });
-      state.source = es;
-    }
-    connect();
+    V.follow(cfg.server, cfg.since, cfg.versions, {
+      live: function (on) { setLive(on, on ? "LIVE" : "reconnecting…"); },
+      change: onChange,
+      missed: function () { onChange({data: JSON.stringify({layer: "*", id: null, op: "reload", feature: null})}); }
+    });
 
     // KPIs
     function bar(label, value, c) {
