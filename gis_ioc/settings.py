@@ -16,6 +16,7 @@ from gis_ioc.paths import DEFAULT_HOME, DEFAULT_LAYERS_DIR, PROJECT_ROOT, Place
 
 # Kon Tum province, with a margin: data outside this box is "far outside the area".
 KON_TUM_BBOX = (107.33, 13.92, 108.55, 15.42)
+MAX_KEEP_MONTHS = 1200  # GIS_IOC_KEEP_MONTHS and `gis-ioc db archive --keep-months`: a hundred years at most
 
 
 class Settings(BaseSettings):
@@ -36,7 +37,7 @@ class Settings(BaseSettings):
     home: Path = Field(default=DEFAULT_HOME,
                        description="Data folder: private cluster, caches (the same from any working directory).")
     keep_months: int | None = Field(
-        default=None, ge=1, le=1200,
+        default=None, ge=1, le=MAX_KEEP_MONTHS,
         description="Months the incidents layer keeps attached (this month and the ones before it); older months "
                     "move to the archive schema on their own, checked every few hours (as `gis-ioc db archive` does "
                     "by hand). Every attached month is planned by each request without a time window (docs/sizing.md"

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from gis_ioc.cli.common import _catalog, _engine, _settings, out
 from gis_ioc.errors import InvalidInput
+from gis_ioc.settings import MAX_KEEP_MONTHS
 
 db_app = typer.Typer(help="The database: migrations and the private PostGIS cluster.", no_args_is_help=True)
 
@@ -159,8 +160,9 @@ def db_archive(
 
     if (before is None) == (keep_months is None):
         raise InvalidInput("give either --before DATE or --keep-months N", param="before")
-    if keep_months is not None and not 1 <= keep_months <= 1200:
-        raise InvalidInput(f"--keep-months: {keep_months} is not between 1 and 1200", param="keep-months")
+    if keep_months is not None and not 1 <= keep_months <= MAX_KEEP_MONTHS:
+        raise InvalidInput(f"--keep-months: {keep_months} is not between 1 and {MAX_KEEP_MONTHS}",
+                           param="keep-months")
     cutoff = None
     if before is not None:
         try:
