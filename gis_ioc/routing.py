@@ -18,7 +18,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from gis_ioc import analysis, analysis_common
+from gis_ioc import analysis, analysis_common, db
 from gis_ioc.catalog import Catalog, Layer, Network, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput
 from gis_ioc.road_network import EDGES_SQL, _literal, build, check, ensure, settings_of, sources, stale
@@ -71,7 +71,8 @@ _ON_ROAD = (  # each point of q (i, p) with its nearest edge, where along it, ho
 
 def _on_roads(conn: Connection, points_sql: str, params: dict[str, Any] | None = None) -> list[Any]:
     """The rows of ``points_sql`` (columns ``i``, ``p`` and any others), each with its nearest edge: one statement."""
-    rows = conn.execute(sa.text(f"WITH q AS ({points_sql}) {_ON_ROAD}"), params or {}).all()
+    sql = f"WITH q AS ({points_sql}) {_ON_ROAD}"
+    rows = conn.execute(sa.text(sql), params).all() if params else db.rows(conn, sql)
     if rows and rows[0].edge_id is None:
         raise InvalidInput("network: the road network is empty (no roads in its source layers)", param="network")
     return list(rows)
@@ -181,7 +182,7 @@ def _legs(conn: Connection, points: list[OnRoad], pairs: list[tuple[int, int]]) 
         combinations = "SELECT * FROM (VALUES " + ", ".join(f"({a}::bigint, {b}::bigint)" for a, b in sorted(
             asked)) + ") AS c(source, target)"
         sql = _pieces_sql(points, _ways_sql(points, _literal(combinations))) + " ORDER BY start_pid, end_pid, path_seq"
-        for row in conn.execute(sa.text(sql)):
+        for row in db.rows(conn, sql):
             found.setdefault((int(row.start_pid), int(row.end_pid)), []).append(_piece(row))
     ways: dict[tuple[int, int], Pieces | None] = {}
     for a, b in pairs:
@@ -336,7 +337,7 @@ def _soonest(conn: Connection, points: list[OnRoad], net: Network, k: int,
     sql = (_pieces_sql(points, ways_sql, also, only="JOIN b ON b.vid = r.start_pid", columns=", NULL::float AS total")
            + " UNION ALL SELECT start_pid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, total FROM t "
            "ORDER BY 1, 3")
-    for row in conn.execute(sa.text(sql)):
+    for row in db.rows(conn, sql):
         if row.total is not None:
             costs[int(row.start_pid)] = float(row.total)
         else:
@@ -538,9 +539,9 @@ def matrix_joined(conn: Connection, a: list[OnRoad], b: list[OnRoad], net: Netwo
     points = [*a, *b]
     starts = ", ".join(str(p.vid(i + 1)) for i, p in enumerate(a))
     ends = ", ".join(str(q.vid(len(a) + j + 1)) for j, q in enumerate(b))
-    costs = {(int(r.start_pid), int(r.end_pid)): float(r.agg_cost) for r in conn.execute(sa.text(
+    costs = {(int(r.start_pid), int(r.end_pid)): float(r.agg_cost) for r in db.rows(conn,
         f"SELECT start_pid, end_pid, agg_cost FROM pgr_withPointsCost({_literal(EDGES_SQL)}, "
-        f"{_literal(_points_sql(points))}, ARRAY[{starts}]::bigint[], ARRAY[{ends}]::bigint[], true, 'b')"))}
+        f"{_literal(_points_sql(points))}, ARRAY[{starts}]::bigint[], ARRAY[{ends}]::bigint[], true, 'b')")}
     seconds = []
     for i, p in enumerate(a):
         row = []

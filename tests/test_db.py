@@ -104,3 +104,22 @@ def test_admin_units_key_is_code_and_valid_from(engine):
             conn.execute(sa.text(
                 f"INSERT INTO admin_units (code, level, unit_type, name, valid_from, geom) "
                 f"VALUES ('23281', 'commune', 'xã', 'B', '2025-07-01', {square})"))
+
+
+def test_rows_on_the_drivers_cursor_are_heard_and_named(engine):
+    """``db.rows`` skips SQLAlchemy, yet the engine's listeners hear its statement (bench routing replays them)."""
+    heard: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, many):
+        heard.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        with db.autocommit(engine) as conn:
+            found = db.rows(conn, "SELECT n, n * 2 AS twice FROM generate_series(1, 3) n")
+            first = db.one_row(conn, "SELECT 'a:b %s' AS t")
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert [(r.n, r.twice) for r in found] == [(1, 2), (2, 4), (3, 6)]
+    assert first == ("a:b %s",)  # neither SQLAlchemy's :name nor the driver's %s is read as a value
+    assert heard == ["SELECT n, n * 2 AS twice FROM generate_series(1, 3) n", "SELECT 'a:b %s' AS t"]

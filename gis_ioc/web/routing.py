@@ -7,7 +7,7 @@ layer has changed since it was made. Every route runs under the heavy-work limit
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -18,14 +18,11 @@ from gis_ioc.catalog import Catalog
 from gis_ioc.errors import InvalidInput
 from gis_ioc.web.analysis import BIGINT, GEOJSON, Filter, Lat, LayerId, Lon, Moment, _moment
 from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy
+from gis_ioc.web.formats import json_response
 
 router = APIRouter(prefix="/analysis", tags=["Routing"], dependencies=[Heavy])
 Point = Annotated[str, Query(max_length=60, description="lon,lat (CRS84)", examples=["108.003,14.35"])]
 Points = Annotated[str, Query(max_length=4000, description="lon,lat pairs separated by ;")]
-
-
-def _json(body: dict[str, Any], media_type: str = GEOJSON) -> Response:
-    return Response(json.dumps(body, default=str, ensure_ascii=False), media_type=media_type)
 
 
 def _ready(request: Request, engine: Engine, catalog: Catalog) -> None:
@@ -48,7 +45,8 @@ def route(request: Request, engine: EngineDep, catalog: CatalogDep, from_: Annot
     stops = routing.parse_points(via, "via", routing.MAX_VIA) if via else []
     _ready(request, engine, catalog)
     with db.autocommit(engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
-        return _json(routing.route(conn, catalog, start, end, stops, _moment(depart_at, "depart_at")))
+        found = routing.route(conn, catalog, start, end, stops, _moment(depart_at, "depart_at"))
+    return json_response(found, GEOJSON)
 
 
 @router.get("/nearest-by-time", summary="The facilities soonest there by road", operation_id="nearestByTime",
@@ -65,8 +63,9 @@ def nearest_by_time(request: Request, engine: EngineDep, catalog: CatalogDep, la
     """
     _ready(request, engine, catalog)
     with db.autocommit(engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
-        return _json(routing.nearest_by_time(conn, catalog, layer, filter_text=filter, lon=lon, lat=lat,
-                                             incident=incident, k=k))
+        found = routing.nearest_by_time(conn, catalog, layer, filter_text=filter, lon=lon, lat=lat,
+                                        incident=incident, k=k)
+    return json_response(found, GEOJSON)
 
 
 @router.get("/reach", summary="Service areas: what the facilities reach by road in time", operation_id="reach",
@@ -87,8 +86,9 @@ def reach(request: Request, engine: EngineDep, catalog: CatalogDep, layer: Layer
         raise InvalidInput(f"minutes: {minutes[:40]!r} is not minutes separated by commas", param="minutes") from None
     _ready(request, engine, catalog)
     with db.autocommit(engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
-        return _json(routing.reach(conn, catalog, layer, filter_text=filter, minutes=times, by_commune=by_commune,
-                                   window_days=window_days))
+        found = routing.reach(conn, catalog, layer, filter_text=filter, minutes=times, by_commune=by_commune,
+                              window_days=window_days)
+    return json_response(found, GEOJSON)
 
 
 @router.get("/travel-matrix", summary="Travel times between places", operation_id="travelMatrix")
@@ -99,7 +99,8 @@ def travel_matrix(request: Request, engine: EngineDep, catalog: CatalogDep, orig
     b = routing.parse_points(destinations, "destinations", routing.MAX_MATRIX)
     _ready(request, engine, catalog)
     with db.autocommit(engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
-        return _json(routing.travel_matrix(conn, catalog, a, b), "application/json")
+        found = routing.travel_matrix(conn, catalog, a, b)
+    return json_response(found)
 
 
 @router.get("/network", summary="The road network: parts, dangling ends, facilities it does not reach",
