@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from gis_ioc import auth, ingest, limits, queries
 from gis_ioc.auth import Principal
-from gis_ioc.catalog import Layer, quote_ident, quote_table
+from gis_ioc.catalog import Layer, definition_digest, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput, NotFound, PreconditionFailed
 
 LIFECYCLE: dict[str, tuple[str, ...]] = {
@@ -135,18 +135,22 @@ def _feature_body(body: Any, partial: bool) -> dict[str, Any]:
 
 
 def row_json(conn: Connection, layer: Layer, feature_id: Any, lock: bool) -> tuple[dict[str, Any], str] | None:
-    """The current row (properties and geometry) and its ETag, locked for the write."""
+    """The current row (properties and geometry) and its ETag, locked for the write.
+
+    The ETag is a digest of the whole row and of the layer's definition: after an edit of the layer's file
+    (what a feature shows), a copy kept by a client is no longer confirmed (304) nor written over (412).
+    """
     geom, key = quote_ident(layer.geometry.column), quote_ident(layer.id_column)
     sql = (f"SELECT to_jsonb(t) - :g || jsonb_build_object('geometry', ST_AsGeoJSON(t.{geom})::jsonb), "
            f"md5(t::text) FROM {quote_table(layer.table)} AS t WHERE t.{key} = :id{' FOR UPDATE' if lock else ''}")
     row = conn.execute(sa.text(sql), {"g": layer.geometry.column, "id": feature_id}).first()
     if row is None:
         return None
-    return dict(row[0]), f'"{row[1]}"'
+    return dict(row[0]), f'"{row[1]}-{definition_digest(layer)[:8]}"'
 
 
 def etag(conn: Connection, layer: Layer, feature_id: Any) -> str | None:
-    """The ETag of a feature (a digest of its whole row), or None when it does not exist."""
+    """The ETag of a feature (its row's and its layer definition's digests), or None when it does not exist."""
     found = row_json(conn, layer, feature_id, lock=False)
     return found[1] if found else None
 

@@ -309,3 +309,25 @@ def test_a_pages_etag_follows_its_layer_file(demo_url, tmp_path):
         with TestClient(create_app(settings)) as c:
             tags.append(c.get("/collections/cameras/items?limit=3").headers["etag"])
     assert tags[0] == tags[1] != tags[2]
+
+
+def test_a_features_etag_follows_its_layer_file(demo_url, tmp_path):
+    """A feature kept by a client is not confirmed (304) after its layer's file changed what it shows."""
+    import shutil
+
+    from gis_ioc.settings import PROJECT_ROOT
+
+    edited = tmp_path / "layers"
+    shutil.copytree(PROJECT_ROOT / "layers", edited)
+    cameras = edited / "cameras.yaml"
+    cameras.write_text(cameras.read_text(encoding="utf-8").replace("title: ", "title: Edited ", 1), encoding="utf-8")
+    kept = None
+    answers = []
+    for folder in (PROJECT_ROOT / "layers", PROJECT_ROOT / "layers", edited):
+        settings = Settings(database_url=demo_url, home=tmp_path / "home", layers_dir=folder)
+        with TestClient(create_app(settings)) as c:
+            if kept is None:
+                fid = c.get("/collections/cameras/items?limit=1").json()["features"][0]["id"]
+                kept = c.get(f"/collections/cameras/items/{fid}").headers["etag"]
+            answers.append(c.get(f"/collections/cameras/items/{fid}", headers={"If-None-Match": kept}).status_code)
+    assert answers == [304, 304, 200]
