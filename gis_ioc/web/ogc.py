@@ -379,8 +379,10 @@ def item(
     f: Annotated[Literal["json", "html", "cap"] | None, Query(description="cap: the incident as a CAP 1.2 "
                                                                          "alert")] = None,
 ) -> Response:
-    """One feature by id; its ETag changes with the row and the layer's file (``If-Match`` on writes,
-    ``If-None-Match`` here)."""
+    """One feature by id; its ETag changes with the row and the layer's file.
+
+    ``If-Match`` on writes, ``If-None-Match`` here.
+    """
     fmt = negotiate(request, ("json", "html", "cap"))
     out_crs = queries.parse_crs(crs)
     key = layer.feature_key(feature_id)
