@@ -175,6 +175,41 @@ def test_lines_of_two_levels_meet_only_at_a_vertex_both_have(routed):
         routing.ensure(engine, catalog)
 
 
+def test_tracks_drawn_to_nearly_the_same_spot_of_a_road_meet_there(routed):
+    """Three tracks to one spot of a road: one ends on a vertex it makes, two 0.19 m along the road (the demo's
+    Sa Nghĩa schools and health station). They meet the road at one vertex, with no sliver of road between."""
+    engine, catalog, _ = routed
+    tracks = [  # away from the demo's roads; the road has no vertex near 107.9650
+        "LINESTRING(107.965 14.27, 107.96500000 14.26)",
+        "LINESTRING(107.966 14.27, 107.96500186 14.26)",  # 1.86e-6° (0.19 m) east, on the road
+        "LINESTRING(107.964 14.27, 107.96500186 14.26)",
+    ]
+    with engine.begin() as conn:
+        ids = conn.execute(sa.text(
+            "INSERT INTO infrastructure (kind, name, road_class, geom) VALUES "
+            "('road', 'Đường thử', 'district', ST_GeomFromText('LINESTRING(107.96 14.26, 107.97 14.26)', 4326)), "
+            + ", ".join(f"('road', 'Lối vào {i}', 'track', ST_GeomFromText('{t}', 4326))" for i, t in enumerate(tracks))
+            + " RETURNING id::text")).scalars().all()
+    try:
+        routing.ensure(engine, catalog)
+        with engine.connect() as conn:
+            pieces = conn.execute(sa.text(
+                "SELECT road_id, source, target, length_m FROM network_edges WHERE road_id = ANY(:i)"),
+                {"i": ids}).all()
+            found = routing.check(conn, catalog)
+        road = [p for p in pieces if p.road_id == ids[0]]
+        assert len(road) == 2 and min(p.length_m for p in road) > 500  # cut once, at the tracks' common vertex
+        junction = {road[0].source, road[0].target} & {road[1].source, road[1].target}
+        for track in ids[1:]:
+            (piece,) = [p for p in pieces if p.road_id == track]  # whole: no sliver, no crossing of the others
+            assert junction & {piece.source, piece.target}
+        assert {"part": 2, "vertices": 6} in found["parts"]  # its own part, whole: the road's 3, the tracks' 3 others
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM infrastructure WHERE id::text = ANY(:i)"), {"i": ids})
+        routing.ensure(engine, catalog)
+
+
 def test_reach_holds_every_place_reached_in_time(routed):
     """Isochrone membership against single-source times, for 1,000 random places near the roads.
 
