@@ -217,3 +217,55 @@ def test_the_load_size_check_reads_the_partitioned_table(loaded, catalog):
         cur = conn.connection.cursor()
         assert store._unique(cur, "public.incidents", "id") is False
         assert store._unique(cur, "public.cameras", "id") is True
+
+
+def test_closed_months_are_rewritten_in_spatial_order_and_nothing_else_changes(loaded, catalog, run_cli, db_url):
+    """gis-ioc db order-months: a closed month's rows are laid in PostGIS's spatial order, swapped in with the same
+    rows, indexes and triggers; the layer's version and kept counts do not move; each month once."""
+    from gis_ioc import month_order
+
+    engine = loaded
+    month = "incidents_p202609"
+
+    def indexes() -> list[tuple[str, str]]:
+        with engine.connect() as conn:
+            return [(str(n), str(d)) for n, d in conn.execute(sa.text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = :t ORDER BY 1"), {"t": month})]
+
+    def version() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(
+                "SELECT version FROM layer_versions WHERE table_name = 'public.incidents'")).scalar_one())
+
+    def out_of_order() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(
+                f"SELECT count(*) FROM (SELECT geom, lag(geom) OVER (ORDER BY ctid) AS prev FROM {month}) s "
+                "WHERE geom < prev")).scalar_one())
+
+    before, kept_indexes, kept_version = table_snapshot(engine, "incidents"), indexes(), version()
+    rows = _where(engine)[month]
+    assert out_of_order() > rows / 4  # as loaded: in the file's order, so about every other pair
+    env = {"GIS_IOC_DATABASE_URL": db_url}
+    code, out, err = run_cli("db", "order-months", "--before", "2026-10-01", env=env)
+    assert code == 0, err
+    assert f"{month}: " in out and "incidents_p202610" not in out and "incidents_p202503" in out
+    assert out_of_order() < rows / 50  # in order (but where a big polygon left room that a later point took)
+    assert table_snapshot(engine, "incidents") == before and indexes() == kept_indexes and version() == kept_version
+    _kept_equal_rows(engine)
+    with engine.connect() as conn:
+        assert (conn.execute(sa.text(f"SELECT obj_description('{month}'::regclass, 'pg_class')")).scalar() or "") \
+            .startswith(month_order.MARK)
+    code, out, _ = run_cli("db", "order-months", "--before", "2026-10-01", env=env)
+    assert code == 0 and "nothing to do" in " ".join(out.split())
+    with engine.begin() as conn:  # the month takes writes as before: its triggers keep the counts
+        conn.execute(sa.text(
+            "INSERT INTO incidents (type, title, reported_at, geom) VALUES ('fire', 'Cháy thử', "
+            "'2026-09-15T03:00:00Z', ST_SetSRID(ST_MakePoint(:x, :y), 4326))"), {"x": CITY[0], "y": CITY[1]})
+    assert _where(engine)[month] == rows + 1
+    _kept_equal_rows(engine)
+    assert version() > kept_version
+    code, _, err = run_cli("db", "order-months", "--before", "soon", env=env)
+    assert code != 0 and "--before" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("db", "order-months", "--layer", "cameras", env=env)
+    assert code != 0 and "not partitioned" in err

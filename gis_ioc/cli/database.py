@@ -184,3 +184,32 @@ def db_archive(
     else:
         out.print(f"archived {len(done.months)} months of {layer} ({done.rows:,} rows) into "
                   f"{partitions.ARCHIVE_SCHEMA}: {', '.join(done.months)}")
+
+
+@db_app.command("order-months")
+def db_order_months(
+    before: Annotated[str | None, typer.Option(help="Rewrite the months that ended by this date (YYYY-MM-DD, "
+                                                    "local) [the first day of last month].")] = None,
+    layer: Annotated[str, typer.Option(help="A layer partitioned by month.")] = "incidents",
+) -> None:
+    """Rewrite closed months of a layer in spatial order (a small box's rows on few pages); each once."""
+    from datetime import date
+
+    from gis_ioc import month_order
+
+    engine, table = _by_month(layer)
+    if before is None:
+        cutoff = month_order.closed_before(engine, table)
+    else:
+        try:
+            cutoff = date.fromisoformat(before)
+        except ValueError:
+            raise InvalidInput(f"--before: {before!r} is not a date (YYYY-MM-DD)", param="before") from None
+    geometry = _catalog(_settings(), engine).get(layer).geometry.column
+    todo = month_order.pending(engine, table, cutoff)
+    if not todo:
+        out.print(f"no month of {layer} that ended by {cutoff.isoformat()} is left in time order: nothing to do")
+        return
+    for month in todo:
+        done = month_order.order_month(engine, table, month, geometry)
+        out.print(f"{done.partition}: {done.rows:,} rows in spatial order ({done.seconds:g} s)")
