@@ -277,7 +277,12 @@ class PrivateCluster:
             )
         finally:
             pw_path.unlink(missing_ok=True)
-        conf = "\n".join(f"{k} = {v}" for k, v in SERVER_SETTINGS.items())
+        settings = dict(SERVER_SETTINGS)
+        if (install.bindir.parent / "lib" / "pg_prewarm.so").exists():
+            # after a restart (a reboot above all) the pages in use before are read back at once, in order, not
+            # one at a time as requests ask for them: autoprewarm, with the server's contrib modules
+            settings["shared_preload_libraries"] = "'pg_prewarm'"
+        conf = "\n".join(f"{k} = {v}" for k, v in settings.items())
         with open(self.data_dir / "postgresql.conf", "a") as fh:
             fh.write(f"\n# gis-ioc private cluster\n{conf}\n")
         self._save_state({"server_dir": str(server_dir), "password": password, "port": _free_port()})
