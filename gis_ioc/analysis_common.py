@@ -6,6 +6,8 @@ build on these.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +22,33 @@ LEVELS = ("province", "district", "commune")
 IN_FORCE = "valid_from <= :on AND (valid_to IS NULL OR valid_to > :on)"
 
 
+_FILTERS: OrderedDict[tuple[int, str], tuple[Layer, str, dict[str, Any]]] = OrderedDict()
+_FILTERS_LOCK = threading.Lock()
+FILTERS_KEPT = 256
+
+
 def filter_sql(layer: Layer, filter_text: str | None) -> tuple[str, dict[str, Any]]:
-    """A CQL2 filter as SQL on the table alias ``t``, with its bound values (compiled by SQLAlchemy)."""
+    """A CQL2 filter as SQL on the table alias ``t``, with its bound values (compiled by SQLAlchemy).
+
+    The same filter on the same layer object is compiled once (a dispatcher's ``kind = 'fire_station'`` on every
+    call: 0.5 ms each); the values come back as a copy the caller may add to.
+    """
     if not filter_text:
         return "TRUE", {}
+    key = (id(layer), filter_text)
+    with _FILTERS_LOCK:
+        found = _FILTERS.get(key)
+        if found is not None and found[0] is layer:
+            _FILTERS.move_to_end(key)
+            return found[1], dict(found[2])
     table = queries.table_of(layer).alias("t")
     expression = cql2_sql.Cql2ToSql(layer, table)(cql2_sql.parse_filter(filter_text, None))  # type: ignore[arg-type]
-    return cql2_sql.compile_where(expression)
+    where, params = cql2_sql.compile_where(expression)
+    with _FILTERS_LOCK:
+        _FILTERS[key] = (layer, where, params)  # the layer held: its id is not another's while kept here
+        while len(_FILTERS) > FILTERS_KEPT:
+            _FILTERS.popitem(last=False)
+    return where, dict(params)
 
 
 def layer_named(catalog: Catalog, conn: Connection, layer_id: str) -> Layer:

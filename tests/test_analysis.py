@@ -382,3 +382,17 @@ def test_an_incident_outside_every_unit(engine, catalog):
         near = analysis.nearest(conn, catalog, "incidents", incident=outside.id, k=3)
     assert counted["total"] == 0 and counted["units"][0]["count"] == 0
     assert near["features"] == []  # the incident itself is not its own neighbour
+
+
+def test_a_filter_compiled_once_gives_each_caller_its_own_values():
+    """filter_sql keeps what it compiled per layer and filter; a caller adding to the values changes no other's."""
+    from gis_ioc.analysis_common import filter_sql
+
+    layers = Catalog.from_folder(PROJECT_ROOT / "layers")
+    cameras = layers.builtin["cameras"]
+    first_sql, first = filter_sql(cameras, "status = 'online'")
+    first["on"] = "added by a caller"
+    again_sql, again = filter_sql(cameras, "status = 'online'")
+    assert again_sql == first_sql and "on" not in again and list(again.values()) == ["online"]
+    with pytest.raises(InvalidInput):
+        filter_sql(cameras, "status = ")
