@@ -25,6 +25,8 @@ from gis_ioc.errors import InvalidInput
 SNAP_DEG = 2e-6  # a line's end this near another line (about 0.2 m) meets it
 BUILD_LOCK = 62_017  # advisory lock: one process makes the network at a time
 EDGES_SQL = "SELECT id, source, target, cost, reverse_cost FROM network_edges"
+BUILD_FORMAT = 2  # one more whenever ``build`` makes a different network from the same roads (2: ends merged)
+FORMAT_KEY = "gis-ioc network format"
 
 
 def _literal(sql: str) -> str:
@@ -42,10 +44,11 @@ def settings_of(layers: list[Layer]) -> Network:
 
 
 def _versions(conn: Connection, layers: list[Layer]) -> dict[str, int]:
+    """The sources' layer versions, and how this release makes a network: a network made otherwise is stale."""
     rows = conn.execute(sa.text("SELECT table_name, version FROM layer_versions WHERE table_name = ANY(:t)"),
                         {"t": [lyr.table for lyr in layers]}).all()
     found = {str(r[0]): int(r[1]) for r in rows}
-    return {lyr.table: found.get(lyr.table, 0) for lyr in layers}
+    return {**{lyr.table: found.get(lyr.table, 0) for lyr in layers}, FORMAT_KEY: BUILD_FORMAT}
 
 
 def _roads_sql(layer: Layer) -> tuple[str, dict[str, Any]]:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from shapely.geometry import Point, shape
 
-from gis_ioc import db, routing
+from gis_ioc import db, road_network, routing
 from gis_ioc.analysis import GEOD
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import InvalidInput
@@ -208,6 +208,21 @@ def test_tracks_drawn_to_nearly_the_same_spot_of_a_road_meet_there(routed):
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM infrastructure WHERE id::text = ANY(:i)"), {"i": ids})
         routing.ensure(engine, catalog)
+
+
+def test_a_network_made_by_an_older_release_is_made_again(routed):
+    """How a release makes the network is part of what it was made from: the roads unchanged, an older network
+    (without this format) is stale, and the next routing call makes it again."""
+    engine, catalog, _ = routed
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE network_state SET sources = sources - 'gis-ioc network format'"))
+    with engine.connect() as conn:
+        assert routing.stale(conn, catalog)
+    routing.ensure(engine, catalog)
+    with engine.connect() as conn:
+        assert not routing.stale(conn, catalog)
+        assert conn.execute(sa.text("SELECT sources->>'gis-ioc network format' FROM network_state")).scalar() \
+            == str(road_network.BUILD_FORMAT)
 
 
 def test_reach_holds_every_place_reached_in_time(routed):
