@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -72,6 +73,43 @@ def pending(engine: Engine, table: str, before: date) -> list[Month]:
             if conn.execute(sa.text(f"SELECT EXISTS (SELECT 1 FROM {month.name})")).scalar():
                 left.append(month)
     return left
+
+
+# one process at a time rewrites a table's months (pg_try_advisory_lock / pg_advisory_unlock)
+_LOCK = "SELECT {}(hashtext('gis_ioc_order_months'), hashtext(:t))"
+
+
+def order_months(engine: Engine, table: str, before: date | None = None, geometry: str | None = None,
+                 each: Callable[[Ordered], None] | None = None) -> list[Ordered] | None:
+    """Rewrite every month of ``table`` that ended by ``before`` and is not in spatial order yet, oldest first.
+
+    ``before``: default ``closed_before``; ``geometry``: the column to order by (default: the table's own).
+    None when another process is rewriting this table's months (an advisory lock: the CLI and the servers'
+    rounds never copy the same month twice). ``each``: told of each month as it is done.
+    """
+    cutoff = before or closed_before(engine, table)
+    with engine.connect() as conn:
+        if geometry is None:
+            schema, name = table.split(".", 1)
+            geometry = conn.execute(sa.text(
+                "SELECT f_geometry_column FROM geometry_columns WHERE f_table_schema = :s AND f_table_name = :n "
+                "ORDER BY 1 LIMIT 1"), {"s": schema, "n": name}).scalar()
+            if geometry is None:
+                raise InvalidInput(f"{table} has no geometry column to order its months by", param="layer")
+        if not conn.execute(sa.text(_LOCK.format("pg_try_advisory_lock")), {"t": table}).scalar():
+            conn.commit()
+            return None
+        conn.commit()
+        try:
+            done = []
+            for month in pending(engine, table, cutoff):
+                done.append(order_month(engine, table, month, geometry))
+                if each is not None:
+                    each(done[-1])
+            return done
+        finally:
+            conn.execute(sa.text(_LOCK.format("pg_advisory_unlock")), {"t": table})
+            conn.commit()
 
 
 def order_month(engine: Engine, table: str, month: Month, geometry: str = "geom") -> Ordered:

@@ -93,8 +93,10 @@ def ahead(conn: Connection, table: str = "public.incidents") -> int:
 
 
 def keep_ahead(engine: Engine, stop: threading.Event, every_s: float = 6 * 3600,
-               keep_months: int | None = None) -> None:
+               keep_months: int | None = None, order: bool = False) -> None:
     """The server's months ahead, made at start and again every ``every_s``; months beyond ``keep_months`` archived.
+
+    With ``order``, closed months are rewritten in spatial order too (``month_order``).
 
     Each round needs the table for a moment; if readers hold it longer the round gives up and the next one
     tries again (meanwhile reports land in the default partition: nothing is lost).
@@ -113,6 +115,9 @@ def keep_ahead(engine: Engine, stop: threading.Event, every_s: float = 6 * 3600,
         if keep_months:
             for table in tables:
                 _archive_in_round(engine, keep_months, table)
+        if order:
+            for table in tables:
+                _order_in_round(engine, table)
         if stop.wait(wait):
             return
 
@@ -127,6 +132,19 @@ def _archive_in_round(engine: Engine, keep_months: int, table: str) -> None:
     if done is not None and done.months:
         log.info("archived %d months of %s (%d rows), keeping %d: %s", len(done.months), table, done.rows,
                  keep_months, ", ".join(done.months))
+
+
+def _order_in_round(engine: Engine, table: str) -> None:
+    """The months round's rewrite of closed months in spatial order: logged, never raised (the next round tries)."""
+    from gis_ioc import month_order
+
+    try:
+        done = month_order.order_months(engine, table)
+    except (InvalidInput, sa.exc.SQLAlchemyError) as err:
+        log.warning("closed months of %s not put in spatial order this time: %s", table, str(err).splitlines()[0])
+        return
+    for month in done or []:
+        log.info("%s: %d rows in spatial order (%.1f s)", month.partition, month.rows, month.seconds)
 
 
 # one process at a time archives a table's old months (pg_try_advisory_lock / pg_advisory_unlock)

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
                     "move to the archive schema on their own, checked every few hours (as `gis-ioc db archive` does "
                     "by hand). Every attached month is planned by each request without a time window (docs/sizing.md"
                     "). Unset: every month stays.")
+    order_months: bool = Field(
+        default=False, description="Rewrite each closed month of incidents (ended before last month began) in "
+                                   "spatial order on its own, checked every few hours (as `gis-ioc db order-months` "
+                                   "does by hand); writes into that month wait while it is copied.")
     host: str = Field(default="127.0.0.1", description="Address the server listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the server listens on.")
     workers: int = Field(default=1, ge=1, le=64, description="Server worker processes.")

@@ -269,3 +269,31 @@ def test_closed_months_are_rewritten_in_spatial_order_and_nothing_else_changes(l
     assert code != 0 and "--before" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli("db", "order-months", "--layer", "cameras", env=env)
     assert code != 0 and "not partitioned" in err
+
+
+def test_the_servers_round_puts_closed_months_in_spatial_order_one_process_at_a_time(loaded):
+    """GIS_IOC_ORDER_MONTHS: the months round rewrites the months that ended before last month began, once; a
+    process finding another at it skips."""
+    import threading
+
+    from gis_ioc import month_order
+
+    engine = loaded
+    with engine.connect() as holder:  # another process rewriting: this one skips
+        holder.execute(sa.text("SELECT pg_advisory_lock(hashtext('gis_ioc_order_months'), "
+                               "hashtext('public.incidents'))"))
+        assert month_order.order_months(engine, "public.incidents") is None
+        holder.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+    before = table_snapshot(engine, "incidents")
+    cutoff = month_order.closed_before(engine, "public.incidents")
+    closed = [m.name for m in month_order.pending(engine, "public.incidents", cutoff)]
+    this_month = f"public.incidents_p{cutoff.year + (cutoff.month + 1) // 13}{cutoff.month % 12 + 1:02d}"
+    last_month = f"public.incidents_p{cutoff.year}{cutoff.month:02d}"
+    assert "public.incidents_p202503" in closed and not {this_month, last_month} & set(closed)  # those two stay
+    stop = threading.Event()
+    stop.set()  # one round, then return
+    partitions.keep_ahead(engine, stop, order=True)
+    assert month_order.pending(engine, "public.incidents", cutoff) == []
+    assert table_snapshot(engine, "incidents") == before
+    assert month_order.order_months(engine, "public.incidents") == []  # each month once
+    assert Settings(order_months=True).order_months and not Settings().order_months

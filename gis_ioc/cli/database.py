@@ -206,10 +206,9 @@ def db_order_months(
         except ValueError:
             raise InvalidInput(f"--before: {before!r} is not a date (YYYY-MM-DD)", param="before") from None
     geometry = _catalog(_settings(), engine).get(layer).geometry.column
-    todo = month_order.pending(engine, table, cutoff)
-    if not todo:
+    done = month_order.order_months(engine, table, cutoff, geometry, each=lambda month: out.print(
+        f"{month.partition}: {month.rows:,} rows in spatial order ({month.seconds:g} s)"))
+    if done is None:
+        raise InvalidInput(f"{layer}: another process is rewriting its months now; try again later", param="layer")
+    if not done:
         out.print(f"no month of {layer} that ended by {cutoff.isoformat()} is left in time order: nothing to do")
-        return
-    for month in todo:
-        done = month_order.order_month(engine, table, month, geometry)
-        out.print(f"{done.partition}: {done.rows:,} rows in spatial order ({done.seconds:g} s)")

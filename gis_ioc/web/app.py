@@ -81,7 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                          current=app.state.listener.versions) if settings.tile_cache else None
         stop_warming = threading.Event()
         months = threading.Thread(target=partitions.keep_ahead, name="gis-ioc-months", daemon=True,
-                                  args=(engine, stop_warming), kwargs={"keep_months": settings.keep_months})
+                                  args=(engine, stop_warming), kwargs={"keep_months": settings.keep_months,
+                                                                     "order": settings.order_months})
         months.start()  # this month's partition and the next two's (older ones archived), again every few hours
         warming = threading.Thread(target=warm, name="gis-ioc-warm", daemon=True,
                                    args=(engine, app.state.catalog, app.state.tile_cache, maps.wall_tiles(),
