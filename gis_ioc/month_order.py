@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from gis_ioc.catalog import quote_ident
 from gis_ioc.db import take_lock_briefly
 from gis_ioc.errors import InvalidInput
 from gis_ioc.partitions import Month, months, partitioning
@@ -136,7 +137,8 @@ def order_month(engine: Engine, table: str, month: Month, geometry: str = "geom"
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged}"))
         conn.execute(sa.text(f"CREATE TABLE {staged} (LIKE {month.name} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
                              "INCLUDING STORAGE INCLUDING COMPRESSION)"))
-        rows = conn.execute(sa.text(f"INSERT INTO {staged} SELECT * FROM {month.name} ORDER BY {geometry}")).rowcount
+        rows = conn.execute(sa.text(f"INSERT INTO {staged} SELECT * FROM {month.name} "
+                                    f"ORDER BY {quote_ident(geometry)}")).rowcount
         conn.execute(sa.text(f"ALTER TABLE {staged} ADD CONSTRAINT gis_ioc_month_bound CHECK ({bound})"))
         for definition, constraint in indexes:  # the same, so attaching finds each one made and builds nothing
             if constraint is not None:
