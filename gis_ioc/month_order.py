@@ -139,15 +139,16 @@ def order_month(engine: Engine, table: str, month: Month, geometry: str = "geom"
                              "INCLUDING STORAGE INCLUDING COMPRESSION)"))
         rows = conn.execute(sa.text(f"INSERT INTO {staged} SELECT * FROM {month.name} "
                                     f"ORDER BY {quote_ident(geometry)}")).rowcount
-        conn.execute(sa.text(f"ALTER TABLE {staged} ADD CONSTRAINT gis_ioc_month_bound CHECK ({bound})"))
+        # written by the catalog (quoted literals and all): on the driver's cursor, nothing in them read as a value
+        cur.execute(f"ALTER TABLE {staged} ADD CONSTRAINT gis_ioc_month_bound CHECK ({bound})")
         for definition, constraint in indexes:  # the same, so attaching finds each one made and builds nothing
             if constraint is not None:
-                conn.execute(sa.text(f"ALTER TABLE {staged} ADD {constraint}"))
+                cur.execute(f"ALTER TABLE {staged} ADD {constraint}")
                 continue
             made, count = _INDEX.subn(lambda m: f"{m.group(1)} ON {staged} ", definition, count=1)
             if count != 1:
                 raise InvalidInput(f"{part}: an index this rewrite cannot copy: {definition[:120]}", param="layer")
-            conn.execute(sa.text(made))
+            cur.execute(made)
         conn.execute(sa.text(f"ANALYZE {staged}"))
         take_lock_briefly(cur, table, busy)
         conn.execute(sa.text(f"ALTER TABLE {table} DETACH PARTITION {month.name}"))

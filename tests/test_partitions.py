@@ -297,3 +297,33 @@ def test_the_servers_round_puts_closed_months_in_spatial_order_one_process_at_a_
     assert table_snapshot(engine, "incidents") == before
     assert month_order.order_months(engine, "public.incidents") == []  # each month once
     assert Settings(order_months=True).order_months and not Settings().order_months
+
+
+def test_a_month_rewrite_that_cannot_take_the_table_leaves_the_month_as_it_was(loaded, monkeypatch):
+    """Readers holding the table past the tries: Busy, and the month, its indexes and the table are as before."""
+    from gis_ioc import db, month_order
+    from gis_ioc.errors import Busy
+
+    engine = loaded
+    tries = []
+
+    def readers_hold_the_table(cur, table, busy, mode="ACCESS EXCLUSIVE"):  # type: ignore[no-untyped-def]
+        tries.append(table)
+        if table == "public.incidents":
+            raise Busy(busy)
+        db.take_lock_briefly(cur, table, busy, mode)
+
+    monkeypatch.setattr(month_order, "take_lock_briefly", readers_hold_the_table)
+    before = table_snapshot(engine, "incidents")
+    with engine.connect() as conn:
+        tables = conn.execute(sa.text("SELECT count(*) FROM pg_class WHERE relname LIKE 'incidents%'")).scalar()
+        month = next(m for m in partitions.months(conn, "public.incidents") if m.name.endswith("p202609"))
+    with pytest.raises(Busy, match="readers held it"):
+        month_order.order_month(engine, "public.incidents", month)
+    assert tries == ["public.incidents_p202609", "public.incidents"]
+    assert table_snapshot(engine, "incidents") == before
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_class WHERE relname LIKE 'incidents%'")).scalar() \
+            == tables  # no table or index left behind
+    assert "public.incidents_p202609" in [m.name for m in month_order.pending(
+        engine, "public.incidents", month_order.closed_before(engine, "public.incidents"))]
