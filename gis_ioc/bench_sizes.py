@@ -1,7 +1,8 @@
 """gis-ioc bench sizes: the same requests on databases of different sizes, side by side (issue 14: 10M vs 1M).
 
 For each database (e.g. the ``--scale 100`` and ``--scale 1000`` demos) it serves ``gis-ioc serve`` on it (tile
-cache off, so every tile is made) and sends, one at a time over HTTP, the same requests: items in small boxes
+cache off, so every tile is made) and sends, one at a time over HTTP and to the databases in turn, the same
+requests: items in small boxes
 and in the whole province, incident tiles over the fixed tile list, locate, the nearest cameras and incidents,
 statistics by commune (with and without a breakdown) and the wall's KPIs. It prints p50 and p99 per database
 and the ratio of the larger database's p50 to the first's.
@@ -50,27 +51,44 @@ def requests_(n_points: int = 200) -> list[tuple[str, list[str]]]:
 
 def sizes_bench(settings: Settings, urls: list[str], port: int = 8095,
                 log: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
-    """Per request kind and database: p50, p99, errors."""
+    """Per request kind and database: p50, p99, errors.
+
+    One server per database (ports ``port``, ``port + 1``…), all started first; then each request is sent to
+    every database in turn, the first database first on one request and last on the next, so that whatever
+    else the machine does in the meantime falls on all of them alike (run one after the other, a shared
+    machine's drift between the runs moved the ratios by ±0.5).
+    """
     wanted = requests_()
-    rows: list[dict[str, Any]] = []
-    for url in urls:
-        log(f"serving {url.rsplit('/', 1)[-1]}…")
-        server = bench.serve_for_bench(settings.model_copy(update={"database_url": url}), port,
-                                       {"GIS_IOC_TILE_CACHE": "false", "GIS_IOC_DATABASE_URL": url})
+    names = [url.rsplit("/", 1)[-1].split("?")[0] for url in urls]
+    servers = []
+    try:
+        for i, url in enumerate(urls):
+            log(f"serving {names[i]}…")
+            servers.append(bench.serve_for_bench(settings.model_copy(update={"database_url": url}), port + i,
+                                                 {"GIS_IOC_TILE_CACHE": "false", "GIS_IOC_DATABASE_URL": url}))
+        clients = [httpx.Client(base_url=f"http://127.0.0.1:{port + i}", timeout=60) for i in range(len(urls))]
+        rows: list[dict[str, Any]] = []
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-                for label, paths in wanted:
+            for label, paths in wanted:
+                for client in clients:
                     for path in paths[:5]:  # warm the connection and the plans
                         client.get(path)
-                    seconds, errors = [], 0
-                    for path in paths:
+                seconds: list[list[float]] = [[] for _ in urls]
+                errors = [0] * len(urls)
+                for n, path in enumerate(paths):
+                    order = range(len(urls)) if n % 2 == 0 else range(len(urls) - 1, -1, -1)
+                    for i in order:
                         started = time.perf_counter()
-                        response = client.get(path)
-                        seconds.append(time.perf_counter() - started)
-                        errors += response.status_code != 200
-                    rows.append({"what": label, "database": url.rsplit("/", 1)[-1].split("?")[0],
-                                 **bench._percentiles(seconds), "errors": errors})
+                        response = clients[i].get(path)
+                        seconds[i].append(time.perf_counter() - started)
+                        errors[i] += response.status_code != 200
+                rows += [{"what": label, "database": names[i], **bench._percentiles(seconds[i]), "errors": errors[i]}
+                         for i in range(len(urls))]
         finally:
+            for client in clients:
+                client.close()
+    finally:
+        for server in servers:
             server.terminate()
             server.wait(timeout=30)
-    return rows
+    return sorted(rows, key=lambda r: names.index(r["database"]))  # database by database, as printed
