@@ -139,6 +139,7 @@ def test_new_units_count_again_and_stats_of_another_day_count_the_rows(loaded, c
     ("2026-11-27T10:05:00Z", "2026-11-27T10:55:00Z"),  # within one hour: no whole hour at all
     ("2026-11-27T10:05:00Z", None),                    # open end
     (None, "2026-11-01T06:30:00Z"),                    # open start
+    ("2026-11-20T05:10:00Z", "2026-11-27T13:12:10Z"),  # a start over half an hour before its hour: see below
 ])
 def test_a_window_takes_its_whole_hours_from_the_counts_and_its_ends_from_the_rows(loaded, catalog, start, end):
     window = analysis.Window(start=start, end=end)
@@ -154,3 +155,27 @@ def test_a_window_takes_its_whole_hours_from_the_counts_and_its_ends_from_the_ro
     assert ("period = 'day'" in sql) == days, (start, end)  # the communes' own daily counters
     assert ("incident_counts_daily" in by_severity) == days, (start, end)
     assert "incident_counts_daily" not in sql and "incident_unit_counts" not in by_severity
+
+
+def test_ragged_ends_counted_the_other_way_round_take_off_exactly_the_rows_outside(loaded, catalog):
+    """A window whose ragged end is over half an hour long takes that hour from the counts, less the rows of the
+    hour outside the window: rows on each side of every edge, severities and communes apart, count as the rows."""
+    minutes = [2, 9, 10, 11, 29, 31, 45, 59]  # in the hours 08, 09, 13 (UTC) of 2026-11-27
+    with loaded.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO incidents (type, severity, title, reported_at, geom) "
+            "SELECT 'fire', (ARRAY['severe', 'minor', 'moderate'])[1 + (h + m) % 3], 'ven ' || h || ':' || m, "
+            "make_timestamptz(2026, 11, 27, h, m, 0, 'UTC'), "
+            "ST_SetSRID(ST_MakePoint(107.95 + m * 0.002, 14.33 + h * 0.004), 4326) "
+            "FROM unnest(ARRAY[8, 9, 13]) h, unnest(CAST(:m AS int[])) m"), {"m": minutes})
+    for start, end in [("2026-11-27T08:10:00Z", "2026-11-27T13:50:00Z"),  # both ends the other way round
+                       ("2026-11-27T08:10:00Z", "2026-11-27T09:50:00Z"),  # and no whole hour between
+                       ("2026-11-27T08:10:00Z", "2026-11-27T13:10:00Z"),  # the start so, the end from its rows
+                       ("2026-11-27T08:45:00Z", "2026-11-27T13:45:00Z"),  # the start from its rows, the end so
+                       ("2026-11-27T08:10:00Z", None),
+                       (None, "2026-11-27T13:50:00Z")]:
+        window = analysis.Window(start=start, end=end)
+        for breakdown in (None, "severity"):
+            counted, rows = _both(loaded, catalog, breakdown, window)
+            assert counted["units"] == rows["units"], (start, end, breakdown)
+        assert rows["total"] >= 5, (start, end)  # the rows inserted inside, at least
