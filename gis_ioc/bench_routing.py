@@ -2,12 +2,15 @@
 
 Each operation is timed three ways, one call at a time: over HTTP on a server it starts, in process (one warm
 connection), and as the very statements that call sent to PostgreSQL (captured from the driver, values
-inlined) replayed through pgbench, one call per transaction. The ratio to pgbench is what gis-ioc adds.
+inlined) replayed through pgbench, one call per transaction. The ratio to pgbench is what gis-ioc adds. The
+ways take turns, in ``ROUNDS`` rounds, so that the machine's drift falls on each alike (wrk's p50 is the median
+of its rounds', its p99 their largest).
 """
 
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +25,7 @@ from gis_ioc.catalog import Catalog
 from gis_ioc.settings import Settings
 
 FIRE = "kind = 'fire_station'"
+ROUNDS = 4  # each way of timing in turn, this many times
 
 
 def _captured(engine: sa.Engine, call: Callable[[sa.Connection], Any]) -> str:
@@ -102,24 +106,36 @@ def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: i
                 times = max(runs, len(calls)) if name != "30-minute isochrone (fire stations)" else max(10, runs // 5)
                 for path in paths:  # warm
                     client.get(path).raise_for_status()
-                http: list[float] = []
-                for n in range(times):
-                    t0 = time.perf_counter()
-                    client.get(paths[n % len(paths)]).raise_for_status()
-                    http.append((time.perf_counter() - t0) * 1000)
-                ours: list[float] = []
                 with engine.connect() as conn:
                     for call in calls:
                         call(conn)
-                    for n in range(times):
-                        t0 = time.perf_counter()
-                        calls[n % len(calls)](conn)
-                        ours.append((time.perf_counter() - t0) * 1000)
-                wrk = None
-                if bench_wrk.available():  # the same paths from a C client, one at a time, for as long
-                    wrk = bench_wrk.load(f"http://127.0.0.1:{port}", paths, 1, max(1.0, sum(http) / 1000), warmup=0)
                 scripts = [_captured(engine, call) for call in calls]
-                sql = pgbench_replay_ms(url, scripts, times, "routing")
+                http: list[float] = []
+                ours: list[float] = []
+                sql: list[float] = []
+                wrk_p50: list[float] = []
+                wrk_p99: list[float] = []
+                # in ROUNDS rounds, each way in turn: the machine's drift (a shared machine: pgbench's own p50 moved
+                # from 3.2 to 5.0 ms between runs) falls on every column alike
+                for r in range(ROUNDS):
+                    share = range(r * times // ROUNDS, (r + 1) * times // ROUNDS)
+                    spent = 0.0
+                    for n in share:
+                        t0 = time.perf_counter()
+                        client.get(paths[n % len(paths)]).raise_for_status()
+                        http.append((time.perf_counter() - t0) * 1000)
+                        spent += http[-1] / 1000
+                    with engine.connect() as conn:
+                        for n in share:
+                            t0 = time.perf_counter()
+                            calls[n % len(calls)](conn)
+                            ours.append((time.perf_counter() - t0) * 1000)
+                    if bench_wrk.available():  # the same paths from a C client, one at a time, for as long
+                        found = bench_wrk.load(f"http://127.0.0.1:{port}", paths, 1, max(1.0, spent), warmup=0)
+                        wrk_p50.append(found["p50_ms"])
+                        wrk_p99.append(found["p99_ms"])
+                    sql += pgbench_replay_ms(url, scripts, len(share), "routing")
+                wrk = {"p50_ms": statistics.median(wrk_p50), "p99_ms": max(wrk_p99)} if wrk_p50 else None
                 rows.append({"operation": name, "calls": times, "http": ms_stats(http), "http_wrk": wrk,
                              "in_process": ms_stats(ours),
                              "sql": ms_stats(sql), "statements": round(sum(s.count(";\n") + 1 for s in scripts)
