@@ -6,15 +6,13 @@ build on these.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from gis_ioc import cql2_sql, queries
-from gis_ioc.catalog import Catalog, Layer, quote_ident
+from gis_ioc.catalog import Catalog, Layer, PerLayer, quote_ident
 from gis_ioc.errors import InvalidInput, LayerNotFound
 
 LEVELS = ("province", "district", "commune")
@@ -22,9 +20,7 @@ LEVELS = ("province", "district", "commune")
 IN_FORCE = "valid_from <= :on AND (valid_to IS NULL OR valid_to > :on)"
 
 
-_FILTERS: OrderedDict[tuple[int, str], tuple[Layer, str, dict[str, Any]]] = OrderedDict()
-_FILTERS_LOCK = threading.Lock()
-FILTERS_KEPT = 256
+_FILTERS: PerLayer[tuple[str, dict[str, Any]]] = PerLayer(256)
 
 
 def filter_sql(layer: Layer, filter_text: str | None) -> tuple[str, dict[str, Any]]:
@@ -35,19 +31,13 @@ def filter_sql(layer: Layer, filter_text: str | None) -> tuple[str, dict[str, An
     """
     if not filter_text:
         return "TRUE", {}
-    key = (id(layer), filter_text)
-    with _FILTERS_LOCK:
-        found = _FILTERS.get(key)
-        if found is not None and found[0] is layer:
-            _FILTERS.move_to_end(key)
-            return found[1], dict(found[2])
-    table = queries.table_of(layer).alias("t")
-    expression = cql2_sql.Cql2ToSql(layer, table)(cql2_sql.parse_filter(filter_text, None))  # type: ignore[arg-type]
-    where, params = cql2_sql.compile_where(expression)
-    with _FILTERS_LOCK:
-        _FILTERS[key] = (layer, where, params)  # the layer held: its id is not another's while kept here
-        while len(_FILTERS) > FILTERS_KEPT:
-            _FILTERS.popitem(last=False)
+
+    def compiled() -> tuple[str, dict[str, Any]]:
+        table = queries.table_of(layer).alias("t")
+        expression = cql2_sql.Cql2ToSql(layer, table)(cql2_sql.parse_filter(filter_text, None))  # type: ignore[arg-type]
+        return cql2_sql.compile_where(expression)
+
+    where, params = _FILTERS.get(layer, filter_text, compiled)
     return where, dict(params)
 
 

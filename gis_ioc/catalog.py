@@ -11,10 +11,11 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import sqlalchemy as sa
 import yaml
@@ -22,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy.engine import Connection, Engine
 
 from gis_ioc.errors import CatalogError, LayerNotFound, NotFound
+
+T = TypeVar("T")
 
 LAYER_ID = r"^[a-z][a-z0-9_]{0,62}$"
 IMPORTED_SCHEMA = "user_layers"
@@ -517,8 +520,35 @@ def layer_json_schema() -> dict[str, Any]:
     return Layer.model_json_schema()
 
 
-_definitions: OrderedDict[int, tuple[Layer, str]] = OrderedDict()  # id(layer) → the layer (kept: ids stay its own)
-_definitions_lock = threading.Lock()
+class PerLayer(Generic[T]):
+    """Values made from a layer object, kept for the ``size`` layer objects (and keys) used last.
+
+    Keyed by the object itself: an imported layer, read again per request, is a new object with its own values.
+    Each entry holds its layer, so the id it is found by is not another object's while it is kept.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._kept: OrderedDict[tuple[int, Hashable], tuple[Layer, T]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, layer: Layer, key: Hashable, make: Callable[[], T]) -> T:
+        """The value kept for ``layer`` and ``key``, else ``make()`` (kept; an error is raised and not kept)."""
+        at = (id(layer), key)
+        with self._lock:
+            found = self._kept.get(at)
+            if found is not None:
+                self._kept.move_to_end(at)
+                return found[1]
+        value = make()
+        with self._lock:
+            self._kept[at] = (layer, value)
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return value
+
+
+_DEFINITIONS: PerLayer[str] = PerLayer(64)  # built-in layers stay; an imported one is read again per request
 
 
 def definition_digest(layer: Layer) -> str:
@@ -527,14 +557,4 @@ def definition_digest(layer: Layer) -> str:
     Edit the file, and what is cached under it (tiles, the ETags of pages) changes. Remembered per layer object
     (a dump and a hash cost ~40 µs, a cached tile's whole answer ~300 µs).
     """
-    with _definitions_lock:
-        found = _definitions.get(id(layer))
-        if found is not None:
-            _definitions.move_to_end(id(layer))
-            return found[1]
-    digest = hashlib.sha256(layer.model_dump_json().encode()).hexdigest()[:16]
-    with _definitions_lock:
-        _definitions[id(layer)] = (layer, digest)
-        while len(_definitions) > 64:  # built-in layers stay; an imported one is read again per request
-            _definitions.popitem(last=False)
-    return digest
+    return _DEFINITIONS.get(layer, None, lambda: hashlib.sha256(layer.model_dump_json().encode()).hexdigest()[:16])
