@@ -6,11 +6,10 @@ layer has changed since it was made. Every route runs under the heavy-work limit
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sqlalchemy.engine import Engine
 
 from gis_ioc import db, limits, routing
@@ -105,8 +104,9 @@ def travel_matrix(request: Request, engine: EngineDep, catalog: CatalogDep, orig
 
 @router.get("/network", summary="The road network: parts, dangling ends, facilities it does not reach",
             operation_id="networkCheck")
-def network(request: Request, engine: EngineDep, catalog: CatalogDep) -> JSONResponse:
+def network(request: Request, engine: EngineDep, catalog: CatalogDep) -> Response:
     """What ``gis-ioc network check`` prints: how the network holds together."""
     _ready(request, engine, catalog)
     with db.autocommit(engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
-        return JSONResponse(json.loads(json.dumps(routing.check(conn, catalog), default=str)))
+        found = routing.check(conn, catalog)
+    return json_response(found)
