@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -12,6 +12,9 @@ from sqlalchemy.engine import Engine
 from gis_ioc.cli.common import _catalog, _engine, _settings, out
 from gis_ioc.errors import InvalidInput
 from gis_ioc.settings import MAX_KEEP_MONTHS
+
+if TYPE_CHECKING:
+    from gis_ioc.catalog import Layer
 
 db_app = typer.Typer(help="The database: migrations and the private PostGIS cluster.", no_args_is_help=True)
 
@@ -109,17 +112,17 @@ def db_restore(file: Annotated[Path, typer.Argument(help="A dump written by gis-
     out.print(f"restored {file}: {counts}; id sequences, layer versions and tile cells brought up to date")
 
 
-def _by_month(layer: str) -> tuple[Engine, str]:
-    """The configured database and the table of ``layer``, which must be partitioned by month."""
+def _by_month(layer: str) -> tuple[Engine, Layer]:
+    """The configured database and ``layer``, whose table must be partitioned by month."""
     from gis_ioc import partitions
 
     settings = _settings()
     engine = _engine(settings)
-    table = _catalog(settings, engine).get(layer).table
+    found = _catalog(settings, engine).get(layer)
     with engine.connect() as conn:
-        if partitions.partitioning(conn, table) is None:
+        if partitions.partitioning(conn, found.table) is None:
             raise InvalidInput(f"--layer: {layer!r} is not partitioned by month", param="layer")
-    return engine, table
+    return engine, found
 
 
 @db_app.command("months")
@@ -129,7 +132,8 @@ def db_months(
     """List a layer's monthly partitions (making this month's and the next two's first)."""
     from gis_ioc import partitions
 
-    engine, table = _by_month(layer)
+    engine, partitioned = _by_month(layer)
+    table = partitioned.table
     with engine.begin() as conn:
         made = partitions.ahead(conn, table)
         found = partitions.months(conn, table)
@@ -169,7 +173,8 @@ def db_archive(
             cutoff = date.fromisoformat(before)
         except ValueError:
             raise InvalidInput(f"--before: {before!r} is not a date (YYYY-MM-DD)", param="before") from None
-    engine, table = _by_month(layer)
+    engine, partitioned = _by_month(layer)
+    table = partitioned.table
     if cutoff is not None:
         done = partitions.archive(engine, cutoff, table)
     else:
@@ -197,7 +202,8 @@ def db_order_months(
 
     from gis_ioc import month_order
 
-    engine, table = _by_month(layer)
+    engine, partitioned = _by_month(layer)
+    table = partitioned.table
     if before is None:
         cutoff = month_order.closed_before(engine, table)
     else:
@@ -205,7 +211,7 @@ def db_order_months(
             cutoff = date.fromisoformat(before)
         except ValueError:
             raise InvalidInput(f"--before: {before!r} is not a date (YYYY-MM-DD)", param="before") from None
-    geometry = _catalog(_settings(), engine).get(layer).geometry.column
+    geometry = partitioned.geometry.column
     done = month_order.order_months(engine, table, cutoff, geometry, each=lambda month: out.print(
         f"{month.partition}: {month.rows:,} rows in spatial order ({month.seconds:g} s)"))
     if done is None:
