@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import psycopg2
 import psycopg2.errors
+import psycopg2.extras
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -175,11 +176,9 @@ def rows(conn: sa.Connection, sql: str, *, named: bool = True, first: bool = Fal
     connection found closed is ``DatabaseUnavailable``, as in ``one_row``; other driver errors are raised as
     they are (``errors.from_database`` reads them).
     """
-    from psycopg2.extras import NamedTupleCursor
-
     raw: Any = conn.connection.dbapi_connection
     try:
-        with raw.cursor(cursor_factory=NamedTupleCursor if named else None) as cur:
+        with raw.cursor(cursor_factory=psycopg2.extras.NamedTupleCursor if named else None) as cur:
             if conn.dispatch.before_cursor_execute:
                 conn.dispatch.before_cursor_execute(conn, cur, sql, None, None, False)
             cur.execute(sql)
