@@ -33,10 +33,23 @@ def items_page(conn: Connection, layer: Layer, req: ItemsRequest) -> Page:
     ``queries.COUNT_BUDGET_MS``; a large filtered selection has none, and pages reached by a cursor do
     not count again. The next page is addressed by a cursor (the last row's sort values), so any page
     costs what the first does.
+
+    A filtered first page (a map's box) with few matches (``queries.FEW_MATCHES``) is one statement, which
+    reads them once for both the page and the count. With more, that statement stops at ``FEW_MATCHES`` + 1,
+    and the page and the count are two statements, as for any other page. At ten million incidents a 2 km box
+    holds about 400: its page took 11 ms as two statements, 8 as one.
     """
+    keys = queries.sort_keys(layer, req)
+    first = req.offset == 0 and req.after is None
+    few = min(queries.FEW_MATCHES, queries.COUNT_BOUND)
+    if first and queries.filtered(req) and req.limit < few:  # a larger page holds all of few matches: no count
+        features, returned, more, last, matched = conn.execute(queries.first_page_statement(layer, req, few)).one()
+        if matched <= few:
+            following = queries.encode_cursor(keys, json.loads(last)) if more and last else None
+            return Page(features, returned, matched, following)
     features, returned, more, last = conn.execute(queries.items_statement(layer, req)).one()
-    following = queries.encode_cursor(queries.sort_keys(layer, req), json.loads(last)) if more and last else None
-    if req.offset == 0 and req.after is None and not more:
+    following = queries.encode_cursor(keys, json.loads(last)) if more and last else None
+    if first and not more:
         return Page(features, returned, returned)
     if req.after is not None:
         return Page(features, returned, None, following)

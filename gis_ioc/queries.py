@@ -33,6 +33,10 @@ from gis_ioc.errors import InvalidInput
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 100
 COUNT_BOUND = 10_000  # numberMatched: counted exactly up to here (cheap); above it only for a whole layer
+# a filtered first page reads up to this many matches once, for both its page and their exact count: one
+# statement where most boxes of a map need two (the page, then the count); a selection larger than this
+# is paged and counted from the table as before
+FEW_MATCHES = 1_000
 COUNT_BUDGET_MS = 300  # a whole layer's count must take no longer, else numberMatched is left out (never estimated)
 
 
@@ -416,16 +420,46 @@ def items_statement(layer: Layer, req: ItemsRequest) -> sa.Select[str, int, Any,
         .offset(req.offset)
         .subquery("page")
     )
-    last = req.offset + req.limit  # row_number counts the rows OFFSET skips too
+    # row_number counts the rows OFFSET skips too
+    return sa.select(*_page_columns(page, req.offset + req.limit))
+
+
+def first_page_statement(layer: Layer, req: ItemsRequest, few: int) -> sa.Select[str, int, Any, str, int]:
+    """A first page and its exact count in one statement, when at most ``few`` features match.
+
+    Reads at most ``few`` + 1 matches (any of them, in whatever order the plan finds them) and counts them;
+    when that is all of them, the page is made from those rows, else it is left empty (``matched`` > ``few``:
+    ask ``items_statement`` and ``count_statement``). The columns of ``items_statement``, then ``matched``.
+    """
+    table = table_of(layer)
+    keys = sort_keys(layer, req)
+    matches = sa.select(table).where(*conditions(layer, req, table)).limit(few + 1).cte("matches")
+    matched = sa.select(sa.func.count()).select_from(matches).scalar_subquery()
+    ordering = [matches.c[n].desc() if desc else matches.c[n].asc() for n, desc in keys]
+    top = (  # a top-N sort of the few; the features' JSON is made for the page's rows only
+        sa.select(feature_json(layer, matches, req, decimals_for(req.crs)).label("feature"),  # type: ignore[arg-type]
+                  sa.func.json_build_array(*[matches.c[n] for n, _ in keys]).label("sort_values"),
+                  *[matches.c[n].label(f"key{i}") for i, (n, _) in enumerate(keys)])
+        .where(matched <= few)  # a one-time filter: nothing is sorted or written when there are more
+        .order_by(*ordering).limit(req.limit + 1).subquery("top")
+    )
+    again = [top.c[f"key{i}"].desc() if desc else top.c[f"key{i}"].asc() for i, (_, desc) in enumerate(keys)]
+    page = sa.select(top.c.feature, top.c.sort_values,
+                     sa.func.row_number().over(order_by=again).label("rn")).subquery("page")
+    return sa.select(*_page_columns(page, req.limit), matched)
+
+
+def _page_columns(page: sa.Subquery, last: int) -> list[ColumnElement[Any]]:
+    """The features of rows ``rn`` ≤ ``last`` as a JSON array, how many, whether more follow, the last's keys."""
     on_page = page.c.rn <= last
-    return sa.select(
+    return [
         sa.func.coalesce(sa.cast(sa.func.json_agg(aggregate_order_by(page.c.feature, page.c.rn))
                                  .filter(on_page), sa.Text), sa.literal("[]")),
         sa.func.count().filter(on_page),
         sa.func.coalesce(sa.func.bool_or(page.c.rn > last), sa.false()),
         sa.cast(sa.func.array_agg(aggregate_order_by(page.c.sort_values, page.c.rn.desc()), type_=ARRAY(sa.JSON))
                 .filter(on_page)[1], sa.Text),
-    )
+    ]
 
 
 def count_statement(layer: Layer, req: ItemsRequest, bound: int | None = None) -> sa.Select[Any]:

@@ -293,6 +293,60 @@ def test_number_matched_is_exact_or_left_out_never_estimated(client, demo_engine
                                                        "AND status = 'new'") <= 100
 
 
+def test_a_first_page_with_few_matches_is_one_statement_and_the_same_page(demo_engine, monkeypatch):
+    """The one-statement first page gives what the page and count statements give, then the cursor goes on."""
+    from sqlalchemy import event
+
+    from gis_ioc import features, queries
+    from gis_ioc.catalog import Catalog
+    from gis_ioc.settings import PROJECT_ROOT
+
+    incidents = Catalog.from_folder(PROJECT_ROOT / "layers").get("incidents")
+    sent: list[str] = []
+
+    def heard(conn, cursor, statement, *rest) -> None:  # type: ignore[no-untyped-def]
+        sent.append(statement)
+
+    event.listen(demo_engine, "before_cursor_execute", heard)
+    asked = [{"bbox": "107.9,14.3,108.1,14.45", "limit": "7"},
+             {"bbox": "107.9,14.3,108.1,14.45", "limit": "7", "sortby": "-severity,reported_at"},
+             {"bbox": "107.9,14.3,108.1,14.45", "limit": "7", "severity": "extreme", "crs":
+              "http://www.opengis.net/def/crs/EPSG/0/4326"},
+             {"bbox": "107.0,13.0,107.01,13.01", "limit": "7"},  # none
+             {"severity": "extreme", "limit": "5"}]
+    try:
+        with demo_engine.connect() as conn:
+            for params in asked:
+                req = queries.parse_items(incidents, params)
+                monkeypatch.setattr(queries, "FEW_MATCHES", 0)  # as before: the page, then the count
+                sent.clear()
+                before = features.items_page(conn, incidents, req)
+                assert len(sent) == (1 if before.matched == before.returned else 2), params
+                monkeypatch.setattr(queries, "FEW_MATCHES", 1_000_000)
+                sent.clear()
+                after = features.items_page(conn, incidents, req)
+                assert len(sent) == 1, params
+                assert json.loads(after.features) == json.loads(before.features), params
+                assert (after.returned, after.matched, after.next_cursor) == \
+                       (before.returned, before.matched, before.next_cursor), params
+                if before.next_cursor:  # the next page follows from the cursor either gave
+                    following = features.items_page(conn, incidents, queries.parse_items(
+                        incidents, {**params, "cursor": after.next_cursor}))
+                    seen = {f["id"] for f in json.loads(after.features)}
+                    assert following.returned and not seen & {f["id"] for f in json.loads(following.features)}
+            assert before.matched == _count(demo_engine, "SELECT count(*) FROM incidents WHERE severity = 'extreme'")
+            # more matches than the few it reads: the page and the count from the table, the same as before
+            monkeypatch.setattr(queries, "FEW_MATCHES", 10)
+            req = queries.parse_items(incidents, asked[0])
+            sent.clear()
+            many = features.items_page(conn, incidents, req)
+            assert len(sent) == 3 and many.matched == _count(
+                demo_engine, "SELECT count(*) FROM incidents WHERE ST_Intersects(geom, "
+                "ST_MakeEnvelope(107.9, 14.3, 108.1, 14.45, 4326))") > 10
+    finally:
+        event.remove(demo_engine, "before_cursor_execute", heard)
+
+
 def test_a_pages_etag_follows_its_layer_file(demo_url, tmp_path):
     """A client's cached page must not be confirmed (304) after its layer's file changed what a page holds."""
     import shutil
