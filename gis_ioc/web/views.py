@@ -140,9 +140,9 @@ def incident(request: Request, engine: EngineDep, catalog: CatalogDep, settings:
     """The incident, its unit, its nearest cameras and what they see, facilities near it and soonest by road."""
     from gis_ioc import routing
 
-    routing.ensure(engine, catalog)  # the routes by road: the network as the roads are now
     since = request.app.state.listener.here()  # before the page is read: no change can fall between the two
     versions = request.app.state.listener.versions()
+    routing.ensure(engine, catalog, versions)  # the routes by road: the network as the roads are now
     with engine.connect() as conn:
         try:
             m = incident_view.incident(conn, catalog, settings, int(incident_id), since=since, versions=versions)
