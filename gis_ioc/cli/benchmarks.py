@@ -339,6 +339,8 @@ def bench_sizes(
     databases: Annotated[str, typer.Argument(help="Database URLs, comma-separated, the smaller first "
                                                   "(e.g. the --scale 100 and --scale 1000 demos).")],
     port: Annotated[int, typer.Option(help="Port for the gis-ioc servers it starts.")] = 8095,
+    warm: Annotated[bool, typer.Option(help="Send every request once, untimed, first (--no-warm: five of each kind, "
+                                            "so a database read from disk is measured so).")] = True,
 ) -> None:
     """The same requests on databases of different sizes: p50/p99 side by side, and the ratio to the first."""
     from gis_ioc.bench_sizes import sizes_bench
@@ -346,7 +348,7 @@ def bench_sizes(
     urls = [u.strip() for u in databases.split(",") if u.strip()]
     if not 1 <= len(urls) <= 4 or any("://" not in u for u in urls):
         raise InvalidInput("databases: one to four database URLs, comma-separated", param="databases")
-    _print_sizes(sizes_bench(_settings(), urls, port, log=lambda m: err_console.print(f"gis-ioc: {m}")))
+    _print_sizes(sizes_bench(_settings(), urls, port, log=lambda m: err_console.print(f"gis-ioc: {m}"), warm=warm))
 
 
 def _print_sizes(rows: list[dict[str, Any]]) -> None:
