@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from gis_ioc.catalog import quote_ident
 from gis_ioc.db import take_lock_briefly
 from gis_ioc.errors import InvalidInput
-from gis_ioc.partitions import Month, months, partitioning
+from gis_ioc.partitions import Month, local_midnight, local_today, month_start, months, one_process, partitioning
 
 MARK = "gis-ioc: rows in spatial order"  # the month's comment once it is rewritten (with the date)
 _INDEX = re.compile(r"^(CREATE (?:UNIQUE )?INDEX) \S+ ON (?:ONLY )?\S+ ")
@@ -50,9 +50,7 @@ def closed_before(engine: Engine, table: str) -> date:
         found = partitioning(conn, table)
         if found is None:
             raise InvalidInput(f"{table} is not partitioned by month", param="layer")
-        today = conn.execute(sa.text("SELECT CAST(now() AT TIME ZONE :z AS date)"), {"z": found[1]}).scalar_one()
-    back = today.year * 12 + today.month - 2
-    return date(back // 12, back % 12 + 1, 1)
+        return month_start(local_today(conn, found[1]), 1)
 
 
 def pending(engine: Engine, table: str, before: date) -> list[Month]:
@@ -61,11 +59,10 @@ def pending(engine: Engine, table: str, before: date) -> list[Month]:
         found = partitioning(conn, table)
         if found is None:
             raise InvalidInput(f"{table} is not partitioned by month", param="layer")
-        cutoff = conn.execute(sa.text("SELECT CAST(:d AS timestamp) AT TIME ZONE :z"),
-                              {"d": before, "z": found[1]}).scalar_one()
+        cutoff = local_midnight(conn, before, found[1])
         left = []
         for month in months(conn, table):
-            if month.end is None or month.end > cutoff:
+            if not month.ended_by(cutoff):
                 continue
             note = conn.execute(sa.text("SELECT obj_description(to_regclass(:t), 'pg_class')"),
                                 {"t": month.name}).scalar()
@@ -74,10 +71,6 @@ def pending(engine: Engine, table: str, before: date) -> list[Month]:
             if conn.execute(sa.text(f"SELECT EXISTS (SELECT 1 FROM {month.name})")).scalar():
                 left.append(month)
     return left
-
-
-# one process at a time rewrites a table's months (pg_try_advisory_lock / pg_advisory_unlock)
-_LOCK = "SELECT {}(hashtext('gis_ioc_order_months'), hashtext(:t))"
 
 
 def order_months(engine: Engine, table: str, before: date | None = None, geometry: str | None = None,
@@ -97,20 +90,15 @@ def order_months(engine: Engine, table: str, before: date | None = None, geometr
                 "ORDER BY 1 LIMIT 1"), {"s": schema, "n": name}).scalar()
             if geometry is None:
                 raise InvalidInput(f"{table} has no geometry column to order its months by", param="layer")
-        if not conn.execute(sa.text(_LOCK.format("pg_try_advisory_lock")), {"t": table}).scalar():
-            conn.commit()
-            return None
-        conn.commit()
-        try:
+        with one_process(conn, "gis_ioc_order_months", table) as mine:
+            if not mine:
+                return None
             done = []
             for month in pending(engine, table, cutoff):
                 done.append(order_month(engine, table, month, geometry))
                 if each is not None:
                     each(done[-1])
             return done
-        finally:
-            conn.execute(sa.text(_LOCK.format("pg_advisory_unlock")), {"t": table})
-            conn.commit()
 
 
 def order_month(engine: Engine, table: str, month: Month, geometry: str = "geom") -> Ordered:

@@ -12,9 +12,11 @@ incidents' columns changes ``archive.incidents`` the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -40,6 +42,10 @@ class Month:
     start: datetime | None  # None: the default partition
     end: datetime | None
     rows: int
+
+    def ended_by(self, instant: datetime) -> bool:
+        """A month (not the default partition) that ended by ``instant``."""
+        return self.end is not None and self.end <= instant
 
 
 @dataclass
@@ -147,8 +153,40 @@ def _order_in_round(engine: Engine, table: str) -> None:
         log.info("%s: %d rows in spatial order (%.1f s)", month.partition, month.rows, month.seconds)
 
 
-# one process at a time archives a table's old months (pg_try_advisory_lock / pg_advisory_unlock)
-_ARCHIVE_LOCK = "SELECT {}(hashtext('gis_ioc_archive_older'), hashtext(:t))"
+@contextlib.contextmanager
+def one_process(conn: Connection, task: str, table: str) -> Iterator[bool]:
+    """Whether this process may do ``task`` on ``table`` now: an advisory lock held for the block, else False.
+
+    The servers' rounds and the CLI never archive, or rewrite, a table's months twice at once.
+    """
+    lock = "SELECT {}(hashtext(:task), hashtext(:t))"
+    taken = bool(conn.execute(sa.text(lock.format("pg_try_advisory_lock")), {"task": task, "t": table}).scalar())
+    conn.commit()
+    try:
+        yield taken
+    finally:
+        if taken:
+            conn.execute(sa.text(lock.format("pg_advisory_unlock")), {"task": task, "t": table})
+            conn.commit()
+
+
+def local_today(conn: Connection, zone: str) -> date:
+    """Today's date in ``zone`` (the database's clock)."""
+    today: date = conn.execute(sa.text("SELECT CAST(now() AT TIME ZONE :z AS date)"), {"z": zone}).scalar_one()
+    return today
+
+
+def month_start(today: date, back: int) -> date:
+    """The first day of the month ``back`` months before ``today``'s (0: its own)."""
+    months_ = today.year * 12 + today.month - 1 - back
+    return date(months_ // 12, months_ % 12 + 1, 1)
+
+
+def local_midnight(conn: Connection, day: date, zone: str) -> datetime:
+    """The instant ``day`` begins in ``zone``."""
+    instant: datetime = conn.execute(sa.text("SELECT CAST(:d AS timestamp) AT TIME ZONE :z"),
+                                     {"d": day, "z": zone}).scalar_one()
+    return instant
 
 
 def archive_older(engine: Engine, keep_months: int, table: str = "public.incidents",
@@ -168,17 +206,9 @@ def archive_older(engine: Engine, keep_months: int, table: str = "public.inciden
                                          {"t": f"{ARCHIVE_SCHEMA}.{name}"}).scalar() is None:
             return None
         if today is None:
-            today = conn.execute(sa.text("SELECT CAST(now() AT TIME ZONE :z AS date)"), {"z": found[1]}).scalar_one()
-        if not conn.execute(sa.text(_ARCHIVE_LOCK.format("pg_try_advisory_lock")), {"t": table}).scalar():
-            conn.commit()
-            return None
-        conn.commit()
-        try:
-            months_back = today.year * 12 + today.month - 1 - (keep_months - 1)
-            return archive(engine, date(months_back // 12, months_back % 12 + 1, 1), table)
-        finally:
-            conn.execute(sa.text(_ARCHIVE_LOCK.format("pg_advisory_unlock")), {"t": table})
-            conn.commit()
+            today = local_today(conn, found[1])
+        with one_process(conn, "gis_ioc_archive_older", table) as mine:
+            return archive(engine, month_start(today, keep_months - 1), table) if mine else None
 
 
 def archive(engine: Engine, before: date, table: str = "public.incidents") -> Archived:
@@ -200,15 +230,14 @@ def archive(engine: Engine, before: date, table: str = "public.incidents") -> Ar
             raise InvalidInput(f"there is no {ARCHIVE_SCHEMA}.{name} to archive {table} into", param="layer")
         cur = conn.connection.cursor()
         busy = f"{table}: readers held it each time the archive tried to take it; nothing was archived, try again"
-        cutoff = conn.execute(sa.text("SELECT CAST(:d AS timestamp) AT TIME ZONE :z"),
-                              {"d": before, "z": zone}).scalar_one()
+        cutoff = local_midnight(conn, before, zone)
         default = next((m.name for m in months(conn, table) if m.start is None), None)
         if default is not None and conn.execute(sa.text(f"SELECT EXISTS (SELECT 1 FROM {default} "
                                                         f"WHERE {column} < :cut)"), {"cut": cutoff}).scalar():
             take_lock_briefly(cur, table, busy)  # strays of those months get months of their own first
             conn.execute(sa.text("SELECT gis_ioc_split_default(to_regclass(:t), :c, :z)"),
                          {"t": table, "c": column, "z": zone})
-        leaving = [m for m in months(conn, table) if m.end is not None and m.end <= cutoff]
+        leaving = [m for m in months(conn, table) if m.ended_by(cutoff)]
         for month in leaving:
             part = month.name.split(".", 1)[1]
             if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"{ARCHIVE_SCHEMA}.{part}"}).scalar():

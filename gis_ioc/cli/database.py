@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -125,6 +126,16 @@ def _by_month(layer: str) -> tuple[Engine, Layer]:
     return engine, found
 
 
+def _before_date(before: str | None) -> date | None:
+    """``--before`` as a date (None when not given); anything but YYYY-MM-DD is an error naming it."""
+    if before is None:
+        return None
+    try:
+        return date.fromisoformat(before)
+    except ValueError:
+        raise InvalidInput(f"--before: {before!r} is not a date (YYYY-MM-DD)", param="before") from None
+
+
 @db_app.command("months")
 def db_months(
     layer: Annotated[str, typer.Option(help="A layer partitioned by month.")] = "incidents",
@@ -158,8 +169,6 @@ def db_archive(
     layer: Annotated[str, typer.Option(help="A layer partitioned by month.")] = "incidents",
 ) -> None:
     """Detach old months of a layer into the schema archive (still read by analysis with archived=true)."""
-    from datetime import date
-
     from gis_ioc import partitions
 
     if (before is None) == (keep_months is None):
@@ -167,12 +176,7 @@ def db_archive(
     if keep_months is not None and not 1 <= keep_months <= MAX_KEEP_MONTHS:
         raise InvalidInput(f"--keep-months: {keep_months} is not between 1 and {MAX_KEEP_MONTHS}",
                            param="keep-months")
-    cutoff = None
-    if before is not None:
-        try:
-            cutoff = date.fromisoformat(before)
-        except ValueError:
-            raise InvalidInput(f"--before: {before!r} is not a date (YYYY-MM-DD)", param="before") from None
+    cutoff = _before_date(before)
     engine, partitioned = _by_month(layer)
     table = partitioned.table
     if cutoff is not None:
@@ -198,19 +202,11 @@ def db_order_months(
     layer: Annotated[str, typer.Option(help="A layer partitioned by month.")] = "incidents",
 ) -> None:
     """Rewrite closed months of a layer in spatial order (a small box's rows on few pages); each once."""
-    from datetime import date
-
     from gis_ioc import month_order
 
     engine, partitioned = _by_month(layer)
     table = partitioned.table
-    if before is None:
-        cutoff = month_order.closed_before(engine, table)
-    else:
-        try:
-            cutoff = date.fromisoformat(before)
-        except ValueError:
-            raise InvalidInput(f"--before: {before!r} is not a date (YYYY-MM-DD)", param="before") from None
+    cutoff = _before_date(before) or month_order.closed_before(engine, table)
     geometry = partitioned.geometry.column
     done = month_order.order_months(engine, table, cutoff, geometry, each=lambda month: out.print(
         f"{month.partition}: {month.rows:,} rows in spatial order ({month.seconds:g} s)"))
