@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import TYPE_CHECKING
 
 import typer
@@ -22,6 +23,18 @@ app = typer.Typer(
 )
 out = Console()
 err_console = Console(stderr=True)
+
+
+def date_option(value: str | None, option: str) -> date | None:
+    """A ``--option`` date (None when not given); anything but YYYY-MM-DD is an error naming the option."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        from gis_ioc.errors import InvalidInput
+
+        raise InvalidInput(f"--{option}: {value!r} is not a date (YYYY-MM-DD)", param=option) from None
 
 
 def _settings() -> Settings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,7 +9,7 @@ import typer
 from rich.table import Table
 from sqlalchemy.engine import Engine
 
-from gis_ioc.cli.common import _catalog, _engine, _settings, out
+from gis_ioc.cli.common import _catalog, _engine, _settings, date_option, out
 from gis_ioc.errors import InvalidInput
 from gis_ioc.settings import MAX_KEEP_MONTHS
 
@@ -126,16 +125,6 @@ def _by_month(layer: str) -> tuple[Engine, Layer]:
     return engine, found
 
 
-def _before_date(before: str | None) -> date | None:
-    """``--before`` as a date (None when not given); anything but YYYY-MM-DD is an error naming it."""
-    if before is None:
-        return None
-    try:
-        return date.fromisoformat(before)
-    except ValueError:
-        raise InvalidInput(f"--before: {before!r} is not a date (YYYY-MM-DD)", param="before") from None
-
-
 @db_app.command("months")
 def db_months(
     layer: Annotated[str, typer.Option(help="A layer partitioned by month.")] = "incidents",
@@ -176,7 +165,7 @@ def db_archive(
     if keep_months is not None and not 1 <= keep_months <= MAX_KEEP_MONTHS:
         raise InvalidInput(f"--keep-months: {keep_months} is not between 1 and {MAX_KEEP_MONTHS}",
                            param="keep-months")
-    cutoff = _before_date(before)
+    cutoff = date_option(before, "before")
     engine, partitioned = _by_month(layer)
     table = partitioned.table
     if cutoff is not None:
@@ -206,7 +195,7 @@ def db_order_months(
 
     engine, partitioned = _by_month(layer)
     table = partitioned.table
-    cutoff = _before_date(before) or month_order.closed_before(engine, table)
+    cutoff = date_option(before, "before") or month_order.closed_before(engine, table)
     geometry = partitioned.geometry.column
     done = month_order.order_months(engine, table, cutoff, geometry, each=lambda month: out.print(
         f"{month.partition}: {month.rows:,} rows in spatial order ({month.seconds:g} s)"))

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from gis_ioc.cli.common import _catalog, _engine, _settings, out
-from gis_ioc.errors import InvalidInput
+from gis_ioc.cli.common import _catalog, _engine, _settings, date_option, out
 
 query_app = typer.Typer(help="Spatial operations: locate, nearest, within, seeing, stats; by road: route, "
                         "nearest-by-time, reach, matrix.", no_args_is_help=True)
@@ -18,14 +16,6 @@ query_app = typer.Typer(help="Spatial operations: locate, nearest, within, seein
 
 OutOption = Annotated[Path | None, typer.Option("--out", help="Write the features as GeoJSON to this file.")]
 
-
-def _date_option(value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"--at: {value!r} is not a date (YYYY-MM-DD)", param="at") from None
 
 
 def _features_out(result: dict, out_file: Path | None, columns: list[str]) -> None:
@@ -57,7 +47,7 @@ def query_locate(
     from gis_ioc import analysis
 
     with _engine(_settings()).connect() as conn:
-        found = analysis.locate(conn, lon, lat, _date_option(at))
+        found = analysis.locate(conn, lon, lat, date_option(at, "at"))
     if not found["inside"]:
         out.print(f"{lon}, {lat} lies outside every administrative unit in force on {found['at']}")
         return
@@ -110,7 +100,7 @@ def query_within(
     engine = _engine(settings)
     with engine.connect() as conn:
         area = analysis.area_geometry(conn, admin_code=admin_code, polygon=polygon, lon=lon, lat=lat,
-                                      radius_m=radius_m, at=_date_option(at))
+                                      radius_m=radius_m, at=date_option(at, "at"))
         result = analysis.within(conn, _catalog(settings, engine), layer, area, filter_)
     _features_out(result, out_file, [])
 
@@ -175,7 +165,7 @@ def query_stats(
     engine = _engine(settings)
     with engine.connect() as conn:
         result = analysis.stats(conn, _catalog(settings, engine), layer, by, filter_text=filter_, window=window,
-                                at=_date_option(at), breakdown=breakdown, through_lineage=through_lineage,
+                                at=date_option(at, "at"), breakdown=breakdown, through_lineage=through_lineage,
                                 archived=archived)
     table = Table(title=f"{layer} per {by} on {result['at']}: {result['total']:,}")
     for col in ("code", "name", "count", "per km²", *(["breakdown"] if breakdown else [])):
@@ -201,8 +191,8 @@ def query_coverage(
     from gis_ioc import analysis
 
     with _engine(_settings()).connect() as conn:
-        area = analysis.area_geometry(conn, admin_code=admin_code, polygon=polygon, at=_date_option(at))
-        result = analysis.coverage(conn, area, online_only=online, by=by, at=_date_option(at))
+        area = analysis.area_geometry(conn, admin_code=admin_code, polygon=polygon, at=date_option(at, "at"))
+        result = analysis.coverage(conn, area, online_only=online, by=by, at=date_option(at, "at"))
     out.print(f"{result['covered_km2']:.3f} of {result['area_km2']:.3f} km² seen "
               f"({100 * result['covered_share']:.2f} %) by {result['cameras']} cameras")
     if result.get("units"):
