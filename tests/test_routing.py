@@ -18,7 +18,11 @@ from gis_ioc.analysis import GEOD
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import InvalidInput
 from gis_ioc.settings import PROJECT_ROOT, Settings
+from gis_ioc.web import deps
+from gis_ioc.web import routing as web_routing
 from gis_ioc.web.app import create_app
+from gis_ioc.web.deps import HeavyLimit
+from gis_ioc.web.direct import DirectRoutes
 
 from .conftest import demo_copy
 
@@ -348,6 +352,59 @@ def test_bad_routing_requests_are_400s_naming_the_parameter(routed):
         assert good.json()["properties"]["eta"].startswith("2026-12-01T08:")
         check = client.get("/analysis/network").json()
         assert check["edges"] > 0 and check["parts"][0]["vertices"] > 0
+
+
+def test_routes_by_road_skip_the_router_with_the_same_answers(routed, monkeypatch):
+    """The direct path (gis_ioc.web.direct) answers keyless GETs with a valid query exactly as the routes do.
+
+    Anything else (a key, private reads, a query its model refuses) goes to the routes; the heavy-work limit
+    holds for it too.
+    """
+    _, _, url = routed
+    settings = Settings(database_url=url, warm_tiles=False, tile_cache=False)
+    taken: list[str] = []
+    chosen = DirectRoutes._direct
+
+    def spy(self, scope):
+        found = chosen(self, scope)
+        if found is not None:
+            taken.append(scope["path"])
+        return found
+
+    monkeypatch.setattr(DirectRoutes, "_direct", spy)
+    paths = [
+        "/analysis/route?from=108.003,14.35&to=107.995,14.36&depart_at=2026-12-01T08:00:00Z",
+        "/analysis/route?from=108.003,14.35&to=107.995,14.36&via=108.0,14.355",
+        f"/analysis/nearest-by-time?layer=infrastructure&filter={FIRE}&lon=108.003&lat=14.35&k=2",
+        "/analysis/nearest-by-time?layer=infrastructure&filter=kind%3D'hospital'&incident=1",
+        f"/analysis/reach?layer=infrastructure&filter={FIRE}&minutes=5,10&by_commune=false",
+        "/analysis/travel-matrix?origins=108.003,14.35;107.995,14.36&destinations=108.0,14.355",
+    ]
+    with TestClient(create_app(settings)) as client:
+        direct = [client.get(p) for p in paths]
+        assert taken == [p.split("?")[0] for p in paths]
+        assert direct[4].headers["content-encoding"] == "gzip" and direct[4].headers["x-request-id"]  # the areas
+        assert client.get("/analysis/route?from=108.003,14.35&to=107.995,14.36&k=x").status_code == 200
+        taken.clear()
+        refused = client.get("/analysis/nearest-by-time?layer=infrastructure&lon=108&lat=14.35&k=11")
+        assert refused.status_code == 400 and refused.json()["parameter"] == "k"
+        keyed = client.get(paths[0], headers={"X-API-Key": "not-a-key"})
+        assert keyed.status_code == 401 and taken == []  # the key went to the routes' dependencies
+        client.app.state.heavy = HeavyLimit(0)  # every heavy place taken
+        monkeypatch.setattr(deps, "HEAVY_WAIT_S", 0.1)
+        busy = client.get(paths[0])
+        assert busy.status_code == 503 and "heavy" in busy.json()["description"] and taken == [paths[0][:15]]
+    monkeypatch.setattr(web_routing, "DIRECT", {})
+    with TestClient(create_app(settings)) as client:
+        routed_answers = [client.get(p) for p in paths]
+    assert taken == [paths[0][:15]]  # the app without the direct path took none
+    for p, a, b in zip(paths, direct, routed_answers, strict=True):
+        assert (a.status_code, a.headers["content-type"]) == (b.status_code, b.headers["content-type"]) == (
+            200, b.headers["content-type"]), (p, a.text[:200], b.text[:200])
+        assert a.json() == b.json(), p
+    with TestClient(create_app(Settings(database_url=url, warm_tiles=False, tile_cache=False,
+                                        public_read=False))) as client:
+        assert client.get(paths[0]).status_code == 401
 
 
 def test_the_demo_network_holds_together(routed):

@@ -39,6 +39,7 @@ from gis_ioc.web import events as events_router
 from gis_ioc.web import routing as routing_router
 from gis_ioc.web import tiles as tiles_router
 from gis_ioc.web.deps import EngineDep, HeavyLimit, KeyCache, require_read
+from gis_ioc.web.direct import DirectRoutes
 from gis_ioc.web.guard import REQUEST_ID, Guard, error_body, error_headers
 from gis_ioc.web.views import Memo
 
@@ -218,6 +219,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    # inside the gzip middleware: the routes by road skip the router (no key, a valid query)
+    app.add_middleware(DirectRoutes, routes=routing_router.DIRECT)
     if settings.gzip_level:
         # inside the guard; tiles carry their own cached gzip bytes (Content-Encoding set: left alone), event
         # streams are never buffered; pages over 128 KiB are compressed in a worker thread

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from gis_ioc import auth, db
 from gis_ioc.auth import Principal
@@ -103,6 +104,21 @@ def principal_of(engine: Engine, key: str) -> Principal | None:
             return auth.authenticate(conn, key)
     except Unauthorized:
         return None
+
+
+_KEY_HEADERS = (b"authorization", b"x-api-key")
+
+
+def keyless_public_read(scope: Scope) -> bool:
+    """Reads are public and the request carries no key: the read dependencies would let it through as it is.
+
+    For the pure-ASGI paths (plain tiles, ``direct``) that skip those dependencies; anything with a key goes
+    to the routes, which check it and set its statement budget.
+    """
+    if not scope["app"].state.settings.public_read:
+        return False
+    cookie = KEY_COOKIE.encode()
+    return not any(name in _KEY_HEADERS or (name == b"cookie" and cookie in value) for name, value in scope["headers"])
 
 
 def request_key(request: Request) -> str | None:

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gis_ioc import db, glyphs, limits, tile_cells, tiles
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import NotFound
-from gis_ioc.web.deps import KEY_COOKIE, CatalogDep, Heavy, ReadEngineDep, SettingsDep
+from gis_ioc.web.deps import CatalogDep, Heavy, ReadEngineDep, SettingsDep, keyless_public_read
 from gis_ioc.web.formats import not_modified
 
 router = APIRouter(tags=["Tiles"])
@@ -84,7 +84,6 @@ class TileFastPath:
 
     PATHS = (re.compile(r"/tiles/([^/]{1,300})/(\d{1,2})/(\d{1,7})/(\d{1,7})\.mvt"),
              re.compile(r"/collections/([^/,]{1,63})/tiles/WebMercatorQuad/(\d{1,2})/(\d{1,7})/(\d{1,7})"))
-    KEYS = (b"authorization", b"x-api-key")
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -113,12 +112,9 @@ class TileFastPath:
             match, ogc = ogc_path.fullmatch(path), True
         if match is None:
             return None
+        if not keyless_public_read(scope):
+            return None  # a key is checked (and its statement budget set) by the routes' dependencies
         state = scope["app"].state
-        if not state.settings.public_read:
-            return None
-        for name, value in scope["headers"]:
-            if name in self.KEYS or (name == b"cookie" and KEY_COOKIE.encode() in value):
-                return None  # a key is checked (and its statement budget set) by the routes' dependencies
         names, z, first, second = match[1], int(match[2]), int(match[3]), int(match[4])
         x, y = (second, first) if ogc else (first, second)  # OGC API – Tiles: row (y), then column (x)
         if z > tiles.MAX_ZOOM or x >= 2**z or y >= 2**z:
