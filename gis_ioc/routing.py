@@ -8,6 +8,7 @@ in every answer. Times are in seconds, distances in metres.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ _ON_ROAD = (  # each point of q (i, p) with its nearest edge, where along it, ho
 def _on_roads(conn: Connection, points_sql: str, params: dict[str, Any] | None = None) -> list[Any]:
     """The rows of ``points_sql`` (columns ``i``, ``p`` and any others), each with its nearest edge: one statement."""
     sql = f"WITH q AS ({points_sql}) {_ON_ROAD}"
-    rows = conn.execute(sa.text(sql), params).all() if params else db.rows(conn, sql)
+    rows = db.rows(conn, sql, params or None)
     if rows and rows[0].edge_id is None:
         raise InvalidInput("network: the road network is empty (no roads in its source layers)", param="network")
     return list(rows)
@@ -198,10 +199,9 @@ def _geometry(pieces: Pieces, points: list[OnRoad]) -> dict[str, Any]:
     lines: list[Any] = []
     if pieces:
         xy, index = shapely.get_coordinates(shapely.from_wkb([p["wkb"] for p in pieces]), return_index=True)
-        xy = xy.round(7)
-        for part in np.split(xy, np.flatnonzero(np.diff(index)) + 1):
-            if len(part) >= 2:
-                lines.append(part.tolist())
+        coords = xy.round(7).tolist()  # one list, cut where a piece ends (np.split made an array a piece)
+        cuts = [0, *(np.flatnonzero(np.diff(index)) + 1).tolist(), len(coords)]
+        lines += [coords[a:b] for a, b in itertools.pairwise(cuts) if b - a >= 2]
     for p in points:  # the legs off the road, straight: one for each point (a via point's once, not per leg)
         if p.off_m > 0.5 and p.meets is not None:
             lines.append([[round(p.lon, 7), round(p.lat, 7)], [round(p.meets[0], 7), round(p.meets[1], 7)]])

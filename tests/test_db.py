@@ -123,3 +123,24 @@ def test_rows_on_the_drivers_cursor_are_heard_and_named(engine):
     assert [(r.n, r.twice) for r in found] == [(1, 2), (2, 4), (3, 6)]
     assert first == ("a:b %s",)  # neither SQLAlchemy's :name nor the driver's %s is read as a value
     assert heard == ["SELECT n, n * 2 AS twice FROM generate_series(1, 3) n", "SELECT 'a:b %s' AS t"]
+
+
+def test_rows_with_bound_values_are_quoted_by_the_driver_and_replayable(engine):
+    """``db.rows`` with ``:name`` values: compiled once, quoted by the driver; what listeners hear replays as run."""
+    heard: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, many):
+        heard.append(cursor.mogrify(statement, parameters).decode())
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        with db.autocommit(engine) as conn:
+            sql = "SELECT CAST(:a AS text) AS a, CAST(:b AS int) + 1 AS b, 7 % 3 AS m, '50%' AS p"
+            found = [db.rows(conn, sql, {"a": value, "b": 41}) for value in ("it's", "x'); DROP TABLE t; --")]
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    with engine.connect() as conn:
+        replayed = [tuple(conn.exec_driver_sql(s.replace("%", "%%")).one()) for s in heard]
+    assert [tuple(r[0]) for r in found] == [("it's", 42, 1, "50%"), ("x'); DROP TABLE t; --", 42, 1, "50%")]
+    assert replayed == [tuple(r[0]) for r in found]
+    assert db._bound.cache_info().hits >= 1  # the second call reused the compiled statement
