@@ -1,7 +1,7 @@
 """gis-ioc bench routing: routes, the nearest stations by time and isochrones, beside the same SQL in pgbench.
 
 Each operation is timed three ways, one call at a time: over HTTP on a server it starts, in process (one warm
-connection), and as the very statements that call sent to PostgreSQL (captured from the driver, values
+connection in autocommit, as the routes use it), and as the very statements that call sent to PostgreSQL (captured from the driver, values
 inlined) replayed through pgbench, one call per transaction. The ratio to pgbench is what gis-ioc adds. The
 ways take turns, in ``ROUNDS`` rounds, so that the machine's drift falls on each alike (wrk's p50 is the median
 of its rounds', its p99 their largest).
@@ -125,7 +125,7 @@ def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: i
                         client.get(paths[n % len(paths)]).raise_for_status()
                         http.append((time.perf_counter() - t0) * 1000)
                         spent += http[-1] / 1000
-                    with engine.connect() as conn:
+                    with db.autocommit(engine) as conn:  # as the routes run: no BEGIN and ROLLBACK round trips
                         for n in share:
                             t0 = time.perf_counter()
                             calls[n % len(calls)](conn)
