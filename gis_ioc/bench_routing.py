@@ -1,10 +1,10 @@
 """gis-ioc bench routing: routes, the nearest stations by time and isochrones, beside the same SQL in pgbench.
 
 Each operation is timed three ways, one call at a time: over HTTP on a server it starts, in process (one warm
-connection in autocommit, as the routes use it), and as the very statements that call sent to PostgreSQL (captured from the driver, values
-inlined) replayed through pgbench, one call per transaction. The ratio to pgbench is what gis-ioc adds. The
-ways take turns, in ``ROUNDS`` rounds, so that the machine's drift falls on each alike (wrk's p50 is the median
-of its rounds', its p99 their largest).
+connection in autocommit, as the routes use it), and as the very statements that call sent to PostgreSQL
+(captured from the driver, values inlined) replayed through pgbench, one call per transaction. The ratio to
+pgbench is what gis-ioc adds. The ways take turns, in ``ROUNDS`` rounds, so that the machine's drift falls on
+each alike (wrk's p50 is the median of its rounds', its p99 their largest).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Iterator
@@ -352,6 +353,35 @@ def test_bad_routing_requests_are_400s_naming_the_parameter(routed):
         assert good.json()["properties"]["eta"].startswith("2026-12-01T08:")
         check = client.get("/analysis/network").json()
         assert check["edges"] > 0 and check["parts"][0]["vertices"] > 0
+
+
+def test_a_route_is_one_statement_and_a_via_route_is_its_legs(routed):
+    """The database joins, routes and writes a route in one statement; through a via point it is the two legs."""
+    engine, catalog, _ = routed
+    a, v, b = (108.003, 14.35), (108.0, 14.355), (107.995, 14.36)
+    heard: list[str] = []
+
+    def listen(conn, cursor, statement, parameters, context, many):
+        heard.append(statement)
+
+    with engine.connect() as conn:
+        sa.event.listen(engine, "before_cursor_execute", listen)
+        try:
+            through = routing.route(conn, catalog, a, b, [v])
+            text = routing.route_json(conn, catalog, a, b, [v])
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", listen)
+        legs = [routing.route(conn, catalog, a, v)["properties"], routing.route(conn, catalog, v, b)["properties"]]
+    assert len(heard) == 2 and "pgr_withPoints" in heard[0]  # one statement each
+    assert json.loads(text) == through
+    props = through["properties"]
+    assert props["reachable"] and [p["point"] for p in props["off_road"]] == ["from", "via", "to"]
+    assert props["time_s"] == pytest.approx(sum(p["time_s"] for p in legs), abs=0.2)
+    assert props["length_m"] == pytest.approx(sum(p["length_m"] for p in legs), abs=0.2)
+    assert sum(s["length_m"] for s in props["steps"]) == pytest.approx(
+        props["length_m"] - sum(p["length_m"] * (2 if p["point"] == "via" else 1) for p in props["off_road"]), abs=1)
+    _drawn_as_driven(through, sum(p["length_m"] for p in legs) - sum(
+        p["length_m"] for leg in legs for p in leg["off_road"]))
 
 
 def test_routes_by_road_skip_the_router_with_the_same_answers(routed, monkeypatch):

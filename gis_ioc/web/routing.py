@@ -48,8 +48,9 @@ def route_answer(request: Request, q: RouteQuery) -> Response:
     stops = routing.parse_points(q.via, "via", routing.MAX_VIA) if q.via else []
     _ready(request)
     with db.autocommit(request.app.state.engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
-        found = routing.route(conn, request.app.state.catalog, start, end, stops, _moment(q.depart_at, "depart_at"))
-    return json_response(found, GEOJSON)
+        found = routing.route_json(conn, request.app.state.catalog, start, end, stops,
+                                   _moment(q.depart_at, "depart_at"))
+    return Response(found.encode(), media_type=GEOJSON)  # written by the database
 
 
 @router.get("/route", summary="The fastest way by road", operation_id="route", response_class=Response,
