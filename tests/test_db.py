@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import psycopg2.errors
 import pytest
 import sqlalchemy as sa
 
@@ -144,3 +145,37 @@ def test_rows_with_bound_values_are_quoted_by_the_driver_and_replayable(engine):
     assert [tuple(r[0]) for r in found] == [("it's", 42, 1, "50%"), ("x'); DROP TABLE t; --", 42, 1, "50%")]
     assert replayed == [tuple(r[0]) for r in found]
     assert db._bound.cache_info().hits >= 1  # the second call reused the compiled statement
+
+
+def test_a_prepared_statement_is_planned_once_and_leaves_the_session_as_it_was(engine):
+    """``db.rows(prepare=True)``: PREPARE on a connection's first use, then EXECUTE with the generic plan.
+
+    The same rows as unprepared; the session's plan_cache_mode is back after each call, and after a failed one;
+    a statement let go on the server is prepared again.
+    """
+    sql = ("SELECT CAST(:a AS text) AS a, x FROM generate_series(1, CAST(:n AS int)) x "
+           "WHERE x % 2 = 1 AND '50%' <> CAST(:a AS text) ORDER BY x")
+    with db.autocommit(engine) as conn:
+        plain = db.rows(conn, sql, {"a": "it's", "n": 5})
+        first = db.rows(conn, sql, {"a": "it's", "n": 5}, prepare=True)
+        again = db.rows(conn, sql, {"a": "x'); --", "n": 3}, prepare=True)
+        raw = conn.connection.dbapi_connection
+        with raw.cursor() as cur:
+            cur.execute("SELECT name, generic_plans, custom_plans FROM pg_prepared_statements")
+            held = cur.fetchall()
+            cur.execute("SHOW plan_cache_mode")
+            mode = cur.fetchone()[0]
+        with pytest.raises(psycopg2.errors.DivisionByZero):
+            db.rows(conn, "SELECT 1 / CAST(:d AS int) AS q", {"d": 0}, prepare=True)
+        with raw.cursor() as cur:
+            cur.execute("SHOW plan_cache_mode")
+            after_error = cur.fetchone()[0]
+            cur.execute("DEALLOCATE ALL")
+        with pytest.raises(psycopg2.errors.InvalidSqlStatementName):
+            db.rows(conn, sql, {"a": "b", "n": 1}, prepare=True)
+        later = db.rows(conn, sql, {"a": "b", "n": 1}, prepare=True)
+    assert [tuple(r) for r in first] == [tuple(r) for r in plain] == [("it's", 1), ("it's", 3), ("it's", 5)]
+    assert [tuple(r) for r in again] == [("x'); --", 1), ("x'); --", 3)]
+    assert len(held) == 1 and held[0][0].startswith("gis_ioc_") and held[0][1:] == (2, 0)  # planned once, generic
+    assert mode == after_error == "auto"
+    assert [tuple(r) for r in later] == [("b", 1)]
