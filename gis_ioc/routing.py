@@ -8,14 +8,11 @@ in every answer. Times are in seconds, distances in metres.
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -107,18 +104,13 @@ def join(conn: Connection, points: list[tuple[float, float]], net: Network, para
 
     ``param``: the parameter's name, or one name per point.
     """
-    joined = join_some(conn, points, net)
-    for i, (found, point) in enumerate(zip(joined, points, strict=True)):
+    joined = []
+    for i, (point, row) in enumerate(zip(points, _nearest_roads(conn, points) if points else [], strict=True)):
+        found = _on_road(row, net, *point)
         if found is None:
-            _too_far(conn, point, net, param[i] if isinstance(param, list) else param)
-    return [p for p in joined if p is not None]
-
-
-def _too_far(conn: Connection, point: tuple[float, float], net: Network, name: str) -> NoReturn:
-    """The 400 for a point farther than ``max_off_road_m`` from every road."""
-    off = _nearest_roads(conn, [point])[0].off_m
-    raise InvalidInput(f"{name}: the point {point[0]:.5f},{point[1]:.5f} is {off:,.0f} m from the nearest road "
-                       f"(at most {net.max_off_road_m:,.0f} m)", param=name)
+            raise _too_far(point, row.off_m, net, param[i] if isinstance(param, list) else param)
+        joined.append(found)
+    return joined
 
 
 def _fraction(p: OnRoad) -> float:
@@ -132,103 +124,123 @@ def _points_sql(points: list[OnRoad]) -> str:
     return f"SELECT * FROM (VALUES {values}) AS t(pid, edge_id, fraction, side)"
 
 
-# -- route -----------------------------------------------------------------------------------------
+# -- routes written by the database ------------------------------------------------------------------
+#
+# A route, and each of the nearest facilities' routes, is one statement: the points are joined to the network,
+# pgRouting finds the ways (its points and pairs made in SQL from the join), PostGIS cuts the pieces driven,
+# and the answer's JSON is written there; only the text passes through Python (building the answer from the
+# pieces' rows in Python took 0.8 ms of a 6 ms route, and a statement more). The common table expressions:
+#
+# - ``v``: the points (``i``, ``p``, ``lon``, ``lat``, the nearest edge…) with their pgRouting id ``vid`` (the
+#   vertex a point falls on, else ``-(i + 1)``), fraction ``fr``, leg off the road ``leg_s`` and ``near``;
+# - ``r``: pgr_withPoints' rows with ``next_node``; ``pc`` (``_cut_sql``): its pieces;
+# - ``w``: the pieces of each answer ``g`` in the order driven (``o``, then ``path_seq``); ``ends``: each
+#   answer's legs off the road (``g``, ``o``, ``p``, ``mx``, ``my``, ``off_m``);
+# - ``_drawn_sql`` adds ``steps``, ``drawn`` and ``driven`` for each ``g``.
 
-Pieces = list[dict[str, Any]]
+
+def _joined_sql(points: str) -> str:
+    """The CTEs ``q`` (``points``: ``i`` from 0, ``p`` and any others), ``j`` (``_ON_ROAD``) and ``v``."""
+    return (
+        f"q AS ({points}), j AS ({_ON_ROAD}), "
+        "v AS (SELECT j.*, CASE WHEN j.fraction <= 1e-9 THEN j.source WHEN j.fraction >= 1 - 1e-9 THEN j.target "
+        "ELSE -(j.i + 1) END AS vid, least(greatest(j.fraction, 1e-6), 1 - 1e-6) AS fr, j.off_m / :speed AS leg_s, "
+        "coalesce(j.off_m <= :max_off, false) AS near FROM j), "
+        "pts AS (SELECT i + 1 AS pid, fr AS fraction FROM v WHERE near)")
 
 
-def _cut_sql(pts: str, only: str = "") -> str:
+# pgRouting's points from ``v`` (those near a road): the text of a query, as pgr_withPoints takes them
+_POINTS_TEXT = ("'SELECT * FROM (VALUES ' || string_agg(format('(%s, %s, %s::float8, ''b''::char)', i + 1, edge_id, "
+                "fr), ', ' ORDER BY i) FILTER (WHERE near) || ') AS t(pid, edge_id, fraction, side)'")
+
+
+def _cut_sql(only: str = "") -> str:
     """The common table expressions ``d`` and ``pc``: the ways of ``r`` cut into the pieces driven, by PostGIS.
 
-    ``r``: pgr_withPoints' rows (start_pid, end_pid, path_seq, node, edge, cost) with ``next_node``; ``pts``:
-    the points (pid, fraction); ``only``: a join that keeps some of the ways. A piece of ``pc``: its edge, cost,
-    ``road``, ``metres`` and the part of the edge ``driven`` (in the direction driven).
+    ``r``: pgr_withPoints' rows (start_pid, path_seq, node, edge, cost) with ``next_node``; ``pts``: the points
+    (pid, fraction); ``only``: a join that keeps some of the ways. A piece of ``pc``: its cost, ``road``,
+    ``metres`` and the part of the edge ``driven`` (in the direction driven).
     """
     return (
         "d AS (SELECT r.*, e.length_m, coalesce(e.name, e.road_class) AS road, e.geom, "
         "CASE WHEN r.node < 0 THEN p0.fraction WHEN r.node = e.source THEN 0.0 ELSE 1.0 END AS f0, "
         "CASE WHEN r.next_node < 0 THEN p1.fraction WHEN r.next_node = e.source THEN 0.0 ELSE 1.0 END AS f1 "
-        f"FROM r {only} JOIN network_edges e ON e.id = r.edge LEFT JOIN {pts} p0 ON p0.pid = -r.node "
-        f"LEFT JOIN {pts} p1 ON p1.pid = -r.next_node WHERE r.edge > 0), "
+        f"FROM r {only} JOIN network_edges e ON e.id = r.edge LEFT JOIN pts p0 ON p0.pid = -r.node "
+        "LEFT JOIN pts p1 ON p1.pid = -r.next_node WHERE r.edge > 0), "
         "pc AS (SELECT d.*, CASE WHEN whole THEN length_m ELSE ST_Length(part::geography) END AS metres, "
         "CASE WHEN f0 > f1 THEN ST_Reverse(part) ELSE part END AS driven FROM (SELECT d.*, CASE WHEN whole THEN "
         "geom ELSE ST_LineSubstring(geom, least(f0, f1), greatest(f0, f1)) END AS part FROM (SELECT d.*, "
         "least(f0, f1) <= 1e-6 AND greatest(f0, f1) >= 1 - 1e-6 AS whole FROM d) d) d)")
 
 
-def _pieces_sql(points: list[OnRoad], ways: str, also: str = "", only: str = "", columns: str = "") -> str:
-    """The pieces of ``ways`` as ``_piece`` reads them (``_cut_sql``).
-
-    ``ways``: a query on pgr_withPoints (start_pid, end_pid, path_seq, node, edge, cost, next_node); ``also``:
-    more common table expressions; ``only``: a join that keeps some of the ways; ``columns``: more columns.
-    """
-    return (f"WITH pts AS ({_points_sql(points)}), r AS ({ways}){also}, {_cut_sql('pts', only)} "
-            f"SELECT start_pid, end_pid, path_seq, edge, cost, metres, road, ST_AsBinary(driven) AS wkb{columns} "
-            "FROM pc")
-
-
-def _ways_sql(points: list[OnRoad], target: str, end: str = "r.end_pid") -> str:
-    """pgr_withPoints to ``target`` (its arguments after the points: combinations or start and end vertices)."""
-    return (f"SELECT r.start_pid, {end} AS end_pid, r.path_seq, r.node, r.edge, r.cost, r.agg_cost, "
-            "lead(r.node) OVER (PARTITION BY r.start_pid, " + end + " ORDER BY r.path_seq) AS next_node "
-            f"FROM pgr_withPoints({_literal(EDGES_SQL)}, {_literal(_points_sql(points))}, {target}, true, 'b', "
-            "false) r")
+# each answer g: its steps (consecutive pieces of one road), its lines (the pieces as driven, then the legs off
+# the road, as GeoJSON text: NULL for none) and the time and length on the road
+_DRAWN = (
+    "s AS (SELECT w.*, sum(w.brk) OVER (PARTITION BY w.g ORDER BY w.o, w.path_seq) AS step FROM (SELECT w.*, "
+    "CASE WHEN w.road IS NOT DISTINCT FROM lag(w.road) OVER (PARTITION BY w.g ORDER BY w.o, w.path_seq) THEN 0 "
+    "ELSE 1 END AS brk FROM w) w), "
+    "steps AS (SELECT g, json_agg(json_build_object('road', road, 'length_m', round(m::numeric, 1), 'time_s', "
+    "round(c::numeric, 1)) ORDER BY step) FILTER (WHERE m >= 0.5) AS steps FROM (SELECT g, step, min(road) AS "
+    "road, sum(metres) AS m, sum(cost) AS c FROM s GROUP BY g, step) x GROUP BY g), "
+    "drawn AS (SELECT g, ST_AsGeoJSON(ST_Collect(line ORDER BY o1, o2, o3), 7) AS geometry FROM ("
+    "SELECT g, 0 AS o1, o AS o2, path_seq AS o3, driven AS line FROM w WHERE GeometryType(driven) = 'LINESTRING' "
+    "UNION ALL SELECT g, 1, o, 0, ST_MakeLine(p, ST_SetSRID(ST_MakePoint(mx, my), 4326)) FROM ends "
+    "WHERE off_m > 0.5) x GROUP BY g), "
+    "driven AS (SELECT g, sum(cost) AS seconds, sum(metres) AS metres FROM w GROUP BY g)")
+_NO_LINES = "'{\"type\":\"MultiLineString\",\"coordinates\":[]}'"
 
 
-def _piece(row: Any) -> dict[str, Any]:
-    return {"edge": int(row.edge), "seconds": float(row.cost), "metres": float(row.metres), "road": row.road,
-            "wkb": bytes(row.wkb)}
+def _too_far(point: tuple[float, float], off_m: float, net: Network, name: str) -> InvalidInput:
+    """The 400 for a point farther than ``max_off_road_m`` from every road."""
+    return InvalidInput(f"{name}: the point {point[0]:.5f},{point[1]:.5f} is {off_m:,.0f} m from the nearest road "
+                        f"(at most {net.max_off_road_m:,.0f} m)", param=name)
 
 
-def _legs(conn: Connection, points: list[OnRoad], pairs: list[tuple[int, int]]) -> dict[tuple[int, int], Pieces | None]:
-    """The fastest way on the network for each pair of ``points`` (indexes), all in one statement.
-
-    Each way is its pieces in the order driven: edge, seconds, metres, road and the part of the edge driven
-    (WKB); None: no way.
-    """
-    vids = [p.vid(i + 1) for i, p in enumerate(points)]
-    asked = {(vids[a], vids[b]) for a, b in pairs if vids[a] != vids[b]}
-    found: dict[tuple[int, int], Pieces] = {}
-    if asked:
-        combinations = "SELECT * FROM (VALUES " + ", ".join(f"({a}::bigint, {b}::bigint)" for a, b in sorted(
-            asked)) + ") AS c(source, target)"
-        sql = _pieces_sql(points, _ways_sql(points, _literal(combinations))) + " ORDER BY start_pid, end_pid, path_seq"
-        for row in db.rows(conn, sql):
-            found.setdefault((int(row.start_pid), int(row.end_pid)), []).append(_piece(row))
-    ways: dict[tuple[int, int], Pieces | None] = {}
-    for a, b in pairs:
-        same = vids[a] == vids[b] or (points[a].edge == points[b].edge and points[a].fraction == points[b].fraction)
-        ways[(a, b)] = found.get((vids[a], vids[b]), []) if same else found.get((vids[a], vids[b]))
-    return ways
+def _network_empty() -> InvalidInput:
+    return InvalidInput("network: the road network is empty (no roads in its source layers)", param="network")
 
 
-def _geometry(pieces: Pieces, points: list[OnRoad]) -> dict[str, Any]:
-    """The route as a MultiLineString: each piece of road in the direction driven, and the legs off the road."""
-    import shapely
-
-    lines: list[Any] = []
-    if pieces:
-        xy, index = shapely.get_coordinates(shapely.from_wkb([p["wkb"] for p in pieces]), return_index=True)
-        coords = xy.round(7).tolist()  # one list, cut where a piece ends (np.split made an array a piece)
-        cuts = [0, *(np.flatnonzero(np.diff(index)) + 1).tolist(), len(coords)]
-        lines += [coords[a:b] for a, b in itertools.pairwise(cuts) if b - a >= 2]
-    for p in points:  # the legs off the road, straight: one for each point (a via point's once, not per leg)
-        if p.off_m > 0.5 and p.meets is not None:
-            lines.append([[round(p.lon, 7), round(p.lat, 7)], [round(p.meets[0], 7), round(p.meets[1], 7)]])
-    return {"type": "MultiLineString", "coordinates": lines}
+def _on_network(net: Network) -> dict[str, Any]:
+    """The values every statement here takes: the off-road speed (m/s) and the farthest a point may be."""
+    return {"speed": net.off_road_kmh / 3.6, "max_off": net.max_off_road_m}
 
 
-def _steps(pieces: Pieces) -> list[dict[str, Any]]:
-    """Consecutive pieces of one road as one step."""
-    steps: list[dict[str, Any]] = []
-    for piece in pieces:
-        if steps and steps[-1]["road"] == piece["road"]:
-            steps[-1]["length_m"] += piece["metres"]
-            steps[-1]["time_s"] += piece["seconds"]
-        else:
-            steps.append({"road": piece["road"], "length_m": piece["metres"], "time_s": piece["seconds"]})
-    return [{**s, "length_m": round(s["length_m"], 1), "time_s": round(s["time_s"], 1)} for s in steps
-            if s["length_m"] >= 0.5]
+# -- route -------------------------------------------------------------------------------------------
+
+_ROUTE = (  # route_json's statement: the points (:xs, :ys) joined, each leg (k: from point k to k + 1) routed
+    "WITH " + _joined_sql("SELECT u.i - 1 AS i, ST_SetSRID(ST_MakePoint(u.x, u.y), 4326) AS p FROM unnest("
+                          "CAST(:xs AS float8[]), CAST(:ys AS float8[])) WITH ORDINALITY AS u(x, y, i)") + ", "
+    "legs AS (SELECT a.i AS k, a.vid AS s, b.vid AS t, a.vid = b.vid OR (a.edge_id = b.edge_id "
+    "AND a.fraction = b.fraction) AS same FROM v a JOIN v b ON b.i = a.i + 1), "
+    # pgRouting's arguments, when every point is near a road and some leg has to be driven
+    f"args AS (SELECT * FROM (SELECT {_POINTS_TEXT} AS points, "
+    "(SELECT 'SELECT * FROM (VALUES ' || string_agg(DISTINCT format('(%s::bigint, %s::bigint)', s, t), ', ') "
+    "|| ') AS c(source, target)' FROM legs WHERE s <> t) AS combinations, bool_and(near) AS near FROM v) a "
+    "WHERE near AND combinations IS NOT NULL), "
+    "r AS (SELECT x.start_pid, x.end_pid, x.path_seq, x.node, x.edge, x.cost, lead(x.node) OVER (PARTITION BY "
+    "x.start_pid, x.end_pid ORDER BY x.path_seq) AS next_node FROM args, "
+    f"LATERAL pgr_withPoints({_literal(EDGES_SQL)}, args.points, args.combinations, true, 'b', false) x), "
+    f"{_cut_sql()}, "
+    "w AS (SELECT 1 AS g, legs.k AS o, pc.path_seq, pc.cost, pc.metres, pc.road, pc.driven FROM legs JOIN pc "
+    "ON pc.start_pid = legs.s AND pc.end_pid = legs.t), "
+    "ends AS (SELECT 1 AS g, i AS o, p, mx, my, off_m FROM v), "
+    f"{_DRAWN}, "
+    # a via point's leg off the road is walked to it and back
+    "total AS (SELECT coalesce((SELECT seconds FROM driven), 0) + (SELECT sum(CASE WHEN i IN (0, :last) THEN 1 "
+    "ELSE 2 END * leg_s) FROM v) AS seconds, coalesce((SELECT metres FROM driven), 0) + (SELECT sum(CASE WHEN "
+    "i IN (0, :last) THEN 1 ELSE 2 END * off_m) FROM v) AS metres) "
+    "SELECT (SELECT bool_and(edge_id IS NULL) FROM v) AS empty, "
+    "(SELECT i FROM v WHERE NOT near ORDER BY i LIMIT 1) AS far, "
+    "(SELECT off_m FROM v WHERE NOT near ORDER BY i LIMIT 1) AS far_m, "
+    "(SELECT min(k) FROM legs WHERE NOT same AND NOT EXISTS (SELECT 1 FROM r WHERE r.start_pid = legs.s "
+    "AND r.end_pid = legs.t)) AS unreached, total.seconds, "
+    f"'{{\"type\": \"Feature\", \"geometry\": ' || coalesce((SELECT geometry FROM drawn), {_NO_LINES}) || "
+    "', \"properties\": ' || json_build_object('reachable', true, 'length_m', round(total.metres::numeric, 1), "
+    "'time_s', round(total.seconds::numeric, 1), 'minutes', round((total.seconds / 60)::numeric, 1), "
+    "'steps', coalesce((SELECT steps FROM steps), '[]'), 'off_road', (SELECT json_agg(json_build_object("
+    "'point', (CAST(:names AS text[]))[i + 1], 'road', road, 'length_m', round(off_m::numeric, 1), "
+    "'time_s', round(leg_s::numeric, 1)) ORDER BY i) FROM v), 'off_road_kmh', CAST(:kmh AS float8))::text || '}' "
+    "AS body FROM total")
 
 
 def route(conn: Connection, catalog: Catalog, start: tuple[float, float], end: tuple[float, float],
@@ -244,11 +256,7 @@ def route(conn: Connection, catalog: Catalog, start: tuple[float, float], end: t
 
 def route_json(conn: Connection, catalog: Catalog, start: tuple[float, float], end: tuple[float, float],
                via: list[tuple[float, float]] | None = None, depart_at: datetime | None = None) -> str:
-    """``route``'s Feature as JSON text, written by the database.
-
-    One statement (``_ROUTE``) joins the points to the network, routes each leg and writes the answer: only the
-    text passes through Python (building it from the pieces' rows here took 0.8 ms of a 6 ms route).
-    """
+    """``route``'s Feature as JSON text, written by the database in one statement (``_ROUTE``)."""
     via = via or []
     if len(via) > MAX_VIA:
         raise InvalidInput(f"via: at most {MAX_VIA} points ({len(via)} given)", param="via")
@@ -256,105 +264,24 @@ def route_json(conn: Connection, catalog: Catalog, start: tuple[float, float], e
     net = settings_of(sources(catalog, conn))
     names = ["from", *(["via"] * len(via)), "to"]
     found = db.rows(conn, _ROUTE, {"xs": [p[0] for p in places], "ys": [p[1] for p in places], "names": names,
-                                   "n": len(places), "max_off": net.max_off_road_m,
-                                   "speed": net.off_road_kmh / 3.6, "kmh": net.off_road_kmh}, first=True)[0]
+                                   "last": len(places) - 1, "kmh": net.off_road_kmh, **_on_network(net)},
+                    first=True, prepare=True)[0]
     if found.empty:
-        raise InvalidInput("network: the road network is empty (no roads in its source layers)", param="network")
+        raise _network_empty()
     if found.far is not None:
-        point = places[found.far - 1]
-        name = names[found.far - 1]
-        raise InvalidInput(f"{name}: the point {point[0]:.5f},{point[1]:.5f} is {found.far_m:,.0f} m from the "
-                           f"nearest road (at most {net.max_off_road_m:,.0f} m)", param=name)
+        raise _too_far(places[found.far], found.far_m, net, names[found.far])
     if found.unreached is not None:
-        i = found.unreached - 1
-        return json.dumps(_unreachable(names[i], places[i], names[i + 1], places[i + 1]))
+        i = found.unreached
+        return json.dumps({"type": "Feature", "geometry": None, "properties": {
+            "reachable": False, "reason": f"no road leads from {names[i]} {places[i][0]:.5f},{places[i][1]:.5f} "
+            f"to {names[i + 1]} {places[i + 1][0]:.5f},{places[i + 1][1]:.5f} (they lie on parts of the network "
+            "that do not meet, or one-way roads lead only the other way; gis-ioc network check lists the parts)"}})
     body: str = found.body
     if depart_at is not None:  # the feature's JSON ends with its properties' "}" and its own
         eta = depart_at + timedelta(seconds=found.seconds)
         times = f'"depart_at": {json.dumps(depart_at.isoformat())}, "eta": {json.dumps(eta.isoformat())}'
         body = f"{body[:-2]}, {times}}}}}"
     return body
-
-
-def _unreachable(name_a: str, a: tuple[float, float], name_b: str, b: tuple[float, float]) -> dict[str, Any]:
-    return {"type": "Feature", "geometry": None, "properties": {
-        "reachable": False, "reason": f"no road leads from {name_a} {a[0]:.5f},{a[1]:.5f} to "
-        f"{name_b} {b[0]:.5f},{b[1]:.5f} (they lie on parts of the network that do not meet, or "
-        "one-way roads lead only the other way; gis-ioc network check lists the parts)"}}
-
-
-_ROUTE = (  # route_json's one statement: points (:xs, :ys) joined, each leg routed, the Feature drawn
-    "WITH q AS (SELECT u.i, ST_SetSRID(ST_MakePoint(u.x, u.y), 4326) AS p FROM unnest(CAST(:xs AS float8[]), "
-    "CAST(:ys AS float8[])) WITH ORDINALITY AS u(x, y, i)), "
-    f"j AS ({_ON_ROAD}), "
-    # each point: its pgRouting id (the vertex it falls on, else -i), its leg off the road and how often it is
-    # walked (a via point: to it and back)
-    "v AS (SELECT j.*, CASE WHEN j.fraction <= 1e-9 THEN j.source WHEN j.fraction >= 1 - 1e-9 THEN j.target "
-    "ELSE -j.i END AS vid, least(greatest(j.fraction, 1e-6), 1 - 1e-6) AS fr, j.off_m / :speed AS leg_s, "
-    "CASE WHEN j.i IN (1, :n) THEN 1 ELSE 2 END AS times FROM j), "
-    "pts AS (SELECT i AS pid, fr AS fraction FROM v), "
-    "legs AS (SELECT a.i AS k, a.vid AS s, b.vid AS t, a.vid = b.vid OR (a.edge_id = b.edge_id "
-    "AND a.fraction = b.fraction) AS same FROM v a JOIN v b ON b.i = a.i + 1), "
-    # pgRouting's arguments, when every point is near a road and some leg has to be driven
-    "args AS (SELECT * FROM (SELECT 'SELECT * FROM (VALUES ' || string_agg(format('(%s, %s, %s::float8, ''b''::char)', "
-    "i, edge_id, fr), ', ' ORDER BY i) || ') AS t(pid, edge_id, fraction, side)' AS points, "
-    "(SELECT 'SELECT * FROM (VALUES ' || string_agg(DISTINCT format('(%s::bigint, %s::bigint)', s, t), ', ') "
-    "|| ') AS c(source, target)' FROM legs WHERE s <> t) AS combinations, "
-    "bool_and(edge_id IS NOT NULL AND off_m <= :max_off) AS near FROM v) a WHERE near AND combinations IS NOT NULL), "
-    "r AS (SELECT w.start_pid, w.end_pid, w.path_seq, w.node, w.edge, w.cost, lead(w.node) OVER (PARTITION BY "
-    "w.start_pid, w.end_pid ORDER BY w.path_seq) AS next_node FROM args, "
-    f"LATERAL pgr_withPoints({_literal(EDGES_SQL)}, args.points, args.combinations, true, 'b', false) w), "
-    f"{_cut_sql('pts')}, "
-    "w AS (SELECT legs.k, pc.path_seq, pc.cost, pc.metres, pc.road, pc.driven FROM legs JOIN pc "
-    "ON pc.start_pid = legs.s AND pc.end_pid = legs.t), "
-    # the steps: consecutive pieces of one road
-    "s AS (SELECT w.*, sum(w.brk) OVER (ORDER BY w.k, w.path_seq) AS step FROM (SELECT w.*, CASE WHEN w.road IS NOT "
-    "DISTINCT FROM lag(w.road) OVER (ORDER BY w.k, w.path_seq) THEN 0 ELSE 1 END AS brk FROM w) w), "
-    "steps AS (SELECT coalesce(json_agg(json_build_object('road', road, 'length_m', round(m::numeric, 1), 'time_s', "
-    "round(c::numeric, 1)) ORDER BY step) FILTER (WHERE m >= 0.5), '[]') AS steps FROM (SELECT step, min(road) AS "
-    "road, sum(metres) AS m, sum(cost) AS c FROM s GROUP BY step) g), "
-    # the lines: the pieces of road as driven, then each point's leg off the road
-    "drawn AS (SELECT coalesce(ST_AsGeoJSON(ST_Collect(g ORDER BY o1, o2, o3), 7), "
-    "'{\"type\":\"MultiLineString\",\"coordinates\":[]}') AS geometry FROM ("
-    "SELECT 0 AS o1, k AS o2, path_seq AS o3, driven AS g FROM w WHERE GeometryType(driven) = 'LINESTRING' UNION ALL "
-    "SELECT 1, i, 0, ST_MakeLine(p, ST_SetSRID(ST_MakePoint(mx, my), 4326)) FROM v WHERE off_m > 0.5) x), "
-    "total AS (SELECT (SELECT coalesce(sum(cost), 0) FROM w) + (SELECT sum(times * leg_s) FROM v) AS seconds, "
-    "(SELECT coalesce(sum(metres), 0) FROM w) + (SELECT sum(times * off_m) FROM v) AS metres) "
-    "SELECT (SELECT bool_and(edge_id IS NULL) FROM v) AS empty, (SELECT min(i) FROM v WHERE off_m > :max_off) AS far, "
-    "(SELECT off_m FROM v WHERE off_m > :max_off ORDER BY i LIMIT 1) AS far_m, "
-    "(SELECT min(k) FROM legs WHERE NOT same AND NOT EXISTS (SELECT 1 FROM r WHERE r.start_pid = legs.s "
-    "AND r.end_pid = legs.t)) AS unreached, total.seconds, "
-    "'{\"type\": \"Feature\", \"geometry\": ' || drawn.geometry || ', \"properties\": ' || json_build_object("
-    "'reachable', true, 'length_m', round(total.metres::numeric, 1), 'time_s', round(total.seconds::numeric, 1), "
-    "'minutes', round((total.seconds / 60)::numeric, 1), 'steps', steps.steps, 'off_road', (SELECT json_agg("
-    "json_build_object('point', (CAST(:names AS text[]))[i], 'road', road, 'length_m', round(off_m::numeric, 1), "
-    "'time_s', round(leg_s::numeric, 1)) ORDER BY i) FROM v), 'off_road_kmh', CAST(:kmh AS float8))::text || '}' "
-    "AS body FROM total, steps, drawn")
-
-
-def _way(legs: dict[tuple[int, int], Pieces | None], joined: list[OnRoad], names: list[str], net: Network,
-         depart_at: datetime | None = None) -> dict[str, Any]:
-    """The route through ``joined`` in order from its legs (``_legs`` of each point to the next)."""
-    pieces: Pieces = []
-    for i, (a, b) in enumerate(zip(joined, joined[1:], strict=False)):
-        found = legs[(i, i + 1)]
-        if found is None:
-            return _unreachable(names[i], (a.lon, a.lat), names[i + 1], (b.lon, b.lat))
-        pieces += found
-    off = [{"point": n, "road": p.road, "length_m": round(p.off_m, 1), "time_s": round(p.leg_s(net), 1)}
-           for n, p in zip(names, joined, strict=True)]
-    seconds = sum(p["seconds"] for p in pieces) + sum(p.leg_s(net) for p in (joined[0], joined[-1])) + \
-        sum(2 * p.leg_s(net) for p in joined[1:-1])  # a via point: to it and back to the road
-    metres = sum(p["metres"] for p in pieces) + joined[0].off_m + joined[-1].off_m + \
-        sum(2 * p.off_m for p in joined[1:-1])
-    props: dict[str, Any] = {"reachable": True, "length_m": round(metres, 1), "time_s": round(seconds, 1),
-                             "minutes": round(seconds / 60, 1), "steps": _steps(pieces), "off_road": off,
-                             "off_road_kmh": net.off_road_kmh}
-    if depart_at is not None:
-        props["depart_at"] = depart_at.isoformat()
-        props["eta"] = (depart_at + timedelta(seconds=seconds)).isoformat()
-    return {"type": "Feature", "geometry": _geometry(pieces, joined),
-            "properties": props}
 
 
 # -- the nearest facilities by travel time -----------------------------------------------------------
@@ -372,62 +299,77 @@ def _candidates_sql(conn: Connection, catalog: Catalog, layer_id: str, filter_te
         f"FROM {quote_table(layer.table)} t WHERE {where} AND {layer.events_only()} LIMIT {MAX_CANDIDATES + 1}"), params
 
 
-def _at_most(layer: Layer, found: Sequence[Any]) -> None:
-    if len(found) > MAX_CANDIDATES:
+def _at_most(layer: Layer, found: int) -> None:
+    if found > MAX_CANDIDATES:
         raise InvalidInput(f"filter: more than {MAX_CANDIDATES} features of {layer.id} to compare by travel time: "
                            "narrow the filter (kind = 'fire_station')", param="filter")
 
 
 def _candidates_on_roads(conn: Connection, catalog: Catalog, layer_id: str, filter_text: str | None,
-                         net: Network, origin: str = "", origin_params: dict[str, Any] | None = None,
-                         ) -> tuple[Layer, Any, list[dict[str, Any]], list[OnRoad | None]]:
-    """The facilities to compare, each joined to the network, and ``origin`` (SQL of one point ``p``) too.
+                         net: Network) -> tuple[Layer, list[dict[str, Any]], list[OnRoad | None]]:
+    """The facilities to compare, each joined to the network (None: too far from every road); one statement.
 
-    The facilities: the layer's features (filtered), each at a point on its surface; all in one statement.
-
-    Returns the layer, the origin's row (None: no origin asked, or the origin's query found nothing), the
-    candidates and where each joins the network (None: too far from every road).
+    The facilities: the layer's features (filtered), each at a point on its surface.
     """
     layer, sql, params = _candidates_sql(conn, catalog, layer_id, filter_text)
-    points = f"SELECT i, id, name, p FROM ({sql}) c"
-    if origin:
-        points = f"SELECT 0::bigint AS i, NULL AS id, NULL::text AS name, p FROM ({origin}) o UNION ALL {points}"
-    rows = _on_roads(conn, points, {**params, **(origin_params or {})})
-    start = rows[0] if origin and rows and rows[0].i == 0 else None
-    found = rows[1:] if start is not None else rows
-    _at_most(layer, found)
-    return layer, start, [{"id": r.id, "name": r.name, "lon": float(r.lon), "lat": float(r.lat)} for r in found], [
-        _on_road(r, net) for r in found]
+    rows = _on_roads(conn, f"SELECT i, id, name, p FROM ({sql}) c", params)
+    _at_most(layer, len(rows))
+    return layer, [{"id": r.id, "name": r.name, "lon": float(r.lon), "lat": float(r.lat)} for r in rows], [
+        _on_road(r, net) for r in rows]
 
 
-def _soonest(conn: Connection, points: list[OnRoad], net: Network, k: int,
-             ) -> tuple[dict[int, float], dict[int, Pieces]]:
-    """From each of ``points[1:]`` to ``points[0]`` by road: the seconds, and the ways of the ``k`` soonest.
+def _nearest_sql(origin: str, candidates: str) -> str:
+    """nearest_json's statement: the place (``origin``: one point ``p``, or none) is ``i`` 0, the candidates 1….
 
-    Both by pgRouting id, in one statement (one graph for both); the soonest count their legs off the road.
+    From each candidate near a road, pgRouting's ways to the place (one-way roads count); the ``:k`` soonest,
+    their legs off the road counted (ties: the first found), each answered as a Feature with its route.
     """
-    place = points[0]
-    costs: dict[int, float] = {place.vid(1): 0.0}  # a facility on the very vertex of the place
-    ways: dict[int, Pieces] = {place.vid(1): []}
-    starts = sorted({p.vid(i + 1) for i, p in enumerate(points) if i > 0} - {place.vid(1)})
-    if not starts:
-        return costs, ways
-    legs = ", ".join(f"({i}, {p.vid(i + 1)}::bigint, {p.leg_s(net)!r}::float)" for i, p in enumerate(points) if i)
-    also = (", t AS (SELECT start_pid, max(agg_cost) AS total FROM r GROUP BY start_pid), "
-            f"c(i, vid, leg) AS (VALUES {legs}), "
-            f"b AS (SELECT DISTINCT vid FROM (SELECT c.vid FROM c JOIN t ON t.start_pid = c.vid "
-            f"ORDER BY t.total + c.leg, c.i LIMIT {int(k)}) s)")
-    ways_sql = _ways_sql(points, f"ARRAY[{', '.join(map(str, starts))}]::bigint[], {place.vid(1)}",
-                         end=f"{place.vid(1)}::bigint")
-    sql = (_pieces_sql(points, ways_sql, also, only="JOIN b ON b.vid = r.start_pid", columns=", NULL::float AS total")
-           + " UNION ALL SELECT start_pid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, total FROM t "
-           "ORDER BY 1, 3")
-    for row in db.rows(conn, sql):
-        if row.total is not None:
-            costs[int(row.start_pid)] = float(row.total)
-        else:
-            ways.setdefault(int(row.start_pid), []).append(_piece(row))
-    return costs, ways
+    return (
+        "WITH " + _joined_sql(f"SELECT 0::bigint AS i, NULL AS id, NULL::text AS name, p FROM ({origin}) o "
+                              f"UNION ALL SELECT i, id, name, p FROM ({candidates}) c") + ", "
+        "place AS (SELECT * FROM v WHERE i = 0), f AS (SELECT * FROM v WHERE i > 0), "
+        f"args AS (SELECT * FROM (SELECT {_POINTS_TEXT} AS points, array_agg(DISTINCT vid) FILTER (WHERE i > 0 "
+        "AND near AND vid <> (SELECT vid FROM place)) AS starts, (SELECT vid FROM place) AS goal, "
+        f"count(*) FILTER (WHERE i > 0) <= {MAX_CANDIDATES} AS few FROM v) a "
+        "WHERE few AND cardinality(starts) > 0 AND (SELECT near FROM place)), "
+        "r AS (SELECT x.start_pid, x.path_seq, x.node, x.edge, x.cost, x.agg_cost, lead(x.node) OVER (PARTITION BY "
+        "x.start_pid ORDER BY x.path_seq) AS next_node FROM args, "
+        f"LATERAL pgr_withPoints({_literal(EDGES_SQL)}, args.points, args.starts, args.goal, true, 'b', false) x), "
+        # the time from each candidate near a road (NULL: no road leads there), its legs off the road counted
+        "t AS (SELECT start_pid AS vid, max(agg_cost) AS cost FROM r GROUP BY start_pid UNION ALL "
+        "SELECT vid, 0 FROM place WHERE near), "
+        "ft AS (SELECT f.*, t.cost + f.leg_s + (SELECT leg_s FROM place) AS total, ST_Distance(f.p::geography, "
+        "(SELECT p FROM place)::geography) AS crow FROM f LEFT JOIN t ON t.vid = f.vid), "
+        "top AS (SELECT ft.* FROM ft WHERE near AND total IS NOT NULL ORDER BY total, i LIMIT :k), "
+        f"{_cut_sql('JOIN (SELECT DISTINCT vid FROM top) b ON b.vid = r.start_pid')}, "
+        "w AS (SELECT top.i AS g, 0 AS o, pc.path_seq, pc.cost, pc.metres, pc.road, pc.driven FROM top "
+        "JOIN pc ON pc.start_pid = top.vid), "
+        "ends AS (SELECT top.i AS g, 0 AS o, top.p, top.mx, top.my, top.off_m FROM top UNION ALL "
+        "SELECT top.i, 1, place.p, place.mx, place.my, place.off_m FROM top, place), "
+        f"{_DRAWN}, "
+        "feature AS (SELECT top.i, top.total, top.id, json_build_object('type', 'Feature', 'id', top.id, "
+        f"'geometry', coalesce(drawn.geometry, {_NO_LINES})::json, 'properties', json_build_object('id', top.id, "
+        "'name', top.name, 'time_s', round(sec::numeric, 1), 'minutes', round((sec / 60)::numeric, 1), "
+        "'road_m', round(m::numeric, 1), 'straight_m', round(top.crow::numeric, 1), "
+        "'steps', coalesce(steps.steps, '[]'), 'off_road', json_build_array("
+        "json_build_object('point', 'from', 'road', top.road, 'length_m', round(top.off_m::numeric, 1), "
+        "'time_s', round(top.leg_s::numeric, 1)), json_build_object('point', 'to', 'road', place.road, "
+        "'length_m', round(place.off_m::numeric, 1), 'time_s', round(place.leg_s::numeric, 1))))) AS feature "
+        "FROM top CROSS JOIN place LEFT JOIN driven ON driven.g = top.i LEFT JOIN steps ON steps.g = top.i "
+        "LEFT JOIN drawn ON drawn.g = top.i, LATERAL (SELECT coalesce(driven.seconds, 0) + top.leg_s + place.leg_s "
+        "AS sec, coalesce(driven.metres, 0) + top.off_m + place.off_m AS m) x), "
+        "nearest AS (SELECT id, name, crow FROM ft ORDER BY crow, i LIMIT 1) "
+        "SELECT (SELECT bool_and(edge_id IS NULL) FROM v) AS empty, (SELECT count(*) FROM place) AS origin, "
+        "(SELECT count(*) FROM f) AS found, place.lon, place.lat, place.near, place.off_m, "
+        "json_build_object('type', 'FeatureCollection', 'layer', CAST(:layer AS text), 'from', "
+        "json_build_array(place.lon, place.lat), 'incident', CAST(:incident AS bigint), 'features', "
+        "coalesce((SELECT json_agg(feature ORDER BY total, i) FROM feature), '[]'), 'nearest_by_distance', "
+        "(SELECT json_build_object('id', id, 'name', name, 'straight_m', round(crow::numeric, 1), 'also_soonest', "
+        "id IS NOT DISTINCT FROM (SELECT id FROM feature ORDER BY total, i LIMIT 1)) FROM nearest), "
+        "'unreachable', coalesce((SELECT json_agg(id ORDER BY i) FROM (SELECT id, i FROM ft WHERE near AND total IS "
+        "NULL ORDER BY i LIMIT 50) u), '[]'), 'far_from_roads', coalesce((SELECT json_object_agg(id, "
+        "CAST(:far_words AS text) ORDER BY i) FROM f WHERE NOT near), '{}'))::text AS body "
+        "FROM (SELECT 1) one LEFT JOIN place ON true")
 
 
 def nearest_by_time(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str | None = None,
@@ -437,12 +379,21 @@ def nearest_by_time(conn: Connection, catalog: Catalog, layer_id: str, *, filter
 
     Each with its travel time, its distance by road and as the crow flies, and its route (to the place: one-way
     roads count). ``nearest_by_distance`` names the feature nearest in a straight line, and says whether it is
-    also the soonest there.
+    also the soonest there; ``unreachable``: those no road leads from; ``far_from_roads``: those too far from
+    every road.
     """
+    return dict(json.loads(nearest_json(conn, catalog, layer_id, filter_text=filter_text, lon=lon, lat=lat,
+                                        incident=incident, k=k)))
+
+
+def nearest_json(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str | None = None,
+                 lon: float | None = None, lat: float | None = None, incident: int | None = None,
+                 k: int = 3) -> str:
+    """``nearest_by_time``'s FeatureCollection as JSON text, written by the database in one statement."""
     if not 1 <= k <= MAX_K:
         raise InvalidInput(f"k: {k} is not between 1 and {MAX_K}", param="k")
     net = settings_of(sources(catalog, conn))
-    if incident is not None:  # the place, the candidates and where each meets the road: one statement
+    if incident is not None:
         origin = "SELECT ST_PointOnSurface(geom) AS p FROM incidents WHERE id = :origin_id"
         bind: dict[str, Any] = {"origin_id": incident}
     else:
@@ -451,53 +402,21 @@ def nearest_by_time(conn: Connection, catalog: Catalog, layer_id: str, *, filter
         lon, lat = analysis.check_point(lon, lat)
         origin = "SELECT ST_SetSRID(ST_MakePoint(:origin_x, :origin_y), 4326) AS p"
         bind = {"origin_x": lon, "origin_y": lat}
-    layer, start, found, around = _candidates_on_roads(conn, catalog, layer_id, filter_text, net, origin, bind)
-    if start is None:
+    layer, candidates, params = _candidates_sql(conn, catalog, layer_id, filter_text)
+    found = db.rows(conn, _nearest_sql(origin, candidates), {
+        **params, **bind, **_on_network(net), "k": k, "layer": layer.id, "incident": incident,
+        "far_words": f"more than {net.max_off_road_m:,.0f} m from every road"}, first=True, prepare=True)[0]
+    if found.empty:
+        raise _network_empty()
+    _at_most(layer, found.found)
+    if not found.origin:
         raise InvalidInput(f"incident: no incident {incident}", param="incident")
-    x, y, incident_id = float(start.lon), float(start.lat), incident
-    result: dict[str, Any] = {"type": "FeatureCollection", "layer": layer.id, "from": [x, y],
-                              "incident": incident_id, "features": []}
-    if not found:
-        result["nearest_by_distance"] = None
-        return result
-    place = _on_road(start, net)
-    if place is None:
-        _too_far(conn, (x, y), net, "incident" if incident_id is not None else "lon")
-    candidates, joined = [], []
-    far = {}  # a facility far from every road cannot be reached by road: said, not refused
-    for row, on in zip(found, around, strict=True):
-        if on is None:
-            far[row["id"]] = f"more than {net.max_off_road_m:,.0f} m from every road"
-        else:
-            joined.append(on)
-            candidates.append(row)
-    points = [place, *joined]
-    costs, ways = _soonest(conn, points, net, k)
-    crow = {r["id"]: analysis.GEOD.inv(r["lon"], r["lat"], x, y)[2] for r in found}
-    totals = {i: costs[p.vid(i + 2)] + p.leg_s(net) + place.leg_s(net)  # on the road, and the legs off it
-              for i, p in enumerate(joined) if p.vid(i + 2) in costs}
-    order = sorted(totals, key=lambda i: totals[i])[:k]
-    missing = [i for i in order if joined[i].vid(i + 2) not in ways]  # a tie the database broke the other way
-    legs = _legs(conn, points, [(i + 1, 0) for i in missing]) if missing else {}
-    for i in order:
-        row = candidates[i]
-        pieces = ways.get(joined[i].vid(i + 2)) if i not in missing else legs[(i + 1, 0)]
-        way = _way({(0, 1): pieces}, [joined[i], place], ["from", "to"], net)
-        props = way["properties"]
-        result["features"].append({
-            "type": "Feature", "id": row["id"], "geometry": way["geometry"],
-            "properties": {"id": row["id"], "name": row["name"], "time_s": props.get("time_s"),
-                           "minutes": props.get("minutes"), "road_m": props.get("length_m"),
-                           "straight_m": round(crow[row["id"]], 1), "steps": props.get("steps"),
-                           "off_road": props.get("off_road")}})
-    by_distance = min(found, key=lambda r: crow[r["id"]])
-    soonest = result["features"][0]["id"] if result["features"] else None
-    result["nearest_by_distance"] = {"id": by_distance["id"], "name": by_distance["name"],
-                                     "straight_m": round(crow[by_distance["id"]], 1),
-                                     "also_soonest": by_distance["id"] == soonest}
-    result["unreachable"] = [row["id"] for i, row in enumerate(candidates) if i not in totals][:50]
-    result["far_from_roads"] = far
-    return result
+    if not found.found:
+        return json.dumps({"type": "FeatureCollection", "layer": layer.id, "from": [found.lon, found.lat],
+                           "incident": incident, "features": [], "nearest_by_distance": None})
+    if not found.near:
+        raise _too_far((found.lon, found.lat), found.off_m, net, "incident" if incident is not None else "lon")
+    return str(found.body)
 
 
 # -- reach: service areas ----------------------------------------------------------------------------
@@ -537,7 +456,7 @@ def reach(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str
         raise InvalidInput(f"minutes: 1 to {MAX_THRESHOLDS} times, each above 0 and at most {MAX_MINUTES}",
                            param="minutes")
     net = settings_of(sources(catalog, conn))
-    layer, _, found, on_roads = _candidates_on_roads(conn, catalog, layer_id, filter_text, net)
+    layer, found, on_roads = _candidates_on_roads(conn, catalog, layer_id, filter_text, net)
     joined = [p for p in on_roads if p is not None]  # a facility far from every road reaches nothing by road
     result: dict[str, Any] = {"type": "FeatureCollection", "layer": layer.id, "facilities": len(found),
                               "walk_m": round(REACH_WALK_S * net.off_road_kmh / 3.6), "features": [],

@@ -220,7 +220,7 @@ class Workspace:
         answer = pd.DataFrame(index=places.index, data={"by_road": None, "by_road_minutes": float("nan")})
         with self._conn() as conn:
             net = routing.settings_of(routing.sources(self.catalog))
-            _, _, found, on_road = routing._candidates_on_roads(conn, self.catalog, layer_id, filter_text, net)
+            _, found, on_road = routing._candidates_on_roads(conn, self.catalog, layer_id, filter_text, net)
             if not found:
                 return answer
             kept: list[tuple[dict[str, Any], routing.OnRoad]] = [

@@ -78,9 +78,9 @@ def nearest_answer(request: Request, q: NearestQuery) -> Response:
     """The answer of ``/analysis/nearest-by-time``."""
     _ready(request)
     with db.autocommit(request.app.state.engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
-        found = routing.nearest_by_time(conn, request.app.state.catalog, q.layer, filter_text=q.filter, lon=q.lon,
-                                        lat=q.lat, incident=q.incident, k=q.k)
-    return json_response(found, GEOJSON)
+        found = routing.nearest_json(conn, request.app.state.catalog, q.layer, filter_text=q.filter, lon=q.lon,
+                                     lat=q.lat, incident=q.incident, k=q.k)
+    return Response(found.encode(), media_type=GEOJSON)  # written by the database
 
 
 @router.get("/nearest-by-time", summary="The facilities soonest there by road", operation_id="nearestByTime",
