@@ -382,14 +382,43 @@ def ms_stats(ms: list[float]) -> dict[str, float]:
             "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
 
 
-def pgbench_replay_ms(url: str, scripts: list[str], transactions: int, name: str) -> list[float]:
+MAX_PGBENCH_SCRIPTS = 128  # pgbench's own limit on -f files
+
+
+def pgbench_replay_ms(url: str, scripts: list[str], transactions: int, name: str, prepared: bool = False,
+                      ) -> list[float]:
     """Each script's latency through pgbench, in ms: one random script per transaction, one client.
 
     The scripts (SQL with its values inlined; several statements separated by ``;`` are one script) wait in a
-    table ``gis_ioc_bench_<name>`` for the run, and are gone after it.
+    table ``gis_ioc_bench_<name>`` for the run, and are gone after it. ``prepared``: each script is a file of
+    its own, run with ``-M prepared`` (each statement planned once per connection: the floor for statements a
+    server prepares), at most ``MAX_PGBENCH_SCRIPTS`` of them.
     """
     import tempfile
 
+    if prepared:
+        if len(scripts) > MAX_PGBENCH_SCRIPTS:
+            raise ValueError(f"pgbench takes at most {MAX_PGBENCH_SCRIPTS} scripts ({len(scripts)} given)")
+        libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with tempfile.TemporaryDirectory(prefix="gis-ioc-pgbench-") as tmp:
+            files = []
+            for i, text in enumerate(scripts):
+                files += ["-f", str(Path(tmp) / f"{name}_{i}.sql")]
+                Path(files[-1]).write_text(text.strip().rstrip(";") + ";\n")
+            base = ["pgbench", "-n", "-M", "prepared", *files, "-c", "1", "-j", "1"]
+            subprocess.run([*base, "-t", str(len(scripts)), libpq], capture_output=True, check=True)  # warm
+            # a script's first run on the connection prepares it: not counted (its log line: time, script)
+            subprocess.run([*base, "-t", str(transactions + len(scripts)), "-l", "--log-prefix", f"{tmp}/txlog",
+                            libpq], capture_output=True, text=True, check=True)
+            seen: set[str] = set()
+            times = []
+            for log in Path(tmp).glob("txlog*"):
+                for line in log.read_text().splitlines():
+                    fields = line.split()
+                    if fields[3] in seen:
+                        times.append(int(fields[2]) / 1000)
+                    seen.add(fields[3])
+            return times[:transactions]
     table = f"gis_ioc_bench_{name}"
     engine = db.make_engine(url, pool_size=1)
     try:

@@ -113,6 +113,7 @@ def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: i
                 http: list[float] = []
                 ours: list[float] = []
                 sql: list[float] = []
+                planned: list[float] = []  # the same through pgbench, each statement planned once
                 wrk_p50: list[float] = []
                 wrk_p99: list[float] = []
                 # in ROUNDS rounds, each way in turn: the machine's drift (a shared machine: pgbench's own p50 moved
@@ -135,11 +136,12 @@ def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: i
                         wrk_p50.append(found["p50_ms"])
                         wrk_p99.append(found["p99_ms"])
                     sql += pgbench_replay_ms(url, scripts, len(share), "routing")
+                    planned += pgbench_replay_ms(url, scripts, len(share), "routing", prepared=True)
                 wrk = {"p50_ms": statistics.median(wrk_p50), "p99_ms": max(wrk_p99)} if wrk_p50 else None
+                statements = round(sum(s.count(";\n") + 1 for s in scripts) / len(scripts), 1)
                 rows.append({"operation": name, "calls": times, "http": ms_stats(http), "http_wrk": wrk,
-                             "in_process": ms_stats(ours),
-                             "sql": ms_stats(sql), "statements": round(sum(s.count(";\n") + 1 for s in scripts)
-                                                                     / len(scripts), 1)})
+                             "in_process": ms_stats(ours), "sql": ms_stats(sql), "sql_prepared": ms_stats(planned),
+                             "statements": statements})
     finally:
         server.terminate()
         server.wait(timeout=30)
