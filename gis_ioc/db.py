@@ -203,8 +203,8 @@ def rows(conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None,
             else:
                 _execute_prepared(conn, cur, prepared, values)
             found = [] if cur.description is None else cur.fetchmany(1) if first else cur.fetchall()
-            if prepared is not None:
-                cur.execute("RESET plan_cache_mode")
+            if prepared is not None and not raw.autocommit:
+                cur.execute("RESET plan_cache_mode")  # in autocommit, SET LOCAL ended with its message
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
         if raw.closed:
             conn.invalidate()
@@ -217,9 +217,10 @@ def _execute_prepared(conn: sa.Connection, cur: Any, prepared: _Prepared, values
     """Prepare the statement on this connection the first time, then execute it with its generic plan.
 
     PostgreSQL would plan it again for its values each time (its custom plans cost less than the generic
-    one), which is what preparing it is to spare: the generic plan for this statement only, in one message with
-    it; the caller restores the session's mode (plpgsql's statements use it too). On an error the message's
-    implicit transaction takes the setting back with it.
+    one), which is what preparing it is to spare: the generic plan for this statement only, set in one message
+    with it. In autocommit the message is one implicit transaction, which ``SET LOCAL`` ends with (no round
+    trip more); in a transaction the caller restores the session's mode (plpgsql's statements use it too). On
+    an error the transaction takes the setting back with it.
     """
     known: set[str] = conn.connection.info.setdefault("prepared", set())  # lives with the connection
     if prepared.name not in known:
@@ -229,7 +230,8 @@ def _execute_prepared(conn: sa.Connection, cur: Any, prepared: _Prepared, values
         cur.execute(prepared.prepare)
         known.add(prepared.name)
     try:
-        cur.execute(f"SET plan_cache_mode = force_generic_plan; {prepared.execute}", values)
+        scope = "LOCAL" if cur.connection.autocommit else "SESSION"
+        cur.execute(f"SET {scope} plan_cache_mode = force_generic_plan; {prepared.execute}", values)
     except psycopg2.errors.InvalidSqlStatementName:
         known.discard(prepared.name)  # let go on the server (DEALLOCATE, DISCARD): prepared again next time
         raise

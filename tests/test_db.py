@@ -179,3 +179,7 @@ def test_a_prepared_statement_is_planned_once_and_leaves_the_session_as_it_was(e
     assert len(held) == 1 and held[0][0].startswith("gis_ioc_") and held[0][1:] == (2, 0)  # planned once, generic
     assert mode == after_error == "auto"
     assert [tuple(r) for r in later] == [("b", 1)]
+    with engine.connect() as conn:  # in a transaction: set for the statement, and back after it
+        inside = db.rows(conn, sql, {"a": "c", "n": 1}, prepare=True)
+        mode = conn.exec_driver_sql("SHOW plan_cache_mode").scalar()
+    assert [tuple(r) for r in inside] == [("c", 1)] and mode == "auto"
