@@ -78,11 +78,10 @@ def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: i
     pairs = [(places[i], places[i + 30]) for i in range(30)]
 
     def route_call(a: tuple[float, float], b: tuple[float, float]) -> Callable[[sa.Connection], Any]:
-        return lambda c: routing.route(c, catalog, a, b)
+        return lambda c: routing.route_json(c, catalog, a, b)  # as the route answers: the database's text
 
     def nearest_call(incident: int) -> Callable[[sa.Connection], Any]:
-        return lambda c: routing.nearest_by_time(c, catalog, "infrastructure", filter_text=FIRE, incident=incident,
-                                                 k=3)
+        return lambda c: routing.nearest_json(c, catalog, "infrastructure", filter_text=FIRE, incident=incident, k=3)
 
     def reach_call(c: sa.Connection) -> Any:
         return routing.reach(c, catalog, "infrastructure", filter_text=FIRE, minutes=[30], by_commune=False)
