@@ -177,15 +177,18 @@ class HeavyLimit:
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of the places for the duration of the block."""
-        if self.slots.locked() and self.waiting >= HEAVY_QUEUE:
-            raise Busy("heavy requests are queued to the limit; try again shortly")
-        self.waiting += 1
-        try:
-            await asyncio.wait_for(self.slots.acquire(), HEAVY_WAIT_S)
-        except TimeoutError:
-            raise Busy("heavy requests are busy; try again shortly") from None
-        finally:
-            self.waiting -= 1
+        if not self.slots.locked():  # a place free and nobody waiting: taken at once (wait_for makes a task)
+            await self.slots.acquire()
+        else:
+            if self.waiting >= HEAVY_QUEUE:
+                raise Busy("heavy requests are queued to the limit; try again shortly")
+            self.waiting += 1
+            try:
+                await asyncio.wait_for(self.slots.acquire(), HEAVY_WAIT_S)
+            except TimeoutError:
+                raise Busy("heavy requests are busy; try again shortly") from None
+            finally:
+                self.waiting -= 1
         try:
             yield
         finally:
