@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -486,7 +487,7 @@ def reach(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str
         {"walk": walk, "utm": _utm(joined[0].lon, joined[0].lat)}).mappings().all()
     for area in rows:
         result["features"].append({"type": "Feature", "id": f"{area['minutes']:g}",
-                                   "geometry": json.loads(area["geojson"]),
+                                   "geometry": orjson.loads(area["geojson"]),  # 180 kB: 5 ms by json
                                    "properties": {"minutes": area["minutes"], "area_km2": round(area["km2"], 2),
                                                   "road_km": round(area["road_km"], 1)}})
     if by_commune and result["features"]:
@@ -497,7 +498,7 @@ def reach(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str
 def _commune_shares(conn: Connection, areas: list[dict[str, Any]], window_days: int) -> list[dict[str, Any]]:
     """Today's communes: the share of their area and of their incidents within each service area."""
     values = ", ".join(f"({a['properties']['minutes']!r}::float8, ST_SetSRID(ST_GeomFromGeoJSON("
-                       f"{_literal(json.dumps(a['geometry']))}), 4326))" for a in areas)
+                       f"{_literal(orjson.dumps(a['geometry']).decode())}), 4326))" for a in areas)
     rows = conn.execute(sa.text(
         f"WITH a AS (SELECT * FROM (VALUES {values}) v(minutes, g)), "
         "c AS (SELECT code, name, geom FROM admin_units WHERE level = 'commune' AND valid_to IS NULL), "
