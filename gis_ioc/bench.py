@@ -396,29 +396,17 @@ def pgbench_replay_ms(url: str, scripts: list[str], transactions: int, name: str
     """
     import tempfile
 
+    libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     if prepared:
         if len(scripts) > MAX_PGBENCH_SCRIPTS:
             raise ValueError(f"pgbench takes at most {MAX_PGBENCH_SCRIPTS} scripts ({len(scripts)} given)")
-        libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         with tempfile.TemporaryDirectory(prefix="gis-ioc-pgbench-") as tmp:
             files = []
             for i, text in enumerate(scripts):
                 files += ["-f", str(Path(tmp) / f"{name}_{i}.sql")]
                 Path(files[-1]).write_text(text.strip().rstrip(";") + ";\n")
-            base = ["pgbench", "-n", "-M", "prepared", *files, "-c", "1", "-j", "1"]
-            subprocess.run([*base, "-t", str(len(scripts)), libpq], capture_output=True, check=True)  # warm
-            # a script's first run on the connection prepares it: not counted (its log line: time, script)
-            subprocess.run([*base, "-t", str(transactions + len(scripts)), "-l", "--log-prefix", f"{tmp}/txlog",
-                            libpq], capture_output=True, text=True, check=True)
-            seen: set[str] = set()
-            times = []
-            for log in Path(tmp).glob("txlog*"):
-                for line in log.read_text().splitlines():
-                    fields = line.split()
-                    if fields[3] in seen:
-                        times.append(int(fields[2]) / 1000)
-                    seen.add(fields[3])
-            return times[:transactions]
+            return _pgbench_ms(["pgbench", "-n", "-M", "prepared", *files, "-c", "1", "-j", "1"], libpq, tmp,
+                               len(scripts), transactions, once_each=True)
     table = f"gis_ioc_bench_{name}"
     engine = db.make_engine(url, pool_size=1)
     try:
@@ -427,21 +415,38 @@ def pgbench_replay_ms(url: str, scripts: list[str], transactions: int, name: str
             conn.execute(sa.text(f"CREATE TABLE {table} (i int PRIMARY KEY, q text NOT NULL)"))
             conn.execute(sa.text(f"INSERT INTO {table} (i, q) VALUES (:i, :q)"),
                          [{"i": i + 1, "q": q.strip()} for i, q in enumerate(scripts)])
-        libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         with tempfile.TemporaryDirectory(prefix="gis-ioc-pgbench-") as tmp:
             script = Path(tmp) / f"{name}.pgbench"
             script.write_text(f"\\set i random(1, {len(scripts)})\n"
                               f"SELECT q FROM {table} WHERE i = :i \\gset\n:q\n")
-            base = ["pgbench", "-n", "-M", "simple", "-f", str(script), "-c", "1", "-j", "1"]
-            subprocess.run([*base, "-t", str(len(scripts)), libpq], capture_output=True, check=True)  # warm
-            subprocess.run([*base, "-t", str(transactions), "-l", "--log-prefix", f"{tmp}/txlog", libpq],
-                           capture_output=True, text=True, check=True)
-            return [int(line.split()[2]) / 1000 for log in Path(tmp).glob("txlog*")
-                    for line in log.read_text().splitlines()]
+            return _pgbench_ms(["pgbench", "-n", "-M", "simple", "-f", str(script), "-c", "1", "-j", "1"], libpq,
+                               tmp, len(scripts), transactions)
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         engine.dispose()
+
+
+def _pgbench_ms(base: list[str], libpq: str, tmp: str, warm: int, transactions: int, once_each: bool = False,
+                ) -> list[float]:
+    """Each transaction's ms: ``base`` (a pgbench command) run ``warm`` times, then ``transactions`` logged.
+
+    ``once_each``: a script's first transaction on the logged run's connection is not counted (it prepares the
+    script's statements); as many more are run.
+    """
+    subprocess.run([*base, "-t", str(warm), libpq], capture_output=True, check=True)
+    more = warm if once_each else 0
+    subprocess.run([*base, "-t", str(transactions + more), "-l", "--log-prefix", f"{tmp}/txlog", libpq],
+                   capture_output=True, text=True, check=True)
+    seen: set[str] = set()
+    times = []
+    for log in Path(tmp).glob("txlog*"):
+        for line in log.read_text().splitlines():
+            fields = line.split()  # client, transaction, µs, script, …
+            if not once_each or fields[3] in seen:
+                times.append(int(fields[2]) / 1000)
+            seen.add(fields[3])
+    return times[:transactions]
 
 
 def _psql_ms(url: str, sql: str, runs: int) -> list[float]:

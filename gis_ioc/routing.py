@@ -8,6 +8,7 @@ in every answer. Times are in seconds, distances in metres.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,7 +49,6 @@ class OnRoad:
     off_m: float
     road: str | None
     vertex: int | None = None  # the point falls on a vertex of the network (an end of its edge)
-    meets: tuple[float, float] | None = None  # where the leg off the road meets it
 
     def vid(self, pid: int) -> int:
         """Its id for pgRouting: the vertex it falls on, else its point (``-pid``)."""
@@ -73,7 +73,7 @@ def _on_roads(conn: Connection, points_sql: str, params: dict[str, Any] | None =
     sql = f"WITH q AS ({points_sql}) {_ON_ROAD}"
     rows = db.rows(conn, sql, params or None)
     if rows and rows[0].edge_id is None:
-        raise InvalidInput("network: the road network is empty (no roads in its source layers)", param="network")
+        raise _network_empty()
     return list(rows)
 
 
@@ -89,7 +89,7 @@ def _on_road(row: Any, net: Network, lon: float | None = None, lat: float | None
         return None
     vertex = int(row.source) if row.fraction <= 1e-9 else int(row.target) if row.fraction >= 1 - 1e-9 else None
     return OnRoad(float(row.lon if lon is None else lon), float(row.lat if lat is None else lat), int(row.edge_id),
-                  float(row.fraction), float(row.off_m), row.road, vertex, (float(row.mx), float(row.my)))
+                  float(row.fraction), float(row.off_m), row.road, vertex)
 
 
 def join_some(conn: Connection, points: list[tuple[float, float]], net: Network) -> list[OnRoad | None]:
@@ -137,7 +137,7 @@ def _points_sql(points: list[OnRoad]) -> str:
 # - ``r``: pgr_withPoints' rows with ``next_node``; ``pc`` (``_cut_sql``): its pieces;
 # - ``w``: the pieces of each answer ``g`` in the order driven (``o``, then ``path_seq``); ``ends``: each
 #   answer's legs off the road (``g``, ``o``, ``p``, ``mx``, ``my``, ``off_m``);
-# - ``_drawn_sql`` adds ``steps``, ``drawn`` and ``driven`` for each ``g``.
+# - ``_DRAWN`` adds ``steps``, ``drawn`` and ``driven`` for each ``g``.
 
 
 def _joined_sql(points: str) -> str:
@@ -319,6 +319,7 @@ def _candidates_on_roads(conn: Connection, catalog: Catalog, layer_id: str, filt
         _on_road(r, net) for r in rows]
 
 
+@functools.lru_cache(maxsize=64)  # one text per filter: the same object each call (hashed once, prepared once)
 def _nearest_sql(origin: str, candidates: str) -> str:
     """nearest_json's statement: the place (``origin``: one point ``p``, or none) is ``i`` 0, the candidates 1….
 
