@@ -319,6 +319,29 @@ def test_a_client_sending_its_headers_a_byte_at_a_time_is_cut_off(hostile):
     assert httpx.get(f"{hostile.url}/health").status_code == 200
 
 
+def test_headers_that_never_end_are_cut_off_at_the_size_limit(hostile):
+    """llhttp sets no limit on a request's head: the server's own (``MAX_HEAD_BYTES``) answers 431 and closes."""
+    from gis_ioc.web.server import MAX_HEAD_BYTES
+
+    parts = urlparse(hostile.url)
+    answer = b""
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for _ in range(MAX_HEAD_BYTES // 1000 + 50):
+                sock.sendall(b"X-Padding: " + b"a" * 1000 + b"\r\n")
+        except OSError:
+            pass  # closed while we still sent: the answer is waiting
+        try:
+            while chunk := sock.recv(4096):
+                answer += chunk
+        except OSError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["code"] == "request_too_large"
+    assert httpx.get(f"{hostile.url}/health").status_code == 200
+
+
 def test_an_error_keeps_the_connection_alive(hostile):
     parts = urlparse(hostile.url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
