@@ -41,7 +41,7 @@ def filter_sql(layer: Layer, filter_text: str | None) -> tuple[str, dict[str, An
     return where, dict(params)
 
 
-def layer_named(catalog: Catalog, conn: Connection, layer_id: str) -> Layer:
+def layer_named(catalog: Catalog, conn: Connection | None, layer_id: str) -> Layer:
     """A layer by id; an unknown one is a 400 naming the parameter."""
     try:
         return catalog.get(layer_id, conn)

@@ -174,7 +174,7 @@ def rows(conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None,
 
     For the long statements a hot path writes afresh each call (pgRouting's take their points as SQL text):
     ``sa.text`` would parse each one for bound names, 0.3–1 ms a statement. Values are written into the
-    statement, or bound as ``:name`` (``params``): such a statement is compiled once (``_bound``), and the
+    statement, or bound as ``:name`` (``params``): such a statement is compiled once (``bound``), and the
     driver quotes the values (SQLAlchemy's execution around it took 0.3 ms of a 2 ms statement). Rows are
     named tuples (``named``), or plain ones; ``first``: only the first row. The engine's
     ``before_cursor_execute`` listeners hear the statement as they hear SQLAlchemy's (``bench routing``
@@ -187,23 +187,23 @@ def rows(conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None,
     of planning for 5 ms of work). Listeners hear the statement and its values as without ``prepare``.
     """
     values: dict[str, Any] | None = None
-    prepared: _Prepared | None = None
+    plan: Prepared | None = None
     if params is not None:
-        compiled = _bound(sql, conn.dialect)
+        compiled = bound(sql, conn.dialect)
         sql, values = compiled.string, compiled.construct_params(params)
         if prepare:
-            prepared = _prepared(sql)
+            plan = prepared(sql)
     raw: Any = conn.connection.dbapi_connection
     try:
         with raw.cursor(cursor_factory=psycopg2.extras.NamedTupleCursor if named else None) as cur:
             if conn.dispatch.before_cursor_execute:
                 conn.dispatch.before_cursor_execute(conn, cur, sql, values, None, False)
-            if prepared is None:
+            if plan is None:
                 cur.execute(sql, values)
             else:
-                _execute_prepared(conn, cur, prepared, values)
+                _execute_prepared(conn, cur, plan, values)
             found = [] if cur.description is None else cur.fetchmany(1) if first else cur.fetchall()
-            if prepared is not None and not raw.autocommit:
+            if plan is not None and not raw.autocommit:
                 cur.execute("RESET plan_cache_mode")  # in autocommit, SET LOCAL ended with its message
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
         if raw.closed:
@@ -213,7 +213,7 @@ def rows(conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None,
     return list(found)
 
 
-def _execute_prepared(conn: sa.Connection, cur: Any, prepared: _Prepared, values: dict[str, Any] | None) -> None:
+def _execute_prepared(conn: sa.Connection, cur: Any, prepared: Prepared, values: dict[str, Any] | None) -> None:
     """Prepare the statement on this connection the first time, then execute it with its generic plan.
 
     PostgreSQL would plan it again for its values each time (its custom plans cost less than the generic
@@ -238,7 +238,9 @@ def _execute_prepared(conn: sa.Connection, cur: Any, prepared: _Prepared, values
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Prepared:
+    """A statement as PREPARE (run once per connection) and EXECUTE (run with its values) statements."""
+
     name: str
     prepare: str  # PREPARE name AS the statement with $1…, run without values
     execute: str  # EXECUTE name(%(a)s, …), run with the values
@@ -248,7 +250,7 @@ _DRIVER_PARAM = re.compile(r"%%|%\((\w+)\)s")
 
 
 @functools.lru_cache(maxsize=256)
-def _prepared(driver_sql: str) -> _Prepared:
+def prepared(driver_sql: str) -> Prepared:
     """A statement as the driver takes it (``%(name)s``, ``%%``) as PREPARE and EXECUTE statements."""
     order: list[str] = []
 
@@ -262,11 +264,11 @@ def _prepared(driver_sql: str) -> _Prepared:
     body = _DRIVER_PARAM.sub(numbered, driver_sql)
     name = "gis_ioc_" + hashlib.sha1(driver_sql.encode()).hexdigest()[:20]
     arguments = ", ".join(f"%({n})s" for n in order)
-    return _Prepared(name, f"PREPARE {name} AS {body}", f"EXECUTE {name}({arguments})" if order else f"EXECUTE {name}")
+    return Prepared(name, f"PREPARE {name} AS {body}", f"EXECUTE {name}({arguments})" if order else f"EXECUTE {name}")
 
 
 @functools.lru_cache(maxsize=256)
-def _bound(sql: str, dialect: sa.engine.Dialect) -> Any:
+def bound(sql: str, dialect: sa.engine.Dialect) -> Any:
     """A statement with ``:name`` values as the driver takes it (``%(name)s``, its ``%`` doubled), compiled once."""
     return sa.text(sql).compile(dialect=dialect)
 

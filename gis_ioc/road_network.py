@@ -189,6 +189,12 @@ def stale(conn: Connection, catalog: Catalog) -> bool:
 _fresh_for: dict[str, int] | None = None  # the source versions this process last found the network made from
 
 
+def fresh(catalog: Catalog, known: Mapping[str, int] | None) -> bool:
+    """Whether the network is made from the sources' versions ``known`` (the listener's), asking nothing."""
+    tables = [layer.table for layer in sources(catalog)]
+    return known is not None and _fresh_for is not None and all(known.get(t) == _fresh_for.get(t) for t in tables)
+
+
 def ensure(engine: Engine, catalog: Catalog, known: Mapping[str, int] | None = None) -> None:
     """Make the network when it is stale; one process makes it, the others wait for it and use it.
 
@@ -196,8 +202,7 @@ def ensure(engine: Engine, catalog: Catalog, known: Mapping[str, int] | None = N
     network was last found made from, nothing is asked of the database.
     """
     global _fresh_for
-    tables = [layer.table for layer in sources(catalog)]
-    if known is not None and _fresh_for is not None and all(known.get(t) == _fresh_for.get(t) for t in tables):
+    if fresh(catalog, known):
         return
     with engine.connect() as conn:
         if not stale(conn, catalog):

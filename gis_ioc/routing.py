@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -255,40 +256,66 @@ def route(conn: Connection, catalog: Catalog, start: tuple[float, float], end: t
     return dict(json.loads(route_json(conn, catalog, start, end, via, depart_at)))
 
 
-def route_json(conn: Connection, catalog: Catalog, start: tuple[float, float], end: tuple[float, float],
-               via: list[tuple[float, float]] | None = None, depart_at: datetime | None = None) -> str:
-    """``route``'s Feature as JSON text, written by the database in one statement (``_ROUTE``)."""
+@dataclass(frozen=True)
+class OneRow:
+    """A prepared statement whose first row makes the answer (``finish``: its JSON text, or an error raised).
+
+    ``run`` runs it on a connection (``db.rows``); the web layer may run it on the event loop instead
+    (``db_loop.LoopLane``), with the same statement and the same ``finish``.
+    """
+
+    sql: str
+    params: dict[str, Any]
+    finish: Callable[[Any], str]
+
+    def run(self, conn: Connection) -> str:
+        """The answer, from the statement run on ``conn``."""
+        return self.finish(db.rows(conn, self.sql, self.params, first=True, prepare=True)[0])
+
+
+def route_statement(catalog: Catalog, start: tuple[float, float], end: tuple[float, float],
+                    via: list[tuple[float, float]] | None = None, depart_at: datetime | None = None) -> OneRow:
+    """``route``'s Feature as one statement (``_ROUTE``) that writes its JSON text, and what checks its row."""
     via = via or []
     if len(via) > MAX_VIA:
         raise InvalidInput(f"via: at most {MAX_VIA} points ({len(via)} given)", param="via")
     places = [analysis.check_point(*start), *(analysis.check_point(*v) for v in via), analysis.check_point(*end)]
-    net = settings_of(sources(catalog, conn))
+    net = settings_of(sources(catalog))
     names = ["from", *(["via"] * len(via)), "to"]
-    found = db.rows(conn, _ROUTE, {"xs": [p[0] for p in places], "ys": [p[1] for p in places], "names": names,
-                                   "last": len(places) - 1, "kmh": net.off_road_kmh, **_on_network(net)},
-                    first=True, prepare=True)[0]
-    if found.empty:
-        raise _network_empty()
-    if found.far is not None:
-        raise _too_far(places[found.far], found.far_m, net, names[found.far])
-    if found.unreached is not None:
-        i = found.unreached
-        return json.dumps({"type": "Feature", "geometry": None, "properties": {
-            "reachable": False, "reason": f"no road leads from {names[i]} {places[i][0]:.5f},{places[i][1]:.5f} "
-            f"to {names[i + 1]} {places[i + 1][0]:.5f},{places[i + 1][1]:.5f} (they lie on parts of the network "
-            "that do not meet, or one-way roads lead only the other way; gis-ioc network check lists the parts)"}})
-    body: str = found.body
-    if depart_at is not None:  # the feature's JSON ends with its properties' "}" and its own
-        eta = depart_at + timedelta(seconds=found.seconds)
-        times = f'"depart_at": {json.dumps(depart_at.isoformat())}, "eta": {json.dumps(eta.isoformat())}'
-        body = f"{body[:-2]}, {times}}}}}"
-    return body
+
+    def finish(found: Any) -> str:
+        if found.empty:
+            raise _network_empty()
+        if found.far is not None:
+            raise _too_far(places[found.far], found.far_m, net, names[found.far])
+        if found.unreached is not None:
+            i = found.unreached
+            return json.dumps({"type": "Feature", "geometry": None, "properties": {
+                "reachable": False, "reason": f"no road leads from {names[i]} {places[i][0]:.5f},"
+                f"{places[i][1]:.5f} to {names[i + 1]} {places[i + 1][0]:.5f},{places[i + 1][1]:.5f} (they lie "
+                "on parts of the network that do not meet, or one-way roads lead only the other way; gis-ioc "
+                "network check lists the parts)"}})
+        body: str = found.body
+        if depart_at is not None:  # the feature's JSON ends with its properties' "}" and its own
+            eta = depart_at + timedelta(seconds=found.seconds)
+            times = f'"depart_at": {json.dumps(depart_at.isoformat())}, "eta": {json.dumps(eta.isoformat())}'
+            body = f"{body[:-2]}, {times}}}}}"
+        return body
+
+    return OneRow(_ROUTE, {"xs": [p[0] for p in places], "ys": [p[1] for p in places], "names": names,
+                           "last": len(places) - 1, "kmh": net.off_road_kmh, **_on_network(net)}, finish)
+
+
+def route_json(conn: Connection, catalog: Catalog, start: tuple[float, float], end: tuple[float, float],
+               via: list[tuple[float, float]] | None = None, depart_at: datetime | None = None) -> str:
+    """``route``'s Feature as JSON text, written by the database in one statement (``_ROUTE``)."""
+    return route_statement(catalog, start, end, via, depart_at).run(conn)
 
 
 # -- the nearest facilities by travel time -----------------------------------------------------------
 
 
-def _candidates_sql(conn: Connection, catalog: Catalog, layer_id: str, filter_text: str | None,
+def _candidates_sql(conn: Connection | None, catalog: Catalog, layer_id: str, filter_text: str | None,
                     ) -> tuple[Layer, str, dict[str, Any]]:
     """The facilities to compare as SQL: ``i`` (from 1), ``id``, ``name`` and ``p``, a point on the feature."""
     layer = analysis_common.layer_named(catalog, conn, layer_id)
@@ -388,13 +415,16 @@ def nearest_by_time(conn: Connection, catalog: Catalog, layer_id: str, *, filter
                                         incident=incident, k=k)))
 
 
-def nearest_json(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str | None = None,
-                 lon: float | None = None, lat: float | None = None, incident: int | None = None,
-                 k: int = 3) -> str:
-    """``nearest_by_time``'s FeatureCollection as JSON text, written by the database in one statement."""
+def nearest_statement(conn: Connection | None, catalog: Catalog, layer_id: str, *, filter_text: str | None = None,
+                      lon: float | None = None, lat: float | None = None, incident: int | None = None,
+                      k: int = 3) -> OneRow:
+    """``nearest_by_time``'s FeatureCollection as one statement that writes its JSON text, and what checks its row.
+
+    ``conn`` looks up an imported layer (None: built-in layers only).
+    """
     if not 1 <= k <= MAX_K:
         raise InvalidInput(f"k: {k} is not between 1 and {MAX_K}", param="k")
-    net = settings_of(sources(catalog, conn))
+    net = settings_of(sources(catalog))
     if incident is not None:
         origin = "SELECT ST_PointOnSurface(geom) AS p FROM incidents WHERE id = :origin_id"
         bind: dict[str, Any] = {"origin_id": incident}
@@ -405,20 +435,31 @@ def nearest_json(conn: Connection, catalog: Catalog, layer_id: str, *, filter_te
         origin = "SELECT ST_SetSRID(ST_MakePoint(:origin_x, :origin_y), 4326) AS p"
         bind = {"origin_x": lon, "origin_y": lat}
     layer, candidates, params = _candidates_sql(conn, catalog, layer_id, filter_text)
-    found = db.rows(conn, _nearest_sql(origin, candidates), {
+
+    def finish(found: Any) -> str:
+        if found.empty:
+            raise _network_empty()
+        _at_most(layer, found.found)
+        if not found.origin:
+            raise InvalidInput(f"incident: no incident {incident}", param="incident")
+        if not found.found:
+            return json.dumps({"type": "FeatureCollection", "layer": layer.id, "from": [found.lon, found.lat],
+                               "incident": incident, "features": [], "nearest_by_distance": None})
+        if not found.near:
+            raise _too_far((found.lon, found.lat), found.off_m, net, "incident" if incident is not None else "lon")
+        return str(found.body)
+
+    return OneRow(_nearest_sql(origin, candidates), {
         **params, **bind, **_on_network(net), "k": k, "layer": layer.id, "incident": incident,
-        "far_words": f"more than {net.max_off_road_m:,.0f} m from every road"}, first=True, prepare=True)[0]
-    if found.empty:
-        raise _network_empty()
-    _at_most(layer, found.found)
-    if not found.origin:
-        raise InvalidInput(f"incident: no incident {incident}", param="incident")
-    if not found.found:
-        return json.dumps({"type": "FeatureCollection", "layer": layer.id, "from": [found.lon, found.lat],
-                           "incident": incident, "features": [], "nearest_by_distance": None})
-    if not found.near:
-        raise _too_far((found.lon, found.lat), found.off_m, net, "incident" if incident is not None else "lon")
-    return str(found.body)
+        "far_words": f"more than {net.max_off_road_m:,.0f} m from every road"}, finish)
+
+
+def nearest_json(conn: Connection, catalog: Catalog, layer_id: str, *, filter_text: str | None = None,
+                 lon: float | None = None, lat: float | None = None, incident: int | None = None,
+                 k: int = 3) -> str:
+    """``nearest_by_time``'s FeatureCollection as JSON text, written by the database in one statement."""
+    return nearest_statement(conn, catalog, layer_id, filter_text=filter_text, lon=lon, lat=lat, incident=incident,
+                             k=k).run(conn)
 
 
 # -- reach: service areas ----------------------------------------------------------------------------

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
                                    description="Heavy requests (analysis, statistics, map views, exports, imports) "
                                                "at once per process; the other connections stay free for tiles, "
                                                "items and events.")
+    loop_lane: bool = Field(default=True,
+                            description="Routes by road without a key run on the event loop over a connection of "
+                                        "their own (one more per process); off: in a worker thread from the pool.")
     header_timeout_s: float = Field(default=10.0, gt=0, le=300,
                                     description="Seconds a client has to send a request's line and headers.")
     basemap_url: str | None = Field(

@@ -144,7 +144,7 @@ def test_rows_with_bound_values_are_quoted_by_the_driver_and_replayable(engine):
         replayed = [tuple(conn.exec_driver_sql(s.replace("%", "%%")).one()) for s in heard]
     assert [tuple(r[0]) for r in found] == [("it's", 42, 1, "50%"), ("x'); DROP TABLE t; --", 42, 1, "50%")]
     assert replayed == [tuple(r[0]) for r in found]
-    assert db._bound.cache_info().hits >= 1  # the second call reused the compiled statement
+    assert db.bound.cache_info().hits >= 1  # the second call reused the compiled statement
 
 
 def test_a_prepared_statement_is_planned_once_and_leaves_the_session_as_it_was(engine):

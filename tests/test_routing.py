@@ -17,6 +17,7 @@ from shapely.geometry import Point, shape
 from gis_ioc import db, road_network, routing
 from gis_ioc.analysis import GEOD
 from gis_ioc.catalog import Catalog
+from gis_ioc.db_loop import LoopLane
 from gis_ioc.errors import InvalidInput
 from gis_ioc.settings import PROJECT_ROOT, Settings
 from gis_ioc.web import deps
@@ -387,8 +388,9 @@ def test_a_route_is_one_statement_and_a_via_route_is_its_legs(routed):
 def test_routes_by_road_skip_the_router_with_the_same_answers(routed, monkeypatch):
     """The direct path (gis_ioc.web.direct) answers keyless GETs with a valid query exactly as the routes do.
 
-    Anything else (a key, private reads, a query its model refuses) goes to the routes; the heavy-work limit
-    holds for it too.
+    Routes and the nearest by time run on the event loop (gis_ioc.db_loop), with the same answers as in a worker
+    thread (the lane off). Anything else (a key, private reads, a query its model refuses) goes to the routes;
+    the heavy-work limit holds for it too.
     """
     _, _, url = routed
     settings = Settings(database_url=url, warm_tiles=False, tile_cache=False)
@@ -402,6 +404,15 @@ def test_routes_by_road_skip_the_router_with_the_same_answers(routed, monkeypatc
         return found
 
     monkeypatch.setattr(DirectRoutes, "_direct", spy)
+    on_loop: list[bool] = []  # each statement the loop lane was asked for: answered there (or handed back)
+    lane_run = LoopLane.run
+
+    async def lane_spy(self, sql, params):
+        found = await lane_run(self, sql, params)
+        on_loop.append(found is not None)
+        return found
+
+    monkeypatch.setattr(LoopLane, "run", lane_spy)
     paths = [
         "/analysis/route?from=108.003,14.35&to=107.995,14.36&depart_at=2026-12-01T08:00:00Z",
         "/analysis/route?from=108.003,14.35&to=107.995,14.36&via=108.0,14.355",
@@ -413,6 +424,7 @@ def test_routes_by_road_skip_the_router_with_the_same_answers(routed, monkeypatc
     with TestClient(create_app(settings)) as client:
         direct = [client.get(p) for p in paths]
         assert taken == [p.split("?")[0] for p in paths]
+        assert on_loop == [True] * 4  # the routes and the nearest by time: on the event loop
         assert direct[4].headers["content-encoding"] == "gzip" and direct[4].headers["x-request-id"]  # the areas
         assert client.get("/analysis/route?from=108.003,14.35&to=107.995,14.36&k=x").status_code == 200
         taken.clear()
@@ -424,10 +436,17 @@ def test_routes_by_road_skip_the_router_with_the_same_answers(routed, monkeypatc
         monkeypatch.setattr(deps, "HEAVY_WAIT_S", 0.1)
         busy = client.get(paths[0])
         assert busy.status_code == 503 and "heavy" in busy.json()["description"] and taken == [paths[0][:15]]
+    direct_routes, lane_calls = web_routing.DIRECT, len(on_loop)
     monkeypatch.setattr(web_routing, "DIRECT", {})
     with TestClient(create_app(settings)) as client:
         routed_answers = [client.get(p) for p in paths]
     assert taken == [paths[0][:15]]  # the app without the direct path took none
+    monkeypatch.setattr(web_routing, "DIRECT", direct_routes)
+    with TestClient(create_app(settings.model_copy(update={"loop_lane": False}))) as client:
+        threaded = [client.get(p) for p in paths[:4]]
+    assert len(on_loop) == lane_calls  # the lane was off: worker threads answered
+    for p, a, b in zip(paths, threaded, routed_answers, strict=False):
+        assert (a.status_code, a.json()) == (b.status_code, b.json()), p
     for p, a, b in zip(paths, direct, routed_answers, strict=True):
         assert (a.status_code, a.headers["content-type"]) == (b.status_code, b.headers["content-type"]) == (
             200, b.headers["content-type"]), (p, a.text[:200], b.text[:200])

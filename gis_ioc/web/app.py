@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import gis_ioc
-from gis_ioc import db, load_service, maps, partitions
+from gis_ioc import db, db_loop, load_service, maps, partitions
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import GisIocError, InvalidInput, Unauthorized, from_database, http_status
 from gis_ioc.events import ChangeListener, wait_connected
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.reads = ReadRouter(engine, url, settings.replica_url_list, settings.replica_max_lag_ms,
                                      settings.pool_size, floor=app.state.listener.wal_floor)
         app.state.reads.start()
+        app.state.loop_lane = db_loop.LoopLane(url, engine.dialect) if settings.loop_lane else None
         loads = contextlib.ExitStack()  # `gis-ioc load` hands its files to this process (load_service)
         app.state.load_service = loads.enter_context(load_service.serving(settings, app.state.catalog, url))
         app.state.tile_cache = TileCache(tiles_folder, max_disk_bytes=settings.tile_cache_mb * 1024 * 1024,
@@ -102,6 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 warming.join(timeout=10)
             months.join(timeout=10)
             loads.close()
+            if app.state.loop_lane is not None:
+                app.state.loop_lane.close()
             app.state.listener.stop()
             app.state.reads.stop()
             engine.dispose()

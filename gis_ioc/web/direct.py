@@ -12,12 +12,15 @@ or said twice:
 - a request with a key, or any request when reads need a key, goes on to the route (its dependencies check
   the key and set the keyed statement budget);
 - the answer runs in a worker thread under the heavy-work limit, as the route's ``Heavy`` dependency does;
-  an error it raises is answered by the guard as the route's error handlers answer it.
+  an error it raises is answered by the guard as the route's error handlers answer it;
+- a route may also have an answer on the event loop (``on_loop``: its statement on ``db_loop.LoopLane``,
+  without the worker thread), tried first; when it cannot (the lane busy, the network to be made again) it
+  returns None and the worker thread answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +36,11 @@ from gis_ioc.web.deps import heavy_work, keyless_public_read
 
 @dataclass(frozen=True)
 class Direct:
-    """A route answered directly: its query model, and its answer (sync: run in a worker thread)."""
+    """A route answered directly: its query model, its answer (run in a worker thread), and one on the loop."""
 
     query: type[BaseModel]
     answer: Callable[[Request, Any], Response]
+    on_loop: Callable[[Request, Any], Awaitable[Response | None]] | None = None
 
 
 class DirectRoutes:
@@ -55,7 +59,9 @@ class DirectRoutes:
         direct, query = found
         request = Request(scope, receive)
         async with heavy_work(request):
-            response = await run_in_threadpool(direct.answer, request, query)
+            response = None if direct.on_loop is None else await direct.on_loop(request, query)
+            if response is None:
+                response = await run_in_threadpool(direct.answer, request, query)
         await response(scope, receive, send)
 
     def _direct(self, scope: Scope) -> tuple[Direct, BaseModel] | None:

@@ -8,13 +8,15 @@ one query model and its work one answer function, which ``DIRECT`` also offers t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from gis_ioc import db, limits, routing
+from gis_ioc import db, limits, road_network, routing
 from gis_ioc.errors import InvalidInput
 from gis_ioc.web.analysis import BIGINT, GEOJSON, Filter, Lat, LayerId, Lon, Moment, _moment
 from gis_ioc.web.deps import Heavy
@@ -41,16 +43,35 @@ class RouteQuery(BaseModel):
     depart_at: Moment = None
 
 
-def route_answer(request: Request, q: RouteQuery) -> Response:
-    """The answer of ``/analysis/route``."""
+def _route_statement(request: Request, q: RouteQuery) -> routing.OneRow:
     start = routing.parse_points(q.from_, "from", 1)[0]
     end = routing.parse_points(q.to, "to", 1)[0]
     stops = routing.parse_points(q.via, "via", routing.MAX_VIA) if q.via else []
+    return routing.route_statement(request.app.state.catalog, start, end, stops, _moment(q.depart_at, "depart_at"))
+
+
+def route_answer(request: Request, q: RouteQuery) -> Response:
+    """The answer of ``/analysis/route``."""
+    statement = _route_statement(request, q)
     _ready(request)
     with db.autocommit(request.app.state.engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
-        found = routing.route_json(conn, request.app.state.catalog, start, end, stops,
-                                   _moment(q.depart_at, "depart_at"))
+        found = statement.run(conn)
     return Response(found.encode(), media_type=GEOJSON)  # written by the database
+
+
+async def _on_loop(request: Request, statement: Callable[[], routing.OneRow]) -> Response | None:
+    """A statement's answer run on the loop lane; None when the lane is off or busy, or the network is stale."""
+    state = request.app.state
+    if state.loop_lane is None or not road_network.fresh(state.catalog, state.listener.versions()):
+        return None  # making the network again is work for a worker thread (``_ready``)
+    made = statement()
+    found = await state.loop_lane.run(made.sql, made.params)
+    return None if found is None else Response(made.finish(found[0]).encode(), media_type=GEOJSON)
+
+
+async def route_on_loop(request: Request, q: RouteQuery) -> Response | None:
+    """The answer of ``/analysis/route`` on the event loop; None: the worker thread answers."""
+    return await _on_loop(request, lambda: _route_statement(request, q))
 
 
 @router.get("/route", summary="The fastest way by road", operation_id="route", response_class=Response,
@@ -74,13 +95,24 @@ class NearestQuery(BaseModel):
     k: Annotated[int, Query(ge=1, le=routing.MAX_K, description="How many")] = 3
 
 
+def _nearest_statement(request: Request, q: NearestQuery, conn: sa.Connection | None) -> routing.OneRow:
+    return routing.nearest_statement(conn, request.app.state.catalog, q.layer, filter_text=q.filter, lon=q.lon,
+                                     lat=q.lat, incident=q.incident, k=q.k)
+
+
 def nearest_answer(request: Request, q: NearestQuery) -> Response:
     """The answer of ``/analysis/nearest-by-time``."""
     _ready(request)
     with db.autocommit(request.app.state.engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
-        found = routing.nearest_json(conn, request.app.state.catalog, q.layer, filter_text=q.filter, lon=q.lon,
-                                     lat=q.lat, incident=q.incident, k=q.k)
+        found = _nearest_statement(request, q, conn).run(conn)
     return Response(found.encode(), media_type=GEOJSON)  # written by the database
+
+
+async def nearest_on_loop(request: Request, q: NearestQuery) -> Response | None:
+    """``/analysis/nearest-by-time`` on the event loop, for a built-in layer; None: as ``route_on_loop``."""
+    if q.layer not in request.app.state.catalog.builtin:
+        return None  # an imported layer is looked up in the database
+    return await _on_loop(request, lambda: _nearest_statement(request, q, None))
 
 
 @router.get("/nearest-by-time", summary="The facilities soonest there by road", operation_id="nearestByTime",
@@ -164,8 +196,8 @@ def network(request: Request) -> Response:
 
 # the routes the direct path answers (``gis_ioc.web.direct``), by their full path
 DIRECT = {
-    "/analysis/route": Direct(RouteQuery, route_answer),
-    "/analysis/nearest-by-time": Direct(NearestQuery, nearest_answer),
+    "/analysis/route": Direct(RouteQuery, route_answer, route_on_loop),
+    "/analysis/nearest-by-time": Direct(NearestQuery, nearest_answer, nearest_on_loop),
     "/analysis/reach": Direct(ReachQuery, reach_answer),
     "/analysis/travel-matrix": Direct(MatrixQuery, matrix_answer),
 }
