@@ -3,8 +3,10 @@
 Each operation is timed three ways, one call at a time: over HTTP on a server it starts, in process (one warm
 connection in autocommit, as the routes use it), and as the very statements that call sent to PostgreSQL
 (captured from the driver, values inlined) replayed through pgbench, one call per transaction. The ratio to
-pgbench is what gis-ioc adds. The ways take turns, in ``ROUNDS`` rounds, so that the machine's drift falls on
-each alike (wrk's p50 is the median of its rounds', its p99 their largest).
+pgbench is what gis-ioc adds. The ways take turns, in ``rounds`` rounds, so that the machine's drift falls on
+each alike (wrk's p50 is the median of its rounds', its p99 their largest). The paired ratio compares wrk with
+pgbench within each round (the median of the rounds' ratios): this machine's speed drifts by 1.5–2× over
+minutes, and a round's two figures are taken seconds apart.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from gis_ioc.catalog import Catalog
 from gis_ioc.settings import Settings
 
 FIRE = "kind = 'fire_station'"
-ROUNDS = 4  # each way of timing in turn, this many times
+ROUNDS = 8  # each way of timing in turn, this many times
 
 
 def _captured(engine: sa.Engine, call: Callable[[sa.Connection], Any]) -> str:
@@ -58,7 +60,8 @@ def _places(conn: sa.Connection, n: int, rng: random.Random) -> list[tuple[float
     return places
 
 
-def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: int = 20261201) -> dict[str, Any]:
+def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: int = 20261201,
+                  rounds: int = ROUNDS) -> dict[str, Any]:
     """p50/p99 of route, nearest 3 fire stations by time and a 30-minute isochrone: HTTP, in process, pgbench."""
     url = db.database_url(settings)
     engine = db.make_engine(url, pool_size=1)
@@ -115,10 +118,11 @@ def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: i
                 planned: list[float] = []  # the same through pgbench, each statement planned once
                 wrk_p50: list[float] = []
                 wrk_p99: list[float] = []
-                # in ROUNDS rounds, each way in turn: the machine's drift (a shared machine: pgbench's own p50 moved
+                paired: list[float] = []  # each round's wrk p50 over its pgbench prepared p50
+                # in rounds, each way in turn: the machine's drift (a shared machine: pgbench's own p50 moved
                 # from 3.2 to 5.0 ms between runs) falls on every column alike
-                for r in range(ROUNDS):
-                    share = range(r * times // ROUNDS, (r + 1) * times // ROUNDS)
+                for r in range(rounds):
+                    share = range(r * times // rounds, (r + 1) * times // rounds)
                     spent = 0.0
                     for n in share:
                         t0 = time.perf_counter()
@@ -135,11 +139,15 @@ def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: i
                         wrk_p50.append(found["p50_ms"])
                         wrk_p99.append(found["p99_ms"])
                     sql += pgbench_replay_ms(url, scripts, len(share), "routing")
-                    planned += pgbench_replay_ms(url, scripts, len(share), "routing", prepared=True)
+                    this_round = pgbench_replay_ms(url, scripts, len(share), "routing", prepared=True)
+                    planned += this_round
+                    if wrk_p50 and this_round:
+                        paired.append(wrk_p50[-1] / statistics.median(this_round))
                 wrk = {"p50_ms": statistics.median(wrk_p50), "p99_ms": max(wrk_p99)} if wrk_p50 else None
                 statements = round(sum(s.count(";\n") + 1 for s in scripts) / len(scripts), 1)
                 rows.append({"operation": name, "calls": times, "http": ms_stats(http), "http_wrk": wrk,
                              "in_process": ms_stats(ours), "sql": ms_stats(sql), "sql_prepared": ms_stats(planned),
+                             "wrk_prepared_paired": statistics.median(paired) if paired else None,
                              "statements": statements})
     finally:
         server.terminate()

@@ -138,6 +138,7 @@ def bench_search(
 def bench_routing(
     runs: Annotated[int, typer.Option(min=10, max=2000, help="Calls timed per operation.")] = 100,
     port: Annotated[int, typer.Option(help="Port for the gis-ioc server it starts.")] = 8096,
+    rounds: Annotated[int, typer.Option(min=1, max=50, help="Turns the ways of timing take, each in turn.")] = 8,
 ) -> None:
     """p50/p99 of a route, the 3 fire stations soonest at an incident and a 30-minute isochrone.
 
@@ -146,14 +147,14 @@ def bench_routing(
     """
     from gis_ioc import bench_routing
 
-    found = bench_routing.routing_bench(_settings(), runs, port)
+    found = bench_routing.routing_bench(_settings(), runs, port, rounds=rounds)
     net = found["network"]
     out.print(f"network: {net['edges']:,} edges, {net['vertices']:,} vertices, {net['parts']} part(s), "
               f"made in {net['build_s']} s")
     table = Table(title="routing (one call at a time)")
     for col in ("operation", "calls", "HTTP p50 ms", "p99", "HTTP (wrk) p50", "p99", "in process p50", "p99",
                 "SQL (pgbench) p50", "p99", "SQL prepared p50", "p99", "HTTP / SQL p50", "wrk / SQL",
-                "wrk / prepared"):
+                "wrk / prepared", "paired"):
         table.add_column(col, justify="left" if col == "operation" else "right")
     for r in found["rows"]:
         wrk = r.get("http_wrk")
@@ -163,11 +164,13 @@ def bench_routing(
                       f"{r['in_process']['p50_ms']:.1f}", f"{r['in_process']['p99_ms']:.1f}",
                       f"{sql:.1f}", f"{r['sql']['p99_ms']:.1f}", f"{planned:.1f}", f"{r['sql_prepared']['p99_ms']:.1f}",
                       f"{r['http']['p50_ms'] / sql:.2f}×", f"{wrk['p50_ms'] / sql:.2f}×" if wrk else "-",
-                      f"{wrk['p50_ms'] / planned:.2f}×" if wrk else "-")
+                      f"{wrk['p50_ms'] / planned:.2f}×" if wrk else "-",
+                      f"{r['wrk_prepared_paired']:.2f}×" if r.get("wrk_prepared_paired") else "-")
     out.print(table)
     out.print("SQL: the statements each call sent, values inlined, through pgbench (-M simple: planned each time); "
               "SQL prepared: the same with -M prepared (planned once). Routes and the nearest by time run "
-              "prepared statements (db.rows' prepare), the isochrone does not.")
+              "prepared statements (db.rows' prepare), the isochrone does not. Paired: the median over the rounds "
+              "of each round's wrk p50 / SQL prepared p50 (the two taken seconds apart).")
 
 
 @bench_app.command("tiles")
