@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -121,7 +122,6 @@ class LoopLane:
         prepared = db.prepared(compiled.string)
         budget = db.BUDGET.get()
         timeout = budget.timeout_ms if budget is not None else 0
-        done = False
         if budget is not None:
             budget.hold(raw)
         try:
@@ -142,24 +142,33 @@ class LoopLane:
                 await _ready(raw)
                 found = cur.fetchmany(1)
             self._timeout_ms = timeout
-            done = True
             return list(found)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
-            if raw.closed:
+        except BaseException as err:
+            # failed or cancelled on the way: its session is not known any more, so the connection goes; a
+            # statement the server may still be running (the request was cancelled) is cancelled there first
+            lost = isinstance(err, (psycopg2.OperationalError, psycopg2.InterfaceError)) and bool(raw.closed)
+            self._drop(cancel=not isinstance(err, psycopg2.Error))
+            if lost:
                 raise DatabaseUnavailable("the database connection was lost; try again") from err
             raise
         finally:
             if budget is not None:
                 budget.release(raw)
-            if not done:  # failed or cancelled on the way: its session is not known, so it goes
-                self._drop(cancel=True)
 
     def _drop(self, cancel: bool = False) -> None:
         raw, self._raw = self._raw, None
         if raw is None or raw.closed:
             return
-        if cancel:
+        if cancel:  # libpq's cancel opens a connection of its own and may wait on the network: not on the loop
+            threading.Thread(target=_cancel_and_close, args=(raw,), name="gis-ioc-lane-cancel", daemon=True).start()
+        else:
             with contextlib.suppress(psycopg2.Error):
-                raw.cancel()  # a statement still running on the server stops there too
-        with contextlib.suppress(psycopg2.Error):
-            raw.close()
+                raw.close()
+
+
+def _cancel_and_close(raw: Any) -> None:
+    """Stop what the connection's server process is running, then close the connection."""
+    with contextlib.suppress(psycopg2.Error):
+        raw.cancel()
+    with contextlib.suppress(psycopg2.Error):
+        raw.close()

@@ -87,11 +87,17 @@ def test_a_busy_lane_makes_nobody_wait_and_a_closed_one_takes_nothing(engine, db
 
 
 def test_a_request_cancelled_or_left_stops_its_statement_on_the_server(engine, db_url):
-    def sleeping() -> int:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%EXECUTE gis_ioc_%' "
-                "AND pid <> pg_backend_pid() AND datname = current_database()")).scalar_one())
+    def sleeping(until_none: bool = False) -> int:
+        """Statements of the lane running on the server (``until_none``: waiting up to 5 s for none)."""
+        deadline = time.monotonic() + 5
+        while True:
+            with engine.connect() as conn:
+                found = int(conn.execute(sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE "
+                    "'%EXECUTE gis_ioc_%' AND pid <> pg_backend_pid() AND datname = current_database()")).scalar_one())
+            if not until_none or found == 0 or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
     async def run() -> None:
         lane = _lane(engine, db_url)
@@ -100,9 +106,11 @@ def test_a_request_cancelled_or_left_stops_its_statement_on_the_server(engine, d
             await asyncio.sleep(0.3)
             assert await asyncio.to_thread(sleeping) == 1
             task.cancel()  # the request's task is cancelled (the server stopping, say)
+            started = time.monotonic()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert await asyncio.to_thread(sleeping) == 0
+            assert time.monotonic() - started < 0.1  # the loop did not wait for libpq's cancel
+            assert await asyncio.to_thread(sleeping, True) == 0
             budget = db.Budget(60_000)  # the client leaves: the guard cancels what its budget holds
             token = db.BUDGET.set(budget)
             try:
@@ -111,7 +119,7 @@ def test_a_request_cancelled_or_left_stops_its_statement_on_the_server(engine, d
                     await lane.run("SELECT pg_sleep(:s) AS slept", {"s": 30})
             finally:
                 db.BUDGET.reset(token)
-            assert await asyncio.to_thread(sleeping) == 0
+            assert await asyncio.to_thread(sleeping, True) == 0
             assert (await lane.run("SELECT CAST(:x AS int) AS x", {"x": 7}))[0].x == 7  # type: ignore[index]
         finally:
             lane.close()
