@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,7 @@ from gis_ioc import db
 from gis_ioc.errors import DatabaseUnavailable
 
 log = logging.getLogger("gis_ioc.db_loop")
+RETRY_S = 5.0  # a lane that could not connect tries again after this long
 
 
 async def _ready(raw: Any) -> None:
@@ -78,6 +80,7 @@ class LoopLane:
         self._timeout_ms: int | None = None
         self._busy = False
         self._closed = False
+        self._retry_at = 0.0  # after a failed connect, not before this (time.monotonic)
 
     async def run(self, sql: str, params: Mapping[str, Any]) -> list[Any] | None:
         """The first row of ``sql`` (``:name`` values), prepared; None when the lane is busy or cannot connect."""
@@ -107,12 +110,20 @@ class LoopLane:
         self._drop()
 
     async def _connect(self) -> Any:
+        """A new connection, or None (tried again ``RETRY_S`` later: meanwhile requests take the worker threads)."""
         self._drop()
-        try:
-            raw = psycopg2.connect(self.url, async_=True, options=db.SESSION_OPTIONS, application_name="gis-ioc")
+        if time.monotonic() < self._retry_at:
+            return None
+        raw = None
+        try:  # libpq resolves the host name as it starts: in a worker thread, never on the loop
+            raw = await asyncio.to_thread(psycopg2.connect, self.url, async_=True, options=db.SESSION_OPTIONS,
+                                          application_name="gis-ioc")
             await asyncio.wait_for(_ready(raw), db.CONNECT_TIMEOUT_S)
         except (psycopg2.Error, TimeoutError) as err:
             log.warning("the loop lane cannot connect (requests take the worker threads): %s", str(err).strip())
+            if raw is not None:
+                raw.close()
+            self._retry_at = time.monotonic() + RETRY_S
             return None
         self._raw, self._prepared, self._timeout_ms = raw, set(), None
         return raw

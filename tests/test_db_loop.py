@@ -133,6 +133,9 @@ def test_a_lane_that_cannot_connect_hands_the_request_back(engine):
         started = time.monotonic()
         assert await lane.run("SELECT CAST(:x AS int) AS x", {"x": 1}) is None
         assert time.monotonic() - started < db.CONNECT_TIMEOUT_S + 1
+        started = time.monotonic()
+        assert await lane.run("SELECT CAST(:x AS int) AS x", {"x": 1}) is None  # not tried again at once
+        assert time.monotonic() - started < 0.01
 
     asyncio.run(run())
 
