@@ -21,7 +21,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from gis_ioc import bench_wrk, db, routing
+from gis_ioc import bench_wrk, db, routing, service_areas
 from gis_ioc.bench import ms_stats, pgbench_replay_ms, serve_for_bench
 from gis_ioc.catalog import Catalog
 from gis_ioc.settings import Settings
@@ -87,7 +87,7 @@ def routing_bench(settings: Settings, runs: int = 100, port: int = 8096, seed: i
         return lambda c: routing.nearest_json(c, catalog, "infrastructure", filter_text=FIRE, incident=incident, k=3)
 
     def reach_call(c: sa.Connection) -> Any:
-        return routing.reach(c, catalog, "infrastructure", filter_text=FIRE, minutes=[30], by_commune=False)
+        return service_areas.reach(c, catalog, "infrastructure", filter_text=FIRE, minutes=[30], by_commune=False)
 
     ops: dict[str, tuple[list[Callable[[sa.Connection], Any]], list[str]]] = {
         "route": ([route_call(a, b) for a, b in pairs],

@@ -14,7 +14,7 @@ import folium
 from branca.element import Element
 from sqlalchemy.engine import Connection
 
-from gis_ioc import analysis, limits, routing
+from gis_ioc import analysis, limits, service_areas
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import InvalidInput
 from gis_ioc.maps import (
@@ -119,7 +119,7 @@ def reach_view(conn: Connection, catalog: Catalog, settings: Settings, *, layer:
     if kind is not None and not kind.replace("_", "").isalnum():
         raise InvalidInput(f"kind: {kind[:40]!r} is not a kind of facility", param="kind")
     condition = filter_text or (f"kind = '{kind}'" if kind else None)
-    found = routing.reach(conn, catalog, layer, filter_text=condition, minutes=minutes or [15, 30])
+    found = service_areas.reach(conn, catalog, layer, filter_text=condition, minutes=minutes or [15, 30])
     times = [f["properties"]["minutes"] for f in found["features"]]
     title = f"Reached by road from {found['facilities']} {(kind or layer).replace('_', ' ')}s"
     m = _base_map(settings, conn, title)

@@ -199,11 +199,11 @@ class Workspace:
 
     def reach(self, layer_id: str = "infrastructure", **kwargs: Any) -> dict[str, Any]:
         """Areas reached by road within ``minutes=[…]`` from the features (``filter_text=``), commune shares."""
-        from gis_ioc import routing
+        from gis_ioc import routing, service_areas
 
         routing.ensure(self.engine, self.catalog)
         with self._conn() as conn:
-            return routing.reach(conn, self.catalog, layer_id, **kwargs)
+            return service_areas.reach(conn, self.catalog, layer_id, **kwargs)
 
     def soonest_by_road(self, places: gpd.GeoSeries, layer_id: str = "infrastructure", *,
                         filter_text: str | None = None) -> pd.DataFrame:
@@ -220,7 +220,7 @@ class Workspace:
         answer = pd.DataFrame(index=places.index, data={"by_road": None, "by_road_minutes": float("nan")})
         with self._conn() as conn:
             net = routing.settings_of(routing.sources(self.catalog))
-            _, found, on_road = routing._candidates_on_roads(conn, self.catalog, layer_id, filter_text, net)
+            _, found, on_road = routing.candidates_on_roads(conn, self.catalog, layer_id, filter_text, net)
             if not found:
                 return answer
             kept: list[tuple[dict[str, Any], routing.OnRoad]] = [

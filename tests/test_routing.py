@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from shapely.geometry import Point, shape
 
-from gis_ioc import db, road_network, routing
+from gis_ioc import db, road_network, routing, service_areas
 from gis_ioc.analysis import GEOD
 from gis_ioc.catalog import Catalog
 from gis_ioc.db_loop import LoopLane
@@ -241,7 +241,7 @@ def test_reach_holds_every_place_reached_in_time(routed):
     engine, catalog, _ = routed
     rng = random.Random(7)
     with engine.connect() as conn:
-        found = routing.reach(conn, catalog, "infrastructure", filter_text=FIRE, minutes=[20], by_commune=False)
+        found = service_areas.reach(conn, catalog, "infrastructure", filter_text=FIRE, minutes=[20], by_commune=False)
         area = shape(found["features"][0]["geometry"])
         walk = found["walk_m"]
         stations = [(r.x, r.y) for r in conn.execute(sa.text(

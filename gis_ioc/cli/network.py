@@ -136,7 +136,7 @@ def network_reach(
     minutes: Annotated[str, typer.Option(help="Minutes, comma-separated.")] = "10,20,30",
 ) -> None:
     """Service areas: what the facilities reach by road within each time, and the communes not reached."""
-    from gis_ioc import routing
+    from gis_ioc import routing, service_areas
     from gis_ioc.errors import InvalidInput
 
     try:
@@ -148,7 +148,7 @@ def network_reach(
     catalog = _catalog(settings, engine)
     routing.ensure(engine, catalog)
     with engine.connect() as conn:
-        found = routing.reach(conn, catalog, layer, filter_text=filter_text, minutes=times)
+        found = service_areas.reach(conn, catalog, layer, filter_text=filter_text, minutes=times)
     for f in found["features"]:
         p = f["properties"]
         out.print(f"within {p['minutes']:g} min: {p['area_km2']:,.1f} km², {p['road_km']:,.1f} km of road")

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from gis_ioc import db, limits, road_network, routing
+from gis_ioc import db, limits, road_network, routing, service_areas
 from gis_ioc.errors import InvalidInput
 from gis_ioc.web.analysis import BIGINT, GEOJSON, Filter, Lat, LayerId, Lon, Moment, _moment
 from gis_ioc.web.deps import Heavy
@@ -132,8 +132,9 @@ class ReachQuery(BaseModel):
 
     layer: LayerId
     filter: Filter = None
-    minutes: Annotated[str, Query(max_length=60, description=f"Minutes, comma-separated (at most "
-                                  f"{routing.MAX_THRESHOLDS}, each at most {routing.MAX_MINUTES})")] = "10,20,30"
+    minutes: Annotated[str, Query(max_length=60, description=(
+        f"Minutes, comma-separated (at most {service_areas.MAX_THRESHOLDS}, each at most "
+        f"{service_areas.MAX_MINUTES})"))] = "10,20,30"
     by_commune: Annotated[bool, Query(description="Also each commune's share reached")] = True
     window_days: Annotated[int, Query(ge=1, le=limits.MAX_WINDOW_DAYS,
                                       description="Incidents of the last days (shares)")] = 365
@@ -148,7 +149,7 @@ def reach_answer(request: Request, q: ReachQuery) -> Response:
                            param="minutes") from None
     _ready(request)
     with db.autocommit(request.app.state.engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
-        found = routing.reach(conn, request.app.state.catalog, q.layer, filter_text=q.filter, minutes=times,
+        found = service_areas.reach(conn, request.app.state.catalog, q.layer, filter_text=q.filter, minutes=times,
                               by_commune=q.by_commune, window_days=q.window_days)
     return json_response(found, GEOJSON)
 
