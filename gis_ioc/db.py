@@ -223,15 +223,10 @@ def _execute_prepared(conn: sa.Connection, cur: Any, prepared: Prepared, values:
     an error the transaction takes the setting back with it.
     """
     known: set[str] = conn.connection.info.setdefault("prepared", set())  # lives with the connection
-    if prepared.name not in known:
-        if len(known) >= MAX_PREPARED:  # texts that vary (a filter each): start again
-            cur.execute("DEALLOCATE ALL")
-            known.clear()
-        cur.execute(prepared.prepare)
-        known.add(prepared.name)
+    for step in preparing(known, prepared):
+        cur.execute(step)
     try:
-        scope = "LOCAL" if cur.connection.autocommit else "SESSION"
-        cur.execute(f"SET {scope} plan_cache_mode = force_generic_plan; {prepared.execute}", values)
+        cur.execute(prepared.generic("LOCAL" if cur.connection.autocommit else "SESSION"), values)
     except psycopg2.errors.InvalidSqlStatementName:
         known.discard(prepared.name)  # let go on the server (DEALLOCATE, DISCARD): prepared again next time
         raise
@@ -244,6 +239,29 @@ class Prepared:
     name: str
     prepare: str  # PREPARE name AS the statement with $1…, run without values
     execute: str  # EXECUTE name(%(a)s, …), run with the values
+
+    def generic(self, scope: str) -> str:
+        """``execute`` with the generic plan, set in the same message.
+
+        ``scope``: ``LOCAL`` (the transaction; in autocommit the message's own) or ``SESSION`` (the caller resets it).
+        """
+        return f"SET {scope} plan_cache_mode = force_generic_plan; {self.execute}"
+
+
+def preparing(known: set[str], plan: Prepared) -> Iterator[str]:
+    """What to run (each in turn) before ``plan`` executes on a connection that has prepared ``known``.
+
+    Nothing when it is known; else its PREPARE, after ``DEALLOCATE ALL`` when the connection holds
+    ``MAX_PREPARED`` (texts that vary, a filter each: start again). ``known`` follows what has run: the name is
+    added once its PREPARE has run (a step that raised is not resumed).
+    """
+    if plan.name in known:
+        return
+    if len(known) >= MAX_PREPARED:
+        yield "DEALLOCATE ALL"
+        known.clear()
+    yield plan.prepare
+    known.add(plan.name)
 
 
 _DRIVER_PARAM = re.compile(r"%%|%\((\w+)\)s")

@@ -137,19 +137,13 @@ class LoopLane:
             budget.hold(raw)
         try:
             with raw.cursor(cursor_factory=psycopg2.extras.NamedTupleCursor) as cur:
-                if prepared.name not in self._prepared:
-                    if len(self._prepared) >= db.MAX_PREPARED:
-                        cur.execute("DEALLOCATE ALL")
-                        await _ready(raw)
-                        self._prepared.clear()
-                    cur.execute(prepared.prepare)
+                for step in db.preparing(self._prepared, prepared):
+                    cur.execute(step)
                     await _ready(raw)
-                    self._prepared.add(prepared.name)
                 # one message, one implicit transaction: the session's timeout (kept, as the transaction
                 # commits), then the generic plan for this statement only (SET LOCAL ends with it)
                 setting = f"SET statement_timeout = {int(timeout)}; " if timeout != self._timeout_ms else ""
-                cur.execute(f"{setting}SET LOCAL plan_cache_mode = force_generic_plan; {prepared.execute}",
-                            compiled.construct_params(params))
+                cur.execute(setting + prepared.generic("LOCAL"), compiled.construct_params(params))
                 await _ready(raw)
                 found = cur.fetchmany(1)
             self._timeout_ms = timeout
