@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import date
 from typing import Any
 
@@ -212,14 +213,30 @@ def area_geometry(conn: Connection, *, admin_code: str | None = None, polygon: s
     return json.dumps(shapely.geometry.mapping(geodesic_circle(lon, lat, radius_m)))
 
 
+WKT_TYPES = frozenset({"POINT", "LINESTRING", "LINEARRING", "POLYGON", "MULTIPOINT", "MULTILINESTRING",
+                       "MULTIPOLYGON", "GEOMETRYCOLLECTION"})  # what GEOS reads; only (multi)polygons are areas
+_WKT_TYPE = re.compile(r"\s*[A-Za-z]+")
+_EWKT_SRID = re.compile(r"\s*SRID=(\d{1,9})\s*;", re.IGNORECASE)
+
+
 def area_polygon(text: str, param: str = "polygon") -> shapely.Geometry:
     """A polygon given as GeoJSON or WKT (CRS84): valid, in degrees, at most ``limits.MAX_AREA_SPAN_DEG`` across."""
     limits.check_text(text, param, limits.MAX_FILTER_CHARS * 64)
+    geojson = text.lstrip().startswith("{")
+    srid = _EWKT_SRID.match(text)
+    if srid:  # EWKT, as PostGIS writes it (ST_AsEWKT)
+        if int(srid[1]) != 4326:
+            raise InvalidInput(f"{param}: SRID={srid[1]}: give longitude, latitude (SRID=4326, CRS84)", param=param)
+        text = text[srid.end():]
+    if not geojson and (_WKT_TYPE.match(text) or [""])[0].strip().upper() not in WKT_TYPES:
+        raise InvalidInput(f"{param}: not GeoJSON or WKT (it begins with {{ or a WKT type such as POLYGON, not "
+                           f"{text.strip()[:24]!r})", param=param)
     try:
-        shape = (shapely.geometry.shape(limits.loads(text, param)) if text.lstrip().startswith("{")
-                 else shapely.from_wkt(text))
+        shape = shapely.geometry.shape(limits.loads(text, param)) if geojson else shapely.from_wkt(text)
     except InvalidInput:
         raise
+    except UnicodeDecodeError:  # GEOS cut its message (which quotes the input) in the middle of a character
+        raise InvalidInput(f"{param}: not GeoJSON or WKT (the WKT could not be read)", param=param) from None
     except Exception as err:  # shapely raises several types for malformed input
         raise InvalidInput(f"{param}: not GeoJSON or WKT ({str(err).splitlines()[0][:120]})", param=param) from None
     if shape is None or shape.geom_type not in ("Polygon", "MultiPolygon"):

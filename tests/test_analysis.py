@@ -396,3 +396,21 @@ def test_a_filter_compiled_once_gives_each_caller_its_own_values():
     assert again_sql == first_sql and "on" not in again and list(again.values()) == ["online"]
     with pytest.raises(InvalidInput):
         filter_sql(cameras, "status = ")
+
+
+@pytest.mark.parametrize("text, said", [
+    ("\u0800" * 2000, "begins with { or a WKT type such as POLYGON, not '\u0800"),  # GEOS would quote 6 KB of it
+    ("POLYGON((" + "\u00e0" * 3000, "the WKT could not be read"),  # ...cut mid-character: not a codec's message
+    ("SRID=3405;POLYGON((0 0, 1 0, 1 1, 0 0))", "SRID=3405: give longitude, latitude"),
+    ("POINT(107.9 14.4)", "a Point is not an area"),
+    ("POLYGON((107 14, 107.1 14", "ParseException"),
+])
+def test_an_area_that_is_not_one_is_said_plainly(text, said):
+    with pytest.raises(InvalidInput, match="^polygon: ") as refused:
+        analysis.area_polygon(text)
+    assert said in str(refused.value) and len(str(refused.value)) < 200 and "codec" not in str(refused.value)
+
+
+def test_an_area_in_ewkt_as_postgis_writes_it_is_read():
+    shape_ = analysis.area_polygon("SRID=4326;POLYGON((107.9 14.3, 108.0 14.3, 108.0 14.4, 107.9 14.3))")
+    assert shape_.geom_type == "Polygon" and shape_.bounds == (107.9, 14.3, 108.0, 14.4)

@@ -44,7 +44,7 @@ Filter = Annotated[str | None, Query(max_length=limits.MAX_FILTER_CHARS, descrip
 Radius = Annotated[float | None, Query(gt=0, le=limits.MAX_RADIUS_M, allow_inf_nan=False,
                                        description="Radius of a circle around lon, lat, in metres")]
 Polygon = Annotated[str | None, Query(max_length=limits.MAX_FILTER_CHARS,
-                                      description="A polygon, GeoJSON or WKT (CRS84), at most "
+                                      description="A polygon, GeoJSON or WKT (CRS84; EWKT with SRID=4326 too), at most "
                                                   f"{limits.MAX_AREA_SPAN_DEG:g}° across")]
 AdminCode = Annotated[str | None, Query(max_length=20, description="An administrative unit's code")]
 Moment = Annotated[str | None, Query(max_length=40, description="RFC 3339 date-time or date")]
