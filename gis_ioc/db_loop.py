@@ -10,7 +10,7 @@ on a pooled connection:
 - the request's statement timeout (``db.BUDGET``), set in the same message when it differs from the
   connection's; the connection is held in the budget meanwhile, so a client that leaves cancels it;
 - the statement prepared on the connection the first time (at most ``db.MAX_PREPARED`` of them), then
-  executed with its generic plan.
+  executed with its generic plan (the lane's session is set to it: ``LANE_OPTIONS``).
 
 The lane never makes a request wait: when its connection is busy (or not made yet, or gone), ``run`` returns
 None and the caller takes the usual way (a worker thread and the engine's pool). A statement that fails
@@ -39,6 +39,9 @@ from gis_ioc.errors import DatabaseUnavailable
 
 log = logging.getLogger("gis_ioc.db_loop")
 RETRY_S = 5.0  # a lane that could not connect tries again after this long
+# the engine's session options, and the generic plan for the whole session: the lane runs only prepared
+# statements (db.rows sets it per statement, SET LOCAL; here that was one more statement in every message)
+LANE_OPTIONS = f"{db.SESSION_OPTIONS} -c plan_cache_mode=force_generic_plan"
 
 
 async def _ready(raw: Any) -> None:
@@ -116,7 +119,7 @@ class LoopLane:
             return None
         raw = None
         try:  # libpq resolves the host name as it starts: in a worker thread, never on the loop
-            raw = await asyncio.to_thread(psycopg2.connect, self.url, async_=True, options=db.SESSION_OPTIONS,
+            raw = await asyncio.to_thread(psycopg2.connect, self.url, async_=True, options=LANE_OPTIONS,
                                           application_name="gis-ioc")
             await asyncio.wait_for(_ready(raw), db.CONNECT_TIMEOUT_S)
         except (psycopg2.Error, TimeoutError) as err:
@@ -140,10 +143,9 @@ class LoopLane:
                 for step in db.preparing(self._prepared, prepared):
                     cur.execute(step)
                     await _ready(raw)
-                # one message, one implicit transaction: the session's timeout (kept, as the transaction
-                # commits), then the generic plan for this statement only (SET LOCAL ends with it)
+                # the request's timeout, in the same message when it changes (kept by the session)
                 setting = f"SET statement_timeout = {int(timeout)}; " if timeout != self._timeout_ms else ""
-                cur.execute(setting + prepared.generic("LOCAL"), compiled.construct_params(params))
+                cur.execute(setting + prepared.execute, compiled.construct_params(params))
                 await _ready(raw)
                 found = cur.fetchmany(1)
             self._timeout_ms = timeout
