@@ -62,7 +62,8 @@ class Settings(BaseSettings):
         default=0.5, ge=0, description="How far outside `region_bbox` data may lie, in degrees."
     )
     gzip_level: int = Field(default=1, ge=0, le=9, description="gzip level of JSON, GeoJSON, CSV and HTML responses "
-                                                              "for clients that accept it (0: none).")
+                                                              "for clients that accept it (0: none; 1-3: ISA-L's "
+                                                              "levels, 4-9: zlib's).")
     tile_cache: bool = Field(default=True, description="Keep tiles in memory and under home/tiles.")
     tile_cache_mb: int = Field(default=1024, ge=1, le=10_000_000,
                                description="Largest size of the tile disk cache; least recently used tiles, and tiles "

@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -38,6 +37,7 @@ from gis_ioc.web import alerts, analysis, contract, edit, ogc, search, views
 from gis_ioc.web import events as events_router
 from gis_ioc.web import routing as routing_router
 from gis_ioc.web import tiles as tiles_router
+from gis_ioc.web.compress import GZip
 from gis_ioc.web.deps import EngineDep, HeavyLimit, KeyCache, require_read
 from gis_ioc.web.direct import DirectRoutes
 from gis_ioc.web.guard import REQUEST_ID, Guard, error_body, error_headers
@@ -227,7 +227,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.gzip_level:
         # inside the guard; tiles carry their own cached gzip bytes (Content-Encoding set: left alone), event
         # streams are never buffered; pages over 128 KiB are compressed in a worker thread
-        app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=settings.gzip_level)
+        app.add_middleware(GZip, minimum_size=1024, compresslevel=settings.gzip_level)
     app.add_middleware(tiles_router.TileFastPath)  # just inside the guard: plain tiles skip the router
     app.add_middleware(Guard, settings=settings, openapi=openapi)
     if settings.cors_origin_list:
