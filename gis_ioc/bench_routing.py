@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from gis_ioc import bench_wrk, db, routing, service_areas
-from gis_ioc.bench import ms_stats, pgbench_replay_ms, serve_for_bench
+from gis_ioc.bench import serve_for_bench
+from gis_ioc.bench_sql import ms_stats, pgbench_replay_ms
 from gis_ioc.catalog import Catalog
 from gis_ioc.settings import Settings
 

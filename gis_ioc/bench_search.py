@@ -10,7 +10,8 @@ import psycopg2.extensions
 import sqlalchemy as sa
 
 from gis_ioc import db, search
-from gis_ioc.bench import ms_stats, pgbench_replay_ms, serve_for_bench
+from gis_ioc.bench import serve_for_bench
+from gis_ioc.bench_sql import ms_stats, pgbench_replay_ms
 from gis_ioc.settings import Settings
 
 FIXED = {
