@@ -30,7 +30,7 @@ from defusedxml import DefusedXmlException
 from pyproj import Geod
 from shapely.geometry import mapping, shape
 
-from gis_ioc.errors import IngestError
+from gis_ioc.errors import Forbidden, IngestError
 from gis_ioc.ingest.rows import fold
 
 NS = "urn:oasis:names:tc:emergency:cap:1.2"
@@ -83,6 +83,22 @@ class Message:
     ref: str
     kind: str  # Alert, Update, Cancel (Ack and Error are taken as Alerts: they describe nothing new)
     references: tuple[str, ...] = ()
+
+    @property
+    def sender(self) -> str:
+        """The CAP sender of this message (a domain name)."""
+        return self.ref.split(",", 1)[0]
+
+    def check_sender(self) -> None:
+        """Refuse a message that references another sender's alerts: a sender changes only what it sent.
+
+        No API key widens this: a key lets its caller send alerts, and each alert speaks for its sender only.
+        An operator changes another agency's incident as an operator (PATCH, audited under the key's name).
+        """
+        foreign = next((r for r in self.references if r.split(",", 1)[0] != self.sender), None)
+        if foreign is not None:
+            raise Forbidden(f"sender: {self.sender[:100]!r} may update or cancel only its own alerts; "
+                            f"{foreign[:200]!r} was sent by {foreign.split(',', 1)[0][:100]!r}", param="sender")
 
 
 def supports(properties: Iterable[str]) -> bool:
@@ -342,8 +358,10 @@ def _feature(element: ET.Element, where: str) -> dict[str, Any]:
 def linked(conn: Any, table: str, message: Message) -> tuple[Any, str] | None:
     """The incident this message changes, as its id and status, locked for the change; None for a new alert.
 
-    That is the incident any of its references (or the message itself) made or changed.
+    That is the incident any of its references (or the message itself) made or changed. A message that
+    references another sender's alert is ``Forbidden`` (403 naming ``sender``).
     """
+    message.check_sender()
     names = [message.ref, *message.references]
     row = conn.execute(sa.text(
         f"SELECT id, status FROM {table} WHERE string_to_array(cap_messages, ' ') && CAST(:names AS text[]) "

@@ -204,9 +204,12 @@ class PrivateCluster:
             return {}
 
     def _save_state(self, state: dict) -> None:
+        """The state (with the database password) written as the service's user's alone, from its first byte."""
+        self.home.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.chmod(0o600)
+        tmp.unlink(missing_ok=True)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(json.dumps(state, indent=2))
         tmp.replace(self.state_file)
 
     @contextlib.contextmanager

@@ -34,6 +34,9 @@ MAX_HOTSPOT_POINTS = 250_000  # features one grid or H3 hotspot run may group
 MAX_DBSCAN_POINTS = 20_000  # ST_ClusterDBSCAN cannot be interrupted: 20,000 points within 300 m took 4.8 s here
 MAX_WINDOW_DAYS = 3_660  # views' time windows: ten years
 MAX_IMPACT_LAYERS = 8
+# ids a file may bring: JavaScript and most GeoJSON readers hold numbers exactly up to 2^53 - 1, and the layer's
+# identity, moved past a file's largest id, keeps room for every row added after it
+MIN_FEATURE_ID, MAX_FEATURE_ID = 1, 2**53 - 1
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

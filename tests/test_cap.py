@@ -207,7 +207,7 @@ def test_updates_and_cancels_from_an_agency_change_the_incident_its_alert_made(c
 def test_a_cancel_of_nothing_known_or_of_an_incident_under_way_is_refused(client, engine, operator):
     xml = {"Content-Type": cap.MEDIA, **operator}
     before = table_snapshot(engine, "incidents")
-    unknown = _next("Cancel", "X-2", "other.agency.vn,X-1,2026-11-30T07:00:00+07:00")
+    unknown = _next("Cancel", "X-2", "kttv.kontum.gov.vn,X-1,2026-11-30T07:00:00+07:00")
     refused = client.post("/collections/incidents/items", content=unknown, headers=xml)
     assert refused.status_code == 400 and "no incident here came from" in refused.json()["description"]
     assert table_snapshot(engine, "incidents") == before
@@ -220,6 +220,25 @@ def test_a_cancel_of_nothing_known_or_of_an_incident_under_way_is_refused(client
                        content=_next("Cancel", "U-2", "kttv.kontum.gov.vn,U-1,2026-11-30T06:00:00+07:00"))
     assert late.status_code == 400 and "dispatched" in late.json()["description"], late.text
     assert client.get(f"/collections/incidents/items/{made}").json()["properties"]["status"] == "dispatched"
+
+
+def test_updates_and_cancels_from_another_sender_are_refused_and_change_nothing(client, engine, operator):
+    xml = {"Content-Type": cap.MEDIA, **operator}
+    first = client.post("/collections/incidents/items", content=CIRCLE.encode(), headers=xml)
+    assert first.status_code == 201, first.text
+    before = table_snapshot(engine, "incidents")
+    reference = "kttv.kontum.gov.vn,KTTV-2026-1130-01,2026-11-30T06:00:00+07:00"
+    for kind in ("Update", "Cancel"):
+        spoofed = _next(kind, f"EVIL-{kind}", reference, severity="Minor").replace(
+            b"<sender>kttv.kontum.gov.vn</sender>", b"<sender>evil.example</sender>")
+        assert b"<sender>evil.example</sender>" in spoofed
+        refused = client.post("/collections/incidents/items", content=spoofed, headers=xml)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["parameter"] == "sender"
+        assert "evil.example" in refused.json()["description"]
+    assert table_snapshot(engine, "incidents") == before
+    props = client.get(f"/collections/incidents/items/{first.json()['id']}").json()["properties"]
+    assert (props["status"], props["severity"]) == ("new", "severe")
 
 
 BOMB = b"""<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;">]>

@@ -643,3 +643,43 @@ def test_the_desk_page_needs_nothing_but_a_get(hostile):
     response = httpx.get(f"{hostile.url}/views/desk?x=" + "%00" * 100, timeout=30)
     assert response.status_code in (200, 400) and "Traceback" not in response.text
     assert httpx.post(f"{hostile.url}/views/desk", timeout=30).status_code == 405
+
+
+SECRET_LINE = "root-password-of-the-province"
+VRT_UPLOAD = ('<OGRVRTDataSource><OGRVRTLayer name="x"><SrcDataSource>CSV:{source}</SrcDataSource>'
+              '<GeometryType>wkbPoint</GeometryType><GeometryField encoding="PointFromColumns" x="lon" y="lat"/>'
+              '</OGRVRTLayer></OGRVRTDataSource>')
+
+
+@pytest.mark.parametrize("suffix", [".geojson", ".json", ".kml", ".gpkg", ".fgb", ".csv"])
+def test_an_upload_that_is_a_vrt_reads_no_server_file(hostile, unchanged, tmp_path, suffix):
+    secret = tmp_path / "secret.csv"
+    secret.write_text(f"name,lon,lat\n{SECRET_LINE},{CITY[0]},{CITY[1]}\n")
+    body = VRT_UPLOAD.format(source=secret).encode()
+    imported = httpx.post(f"{hostile.url}/collections/cameras/import", headers=_bearer(hostile.keys["operator"]),
+                          files={"file": (f"cameras{suffix}", body)}, timeout=30)
+    refused = _refused(imported, 400, "file")
+    assert "OGR_VRT" in refused["description"] and str(tmp_path) not in refused["description"]
+    created = httpx.post(f"{hostile.url}/collections", headers=_bearer(hostile.keys["admin"]),
+                         files={"file": (f"stolen{suffix}", body)}, data={"id": "stolen"}, timeout=30)
+    _refused(created, 400, "file")
+    assert httpx.get(f"{hostile.url}/collections/stolen", timeout=10).status_code == 404
+    with hostile.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM cameras WHERE name = :s"),
+                            {"s": SECRET_LINE}).scalar_one() == 0
+
+
+def test_the_secrets_under_the_home_are_the_service_users_alone(tmp_path):
+    from gis_ioc.cluster import PrivateCluster
+
+    cluster = PrivateCluster(tmp_path / "home")
+    cluster._save_state({"password": "x"})
+    assert cluster.state_file.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("file_id", ["9223372036854775807", "9007199254740992", "0", "-9223372036854775808"])
+def test_an_imported_id_past_the_exact_range_is_refused(hostile, unchanged, file_id):
+    csv = f"id,name,lon,lat\n{file_id},Camera X,{CITY[0]},{CITY[1]}\n".encode()
+    imported = httpx.post(f"{hostile.url}/collections/cameras/import", headers=_bearer(hostile.keys["operator"]),
+                          files={"file": ("cameras.csv", csv)}, data={"crs": "EPSG:4326"}, timeout=30)
+    assert "9,007,199,254,740,991" in _refused(imported, 400, "id")["description"]

@@ -466,3 +466,15 @@ def test_a_big_load_leaves_statistics_and_the_pool_as_it_found_it(engine, catalo
         conn.execute(sa.text("DELETE FROM incidents"))
         raise RuntimeError("changed my mind")
     assert _count(engine, "incidents") == before
+
+
+def test_file_ids_up_to_the_largest_exact_number_load_and_new_rows_follow(engine, catalog, settings, tmp_path):
+    path = tmp_path / "cameras.csv"
+    path.write_text(f"id,name,lon,lat\n9007199254740991,Camera X,{CITY[0]},{CITY[1]}\n")
+    assert ingest.load(engine, catalog, path, "cameras", crs="EPSG:4326",
+                       region=settings.region_extent).rows_loaded == 1
+    with engine.begin() as conn:
+        added = conn.execute(sa.text("INSERT INTO cameras (name, geom) VALUES ('next', "
+                                     "ST_SetSRID(ST_MakePoint(:x, :y), 4326)) RETURNING id"),
+                             {"x": CITY[0], "y": CITY[1]}).scalar_one()
+    assert added == 9007199254740992

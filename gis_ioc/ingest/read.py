@@ -16,6 +16,7 @@ import pyogrio
 import shapely
 
 from gis_ioc.errors import IngestError
+from gis_ioc.ingest import drivers
 
 SUFFIXES = {
     ".geojson": "GeoJSON",
@@ -79,9 +80,11 @@ def open_source(path: Path | str, source_layer: str | None = None) -> Source:
             names = zipfile.ZipFile(path).namelist()
         except zipfile.BadZipFile:
             raise IngestError(f"{path}: not a readable zip file", param="file") from None
-        if not any(n.lower().endswith(".shp") for n in names):
+        shapefiles = [n for n in names if n.lower().endswith(".shp")]
+        if not shapefiles:
             raise IngestError(f"{path}: the zip file holds no Shapefile (.shp)", param="file")
-        target = f"/vsizip/{path}"
+        # one Shapefile is opened by its own name, so nothing else in the zip is a candidate for GDAL's probe
+        target = f"/vsizip/{path}/{shapefiles[0]}" if len(shapefiles) == 1 else f"/vsizip/{path}"
     elif suffix == ".csv":
         options.update(CSV_OPTIONS)
     elif suffix not in SUFFIXES:
@@ -92,6 +95,7 @@ def open_source(path: Path | str, source_layer: str | None = None) -> Source:
     source = Source(path, target, source_layer, options)
     if suffix == ".xml":  # CAP alerts, read by gis_ioc.cap (GDAL has no driver for them)
         return source
+    drivers.check(path, target, ".shp" if path.is_dir() else suffix)
     try:
         layers = pyogrio.list_layers(target)
     except Exception as err:  # pyogrio raises several GDAL error types

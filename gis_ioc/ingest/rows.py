@@ -15,6 +15,7 @@ import shapely
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
+from gis_ioc import limits
 from gis_ioc.catalog import GeometryType, Layer, Property, PropertyType
 from gis_ioc.errors import IngestError
 from gis_ioc.ingest import crs_check, derive
@@ -315,6 +316,14 @@ def plan_load(
                     param=layer.id_column,
                 )
             ignored.append(layer.id_column)
+        elif ((ids < limits.MIN_FEATURE_ID) | (ids > limits.MAX_FEATURE_ID)).any():
+            outside = ((ids < limits.MIN_FEATURE_ID) | (ids > limits.MAX_FEATURE_ID)).to_numpy()
+            raise IngestError(
+                f"column {layer.id_column!r}: ids must be between {limits.MIN_FEATURE_ID} and "
+                f"{limits.MAX_FEATURE_ID:,} (row(s) {_first_rows(outside)}); to let the layer number the rows, "
+                f"rename the column with --map {layer.id_column}=OTHER and leave it out with --ignore-unknown",
+                param=layer.id_column,
+            )
         elif ids.duplicated().any():
             raise IngestError(
                 f"column {layer.id_column!r}: duplicate ids, row(s) {_first_rows(ids.duplicated().to_numpy())}",
