@@ -29,6 +29,7 @@ from gis_ioc.version_board import VersionBoard, highest
 CHANNEL = "gis_ioc_changes"
 VERSIONS = "gis_ioc_versions"  # '<table> <version>' from migration 006
 KEEP = 500
+QUEUE = 1000  # changes a client may be behind before it is told to reload
 log = logging.getLogger("gis_ioc.events")
 
 
@@ -46,7 +47,7 @@ class Change:
 @dataclass
 class _Subscriber:
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Change] = field(default_factory=lambda: asyncio.Queue(maxsize=1000))
+    queue: asyncio.Queue[Change] = field(default_factory=lambda: asyncio.Queue(maxsize=QUEUE))
 
 
 @dataclass
@@ -255,8 +256,15 @@ def _current_wal(cur: Any) -> int:
 
 
 def _offer(queue: asyncio.Queue[Change], change: Change) -> None:
-    if queue.full():  # a client too slow to keep up misses old changes, not new ones
-        queue.get_nowait()
+    """A change for one client; a client that fell a whole queue behind is told to reload instead.
+
+    Its queue then holds one change, not a thousand: a client that does not read holds little memory.
+    """
+    if queue.full():
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(Change(change.seq, "*", "reload"))
+        return
     queue.put_nowait(change)
 
 

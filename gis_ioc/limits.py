@@ -37,6 +37,9 @@ MAX_IMPACT_LAYERS = 8
 # ids a file may bring: JavaScript and most GeoJSON readers hold numbers exactly up to 2^53 - 1, and the layer's
 # identity, moved past a file's largest id, keeps room for every row added after it
 MIN_FEATURE_ID, MAX_FEATURE_ID = 1, 2**53 - 1
+MAX_TEXT_CHARS = 20_000  # a text property (a description of a few tens of kB); every copy of a row carries it
+EVENT_TEXT_CHARS = 500  # a text property in a live event: a popup's worth; the feature's URL has all of it
+MIN_YEAR, MAX_YEAR = 1900, 2199  # dates and times a layer stores (no "0001-01-01", no year 9999)
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

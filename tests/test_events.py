@@ -11,8 +11,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from gis_ioc import auth, db, ingest
+from gis_ioc import auth, db, ingest, limits
 from gis_ioc.catalog import Catalog
+from gis_ioc.events import Change, _offer
 from gis_ioc.settings import PROJECT_ROOT
 
 from .conftest import served
@@ -236,3 +237,32 @@ def test_the_listener_hears_every_change_of_a_burst(db_url, engine):
 
 def test_migrations_include_the_change_triggers(engine):
     assert db.pending_migrations(engine, PROJECT_ROOT / "db") == []
+
+
+def test_a_long_description_reaches_many_walls_cut_to_a_popups_worth(server, engine):
+    key = auth.create_key(engine, "desk-long", "operator")
+    description = "Mô tả " * 3_000  # 18,000 characters: within what a layer keeps, far over what a wall shows
+    body = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [108.003, 14.35]},
+            "properties": {"type": "fire", "severity": "severe", "title": "Cháy kho", "source": "114",
+                           "description": description}}
+
+    def post() -> None:
+        r = httpx.post(f"{server}/collections/incidents/items", json=body, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 201, r.text
+
+    (event,) = _events(server, 1, post)
+    shown = event["data"]["feature"]["properties"]["description"]
+    assert shown == description[:limits.EVENT_TEXT_CHARS] + "…"
+    whole = httpx.get(f"{server}/collections/incidents/items/{event['data']['id']}").json()
+    assert whole["properties"]["description"] == description
+
+
+def test_a_client_a_whole_queue_behind_is_told_to_reload():
+    import asyncio
+
+    queue: asyncio.Queue[Change] = asyncio.Queue(maxsize=3)
+    for seq in range(1, 4):
+        _offer(queue, Change(seq, "incidents", "update", seq))
+    _offer(queue, Change(4, "incidents", "update", 4))
+    assert queue.qsize() == 1
+    assert queue.get_nowait() == Change(4, "*", "reload")

@@ -683,3 +683,22 @@ def test_an_imported_id_past_the_exact_range_is_refused(hostile, unchanged, file
     imported = httpx.post(f"{hostile.url}/collections/cameras/import", headers=_bearer(hostile.keys["operator"]),
                           files={"file": ("cameras.csv", csv)}, data={"crs": "EPSG:4326"}, timeout=30)
     assert "9,007,199,254,740,991" in _refused(imported, 400, "id")["description"]
+
+
+def test_a_description_of_megabytes_is_refused_naming_it(hostile, unchanged):
+    body = {"type": "Feature", "geometry": {"type": "Point", "coordinates": list(CITY)},
+            "properties": {"type": "fire", "severity": "severe", "title": "x", "source": "114",
+                           "description": "x" * 15_000_000}}
+    posted = httpx.post(f"{hostile.url}/collections/incidents/items", json=body,
+                        headers=_bearer(hostile.keys["operator"]), timeout=60)
+    assert "20,000" in _refused(posted, 400, "properties.description")["description"]
+
+
+@pytest.mark.parametrize(("field", "value"), [("reported_at", "now"), ("reported_at", "0001-01-01"),
+                                              ("reported_at", "9999-12-31T23:59:59Z")])
+def test_dates_that_are_words_or_out_of_any_era_are_refused(hostile, unchanged, field, value):
+    body = {"type": "Feature", "geometry": {"type": "Point", "coordinates": list(CITY)},
+            "properties": {"type": "fire", "severity": "severe", "title": "x", "source": "114", field: value}}
+    posted = httpx.post(f"{hostile.url}/collections/incidents/items", json=body,
+                        headers=_bearer(hostile.keys["operator"]), timeout=30)
+    _refused(posted, 400, f"properties.{field}")

@@ -118,10 +118,11 @@ def check(path: Path, target: str, suffix: str) -> None:
     if allowed is None:
         return
     driver = identify(target)
+    if driver is None:
+        raise IngestError(f"{path}: cannot read the file: it is not {' or '.join(allowed)}", param="file")
     if driver not in allowed:
-        said = f"GDAL reads it as {driver}" if driver else "GDAL recognises no format in it"
-        raise IngestError(f"{path}: a {suffix} file must be {' or '.join(allowed)}; {said}, which is refused",
-                          param="file")
+        raise IngestError(f"{path}: a {suffix} file must be {' or '.join(allowed)}; GDAL reads it as {driver}, "
+                          "which is refused", param="file")
     if driver == "GPKG":
         check_geopackage(path)
 

@@ -147,7 +147,12 @@ def _convert(name: str, prop: Property, values: pd.Series) -> pd.Series:
     kind = prop.type
     try:
         if kind == PropertyType.string:
-            return _as_text(values)
+            text = _as_text(values)
+            long = (text.str.len() > limits.MAX_TEXT_CHARS).fillna(False)
+            if long.any():
+                raise IngestError(f"column {name!r}: text over {limits.MAX_TEXT_CHARS:,} characters in row(s) "
+                                  f"{_first_rows(long.to_numpy())}", param=name)
+            return text
         if kind in (PropertyType.integer, PropertyType.number):
             numbers = pd.to_numeric(values, errors="coerce")
             bad = numbers.isna() & values.notna() & (values.astype("string").str.strip() != "")
@@ -189,9 +194,11 @@ def _convert(name: str, prop: Property, values: pd.Series) -> pd.Series:
             stamps = values
         else:
             text = values.astype("string").str.strip()
+            # a date begins with its year: words pandas reads ("now", "today") are refused, not read in UTC
+            text = text.where(~text.str.match(r"^[^0-9]").fillna(False), "not a date")
             try:
                 stamps = pd.to_datetime(text, errors="coerce", format="ISO8601")
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 stamps = pd.to_datetime(text, errors="coerce", format="mixed")
             bad = stamps.isna() & values.notna() & (text != "")
             if bad.any():
@@ -203,11 +210,16 @@ def _convert(name: str, prop: Property, values: pd.Series) -> pd.Series:
         if getattr(stamps.dt, "tz", None) is None:
             stamps = stamps.dt.tz_localize(LOCAL_TIMEZONE, ambiguous="NaT", nonexistent="NaT")
         stamps = stamps.dt.tz_convert("UTC")
+        years = stamps.dt.year
+        outside = ((years < limits.MIN_YEAR) | (years > limits.MAX_YEAR)).fillna(False)
+        if outside.any():
+            raise IngestError(f"column {name!r}: years {limits.MIN_YEAR}–{limits.MAX_YEAR} only, row(s) "
+                              f"{_first_rows(outside.to_numpy())} (e.g. {values[outside].iloc[0]!s:.40})", param=name)
         if kind == PropertyType.date:
             local = stamps.dt.tz_convert(LOCAL_TIMEZONE)
             return pd.Series([v.date() if pd.notna(v) else None for v in local], index=values.index, dtype=object)
         return stamps
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise IngestError(f"column {name!r}: cannot read as {kind.value}: {err}", param=name) from None
 
 

@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tiles_folder = settings.home / "tiles" / folder
         url = db.database_url(settings)  # as given: libpq takes several hosts (failover) as they are written
         app.state.listener = ChangeListener(url)
+        app.state.event_texts = events_router.EventTexts()
         app.state.listener.board = VersionBoard(settings.home / "run" / f"versions-{folder}.json")
         app.state.listener.start()
         # a moment for LISTEN, so the first answers carry ETags and the replicas' floor (it goes on without it)

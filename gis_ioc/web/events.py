@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Header, Query, Request
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from gis_ioc import features
+from gis_ioc import features, limits
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import InvalidInput
 from gis_ioc.events import Change, ChangeListener
@@ -26,6 +27,44 @@ def _feature(engine: Any, catalog: Catalog, change: Change) -> Any:
     with engine.connect() as conn:
         found = features.item(conn, catalog.get(change.layer, conn), change.id)
     return json.loads(found) if found else None
+
+
+def slim(feature: Any) -> Any:
+    """A feature as an event carries it: each text property cut to ``limits.EVENT_TEXT_CHARS`` (a popup's worth)."""
+    if not isinstance(feature, dict) or not isinstance(feature.get("properties"), dict):
+        return feature
+    cut = limits.EVENT_TEXT_CHARS
+    properties = {k: (f"{v[:cut]}…" if isinstance(v, str) and len(v) > cut else v)
+                  for k, v in feature["properties"].items()}
+    return {**feature, "properties": properties}
+
+
+def event_data(engine: Any, catalog: Catalog, change: Change) -> str:
+    """The data of one change event, the same text for every client."""
+    feature = slim(_feature(engine, catalog, change))
+    return json.dumps({"layer": change.layer, "id": change.id, "op": change.op, "feature": feature}, default=str)
+
+
+class EventTexts:
+    """Each change's event made once per process and shared by its clients (the latest few kept).
+
+    Fifty walls watching one change read its row once, not fifty times.
+    """
+
+    KEEP = 64
+
+    def __init__(self) -> None:
+        self._made: OrderedDict[int, asyncio.Future[str]] = OrderedDict()
+
+    async def of(self, engine: Any, catalog: Catalog, change: Change) -> str:
+        """The event's data, made by the first client that asks for it."""
+        made = self._made.get(change.seq)
+        if made is None:
+            made = asyncio.ensure_future(run_in_threadpool(event_data, engine, catalog, change))
+            self._made[change.seq] = made
+            while len(self._made) > self.KEEP:
+                self._made.popitem(last=False)
+        return await asyncio.shield(made)
 
 
 @router.get("/events", summary="Live changes (server-sent events)", operation_id="getEvents",
@@ -63,6 +102,7 @@ async def events(
     subscription = listener.subscribe(asyncio.get_running_loop(), last_event_id)
     subscriber = subscription.subscriber
     engine, catalog = request.app.state.engine, request.app.state.catalog
+    texts: EventTexts = request.app.state.event_texts
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
         try:
@@ -82,10 +122,11 @@ async def events(
                 change = backlog.pop(0) if backlog else await subscriber.queue.get()
                 if change.layer not in wanted and change.layer != "*":
                     continue
-                feature = await run_in_threadpool(_feature, engine, catalog, change)
-                data = {"layer": change.layer, "id": change.id, "op": change.op, "feature": feature}
-                yield {"id": listener.event_id(change.seq), "event": "change", "data": json.dumps(data, default=str),
-                       "retry": 2000}
+                if change.op == "reload":
+                    data = json.dumps({"layer": "*", "id": None, "op": "reload", "feature": None})
+                else:
+                    data = await texts.of(engine, catalog, change)
+                yield {"id": listener.event_id(change.seq), "event": "change", "data": data, "retry": 2000}
         finally:
             listener.unsubscribe(subscriber)
 
