@@ -22,6 +22,7 @@ MAX_JSON_DEPTH = 64  # objects and arrays nested in a body or a CQL2-JSON filter
 MAX_FEATURE_BYTES = 16 * 1024 * 1024  # a JSON body (one feature); files go through the import routes
 
 # -- work ----------------------------------------------------------------------------------------------
+LIGHT_PAGE_ITEMS = 1_000  # an items page over this is heavy work (several MB of JSON made at once)
 MAX_OFFSET = 10_000  # items: deeper pages follow the `next` link (a cursor), which costs the same at any depth
 MAX_RADIUS_M = 200_000  # circles, nearest's max_distance_m, impact radius: a province is about 150 km across
 MAX_AREA_SPAN_DEG = 5.0  # an area given as a polygon: at most this many degrees across in longitude and latitude

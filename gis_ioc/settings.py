@@ -85,6 +85,12 @@ class Settings(BaseSettings):
                                         "their own (one more per process); off: in a worker thread from the pool.")
     header_timeout_s: float = Field(default=10.0, gt=0, le=300,
                                     description="Seconds a client has to send a request's line and headers.")
+    send_stall_s: float = Field(default=30.0, gt=0, le=600,
+                                description="Seconds a client may leave an answer unread before its connection "
+                                            "is dropped (and the bytes held for it freed).")
+    max_unread_mb: int = Field(default=256, ge=1, le=16_384,
+                               description="MiB of answers a process holds for clients that do not read them; past "
+                                           "it the connection that stopped reading first is dropped.")
     basemap_url: str | None = Field(
         default=None, description="Raster basemap tile URL ({z}/{x}/{y}) under the map views (none: our layers only)."
     )

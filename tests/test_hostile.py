@@ -32,6 +32,7 @@ from .conftest import demo_copy, served, table_snapshot
 from .factories import CITY
 
 TABLES = ("incidents", "cameras", "infrastructure", "admin_units", "audit_log", "api_keys")
+SEND_STALL_S = 3  # the served copy drops a connection whose client reads nothing for this long
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,8 @@ def hostile(server_url: str, demo_url: str, tmp_path_factory: pytest.TempPathFac
         keys = {role: auth.create_key(engine, f"hostile-{role}", role) for role in auth.ROLES}
         home = tmp_path_factory.mktemp("home")
         log = home / "server.log"
-        with served(url, home, env={"GIS_IOC_HEADER_TIMEOUT_S": "1"}, log=log) as base:
+        with served(url, home, env={"GIS_IOC_HEADER_TIMEOUT_S": "1", "GIS_IOC_SEND_STALL_S": str(SEND_STALL_S)},
+                    log=log) as base:
             yield SimpleNamespace(url=base, engine=engine, keys=keys, log=log, db_url=url)
         engine.dispose()
 
@@ -702,3 +704,47 @@ def test_dates_that_are_words_or_out_of_any_era_are_refused(hostile, unchanged, 
     posted = httpx.post(f"{hostile.url}/collections/incidents/items", json=body,
                         headers=_bearer(hostile.keys["operator"]), timeout=30)
     _refused(posted, 400, f"properties.{field}")
+
+
+def _never_reading(url: str, path: str) -> socket.socket:
+    """A client that asks for ``path`` and reads nothing (a small receive window: the server's writes back up)."""
+    host, port = urlparse(url).hostname, urlparse(url).port
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: identity\r\n\r\n".encode())
+    return sock
+
+
+def _received(sock: socket.socket, seconds: float) -> tuple[int, bool]:
+    """What a client now reading gets: bytes, and whether the server had closed the connection (bounded in time)."""
+    sock.settimeout(seconds)
+    total = 0
+    try:
+        while chunk := sock.recv(1 << 16):
+            total += len(chunk)
+    except ConnectionResetError:
+        return total, True
+    except TimeoutError:
+        return total, False
+    return total, True
+
+
+def test_clients_that_never_read_big_pages_are_dropped_and_the_wall_still_answers(hostile):
+    page = httpx.get(f"{hostile.url}/collections/incidents/items?limit=10000", timeout=60,
+                     headers={"Accept-Encoding": "identity"})
+    assert page.status_code == 200 and len(page.content) > 3_000_000, len(page.content)  # more than sockets buffer
+    crowd = [_never_reading(hostile.url, "/collections/incidents/items?limit=10000") for _ in range(24)]
+    try:
+        for _ in range(3):  # while the crowd holds its answers: the health check, a tile and a small page answer
+            assert httpx.get(f"{hostile.url}/health", timeout=5).status_code == 200
+            assert httpx.get(f"{hostile.url}/tiles/incidents/10/823/467.mvt", timeout=5).status_code in (200, 204)
+            assert httpx.get(f"{hostile.url}/collections/cameras/items?limit=10", timeout=5).status_code == 200
+        time.sleep(SEND_STALL_S + 2)  # the time the server gives a client that reads nothing
+        outcomes = [_received(sock, 10) for sock in crowd]
+    finally:
+        for sock in crowd:
+            sock.close()
+    busy_or_dropped = [closed for _, closed in outcomes]
+    assert all(busy_or_dropped), outcomes
+    assert all(size < len(page.content) for size, _ in outcomes), outcomes

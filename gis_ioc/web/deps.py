@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
-from gis_ioc import auth, db
+from gis_ioc import auth, db, limits
 from gis_ioc.auth import Principal
 from gis_ioc.catalog import Catalog, Layer
 from gis_ioc.errors import Busy, Forbidden, Unauthorized
@@ -207,9 +207,21 @@ async def heavy_slot(request: Request) -> AsyncIterator[None]:
         yield
 
 
+def big_page(request: Request) -> bool:
+    """A page of more than ``limits.LIGHT_PAGE_ITEMS`` features (a malformed limit is the route's 400)."""
+    try:
+        return int(request.query_params.get("limit", "0")) > limits.LIGHT_PAGE_ITEMS
+    except ValueError:
+        return False
+
+
 async def export_slot(request: Request) -> AsyncIterator[None]:
-    """Items as CSV or GeoPackage are made in Python: heavy work; GeoJSON and HTML pages are not."""
-    if negotiate(request, ITEM_FORMATS) in ("csv", "gpkg"):
+    """Heavy work: items as CSV or GeoPackage (made in Python) and big pages; small GeoJSON and HTML pages are not.
+
+    A crowd asking for 10,000 features each then waits for a place, and tiles, small pages and ``/health``
+    keep their connections.
+    """
+    if negotiate(request, ITEM_FORMATS) in ("csv", "gpkg") or big_page(request):
         async with heavy_work(request):
             yield
     else:

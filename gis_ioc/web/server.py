@@ -9,7 +9,12 @@ by ``HeaderDeadline``, its httptools protocol with:
   is reset by every byte, so a client sending a request a byte at a time would hold a connection forever
   (slowloris);
 - a size: the line and headers of a request may take ``MAX_HEAD_BYTES``; past it the connection gets a 431 and
-  is closed (llhttp sets no limit of its own, so the head would grow for as long as the deadline lets it).
+  is closed (llhttp sets no limit of its own, so the head would grow for as long as the deadline lets it);
+- a bound on answers nobody reads: an answer is handed to its connection whole, and what the client has not
+  read stays in the connection's buffer. A connection whose client reads nothing for ``GIS_IOC_SEND_STALL_S``
+  is dropped, and so is the one that stopped reading first whenever such connections hold more than
+  ``GIS_IOC_MAX_UNREAD_MB`` in the process: a crowd that asks for big pages and reads none cannot hold the
+  process's memory.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import asyncio
 import functools
 import json
 import socket
-from typing import Any
+from typing import Any, ClassVar
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -41,6 +46,12 @@ def _header_timeout() -> float:
     return Settings().header_timeout_s
 
 
+@functools.cache
+def _unread_limits() -> tuple[float, int]:
+    settings = Settings()
+    return settings.send_stall_s, settings.max_unread_mb * 1024 * 1024
+
+
 def nodelay(transport: asyncio.BaseTransport) -> None:
     """TCP_NODELAY on a TCP connection.
 
@@ -58,12 +69,17 @@ def nodelay(transport: asyncio.BaseTransport) -> None:
 
 
 class HeaderDeadline(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with a deadline and a size limit for the line and headers of every request."""
+    """uvicorn's httptools protocol, with limits on each request's head and on answers left unread."""
+
+    # connections of this process whose client stopped reading (the transport paused writing), oldest first
+    stalled: ClassVar[dict[HeaderDeadline, None]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = _header_timeout()
+        self.send_stall_s, self.max_unread_bytes = _unread_limits()
         self._deadline: asyncio.TimerHandle | None = None
+        self._stall: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # bytes received since the last request's headers were complete
         self._in_body = False  # between a request's headers and its end: its bytes are not head
 
@@ -116,7 +132,43 @@ class HeaderDeadline(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Nothing more to wait for."""
         self._disarm()
+        self._unstall()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The client reads slower than the answer is written: it has ``send_stall_s`` to read again."""
+        super().pause_writing()
+        if self._stall is None:
+            self._stall = self.loop.call_later(self.send_stall_s, self._drop, "read nothing for "
+                                               f"{self.send_stall_s:g} s")
+            HeaderDeadline.stalled[self] = None
+        self._keep_unread_within_budget()
+
+    def resume_writing(self) -> None:
+        """The client reads again."""
+        self._unstall()
+        super().resume_writing()
+
+    def _unstall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        HeaderDeadline.stalled.pop(self, None)
+
+    def _keep_unread_within_budget(self) -> None:
+        """Drop the connections that stopped reading first until the rest hold at most ``max_unread_bytes``."""
+        held = sum(p.transport.get_write_buffer_size() for p in HeaderDeadline.stalled)
+        while held > self.max_unread_bytes and HeaderDeadline.stalled:
+            oldest = next(iter(HeaderDeadline.stalled))
+            held -= oldest.transport.get_write_buffer_size()
+            oldest._drop(f"left answers unread past the process's {self.max_unread_bytes // 1048576} MiB")
+
+    def _drop(self, why: str) -> None:
+        """Close a connection at once, its unsent bytes thrown away (the client did not read them)."""
+        self._unstall()
+        if not self.transport.is_closing() or self.transport.get_write_buffer_size():
+            self.logger.info("dropping a connection whose client %s", why)
+            self.transport.abort()
 
     def _arm(self) -> None:
         if self._deadline is None:
