@@ -56,6 +56,11 @@ def _geometry(layer: Layer, value: Any, region: tuple[float, float, float, float
                            param="geometry") from None
     if geom.is_empty:
         raise InvalidInput("geometry: empty", param="geometry")
+    vertices = int(shapely.get_num_coordinates(geom))
+    if vertices > limits.MAX_FEATURE_VERTICES:
+        raise InvalidInput(f"geometry: {vertices:,} vertices is over the limit of {limits.MAX_FEATURE_VERTICES:,} "
+                           "for a feature written through the API (simplify it, or load it from a file)",
+                           param="geometry")
     if not np.all(np.isfinite(shapely.get_coordinates(geom))):
         raise InvalidInput("geometry: coordinates must be finite numbers", param="geometry")
     if not geom.is_valid:

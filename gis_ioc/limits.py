@@ -27,6 +27,7 @@ MAX_OFFSET = 10_000  # items: deeper pages follow the `next` link (a cursor), wh
 MAX_RADIUS_M = 200_000  # circles, nearest's max_distance_m, impact radius: a province is about 150 km across
 MAX_AREA_SPAN_DEG = 5.0  # an area given as a polygon: at most this many degrees across in longitude and latitude
 MAX_AREA_VERTICES = 50_000
+MAX_FEATURE_VERTICES = 50_000  # a feature written through the API (a commune's boundary has a few thousand)
 MAX_EPS_M = 5_000  # DBSCAN neighbourhood
 MAX_MIN_POINTS = 10_000
 MIN_CELL_M, MAX_CELL_M = 10, 100_000  # hotspot grid cells

@@ -5,15 +5,19 @@ nearly touch another line, noded where lines of the same grade level cross (a br
 over the road below it; lines of different levels meet only where an end of one lies on the other, as a ramp
 does), one edge per piece, its cost in seconds from its length and its speed (its own ``speed_kmh``, else its
 class's), one-way pieces with no reverse cost. It is made into new tables and swapped in at the end, whenever a
-source layer's version has moved (``ensure``: the first routing call after a write or a load, or ``gis-ioc network
-build``). ``gis_ioc.routing`` answers the questions on it.
+source layer's version has moved: in the server, in a thread of its own started by the first routing call after a
+write or a load, while the last network keeps answering (``ensure_beside``); elsewhere before the call
+(``ensure``, ``gis-ioc network build``). ``gis_ioc.routing`` answers the questions on it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,6 +31,7 @@ BUILD_LOCK = 62_017  # advisory lock: one process makes the network at a time
 EDGES_SQL = "SELECT id, source, target, cost, reverse_cost FROM network_edges"
 BUILD_FORMAT = 2  # one more whenever ``build`` makes a different network from the same roads (2: ends merged)
 FORMAT_KEY = "gis-ioc network format"
+log = logging.getLogger("gis_ioc.road_network")
 
 
 def _literal(sql: str) -> str:
@@ -193,6 +198,68 @@ def fresh(catalog: Catalog, known: Mapping[str, int] | None) -> bool:
     """Whether the network is made from the sources' versions ``known`` (the listener's), asking nothing."""
     tables = [layer.table for layer in sources(catalog)]
     return known is not None and _fresh_for is not None and all(known.get(t) == _fresh_for.get(t) for t in tables)
+
+
+@dataclass(frozen=True)
+class Answering:
+    """Which network answers a request: made from these source versions, and whether they are the roads of now."""
+
+    versions: Mapping[str, int]
+    current: bool
+
+    def header(self) -> str:
+        """``X-Network``: the road layers' versions it was made from, and ``current`` or ``rebuilding``."""
+        made = ",".join(f"{k}={v}" for k, v in sorted(self.versions.items()) if k != FORMAT_KEY)
+        return f"{made}; {'current' if self.current else 'rebuilding'}"
+
+
+_rebuild_lock = threading.Lock()
+_rebuilding: threading.Thread | None = None
+
+
+def _rebuild(engine: Engine, catalog: Catalog) -> None:
+    try:
+        ensure(engine, catalog)
+    except Exception:  # the next request tries again; the last good network keeps answering
+        log.exception("the road network could not be made again")
+
+
+def ensure_beside(engine: Engine, catalog: Catalog, known: Mapping[str, int] | None = None) -> Answering:
+    """The network for a request: a stale one is made again in a thread of its own while it keeps answering.
+
+    Only a database that never had a network waits for its first one. A road of many vertices then costs its
+    writer's requests nothing: routes, nearest-by-time and the incident views go on with the network as it was
+    (``Answering.current`` is false) until the new one is swapped in.
+    """
+    global _rebuilding
+    if fresh(catalog, known):
+        return answering_fresh()
+    with engine.connect() as conn:
+        made = conn.execute(sa.text("SELECT sources FROM network_state")).scalar()
+        now = _versions(conn, sources(catalog, conn))
+    if made is None:
+        ensure(engine, catalog)
+        return Answering(now, True)
+    if dict(made) == now:
+        _remember(now)
+        return Answering(now, True)
+    with _rebuild_lock:
+        if _rebuilding is None or not _rebuilding.is_alive():
+            _rebuilding = threading.Thread(target=_rebuild, args=(engine, catalog), name="gis-ioc-network",
+                                           daemon=True)
+            _rebuilding.start()
+    return Answering(dict(made), False)
+
+
+def answering_fresh() -> Answering:
+    """The network ``fresh`` just found current."""
+    assert _fresh_for is not None
+    return Answering(_fresh_for, True)
+
+
+def _remember(versions: Mapping[str, int]) -> None:
+    global _fresh_for
+    _fresh_for = dict(versions)
 
 
 def ensure(engine: Engine, catalog: Catalog, known: Mapping[str, int] | None = None) -> None:

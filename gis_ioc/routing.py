@@ -20,10 +20,10 @@ from sqlalchemy.engine import Connection
 from gis_ioc import analysis, analysis_common, db
 from gis_ioc.catalog import Catalog, Layer, Network, quote_ident, quote_table
 from gis_ioc.errors import InvalidInput
-from gis_ioc.road_network import EDGES_SQL, _literal, build, check, ensure, settings_of, sources, stale
+from gis_ioc.road_network import EDGES_SQL, _literal, build, check, ensure, ensure_beside, settings_of, sources, stale
 
-__all__ = ["build", "check", "ensure", "join", "nearest_by_time", "route", "settings_of", "sources", "stale",
-           "travel_matrix"]
+__all__ = ["build", "check", "ensure", "ensure_beside", "join", "nearest_by_time", "route", "settings_of", "sources",
+           "stale", "travel_matrix"]
 
 MAX_VIA = 8
 MAX_K = 10

@@ -748,3 +748,40 @@ def test_clients_that_never_read_big_pages_are_dropped_and_the_wall_still_answer
     busy_or_dropped = [closed for _, closed in outcomes]
     assert all(busy_or_dropped), outcomes
     assert all(size < len(page.content) for size, _ in outcomes), outcomes
+
+
+def _wavy_road(vertices: int) -> dict[str, Any]:
+    """A road of ``vertices`` vertices zigzagging east of the city."""
+    coordinates = [[CITY[0] + 0.02 + i * 1e-6, CITY[1] + (0.0001 if i % 2 else 0.0)] for i in range(vertices)]
+    return {"type": "Feature", "geometry": {"type": "LineString", "coordinates": coordinates},
+            "properties": {"kind": "road", "name": "Đường thử", "road_class": "district"}}
+
+
+def test_a_road_of_too_many_vertices_is_refused(hostile, unchanged):
+    posted = httpx.post(f"{hostile.url}/collections/infrastructure/items", json=_wavy_road(100_000),
+                        headers=_bearer(hostile.keys["operator"]), timeout=60)
+    assert "50,000" in _refused(posted, 400, "geometry")["description"]
+
+
+def test_routes_answer_from_the_last_network_while_a_new_road_is_built_in(hostile):
+    route = f"{hostile.url}/analysis/route?from={CITY[0]},{CITY[1]}&to={CITY[0] + 0.01},{CITY[1] + 0.01}"
+    before = httpx.get(route, timeout=30)
+    assert before.status_code == 200 and before.headers["X-Network"].endswith("; current"), before.headers
+    posted = httpx.post(f"{hostile.url}/collections/infrastructure/items", json=_wavy_road(40_000),
+                        headers=_bearer(hostile.keys["operator"]), timeout=60)
+    assert posted.status_code == 201, posted.text
+    try:
+        during = httpx.get(route, timeout=30)  # the write made the network stale: this request starts the build
+        assert during.status_code == 200, during.text
+        assert during.headers["X-Network"] == before.headers["X-Network"].replace("current", "rebuilding")
+        assert during.json()["properties"] == before.json()["properties"]
+        view = httpx.get(f"{hostile.url}/views/incidents/1", timeout=30)
+        assert view.status_code in (200, 404)
+        deadline = time.monotonic() + 120
+        while (after := httpx.get(route, timeout=30)).headers["X-Network"].endswith("; rebuilding"):
+            assert time.monotonic() < deadline, "the network was not made again in time"
+            time.sleep(0.5)
+        assert after.headers["X-Network"] != before.headers["X-Network"]  # made from the roads' new version
+    finally:
+        httpx.delete(f"{hostile.url}/collections/infrastructure/items/{posted.json()['id']}",
+                     headers=_bearer(hostile.keys["operator"]), timeout=30)

@@ -28,10 +28,19 @@ Point = Annotated[str, Query(max_length=60, description="lon,lat (CRS84)", examp
 Points = Annotated[str, Query(max_length=4000, description="lon,lat pairs separated by ;")]
 
 
-def _ready(request: Request) -> None:
-    """The network as the roads are now (the listener's versions spare a query when nothing changed)."""
+def _ready(request: Request) -> road_network.Answering:
+    """The network to answer with: as the roads are now, or the last one made while a new one is being made.
+
+    The listener's versions spare a query when nothing changed.
+    """
     state = request.app.state
-    routing.ensure(state.engine, state.catalog, state.listener.versions())
+    return routing.ensure_beside(state.engine, state.catalog, state.listener.versions())
+
+
+def _answered(response: Response, network: road_network.Answering) -> Response:
+    """The response, saying which network answered it (``X-Network``)."""
+    response.headers["X-Network"] = network.header()
+    return response
 
 
 class RouteQuery(BaseModel):
@@ -53,10 +62,10 @@ def _route_statement(request: Request, q: RouteQuery) -> routing.OneRow:
 def route_answer(request: Request, q: RouteQuery) -> Response:
     """The answer of ``/analysis/route``."""
     statement = _route_statement(request, q)
-    _ready(request)
+    network = _ready(request)
     with db.autocommit(request.app.state.engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
         found = statement.run(conn)
-    return Response(found.encode(), media_type=GEOJSON)  # written by the database
+    return _answered(Response(found.encode(), media_type=GEOJSON), network)  # written by the database
 
 
 async def _on_loop(request: Request, statement: Callable[[], routing.OneRow]) -> Response | None:
@@ -66,7 +75,9 @@ async def _on_loop(request: Request, statement: Callable[[], routing.OneRow]) ->
         return None  # making the network again is work for a worker thread (``_ready``)
     made = statement()
     found = await state.loop_lane.run(made.sql, made.params)
-    return None if found is None else Response(made.finish(found[0]).encode(), media_type=GEOJSON)
+    if found is None:
+        return None
+    return _answered(Response(made.finish(found[0]).encode(), media_type=GEOJSON), road_network.answering_fresh())
 
 
 async def route_on_loop(request: Request, q: RouteQuery) -> Response | None:
@@ -102,10 +113,10 @@ def _nearest_statement(request: Request, q: NearestQuery, conn: sa.Connection | 
 
 def nearest_answer(request: Request, q: NearestQuery) -> Response:
     """The answer of ``/analysis/nearest-by-time``."""
-    _ready(request)
+    network = _ready(request)
     with db.autocommit(request.app.state.engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
         found = _nearest_statement(request, q, conn).run(conn)
-    return Response(found.encode(), media_type=GEOJSON)  # written by the database
+    return _answered(Response(found.encode(), media_type=GEOJSON), network)  # written by the database
 
 
 async def nearest_on_loop(request: Request, q: NearestQuery) -> Response | None:
@@ -147,11 +158,11 @@ def reach_answer(request: Request, q: ReachQuery) -> Response:
     except ValueError:
         raise InvalidInput(f"minutes: {q.minutes[:40]!r} is not minutes separated by commas",
                            param="minutes") from None
-    _ready(request)
+    network = _ready(request)
     with db.autocommit(request.app.state.engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
         found = service_areas.reach(conn, request.app.state.catalog, q.layer, filter_text=q.filter, minutes=times,
                               by_commune=q.by_commune, window_days=q.window_days)
-    return json_response(found, GEOJSON)
+    return _answered(json_response(found, GEOJSON), network)
 
 
 @router.get("/reach", summary="Service areas: what the facilities reach by road in time", operation_id="reach",
@@ -173,10 +184,10 @@ def matrix_answer(request: Request, q: MatrixQuery) -> Response:
     """The answer of ``/analysis/travel-matrix``."""
     a = routing.parse_points(q.origins, "origins", routing.MAX_MATRIX)
     b = routing.parse_points(q.destinations, "destinations", routing.MAX_MATRIX)
-    _ready(request)
+    network = _ready(request)
     with db.autocommit(request.app.state.engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
         found = routing.travel_matrix(conn, request.app.state.catalog, a, b)
-    return json_response(found)
+    return _answered(json_response(found), network)
 
 
 @router.get("/travel-matrix", summary="Travel times between places", operation_id="travelMatrix")
@@ -189,10 +200,10 @@ def travel_matrix(request: Request, q: Annotated[MatrixQuery, Query()]) -> Respo
             operation_id="networkCheck")
 def network(request: Request) -> Response:
     """What ``gis-ioc network check`` prints: how the network holds together."""
-    _ready(request)
+    network = _ready(request)
     with db.autocommit(request.app.state.engine) as conn:  # reads only: no BEGIN and ROLLBACK round trips
         found = routing.check(conn, request.app.state.catalog)
-    return json_response(found)
+    return _answered(json_response(found), network)
 
 
 # the routes the direct path answers (``gis_ioc.web.direct``), by their full path

@@ -142,7 +142,7 @@ def incident(request: Request, engine: EngineDep, catalog: CatalogDep, settings:
 
     since = request.app.state.listener.here()  # before the page is read: no change can fall between the two
     versions = request.app.state.listener.versions()
-    routing.ensure(engine, catalog, versions)  # the routes by road: the network as the roads are now
+    routing.ensure_beside(engine, catalog, versions)  # the routes by road (the last network while one is made)
     with engine.connect() as conn:
         try:
             m = incident_view.incident(conn, catalog, settings, int(incident_id), since=since, versions=versions)
@@ -183,7 +183,7 @@ def reach(request: Request, engine: EngineDep, catalog: CatalogDep, settings: Se
         times = [float(m) for m in minutes.split(",") if m.strip()]
     except ValueError:
         raise InvalidInput(f"minutes: {minutes[:40]!r} is not minutes separated by commas", param="minutes") from None
-    routing.ensure(engine, catalog, request.app.state.listener.versions())
+    routing.ensure_beside(engine, catalog, request.app.state.listener.versions())
     with engine.connect() as conn:
         return HTMLResponse(maps.page(planning.reach_view(conn, catalog, settings, layer=layer, kind=kind,
                                                           minutes=times)))
