@@ -785,3 +785,43 @@ def test_routes_answer_from_the_last_network_while_a_new_road_is_built_in(hostil
     finally:
         httpx.delete(f"{hostile.url}/collections/infrastructure/items/{posted.json()['id']}",
                      headers=_bearer(hostile.keys["operator"]), timeout=30)
+
+
+def test_an_import_whose_client_leaves_is_cancelled_and_commits_nothing(hostile, unchanged, tmp_path):
+    import geopandas as gpd
+    import numpy as np
+    import shapely
+
+    rows = 400_000
+    rng = np.random.default_rng(7)
+    frame = gpd.GeoDataFrame({"name": [f"cam {i}" for i in range(rows)]}, crs=4326, geometry=shapely.points(
+        CITY[0] + rng.uniform(-0.2, 0.2, rows), CITY[1] + rng.uniform(-0.2, 0.2, rows)))
+    gpkg = tmp_path / "cameras.gpkg"
+    frame.to_file(gpkg, layer="cameras", driver="GPKG", engine="pyogrio")
+    boundary = "gisiocboundary7f3a"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cameras.gpkg\"\r\n"
+            "Content-Type: application/geopackage+sqlite3\r\n\r\n").encode() + gpkg.read_bytes() + \
+        f"\r\n--{boundary}--\r\n".encode()
+    host, port = urlparse(hostile.url).hostname, urlparse(hostile.url).port
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall((f"POST /collections/cameras/import HTTP/1.1\r\nHost: {host}\r\n"
+                      f"Authorization: Bearer {hostile.keys['operator']}\r\n"
+                      f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+        deadline = time.monotonic() + 60
+        while not _loading(hostile.engine):  # the load has begun: its COPY or its checks are under way
+            assert time.monotonic() < deadline, "the import never started"
+            time.sleep(0.05)
+    deadline = time.monotonic() + 60  # the client has gone: the import ends (cancelled), committing nothing
+    while _loading(hostile.engine):
+        assert time.monotonic() < deadline, "the import went on after its client left"
+        time.sleep(0.2)
+
+
+def _loading(engine: sa.Engine) -> bool:
+    """Whether a load's transaction is open on the database (a COPY, or the statements around it)."""
+    with engine.connect() as conn:
+        return bool(conn.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND xact_start IS NOT NULL AND application_name = 'gis-ioc' AND backend_type = 'client backend'"
+        )).scalar_one())

@@ -23,8 +23,9 @@ import shapely
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from gis_ioc import db
 from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
-from gis_ioc.errors import IngestError
+from gis_ioc.errors import IngestError, QueryTimeout
 from gis_ioc.ingest import crs_check, derive, replace, rows
 from gis_ioc.ingest.derive import CommuneLookup
 from gis_ioc.ingest.read import open_source, read_batches
@@ -372,6 +373,9 @@ def _transaction(engine: Engine) -> Iterator[Any]:
     try:
         with raw.cursor() as cur:
             yield cur
+        budget = db.BUDGET.get()
+        if budget is not None and budget.cancelled:  # the request that asked for the load went away
+            raise QueryTimeout("the client went away: its load was cancelled and nothing was written")
         raw.commit()
     except psycopg2.Error as err:
         raw.rollback()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +22,7 @@ from starlette.exceptions import HTTPException
 
 from gis_ioc import auth, cap, db, duplicates, edits, features, ingest, limits, merge
 from gis_ioc.catalog import LAYER_ID, Layer, quote_table
-from gis_ioc.errors import GisIocError, InvalidInput, PayloadTooLarge
+from gis_ioc.errors import GisIocError, InvalidInput, PayloadTooLarge, QueryTimeout, RequestTimeout
 from gis_ioc.settings import Settings
 from gis_ioc.web.deps import CatalogDep, EngineDep, Heavy, PrincipalDep, SettingsDep, WritableLayerDep
 
@@ -266,6 +267,37 @@ def _saved(upload: UploadFile, folder: str) -> Path:
     return path
 
 
+@contextlib.asynccontextmanager
+async def _cancelled_if_client_leaves(request: Request) -> AsyncIterator[ingest.Progress]:
+    """While an import runs, a client that goes away cancels it: nothing is committed.
+
+    Yields the load's progress callback, which stops the load between chunks; a statement running when the
+    client leaves is cancelled on the server.
+    """
+    budget = db.BUDGET.get()
+
+    async def watch() -> None:
+        while True:
+            try:
+                message = await request.receive()
+            except RequestTimeout:  # the body is over: only a disconnect is still to come
+                continue
+            if message["type"] == "http.disconnect":
+                if budget is not None:
+                    await asyncio.to_thread(budget.cancel)
+                return
+
+    def stop_if_gone(rows: int, total: int) -> None:
+        if budget is not None and budget.cancelled:
+            raise QueryTimeout("the client went away: its import was cancelled and nothing was written")
+
+    watching = asyncio.create_task(watch())
+    try:
+        yield stop_if_gone
+    finally:
+        watching.cancel()
+
+
 def _report(report: ingest.LoadReport) -> dict[str, Any]:
     return {"layer": report.layer, "mode": report.mode, "rowsRead": report.rows_read, "loaded": report.rows_loaded,
             "repaired": report.repaired, "refused": report.refused, "sourceCrs": report.source_crs,
@@ -312,9 +344,10 @@ async def import_file(request: Request, layer: WritableLayerDep, engine: EngineD
     strict = _flag(fields.get("strict"), "strict")
     with _upload_folder(upload) as folder:
         path = await run_in_threadpool(_saved, upload, folder)
-        report = await run_in_threadpool(functools.partial(
-            ingest.load, engine, catalog, path, layer.id, crs=fields.get("crs") or None, mode=mode,  # type: ignore[arg-type]
-            strict=strict, region=settings.region_extent))
+        async with _cancelled_if_client_leaves(request) as progress:
+            report = await run_in_threadpool(functools.partial(
+                ingest.load, engine, catalog, path, layer.id, crs=fields.get("crs") or None, mode=mode,  # type: ignore[arg-type]
+                strict=strict, region=settings.region_extent, progress=progress))
     await run_in_threadpool(_audit, engine, who, layer.id, "import", _report(report) | {"file": upload.filename})
     return JSONResponse(_report(report))
 
@@ -336,10 +369,12 @@ async def create_layer(request: Request, engine: EngineDep, catalog: CatalogDep,
         raise InvalidInput("id: the new layer needs an id (a-z, 0-9, _)", param="id")
     with _upload_folder(upload) as folder:
         path = await run_in_threadpool(_saved, upload, folder)
-        report = await run_in_threadpool(functools.partial(
-            ingest.import_layer, engine, catalog, path, layer_id, title=fields.get("title") or None,
-            crs=fields.get("crs") or None, datetime_column=fields.get("datetime_column") or None,
-            region=settings.region_extent, source_label=Path(upload.filename or "upload").name))
+        async with _cancelled_if_client_leaves(request) as progress:
+            report = await run_in_threadpool(functools.partial(
+                ingest.import_layer, engine, catalog, path, layer_id, title=fields.get("title") or None,
+                crs=fields.get("crs") or None, datetime_column=fields.get("datetime_column") or None,
+                region=settings.region_extent, source_label=Path(upload.filename or "upload").name,
+                progress=progress))
     await run_in_threadpool(_audit, engine, who, layer_id, "create_layer",
                             _report(report) | {"file": upload.filename})
     location = str(request.url_for("collection", collection_id=layer_id))
