@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -288,3 +289,20 @@ def test_a_new_report_comes_back_with_its_possible_duplicates(client, keys):
     assert bad.status_code == 400 and bad.json()["parameter"] == "type"
     assert client.get("/collections/cameras/duplicates", params={"lon": 108, "lat": 14.3, "type": "x"}).status_code \
         == 404
+
+
+def test_a_write_that_committed_answers_201_though_the_database_goes_after_it(client, engine, monkeypatch):
+    key = auth.create_key(engine, "desk-after-commit", "operator")
+    listener = client.app.state.listener
+
+    def database_gone(engine: Any) -> None:
+        raise sa.exc.OperationalError("SELECT … FROM layer_versions", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(listener, "reload_versions", database_gone)
+    body = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [108.003, 14.35]},
+            "properties": {"type": "fire", "severity": "severe", "title": "Cháy sau khi ghi", "source": "114"}}
+    posted = client.post("/collections/incidents/items", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert posted.status_code == 201, posted.text
+    assert posted.json()["properties"]["title"] == "Cháy sau khi ghi" and posted.headers["ETag"]
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM incidents WHERE title = 'Cháy sau khi ghi'")).scalar() == 1

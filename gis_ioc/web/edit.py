@@ -66,15 +66,18 @@ def _is_cap(request: Request) -> bool:
     return media in (cap.MEDIA, "application/xml", "text/xml")
 
 
-def _feature_response(request: Request, engine: Any, layer: Layer, feature_id: Any, status: int,
+def _feature_response(request: Request, conn: Any, layer: Layer, feature_id: Any, status: int,
                       with_duplicates: bool = False) -> Response:
-    with engine.connect() as conn:
-        found = features.item(conn, layer, feature_id)
-        tag = edits.etag(conn, layer, feature_id)
-        if found and with_duplicates and layer.duplicates:  # a foreign member of the GeoJSON Feature
-            body = json.loads(found)
-            body["possible_duplicates"] = duplicates.of_feature(conn, layer, feature_id)
-            found = json.dumps(body)
+    """The feature as the write left it, read in the write's own transaction.
+
+    Once the write commits nothing is left to fail: a database gone after the commit cannot turn it into an error.
+    """
+    found = features.item(conn, layer, feature_id)
+    tag = edits.etag(conn, layer, feature_id)
+    if found and with_duplicates and layer.duplicates:  # a foreign member of the GeoJSON Feature
+        body = json.loads(found)
+        body["possible_duplicates"] = duplicates.of_feature(conn, layer, feature_id)
+        found = json.dumps(body)
     location = str(request.url_for("item", collection_id=layer.id, feature_id=str(feature_id)))
     headers = {"Location": location, "ETag": tag or ""}
     return Response(found or "{}", status_code=status, media_type=GEOJSON, headers=headers)
@@ -102,7 +105,7 @@ async def create_feature(request: Request, layer: WritableLayerDep, engine: Engi
     body = await _body(request)
     with engine.begin() as conn:
         new_id = edits.create(conn, layer, body, who, settings.region_extent)
-    return _feature_response(request, engine, layer, new_id, 201, with_duplicates=True)
+        return _feature_response(request, conn, layer, new_id, 201, with_duplicates=True)
 
 
 def _cap_alert(request: Request, engine: Any, layer: Layer, feature: dict[str, Any], who: auth.Principal,
@@ -130,7 +133,7 @@ def _cap_alert(request: Request, engine: Any, layer: Layer, feature: dict[str, A
                 edits.change(conn, layer, target, change, who, None, settings.region_extent, partial=True)
             status = 200
         cap.remember(conn, table, target, message)
-    return _feature_response(request, engine, layer, target, status, with_duplicates=status == 201)
+        return _feature_response(request, conn, layer, target, status, with_duplicates=status == 201)
 
 
 @router.post("/collections/{collection_id}/items/{feature_id}/merge", summary="Merge a duplicate report into this "
@@ -147,7 +150,7 @@ async def merge_feature(request: Request, layer: WritableLayerDep, engine: Engin
     report = merge.duplicate_id(layer, await _body(request))
     with engine.begin() as conn:
         merge.merge(conn, layer, main, report, who, if_match)
-    return _feature_response(request, engine, layer, main, 200)
+        return _feature_response(request, conn, layer, main, 200)
 
 
 @router.delete("/collections/{collection_id}/items/{feature_id}/merge/{duplicate_id}",
@@ -164,7 +167,7 @@ def unmerge_feature(request: Request, layer: WritableLayerDep, engine: EngineDep
     report = merge.duplicate_id(layer, {"duplicate": duplicate_id})
     with engine.begin() as conn:
         merge.unmerge(conn, layer, main, report, who)
-    return _feature_response(request, engine, layer, main, 200)
+        return _feature_response(request, conn, layer, main, 200)
 
 
 async def _change(request: Request, layer: Layer, engine: Any, settings: Any, principal: Any, feature_id: str,
@@ -174,7 +177,7 @@ async def _change(request: Request, layer: Layer, engine: Any, settings: Any, pr
     key = layer.feature_key(feature_id)
     with engine.begin() as conn:
         edits.change(conn, layer, key, body, who, if_match, settings.region_extent, partial=partial)
-    return _feature_response(request, engine, layer, key, 200)
+        return _feature_response(request, conn, layer, key, 200)
 
 
 @router.put("/collections/{collection_id}/items/{feature_id}", summary="Replace a feature",
