@@ -27,14 +27,18 @@ from gis_ioc.errors import InvalidInput
 def parse_instant(text: str, param: str, end: bool = False) -> datetime:
     """An RFC 3339 date-time (UTC when no offset is given) or a date (its start, or the next day's with ``end``)."""
     text = text.strip()
+    year = re.match(r"\d{4}", text)
+    if year is not None and not limits.MIN_YEAR <= int(year.group()) <= limits.MAX_YEAR:
+        raise InvalidInput(f"{param}: {text[:40]!r} is outside the years {limits.MIN_YEAR}–{limits.MAX_YEAR}",
+                           param=param)
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             day = date.fromisoformat(text)
             moment = datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=UTC)
             return moment
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{param}: {text!r} is not an RFC 3339 date-time", param=param) from None
+    except (ValueError, OverflowError):
+        raise InvalidInput(f"{param}: {text[:40]!r} is not an RFC 3339 date-time", param=param) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -50,7 +54,10 @@ def parse_filter(value: str, lang: str | None) -> dict[str, Any]:
     limits.check_text(value, "filter", limits.MAX_FILTER_CHARS)
     try:
         if lang == "cql2-json" or (not lang and value.lstrip().startswith("{")):
-            expr = cql2.Expr(limits.loads(value, "filter"))
+            parsed = limits.loads(value, "filter")
+            if limits.nul_path(parsed) is not None:
+                raise InvalidInput("filter: contains a NUL character", param="filter")
+            expr = cql2.Expr(parsed)
         else:
             limits.check_cql2_text(value, "filter")
             expr = cql2.Expr(value)

@@ -201,6 +201,24 @@ def _geom_value(hex_ewkb: str) -> Any:
     return sa.func.ST_GeomFromEWKB(sa.func.decode(hex_ewkb, "hex"))
 
 
+def _write(conn: Connection, layer: Layer, statement: Any) -> Any:
+    """Run a write; a value the table's constraints refuse (NOT NULL, CHECK) is a 400 naming the property."""
+    try:
+        return conn.execute(statement)
+    except sa.exc.IntegrityError as err:
+        diag = getattr(err.orig, "diag", None)
+        code = getattr(err.orig, "pgcode", None)
+        column = getattr(diag, "column_name", None) or next(
+            (n for n in sorted(layer.properties, key=len, reverse=True)
+             if n in str(getattr(diag, "constraint_name", None) or "")), None)
+        param = f"properties.{column}" if column else "properties"
+        if code == "23502":
+            raise InvalidInput(f"{param}: cannot be empty", param=param) from None
+        if code == "23514":
+            raise InvalidInput(f"{param}: the value is outside what layer {layer.id!r} allows", param=param) from None
+        raise
+
+
 def create(conn: Connection, layer: Layer, body: Any, principal: Principal | None,
            region: tuple[float, float, float, float] | None) -> Any:
     """Insert a feature; return its id."""
@@ -213,7 +231,7 @@ def create(conn: Connection, layer: Layer, body: Any, principal: Principal | Non
     _lifecycle(layer, None, values)
     values = {k: v for k, v in values.items() if v is not None}
     table = queries.table_of(layer)
-    new_id = conn.execute(sa.insert(table).values(values).returning(table.c[layer.id_column])).scalar_one()
+    new_id = _write(conn, layer, sa.insert(table).values(values).returning(table.c[layer.id_column])).scalar_one()
     after = row_json(conn, layer, new_id, lock=False)
     auth.audit(conn, principal, layer.id, new_id, "create", None, after[0] if after else None)
     return new_id
@@ -244,7 +262,7 @@ def change(conn: Connection, layer: Layer, feature_id: Any, body: Any, principal
     if not values:
         return
     table = queries.table_of(layer)
-    conn.execute(sa.update(table).where(table.c[layer.id_column] == feature_id).values(values))
+    _write(conn, layer, sa.update(table).where(table.c[layer.id_column] == feature_id).values(values))
     after = row_json(conn, layer, feature_id, lock=False)
     auth.audit(conn, principal, layer.id, feature_id, "update" if partial else "replace", before,
                after[0] if after else None)

@@ -825,3 +825,50 @@ def _loading(engine: sa.Engine) -> bool:
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
             "AND xact_start IS NOT NULL AND application_name = 'gis-ioc' AND backend_type = 'client backend'"
         )).scalar_one())
+
+
+NUL_JSON_FILTER = json.dumps({"op": "=", "args": [{"property": "title"}, "a\u0000b"]})
+
+
+@pytest.mark.parametrize("path", [
+    "/collections/incidents/items", "/tiles/incidents/12/3276/1882.mvt",
+    f"/analysis/nearest?layer=incidents&lon={CITY[0]}&lat={CITY[1]}",
+    f"/analysis/within?layer=incidents&lon={CITY[0]}&lat={CITY[1]}&radius_m=1000",
+    "/analysis/stats?layer=incidents", "/analysis/hotspots?layer=incidents",
+    f"/analysis/nearest-by-time?layer=incidents&lon={CITY[0]}&lat={CITY[1]}",
+])
+def test_a_nul_inside_a_cql2_json_string_is_a_400(hostile, unchanged, path):
+    sep = "&" if "?" in path else "?"
+    url = f"{hostile.url}{path}{sep}filter-lang=cql2-json&filter={quote(NUL_JSON_FILTER)}"
+    _refused(httpx.get(url, timeout=30), 400, "filter")
+
+
+@pytest.mark.parametrize("path, param", [
+    ("/collections/incidents/items?datetime=../9999-12-31", "datetime"),
+    ("/collections/incidents/items?datetime=0001-01-01/..", "datetime"),
+    ("/analysis/stats?layer=incidents&end=9999-12-31", "end"),
+    ("/analysis/stats?layer=incidents&start=0001-01-01", "start"),
+    ("/analysis/hotspots?layer=incidents&start=9999-12-31", "start"),
+    ("/analysis/hotspots?layer=incidents&end=9999-12-31", "end"),
+    (f"/analysis/route?from={CITY[0]},{CITY[1]}&to={CITY[0] + 0.01},{CITY[1]}&depart_at=9999-12-31T23:59:59Z",
+     "depart_at"),
+])
+def test_times_at_the_end_of_the_calendar_are_a_400(hostile, unchanged, path, param):
+    _refused(httpx.get(f"{hostile.url}{path}", timeout=30), 400, param)
+
+
+def test_a_camera_with_no_field_of_view_is_a_400(hostile, unchanged):
+    body = {"type": "Feature", "geometry": {"type": "Point", "coordinates": list(CITY)},
+            "properties": {"name": "Cam 0", "fov_deg": 0}}
+    posted = httpx.post(f"{hostile.url}/collections/cameras/items", json=body,
+                        headers=_bearer(hostile.keys["operator"]), timeout=30)
+    _refused(posted, 400, "properties.fov_deg")
+
+
+@pytest.mark.parametrize("field", ["severity", "reported_at", "type", "title"])
+def test_clearing_a_required_property_is_a_400(hostile, unchanged, field):
+    with hostile.engine.connect() as conn:
+        some = conn.execute(sa.text("SELECT id FROM incidents ORDER BY id LIMIT 1")).scalar_one()
+    patched = httpx.patch(f"{hostile.url}/collections/incidents/items/{some}", json={"properties": {field: None}},
+                          headers=_bearer(hostile.keys["operator"]), timeout=30)
+    _refused(patched, 400, f"properties.{field}")
