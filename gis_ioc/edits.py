@@ -44,10 +44,60 @@ def writer_role(layer: Layer) -> str:
     return "admin" if layer.id == "admin_units" else "operator"
 
 
+# GeoJSON's geometry types (RFC 7946, case-sensitive) and how deep positions lie in their coordinates
+POSITION_DEPTH = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2,
+                  "MultiPolygon": 3}
+
+
+def check_geojson(value: Any, param: str = "geometry") -> None:
+    """Refuse a geometry RFC 7946 refuses, saying what is wrong (shapely would read many of them leniently)."""
+    if not isinstance(value, dict) or "type" not in value:
+        raise InvalidInput(f"{param}: not a GeoJSON geometry object", param=param)
+    kind = value["type"]
+    if kind in ("Feature", "FeatureCollection"):
+        raise InvalidInput(f"{param}: a {kind} is not a geometry (send the feature's geometry member)", param=param)
+    if "crs" in value:
+        raise InvalidInput(f"{param}: GeoJSON (RFC 7946) has no crs member; coordinates are longitude, latitude "
+                           "in WGS 84 (CRS84)", param=param)
+    if kind == "GeometryCollection":
+        parts = value.get("geometries")
+        if not isinstance(parts, list | tuple):
+            raise InvalidInput(f"{param}.geometries: a GeometryCollection needs a list of geometries", param=param)
+        for part in parts:
+            check_geojson(part, param)
+        return
+    if kind not in POSITION_DEPTH:
+        known = next((k for k in POSITION_DEPTH if isinstance(kind, str) and k.lower() == kind.lower()), None)
+        hint = f" (types are case-sensitive: {known})" if known else ""
+        raise InvalidInput(f"{param}: {str(kind)[:40]!r} is not a GeoJSON geometry type{hint}", param=param)
+    _check_positions(value.get("coordinates"), POSITION_DEPTH[kind], kind, param)
+
+
+def _check_positions(value: Any, depth: int, kind: str, param: str) -> None:
+    """Coordinates nested as the type says, each position 2 numbers (longitude, latitude)."""
+    if depth == 0:
+        if not isinstance(value, list | tuple) or not value or isinstance(value[0], list | tuple):
+            raise InvalidInput(f"{param}: a {kind}'s position is one [longitude, latitude] pair", param=param)
+        odd = next((n for n in value if isinstance(n, bool) or not isinstance(n, int | float)), None)
+        if odd is not None:
+            raise InvalidInput(f"{param}: coordinates must be numbers, not {type(odd).__name__} ({str(odd)[:20]!r})",
+                               param=param)
+        if len(value) == 3:
+            raise InvalidInput(f"{param}: a position has a height (Z); layers keep longitude, latitude only: send "
+                               "two numbers per position", param=param)
+        if len(value) != 2:
+            raise InvalidInput(f"{param}: a position is two numbers, longitude and latitude ({len(value)} given)",
+                               param=param)
+        return
+    if not isinstance(value, list | tuple):
+        raise InvalidInput(f"{param}: a {kind}'s coordinates are nested {depth + 1} lists deep", param=param)
+    for item in value:
+        _check_positions(item, depth - 1, kind, param)
+
+
 def _geometry(layer: Layer, value: Any, region: tuple[float, float, float, float] | None) -> str:
     """A GeoJSON geometry checked for the layer, as hex EWKB."""
-    if not isinstance(value, dict) or "type" not in value:
-        raise InvalidInput("geometry: not a GeoJSON geometry object", param="geometry")
+    check_geojson(value)
     try:
         geom = shapely.geometry.shape(value)
     except Exception as err:  # shapely raises several types (GeometryTypeError for an unknown type)

@@ -872,3 +872,19 @@ def test_clearing_a_required_property_is_a_400(hostile, unchanged, field):
     patched = httpx.patch(f"{hostile.url}/collections/incidents/items/{some}", json={"properties": {field: None}},
                           headers=_bearer(hostile.keys["operator"]), timeout=30)
     _refused(patched, 400, f"properties.{field}")
+
+
+@pytest.mark.parametrize("geometry, words", [
+    ({"type": "Point", "coordinates": [str(CITY[0]), str(CITY[1])]}, "must be numbers"),
+    ({"type": "Point", "coordinates": [[CITY[0], CITY[1]]]}, "one [longitude, latitude] pair"),
+    ({"type": "point", "coordinates": list(CITY)}, "case-sensitive: Point"),
+    ({"type": "Feature", "geometry": {"type": "Point", "coordinates": list(CITY)}}, "not a geometry"),
+    ({"type": "Point", "coordinates": [12024000.0, 1612000.0],
+      "crs": {"type": "name", "properties": {"name": "EPSG:3857"}}}, "no crs member"),
+    ({"type": "Point", "coordinates": [CITY[0], CITY[1], 530.0]}, "height (Z)"),
+    ({"type": "Point", "coordinates": [CITY[0], True]}, "must be numbers"),
+])
+def test_geojson_that_rfc_7946_refuses_is_a_400_saying_why(hostile, unchanged, geometry, words):
+    body = {**INCIDENT, "geometry": geometry}
+    refused = _refused(_post(hostile, json.dumps(body)), 400, "geometry")
+    assert words in refused["description"]
