@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import geopandas as gpd
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -101,6 +102,20 @@ def extent(conn: Connection, layer: Layer) -> dict[str, Any]:
             result["temporal"] = {"interval": [[low.isoformat(), high.isoformat()]], "trs":
                                   "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"}
     return result
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula (OWASP's CSV injection)
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """A frame as CSV a spreadsheet opens safely: a text cell that would start a formula gets a leading ``'``."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if pd.api.types.is_object_dtype(safe[column]) or pd.api.types.is_string_dtype(safe[column]):
+            text = safe[column]
+            risky = text.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_START))
+            safe[column] = text.where(~risky, "'" + text.astype("string"))
+    return str(safe.to_csv(index=False))
 
 
 def to_frame(features_json: str, crs: Crs = queries.CRS84) -> gpd.GeoDataFrame:

@@ -306,3 +306,20 @@ def test_a_write_that_committed_answers_201_though_the_database_goes_after_it(cl
     assert posted.json()["properties"]["title"] == "Cháy sau khi ghi" and posted.headers["ETag"]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM incidents WHERE title = 'Cháy sau khi ghi'")).scalar() == 1
+
+
+def test_a_csv_export_neutralises_cells_a_spreadsheet_would_run(client, engine):
+    import csv
+    import io
+
+    key = auth.create_key(engine, "desk-csv", "operator")
+    names = ['=HYPERLINK("http://evil.example","x")', "@SUM(A1:A9)", "+1+1", "-2+3", "Camera Ngã ba"]
+    for name in names:
+        body = {"type": "Feature", "geometry": {"type": "Point", "coordinates": list(CITY)},
+                "properties": {"name": name}}
+        assert client.post("/collections/cameras/items", json=body,
+                           headers={"Authorization": f"Bearer {key}"}).status_code == 201
+    exported = client.get("/collections/cameras/items?f=csv&limit=10000&filter=" + "name LIKE '%'")
+    cells = {row["name"] for row in csv.DictReader(io.StringIO(exported.text))}
+    assert {"'" + n for n in names[:4]} | {names[4]} <= cells
+    assert not any(c.startswith(("=", "+", "-", "@")) for c in cells)

@@ -296,7 +296,7 @@ def items(
     if fmt == "csv":
         frame = features.to_frame(page.features, req.crs)
         frame["wkt"] = frame.geometry.to_wkt()
-        text = frame.drop(columns=frame.geometry.name).to_csv(index=False)
+        text = features.csv_text(frame.drop(columns=frame.geometry.name))
         return Response(text, media_type="text/csv; charset=utf-8", headers={
             **headers, "Content-Disposition": f'attachment; filename="{layer.id}.csv"'})
     if fmt == "gpkg":
