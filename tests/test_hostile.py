@@ -888,3 +888,11 @@ def test_geojson_that_rfc_7946_refuses_is_a_400_saying_why(hostile, unchanged, g
     body = {**INCIDENT, "geometry": geometry}
     refused = _refused(_post(hostile, json.dumps(body)), 400, "geometry")
     assert words in refused["description"]
+
+
+@pytest.mark.parametrize("path", ["/collections/incidents/items?limit=200", "/tiles/incidents/10/823/467.mvt"])
+def test_gzip_refused_with_quality_zero_is_not_sent(hostile, unchanged, path):
+    refused = httpx.get(f"{hostile.url}{path}", headers={"Accept-Encoding": "gzip;q=0, identity"}, timeout=30)
+    assert refused.status_code == 200 and "content-encoding" not in refused.headers
+    taken = httpx.get(f"{hostile.url}{path}", headers={"Accept-Encoding": "gzip"}, timeout=30)
+    assert taken.headers.get("content-encoding") == "gzip"

@@ -40,6 +40,29 @@ class _Responder(GZipResponder):
         return self._compressor
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` header takes gzip: named (or ``*``) with a quality above 0 (RFC 9110)."""
+    named: float | None = None
+    anything: float | None = None
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        coding = coding.strip().lower()
+        if coding in ("gzip", "x-gzip"):
+            named = quality
+        elif coding == "*":
+            anything = quality
+    chosen = named if named is not None else anything
+    return chosen is not None and chosen > 0
+
+
 class GZip(GZipMiddleware):
     """``GZipMiddleware`` whose gzip answers deflate with ``compressor``."""
 
@@ -50,7 +73,7 @@ class GZip(GZipMiddleware):
             return
         # as GZipMiddleware.__call__ chooses, with this module's responder for clients that accept gzip
         responder: IdentityResponder
-        if "gzip" in Headers(scope=scope).get("Accept-Encoding", ""):
+        if accepts_gzip(Headers(scope=scope).get("Accept-Encoding", "")):
             responder = _Responder(self.app, self.minimum_size, compresslevel=self.compresslevel,
                                    thread_minimum_size=self.thread_minimum_size,
                                    exclude_content_types=self.exclude_content_types)

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gis_ioc import db, glyphs, limits, tile_cells, tiles
 from gis_ioc.catalog import Catalog
 from gis_ioc.errors import NotFound
+from gis_ioc.web.compress import accepts_gzip
 from gis_ioc.web.deps import CatalogDep, Heavy, ReadEngineDep, SettingsDep, keyless_public_read
 from gis_ioc.web.formats import not_modified
 
@@ -65,7 +66,7 @@ async def tile_response(request: Request, engine: Engine, catalog: Catalog, laye
     headers = {"ETag": found.etag, "Cache-Control": f"{kept_by}, max-age=5", "Vary": "Accept-Encoding"}
     if not_modified(request, found.etag):
         return Response(status_code=304, headers=headers)
-    if "gzip" in request.headers.get("accept-encoding", ""):
+    if accepts_gzip(request.headers.get("accept-encoding", "")):
         return Response(found.gzipped, media_type=MVT, headers={**headers, "Content-Encoding": "gzip"})
     return Response(found.data, media_type=MVT, headers=headers)
 
