@@ -896,3 +896,19 @@ def test_gzip_refused_with_quality_zero_is_not_sent(hostile, unchanged, path):
     assert refused.status_code == 200 and "content-encoding" not in refused.headers
     taken = httpx.get(f"{hostile.url}{path}", headers={"Accept-Encoding": "gzip"}, timeout=30)
     assert taken.headers.get("content-encoding") == "gzip"
+
+
+def test_a_client_that_leaves_mid_body_leaves_one_line_not_a_traceback(hostile, unchanged):
+    host, port = urlparse(hostile.url).hostname, urlparse(hostile.url).port
+    before = hostile.log.read_text(errors="replace")
+    for _ in range(3):
+        with socket.create_connection((host, port)) as sock:
+            sock.sendall((f"POST /collections/incidents/items HTTP/1.1\r\nHost: {host}\r\n"
+                          f"Authorization: Bearer {hostile.keys['operator']}\r\n"
+                          "Content-Type: application/geo+json\r\nContent-Length: 100000\r\n\r\n"
+                          '{"type": "Feature", ').encode())
+            time.sleep(0.3)
+    assert httpx.get(f"{hostile.url}/health", timeout=10).status_code == 200
+    time.sleep(0.5)
+    added = hostile.log.read_text(errors="replace")[len(before):]
+    assert "Traceback" not in added, added[-3000:]

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -169,6 +170,9 @@ class Guard:
             await self.app(scope, receive, send_guarded)
         except _HeadDone:
             pass
+        except ClientDisconnect:  # gone while its body arrived: nothing to answer, nothing to trace
+            log.info("request %s %s %s: the client left before its body was complete", request_id, method,
+                     scope.get("path"))
         except Exception as exc:  # the last word: never a traceback to the client, never a dropped connection
             if isinstance(exc, ExceptionGroup) and exc.split(_HeadDone)[1] is None:
                 return  # a HEAD of a stream, ended inside the stream's task group
