@@ -912,3 +912,11 @@ def test_a_client_that_leaves_mid_body_leaves_one_line_not_a_traceback(hostile, 
     time.sleep(0.5)
     added = hostile.log.read_text(errors="replace")[len(before):]
     assert "Traceback" not in added, added[-3000:]
+
+
+@pytest.mark.parametrize("layer_id", ["a" * 41, "b" * 63])
+def test_a_new_layer_id_too_long_for_its_tables_is_a_400_naming_id(hostile, unchanged, layer_id):
+    csv = f"name,lon,lat\nX,{CITY[0]},{CITY[1]}\n".encode()
+    created = httpx.post(f"{hostile.url}/collections", headers=_bearer(hostile.keys["admin"]),
+                         files={"file": ("places.csv", csv)}, data={"id": layer_id, "crs": "EPSG:4326"}, timeout=30)
+    assert "at most 40 characters" in _refused(created, 400, "id")["description"]

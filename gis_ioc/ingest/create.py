@@ -72,6 +72,9 @@ def _infer_geometry(geoms: gpd.GeoSeries) -> list[GeometryType]:
         raise IngestError(f"unsupported geometry types: {', '.join(sorted(present))}", param="geometry") from None
 
 
+MAX_NEW_LAYER_ID = 40  # the id names a table; a load's shadow and the indexes add up to 23 characters
+
+
 def import_layer(
     engine: Engine,
     catalog: Catalog,
@@ -96,6 +99,9 @@ def import_layer(
         raise IngestError(
             f"layer id {layer_id!r} must start with a letter and hold only a-z, 0-9 and _", param="id"
         )
+    if len(layer_id) > MAX_NEW_LAYER_ID:
+        raise IngestError(f"layer id {layer_id[:20]!r}…: at most {MAX_NEW_LAYER_ID} characters (its table, shadow "
+                          "and index names add to it within PostgreSQL's 63)", param="id")
     try:
         catalog.get(layer_id)
     except LayerNotFound:

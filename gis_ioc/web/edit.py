@@ -231,7 +231,8 @@ NEW_LAYER_FORM = {
         "type": "object", "required": ["file", "id"],
         "properties": {
             "file": {"type": "string", "format": "binary", "description": "The file"},
-            "id": {"type": "string", "pattern": LAYER_ID, "description": "Id of the new layer"},
+            "id": {"type": "string", "pattern": LAYER_ID, "maxLength": ingest.MAX_NEW_LAYER_ID,
+                   "description": "Id of the new layer"},
             "title": {"type": "string", "maxLength": 200},
             "crs": {"type": "string", "maxLength": 200},
             "datetime_column": {"type": "string", "maxLength": 63},
