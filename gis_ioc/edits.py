@@ -8,6 +8,7 @@ follow the lifecycle and stamp their times.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,7 +71,17 @@ def check_geojson(value: Any, param: str = "geometry") -> None:
         known = next((k for k in POSITION_DEPTH if isinstance(kind, str) and k.lower() == kind.lower()), None)
         hint = f" (types are case-sensitive: {known})" if known else ""
         raise InvalidInput(f"{param}: {str(kind)[:40]!r} is not a GeoJSON geometry type{hint}", param=param)
-    _check_positions(value.get("coordinates"), POSITION_DEPTH[kind], kind, param)
+    coordinates: Any = value["coordinates"] if "coordinates" in value else None
+    _check_positions(coordinates, POSITION_DEPTH[kind], kind, param)
+    lines = [coordinates] if kind == "LineString" else coordinates if kind == "MultiLineString" else []
+    if any(len(line) < 2 for line in lines):
+        raise InvalidInput(f"{param}: a line needs at least two positions", param=param)
+    rings = coordinates if kind == "Polygon" else [r for p in coordinates for r in p] if kind == "MultiPolygon" \
+        else []
+    for ring in rings:
+        if len(ring) < 4 or list(ring[0]) != list(ring[-1]):
+            raise InvalidInput(f"{param}: a polygon's ring is closed (its last position is its first) and has at "
+                               "least four positions", param=param)
 
 
 def _check_positions(value: Any, depth: int, kind: str, param: str) -> None:
@@ -101,7 +112,7 @@ def _geometry(layer: Layer, value: Any, region: tuple[float, float, float, float
     try:
         geom = shapely.geometry.shape(value)
     except Exception as err:  # shapely raises several types (GeometryTypeError for an unknown type)
-        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        reason = re.sub(r"^\w+Exception: ", "", str(err).splitlines()[0])[:120] if str(err) else "unreadable"
         raise InvalidInput(f"geometry: not a valid GeoJSON {str(value.get('type'))[:40]}: {reason}",
                            param="geometry") from None
     if geom.is_empty:

@@ -920,3 +920,15 @@ def test_a_new_layer_id_too_long_for_its_tables_is_a_400_naming_id(hostile, unch
     created = httpx.post(f"{hostile.url}/collections", headers=_bearer(hostile.keys["admin"]),
                          files={"file": ("places.csv", csv)}, data={"id": layer_id, "crs": "EPSG:4326"}, timeout=30)
     assert "at most 40 characters" in _refused(created, 400, "id")["description"]
+
+
+@pytest.mark.parametrize("geometry, words", [
+    ({"type": "Polygon", "coordinates": [[[CITY[0], CITY[1]], [CITY[0] + 0.01, CITY[1]],
+                                          [CITY[0] + 0.01, CITY[1] + 0.01]]]}, "ring is closed"),
+    ({"type": "LineString", "coordinates": [[CITY[0], CITY[1]]]}, "at least two positions"),
+    ({"type": "MultiPolygon", "coordinates": [[[[CITY[0], CITY[1]], [CITY[0] + 0.01, CITY[1]]]]]}, "ring is closed"),
+])
+def test_a_broken_geometry_is_said_plainly_without_library_words(hostile, unchanged, geometry, words):
+    refused = _refused(_post(hostile, json.dumps({**INCIDENT, "geometry": geometry})), 400, "geometry")
+    assert words in refused["description"]
+    assert "Exception" not in refused["description"] and "numpy" not in refused["description"]
