@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 
@@ -245,15 +246,24 @@ def test_a_long_description_reaches_many_walls_cut_to_a_popups_worth(server, eng
     body = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [108.003, 14.35]},
             "properties": {"type": "fire", "severity": "severe", "title": "Cháy kho", "source": "114",
                            "description": description}}
+    walls, subscribed, seen = 8, threading.Barrier(9, timeout=20), []
 
-    def post() -> None:
-        r = httpx.post(f"{server}/collections/incidents/items", json=body, headers={"Authorization": f"Bearer {key}"})
-        assert r.status_code == 201, r.text
+    def wall() -> None:
+        seen.extend(_events(server, 1, subscribed.wait))
 
-    (event,) = _events(server, 1, post)
-    shown = event["data"]["feature"]["properties"]["description"]
-    assert shown == description[:limits.EVENT_TEXT_CHARS] + "…"
-    whole = httpx.get(f"{server}/collections/incidents/items/{event['data']['id']}").json()
+    threads = [threading.Thread(target=wall) for _ in range(walls)]
+    for thread in threads:
+        thread.start()
+    subscribed.wait()  # every wall has its hello: the write reaches them all
+    r = httpx.post(f"{server}/collections/incidents/items", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 201, r.text
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(seen) == walls
+    for event in seen:
+        shown = event["data"]["feature"]["properties"]["description"]
+        assert shown == description[:limits.EVENT_TEXT_CHARS] + "…"
+    whole = httpx.get(f"{server}/collections/incidents/items/{seen[0]['data']['id']}").json()
     assert whole["properties"]["description"] == description
 
 

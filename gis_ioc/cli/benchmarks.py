@@ -227,25 +227,32 @@ def bench_soak(
     port: Annotated[int, typer.Option(help="Port for the served process.")] = 8097,
     restart_command: Annotated[str | None, typer.Option(help="How to restart PostgreSQL half way, when it is not "
                                                              "gis-ioc's private cluster.")] = None,
+    restart: Annotated[bool, typer.Option(help="Restart PostgreSQL half way.")] = True,
+    hostile: Annotated[bool, typer.Option(help="Add the hostile mix: clients that never read big pages, incidents "
+                                               "with the longest text to the live clients, a 40,000-vertex road "
+                                               "and routes.")] = False,
 ) -> None:
     """Mixed traffic (items, tiles, analysis, writes, 50 live-event clients), PostgreSQL restarted half way."""
-    from gis_ioc.soak import soak
+    from gis_ioc.soak import SLOW_READERS, soak
 
     settings = _settings()
     _engine(settings).dispose()  # migrations applied, the database reachable
-    result = soak(settings, minutes, port, restart_command, log=lambda m: err_console.print(f"gis-ioc: {m}"))
-    table = Table(title=f"soak: {minutes:g} min over {result['incidents']:,} incidents, PostgreSQL restarted "
-                        f"half way (away {result['restart_down_s']} s)")
-    for col in ("kind", "requests", "p50 ms", "p99 ms", "errors", "back after restart s"):
+    result = soak(settings, minutes, port, restart_command, log=lambda m: err_console.print(f"gis-ioc: {m}"),
+                  restart=restart, hostile=hostile)
+    mix = f", hostile mix ({SLOW_READERS} clients that never read)" if hostile else ""
+    away = f"PostgreSQL restarted half way (away {result['restart_down_s']} s)" if restart else "no restart"
+    table = Table(title=f"soak: {minutes:g} min over {result['incidents']:,} incidents, {away}{mix}")
+    for col in ("kind", "requests", "p50 ms", "p99 ms", "errors", *(["back after restart s"] if restart else [])):
         table.add_column(col, justify="left" if col == "kind" else "right")
     for kind, figures in result["kinds"].items():
         table.add_row(kind, f"{figures['n']:,}", f"{figures['p50_ms']}", f"{figures['p99_ms']}",
-                      str(figures["errors"]), str(result["recovery_s"].get(kind)))
+                      str(figures["errors"]), *([str(result["recovery_s"].get(kind))] if restart else []))
     out.print(table)
     for label, key in (("errors outside the restart window", "errors_outside_restart"),
                        ("errors inside it", "errors_in_restart"), ("slowest recovery, s", "recovery_max_s"),
                        ("writes acknowledged", "writes_acknowledged"), ("acknowledged writes lost", "writes_lost"),
                        ("live events received (50 clients)", "events_received"), ("server alive", "server_alive"),
+                       ("pages asked for and never read", "slow_requests"),
                        ("RSS after warm-up, MB", "rss_after_warmup_mb"), ("RSS at the end, MB", "rss_end_mb"),
                        ("RSS growth after warm-up, %", "rss_growth_pct")):
         out.print(f"{label}: {result[key]}")
