@@ -10,16 +10,19 @@ standard ones too, although a read-only open fires none).
 The drivers kept follow no file reference: KML's NetworkLinks and external styles are not fetched, a
 Shapefile's sidecars are beside it (in a zip, inside the zip), CSV and FlatGeobuf hold data only. A URL
 GDAL would fetch while reading (a GeoJSON ``crs`` naming one) is answered by a fetch callback that
-fetches nothing: once this module has checked a file, GDAL's HTTP client in the process is off.
+fetches nothing, pushed for the thread while it reads (``offline``): other GDAL work in the process (a
+notebook reading a WFS) keeps its network.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from gis_ioc.errors import IngestError
@@ -69,11 +72,13 @@ class _Gdal:
         self._strdup = library.CPLStrdup
         self._strdup.restype = ctypes.c_void_p
         self._strdup.argtypes = [ctypes.c_char_p]
-        self._no_fetch = _FETCH(self._refuse_fetch)  # kept alive for as long as GDAL may call it
-        set_fetch = library.CPLHTTPSetFetchCallback
-        set_fetch.restype = None
-        set_fetch.argtypes = [_FETCH, ctypes.c_void_p]
-        set_fetch(self._no_fetch, None)
+        self.no_fetch = _FETCH(self._refuse_fetch)  # kept alive for as long as GDAL may call it
+        self.push_fetch = library.CPLHTTPPushFetchCallback
+        self.push_fetch.restype = ctypes.c_int
+        self.push_fetch.argtypes = [_FETCH, ctypes.c_void_p]
+        self.pop_fetch = library.CPLHTTPPopFetchCallback
+        self.pop_fetch.restype = ctypes.c_int
+        self.pop_fetch.argtypes = []
 
     def _refuse_fetch(self, *_: object) -> int | None:
         """Every HTTP fetch GDAL asks for answered as failed, in memory GDAL frees (CPLHTTPDestroyResult)."""
@@ -87,10 +92,7 @@ class _Gdal:
 
 @functools.cache
 def _gdal() -> _Gdal:
-    """The very library pyogrio uses (its wheel ships one of its own), found among the process's mappings.
-
-    Its HTTP client is turned off here, before any file is opened.
-    """
+    """The very library pyogrio uses (its wheel ships one of its own), found among the process's mappings."""
     import pyogrio  # noqa: F401  (loads GDAL into the process)
 
     maps = Path("/proc/self/maps")
@@ -102,10 +104,23 @@ def _gdal() -> _Gdal:
     return _Gdal(ctypes.CDLL(name))
 
 
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """GDAL fetches nothing over HTTP in this thread for the duration (a callback that answers every fetch failed)."""
+    gdal = _gdal()
+    if not gdal.push_fetch(gdal.no_fetch, None):
+        raise RuntimeError("GDAL refused the fetch callback")
+    try:
+        yield
+    finally:
+        gdal.pop_fetch()
+
+
 def identify(target: str) -> str | None:
     """The short name of the vector driver GDAL would open ``target`` with (None: none would)."""
     gdal = _gdal()
-    handle = gdal.identify(target.encode(), _GDAL_OF_VECTOR, None, None)
+    with offline():
+        handle = gdal.identify(target.encode(), _GDAL_OF_VECTOR, None, None)
     if not handle:
         return None
     name = gdal.short_name(handle)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,7 +98,8 @@ def open_source(path: Path | str, source_layer: str | None = None) -> Source:
         return source
     drivers.check(path, target, ".shp" if path.is_dir() else suffix)
     try:
-        layers = pyogrio.list_layers(target)
+        with drivers.offline():
+            layers = pyogrio.list_layers(target)
     except Exception as err:  # pyogrio raises several GDAL error types
         raise source.fail(err) from None
     if source_layer is None and len(layers) > 1 and suffix != ".kml":
@@ -110,7 +112,8 @@ def read_file(path: Path | str, source_layer: str | None = None) -> gpd.GeoDataF
     """Read a whole vector file with pyogrio; a missing, unreadable or empty file is an ``IngestError``."""
     source = open_source(path, source_layer)
     try:
-        frame = pyogrio.read_dataframe(source.target, layer=source_layer, use_arrow=True, **source.options)
+        with drivers.offline():
+            frame = pyogrio.read_dataframe(source.target, layer=source_layer, use_arrow=True, **source.options)
     except Exception as err:
         raise source.fail(err) from None
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame:
@@ -148,12 +151,19 @@ def read_batches(source: Source, batch_rows: int) -> Iterator[gpd.GeoDataFrame]:
         yield cap.read_file(source.path)
         return
     try:
-        with pyogrio.open_arrow(source.target, layer=source.layer, batch_size=batch_rows, use_pyarrow=True,
-                                **source.options) as (meta, reader):
+        # each step in the thread that takes it (the first in the caller's, the rest in the loader's), offline
+        with contextlib.ExitStack() as stack:
+            with drivers.offline():
+                meta, reader = stack.enter_context(pyogrio.open_arrow(
+                    source.target, layer=source.layer, batch_size=batch_rows, use_pyarrow=True, **source.options))
             geometry = meta["geometry_name"] or "wkb_geometry"
             if meta["geometry_type"] is None:
                 raise source.no_geometry()
-            for batch in reader:
+            while True:
+                with drivers.offline():
+                    batch = next(reader, None)
+                if batch is None:
+                    break
                 table = pa.Table.from_batches([batch])
                 geoms = geometries(table.column(geometry))
                 frame = table.drop_columns([geometry]).to_pandas(types_mapper={pa.large_string(): pd.StringDtype(),

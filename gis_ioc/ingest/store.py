@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from gis_ioc import db
 from gis_ioc.catalog import Catalog, Layer, quote_ident, quote_table
 from gis_ioc.errors import IngestError, QueryTimeout
-from gis_ioc.ingest import crs_check, derive, replace, rows
+from gis_ioc.ingest import crs_check, derive, drivers, replace, rows
 from gis_ioc.ingest.derive import CommuneLookup
 from gis_ioc.ingest.read import open_source, read_batches
 from gis_ioc.ingest.replace import Written
@@ -451,8 +451,9 @@ def load(
     source_crs = parse_crs(crs)
     source = open_source(path, source_layer)
     try:
-        total = -1 if source.is_cap else int(pyogrio.read_info(source.target, layer=source_layer,
-                                                               **source.options)["features"])
+        with drivers.offline():
+            total = -1 if source.is_cap else int(pyogrio.read_info(source.target, layer=source_layer,
+                                                                   **source.options)["features"])
     except Exception:  # a count is only needed for the progress bar, the chunk size and the bulk decision
         total = -1
     batches = read_batches(source, CHUNK_ROWS if total < 0 or total >= BIG_FILE_ROWS else
