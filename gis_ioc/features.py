@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +55,52 @@ def items_page(conn: Connection, layer: Layer, req: ItemsRequest) -> Page:
         return Page(features, returned, returned)
     if req.after is not None:
         return Page(features, returned, None, following)
+    return Page(features, returned, count_matched(conn, layer, req), following)
+
+
+def count_matched(conn: Connection, layer: Layer, req: queries.ItemsRequest) -> int | None:
+    """``numberMatched``: exact up to ``queries.COUNT_BOUND``, a whole layer's within its budget, else None."""
     counted = int(conn.execute(queries.count_statement(layer, req, queries.COUNT_BOUND)).scalar_one())
     if counted <= queries.COUNT_BOUND:
-        return Page(features, returned, counted, following)
+        return counted
     if queries.filtered(req):
-        return Page(features, returned, None, following)
-    return Page(features, returned, count_within(conn, queries.count_statement(layer, req)), following)
+        return None
+    return count_within(conn, queries.count_statement(layer, req))
+
+
+@dataclass
+class Streamed:
+    """A page sent as it was read: its features' JSON, in pieces, then what the rows said of the page."""
+
+    returned: int = 0
+    next_cursor: str | None = None
+
+
+def stream_page(conn: Connection, layer: Layer, req: queries.ItemsRequest, streamed: Streamed,
+                piece_chars: int = 256 * 1024) -> Iterator[str]:
+    """The features of a page as comma-separated JSON, in pieces of about ``piece_chars``.
+
+    The rows come through a server-side cursor a few hundred at a time, so a page of 10,000 features is never
+    whole in memory. ``streamed`` is filled as the rows pass: how many, and the next page's cursor.
+    """
+    keys = queries.sort_keys(layer, req)
+    result = conn.execution_options(yield_per=500).execute(queries.items_rows_statement(layer, req))
+    pieces: list[str] = []
+    size, last = 0, None
+    for feature, sort_values in result:
+        if streamed.returned == req.limit:  # the row after the page: another page follows
+            streamed.next_cursor = queries.encode_cursor(keys, json.loads(last)) if last else None
+            break
+        pieces.append(feature if not streamed.returned else "," + feature)
+        streamed.returned += 1
+        size += len(feature)
+        last = sort_values
+        if size >= piece_chars:
+            yield "".join(pieces)
+            pieces, size = [], 0
+    result.close()
+    if pieces:
+        yield "".join(pieces)
 
 
 def count_within(conn: Connection, statement: sa.Select[Any], budget_ms: int = queries.COUNT_BUDGET_MS) -> int | None:

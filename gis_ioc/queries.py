@@ -404,13 +404,29 @@ def items_statement(layer: Layer, req: ItemsRequest) -> sa.Select[str, int, Any,
     Returns the features as a JSON array (text), how many, whether another page follows (one row
     more is read to know), and the last row's sort values (the next page's cursor).
     """
+    page = _page_rows(layer, req)
+    # row_number counts the rows OFFSET skips too
+    return sa.select(*_page_columns(page, req.offset + req.limit))
+
+
+def items_rows_statement(layer: Layer, req: ItemsRequest) -> sa.Select[str, str]:
+    """A page's rows one by one, for a page sent as it is read: each feature's JSON and its sort values (text).
+
+    One row more than the page is read, to know that another page follows.
+    """
+    page = _page_rows(layer, req)
+    return sa.select(sa.cast(page.c.feature, sa.Text), sa.cast(page.c.sort_values, sa.Text)).order_by(page.c.rn)
+
+
+def _page_rows(layer: Layer, req: ItemsRequest) -> sa.Subquery:
+    """The rows of a page and the one after it: the feature's JSON, its sort values, its number (``rn``)."""
     table = table_of(layer)
     keys = sort_keys(layer, req)
     ordering = order_by(layer, table, req)
     where = conditions(layer, req, table)
     if req.after is not None:
         where.append(after_cursor(table, keys, req.after))
-    page = (
+    return (
         sa.select(feature_json(layer, table, req, decimals_for(req.crs)).label("feature"),
                   sa.func.json_build_array(*[table.c[n] for n, _ in keys]).label("sort_values"),
                   sa.func.row_number().over(order_by=ordering).label("rn"))
@@ -420,8 +436,6 @@ def items_statement(layer: Layer, req: ItemsRequest) -> sa.Select[str, int, Any,
         .offset(req.offset)
         .subquery("page")
     )
-    # row_number counts the rows OFFSET skips too
-    return sa.select(*_page_columns(page, req.offset + req.limit))
 
 
 def first_page_statement(layer: Layer, req: ItemsRequest, few: int) -> sa.Select[str, int, Any, str, int]:

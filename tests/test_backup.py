@@ -82,3 +82,61 @@ def test_restore_of_a_file_that_is_not_a_dump_is_one_line(server_url, tmp_path, 
         assert code == 2 and "does not exist" in err
     finally:
         _drop(server_url, "gis_ioc_test_restore_bogus")
+
+
+def _months(engine: sa.Engine) -> dict[str, int]:
+    """Rows per month partition, in the layer and in its archive (schema.partition: rows)."""
+    with engine.connect() as conn:
+        parts = conn.execute(sa.text(
+            "SELECT n.nspname || '.' || c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.inhparent IN "
+            "('public.incidents'::regclass, 'archive.incidents'::regclass) ORDER BY 1")).scalars().all()
+        return {p: int(conn.execute(sa.text(f"SELECT count(*) FROM {p}")).scalar_one()) for p in parts}
+
+
+@pytest.mark.parametrize("layers_only", [False, True], ids=["whole", "layers-only"])
+def test_a_database_with_two_years_of_months_and_archived_ones_restores_whole(server_url, demo_url, tmp_path,
+                                                                              run_cli, layers_only):
+    from datetime import date
+
+    from gis_ioc import partitions
+
+    archive = tmp_path / "gis-ioc.dump"
+    with demo_copy(server_url, demo_url, "gis_ioc_test_dump_years") as source:
+        src = db.make_engine(source, pool_size=2)
+        with src.begin() as conn:  # months back to early 2025 (as the demo a user makes), some of them archived
+            conn.execute(sa.text("SELECT gis_ioc_month_partitions('public.incidents', '2024-11-15', '2025-06-15')"))
+            conn.execute(sa.text(
+                "INSERT INTO incidents (type, severity, status, source, title, reported_at, geom) "
+                "SELECT type, severity, status, source, title || ' (old)', "
+                "timestamptz '2024-11-03 08:00+07' + (row_number() OVER (ORDER BY id)) * interval '7 hours', geom "
+                "FROM incidents ORDER BY id LIMIT 1500"))
+        archived = partitions.archive(src, date(2025, 1, 1))
+        assert archived.months and archived.rows > 0
+        before_months = _months(src)
+        assert any(p.startswith("archive.") for p in before_months) and "public.incidents_p202503" in before_months
+        before = {t: table_snapshot(src, t) for t in [*TABLES, "archive.incidents"]}
+        src.dispose()
+        code, _out, err = run_cli("db", "dump", str(archive), *(["--layers-only"] if layers_only else []),
+                                  env={"GIS_IOC_DATABASE_URL": source})
+        assert code == 0, err
+
+    target = _fresh(server_url, "gis_ioc_test_restored_years")
+    try:
+        code, out, err = run_cli("db", "restore", str(archive), env={"GIS_IOC_DATABASE_URL": target})
+        assert code == 0, err
+        engine = db.make_engine(target, pool_size=2)
+        try:
+            assert _months(engine) == before_months
+            for table, snapshot in before.items():
+                assert table_snapshot(engine, table) == snapshot, table
+            key = auth.create_key(engine, "after-restore-years", "operator")
+            with TestClient(create_app(Settings(database_url=target, home=tmp_path / "home"))) as client:
+                created = client.post("/collections/incidents/items", json=INCIDENT, headers=bearer(key))
+                assert created.status_code == 201, created.text
+                stats = client.get("/analysis/stats?layer=incidents&start=2025-02-01&end=2025-04-01").json()
+                assert stats, stats
+        finally:
+            engine.dispose()
+    finally:
+        _drop(server_url, "gis_ioc_test_restored_years")

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 import geopandas as gpd
+import httpx
 import pyogrio
 import pytest
 import sqlalchemy as sa
@@ -385,3 +386,22 @@ def test_a_features_etag_follows_its_layer_file(demo_url, tmp_path):
                 kept = c.get(f"/collections/cameras/items/{fid}").headers["etag"]
             answers.append(c.get(f"/collections/cameras/items/{fid}", headers={"If-None-Match": kept}).status_code)
     assert answers == [304, 304, 200]
+
+
+def test_a_big_page_is_sent_as_it_is_read_and_holds_what_small_pages_hold(server):
+    big = httpx.get(f"{server}/collections/incidents/items?limit=2500", timeout=60,
+                    headers={"Accept-Encoding": "identity"})
+    assert big.status_code == 200 and big.headers["content-type"].startswith("application/geo+json")
+    assert "content-length" not in big.headers and big.headers.get("transfer-encoding") == "chunked"
+    body = big.json()
+    assert body["type"] == "FeatureCollection" and body["numberReturned"] == len(body["features"]) == 2500
+    small: list[dict] = []  # type: ignore[type-arg]
+    url = f"{server}/collections/incidents/items?limit=1000"
+    while len(small) < 3000:
+        page = httpx.get(url, timeout=60).json()
+        small += page["features"]
+        url = next(link["href"] for link in page["links"] if link["rel"] == "next")
+    assert [f["id"] for f in body["features"]] == [f["id"] for f in small[:2500]]
+    assert body["features"][1234] == small[1234]
+    following = next(link["href"] for link in body["links"] if link["rel"] == "next")
+    assert httpx.get(following, timeout=60).json()["features"][0] == small[2500]

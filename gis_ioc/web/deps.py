@@ -232,4 +232,4 @@ ITEM_FORMATS = ("json", "html", "csv", "gpkg")
 HEAVY_WAIT_S = 15.0
 HEAVY_QUEUE = 32
 Heavy = Depends(heavy_slot)
-Export = Depends(export_slot)
+Export = Depends(export_slot, scope="request")  # held until the page is sent: a big one is streamed

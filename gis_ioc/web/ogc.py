@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import threading
+from collections.abc import AsyncIterator, Generator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastPath
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from gis_ioc import duplicates, edits, features, limits, queries
 from gis_ioc.catalog import JSON_SCHEMA_TYPES, Layer, Property, definition_digest
@@ -290,9 +294,12 @@ def items(
     tag = _page_etag(request, layer, fmt)
     if tag is not None and not_modified(request, tag):
         return Response(status_code=304, headers={"ETag": tag})
+    headers = {"Content-Crs": f"<{req.crs.uri}>", **({"ETag": tag} if tag else {})}
+    if fmt == "json" and req.limit > limits.LIGHT_PAGE_ITEMS:
+        pieces = _Pieces(_streamed_items(request, engine, layer, req))
+        return StreamingResponse(pieces.sent(), media_type=GEOJSON, headers=headers)
     with engine.connect() as conn:
         page = features.items_page(conn, layer, req)
-    headers = {"Content-Crs": f"<{req.crs.uri}>", **({"ETag": tag} if tag else {})}
     if fmt == "csv":
         frame = features.to_frame(page.features, req.crs)
         frame["wkt"] = frame.geometry.to_wkt()
@@ -315,6 +322,55 @@ def items(
     # The features come from PostgreSQL as JSON text; they are spliced in, not parsed again.
     body = json.dumps(head)[:-1] + ',"features":' + page.features + "}"
     return Response(body, media_type=GEOJSON, headers=headers)
+
+
+class _Pieces:
+    """A page made piece by piece in worker threads, and closed (its connection given back) however sending ends."""
+
+    def __init__(self, pieces: Generator[bytes, None, None]) -> None:
+        self._pieces = pieces
+        self._lock = threading.Lock()  # a piece still being made when the client left is made before closing
+
+    def _next(self) -> bytes | None:
+        with self._lock:
+            return next(self._pieces, None)
+
+    def _close(self) -> None:
+        with self._lock:
+            self._pieces.close()
+
+    async def sent(self) -> AsyncIterator[bytes]:
+        """The pieces for the response; a client that leaves (or is dropped) closes them at once."""
+        try:
+            while (piece := await run_in_threadpool(self._next)) is not None:
+                yield piece
+        finally:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(self._close)
+
+
+def _streamed_items(request: Request, engine: Any, layer: Layer,
+                    req: queries.ItemsRequest) -> Generator[bytes, None, None]:
+    """A big page of GeoJSON sent as PostgreSQL writes its features: the features first, then what they said.
+
+    Members of a JSON object have no order, so ``numberReturned`` and the ``next`` link, known once the rows are
+    read, follow the features. The page holds its heavy-work place and a connection until it is sent; a client
+    that stops reading is dropped by the server (``GIS_IOC_SEND_STALL_S``), which ends both.
+    """
+    streamed = features.Streamed()
+    with engine.connect() as conn:
+        counted = features.count_matched(conn, layer, req) if req.after is None else None
+        yield b'{"type": "FeatureCollection", "features": ['
+        for piece in features.stream_page(conn, layer, req, streamed):
+            yield piece.encode()
+    page = features.Page("", streamed.returned, counted, streamed.next_cursor)
+    tail = {
+        "numberReturned": page.returned,
+        **({"numberMatched": page.matched} if page.matched is not None else {}),
+        "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "links": _page_links(request, req, page, "json"),
+    }
+    yield ("], " + json.dumps(tail)[1:]).encode()
 
 
 def _page_etag(request: Request, layer: Layer, fmt: str) -> str | None:
