@@ -30,6 +30,7 @@ from gis_ioc.errors import DatabaseUnavailable, InvalidInput
 LAYER_TABLES = ["public.admin_units", "public.admin_lineage", "public.cameras", "public.incidents",
                 "public.infrastructure", "public.layer_registry", "public.layer_notes"]
 PARTITIONED_TABLES = ["public.incidents"]  # by month (migration 020): their rows are in incidents_pYYYYMM
+ARCHIVE_SCHEMA = "archive"  # months detached from a layer (gis-ioc db archive): archive.incidents_pYYYYMM
 SERVICE_TABLES = ["public.api_keys", "public.audit_log"]  # in a whole-database dump only
 IMPORTED_SCHEMA = "user_layers"
 
@@ -56,8 +57,28 @@ INSERT INTO layer_versions AS v (table_name)
     ON CONFLICT (table_name) DO UPDATE SET version = v.version + 1, changed_at = now();
 -- rows of months the database had no partition for went to the default partition: each month gets its own
 SELECT gis_ioc_month_partitions(to_regclass(table_name), now(), now() + interval '2 months') FROM month_partitioned;
+SELECT gis_ioc_recount_incidents();
 UPDATE tile_cell_config SET stale = true;
 SELECT gis_ioc_rebuild_cells(layer_table) FROM tile_cell_config;
+"""
+# Before the rows: the months the archive holds, in the layer and in its archive, so that the rows (loaded through
+# the partitioned table) find them and pg_restore's statements about each month have their table.
+BEFORE_RESTORE = """
+SELECT pg_catalog.set_config('search_path', 'public', false);
+CREATE TEMP TABLE restored_months (schema_name text, parent text, month date) ON COMMIT DROP;
+INSERT INTO restored_months VALUES {months};
+SELECT gis_ioc_month_partitions(to_regclass(parent), month + 14, month + 14) FROM restored_months
+WHERE schema_name = 'public';
+DO $$
+DECLARE r record; tz text;
+BEGIN
+    FOR r IN SELECT * FROM restored_months WHERE schema_name = 'archive' LOOP
+        SELECT time_zone INTO tz FROM month_partitioned WHERE to_regclass(table_name) = to_regclass(r.parent);
+        EXECUTE format('CREATE TABLE IF NOT EXISTS archive.%I PARTITION OF archive.%I FOR VALUES FROM (%L) TO (%L)',
+                       split_part(r.parent, '.', 2) || '_p' || to_char(r.month, 'YYYYMM'), split_part(r.parent, '.', 2),
+                       r.month::timestamp AT TIME ZONE tz, (r.month + interval '1 month')::timestamp AT TIME ZONE tz);
+    END LOOP;
+END $$;
 """
 
 
@@ -110,6 +131,7 @@ def dump(url: str, path: Path, *, layers_only: bool = False) -> None:
     if layers_only:  # pg_dump 15 names no partition with --table: its months by their names
         args += [f"--table={t}" for t in LAYER_TABLES] + [f"--table={t}_p*" for t in PARTITIONED_TABLES]
         args += [f"--table={t}_default" for t in PARTITIONED_TABLES] + [f"--table={IMPORTED_SCHEMA}.*"]
+        args += [f"--table={ARCHIVE_SCHEMA}.{t.split('.', 1)[1]}_p*" for t in PARTITIONED_TABLES]
     try:
         _run(args, url, "pg_dump")
         partial.replace(path)  # a failed dump never leaves a file that looks whole
@@ -146,6 +168,8 @@ def _selected(entries: list[str]) -> list[str]:
         kind, schema, name = found["kind"], found["schema"], found["name"]
         if schema == IMPORTED_SCHEMA and kind not in ("SCHEMA", "ACL"):
             keep.append(line)
+        elif schema == ARCHIVE_SCHEMA and kind == "TABLE DATA" and months.match(name):
+            keep.append(line)
         elif schema == "public" and kind == "TABLE DATA" and (name in wanted or months.match(name)):
             keep.append(line)
         elif schema == "public" and kind == "SEQUENCE SET" and name.removesuffix("_id_seq") in wanted:
@@ -153,6 +177,20 @@ def _selected(entries: list[str]) -> list[str]:
     if not any(" TABLE DATA public admin_units " in line for line in keep):
         raise InvalidInput("FILE: the archive has no admin_units rows: it is not a gis-ioc dump", param="file")
     return keep
+
+
+def month_values(selected: list[str]) -> str:
+    """The months the selected entries hold, as SQL rows (schema, partitioned table, first day)."""
+    rows = []
+    for line in selected:
+        found = _ENTRY.match(line)
+        month = re.search(r"_p(\d{4})(\d{2})$", found["name"]) if found and found["kind"] == "TABLE DATA" else None
+        if found is None or month is None:
+            continue
+        parent = next((t for t in PARTITIONED_TABLES if found["name"].startswith(t.split(".", 1)[1] + "_p")), None)
+        if parent is not None and found["schema"] in ("public", ARCHIVE_SCHEMA):
+            rows.append(f"('{found['schema']}', '{parent}', DATE '{month[1]}-{month[2]}-01')")
+    return ", ".join(rows) or "(NULL, NULL, NULL)"
 
 
 def features_in(engine: Engine, catalog: Catalog) -> dict[str, int]:
@@ -178,7 +216,9 @@ def restore(url: str, engine: Engine, catalog: Catalog, archive: Path) -> Restor
         listing, after = Path(work, "entries.list"), Path(work, "after.sql")
         listing.write_text("\n".join(selected) + "\n")
         after.write_text(AFTER_RESTORE)
-        scripts = []
+        before = Path(work, "before.sql")
+        before.write_text(BEFORE_RESTORE.format(months=month_values(selected)))
+        scripts = [f"--file={before}"]
         # imported layers' tables, then the rows (data only, so triggers and foreign keys wait: the rows come
         # as they were, in any order), then the imported tables' indexes, keys and triggers
         for section in ("pre-data", "data", "post-data"):
