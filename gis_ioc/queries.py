@@ -240,6 +240,14 @@ def bbox_envelope(bbox: tuple[float, float, float, float], crs: Crs, param: str 
     xmin, ymin, xmax, ymax = bbox
     if crs.lat_lon:
         xmin, ymin, xmax, ymax = ymin, xmin, ymax, xmax
+    if xmin == xmax or ymin == ymax:  # a box of no area is a point or a line: what lies there (GEOS finds nothing
+        # in a polygon of no area)
+        if crs.srid != 4326:
+            xs, ys = _to_lonlat(crs.srid).transform([xmin, xmax], [ymin, ymax])
+            xmin, xmax, ymin, ymax = float(xs[0]), float(xs[1]), float(ys[0]), float(ys[1])
+        shape = shapely.Point(xmin, ymin) if (xmin, ymin) == (xmax, ymax) else \
+            shapely.LineString([(xmin, ymin), (xmax, ymax)])
+        return sa.func.ST_GeomFromText(shape.wkt, 4326)
     if crs.srid == 4326:
         return sa.func.ST_MakeEnvelope(xmin, ymin, xmax, ymax, 4326)
     steps = np.linspace(0.0, 1.0, 17)
