@@ -42,6 +42,33 @@ def parse_instant(text: str, param: str, end: bool = False) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+_WANTS_VALUE = {"GEOMETRY", "Identifier", "DECIMAL", "SingleQuotedString", "Double", "True", "False", "Null"}
+_WANTS_OPERATOR = {"And", "Or", "Eq", "Gt", "Lt", "NotEq", "Add", "IsNullPostfix"}
+
+
+def plain_parse_error(message: str, text: str) -> str:
+    """The CQL2 parser's report (a pest dump of several lines) said in one: where, and what was expected."""
+    at = re.search(r"-->\s*(\d+):(\d+)", message)
+    expected = set(re.findall(r"\w+", message.split("= expected", 1)[1])) if "= expected" in message else set()
+    if at is None:
+        lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+        return (lines[0] if lines else "the text cannot be read")[:200]
+    line, column = int(at[1]), int(at[2])
+    offset = sum(len(row) + 1 for row in text.split("\n")[:line - 1]) + column - 1
+    if expected & _WANTS_VALUE:
+        wanted = "a value (a property, a number, 'text', TRUE, FALSE, NULL or a geometry)"
+    elif expected & _WANTS_OPERATOR:
+        wanted = "an operator (=, <, >, <>, LIKE, IN, BETWEEN, IS NULL, AND, OR…)"
+        if "EOI" in expected:
+            wanted += " or the end"
+    else:
+        wanted = "something else"
+    found = text[offset:offset + 20].strip()
+    if not found and text.count("(") > text.count(")"):
+        wanted += " or ')'"
+    return f"at character {offset + 1} ({'the end' if not found else f'before {found!r}'}): expected {wanted}"
+
+
 def parse_filter(value: str, lang: str | None) -> dict[str, Any]:
     """CQL2 text or JSON (parsed by the ``cql2`` library) as canonical CQL2-JSON.
 
@@ -65,9 +92,7 @@ def parse_filter(value: str, lang: str | None) -> dict[str, Any]:
     except InvalidInput:
         raise
     except Exception as err:  # cql2 raises its own ParseError and ValueError types
-        first = str(err).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:4] if line.strip())
-        raise InvalidInput(f"filter: not valid CQL2: {detail}", param="filter") from None
+        raise InvalidInput(f"filter: not valid CQL2: {plain_parse_error(str(err), value)}", param="filter") from None
     if limits.depth(tree) > limits.MAX_JSON_DEPTH:
         raise InvalidInput(f"filter: nested deeper than the limit of {limits.MAX_JSON_DEPTH} levels", param="filter")
     if isinstance(tree, bool):
