@@ -149,7 +149,7 @@ PLACES = """
          (CASE WHEN gis_ioc_fold(u.name) = :name THEN 1.0
                ELSE greatest(similarity(gis_ioc_fold(u.name), :name),
                              CASE WHEN length(:name) BETWEEN 4 AND 12
-                                   AND levenshtein(gis_ioc_fold(u.name), :name) <= 1 THEN 0.6 ELSE 0 END) END
+                                   AND levenshtein(gis_ioc_fold(u.name), :name) <= 1 THEN 0.8 ELSE 0 END) END
           + CASE WHEN :unit_type IS NOT NULL AND u.unit_type = :unit_type THEN 0.2 ELSE 0 END
           + CASE WHEN u.valid_to IS NULL THEN 0.1 ELSE 0 END
           + CASE u.level WHEN 'commune' THEN 0.02 WHEN 'district' THEN 0.01 ELSE 0 END) AS score,
@@ -269,8 +269,10 @@ def search(conn: Connection, text: str, *, kinds: list[str] | None = None, near:
         }
         if row["kind"] == "unit":
             item["code"] = row["code"]
+            item["label"] = f"{row['type']} {row['name']} ({row['code']})"  # two communes may share a name
             if row["valid_to"] is not None:  # a former unit: where its place is today
                 item["valid_to"] = row["valid_to"].isoformat()
+                item["label"] += f", until {item['valid_to']}"
                 item["today"] = _unit(row["unit_code"], row["unit_name"], row["unit_type"])
         else:
             item["lies_in"] = _unit(row["unit_code"], row["unit_name"], row["unit_type"])

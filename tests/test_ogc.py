@@ -405,3 +405,23 @@ def test_a_big_page_is_sent_as_it_is_read_and_holds_what_small_pages_hold(server
     assert body["features"][1234] == small[1234]
     following = next(link["href"] for link in body["links"] if link["rel"] == "next")
     assert httpx.get(following, timeout=60).json()["features"][0] == small[2500]
+
+
+def test_a_bbox_that_is_a_point_finds_what_lies_there(client, demo_engine):
+    with demo_engine.connect() as conn:
+        points = conn.execute(sa.text(
+            "SELECT id, ST_X(p), ST_Y(p) FROM (SELECT id, ST_PointOnSurface(geom) AS p FROM admin_units "
+            "WHERE level = 'commune' AND valid_to IS NULL ORDER BY id LIMIT 20) u")).all()
+    for unit_id, x, y in points:
+        found = client.get(f"/collections/admin_units/items?bbox={x},{y},{x},{y}&limit=100").json()["features"]
+        ids = {f["id"] for f in found}
+        assert unit_id in ids, (unit_id, ids)
+        assert any(f["properties"]["level"] != "commune" for f in found)  # the former district or province too
+
+
+def test_a_cql2_syntax_error_is_one_line_saying_where(client):
+    response = client.get("/collections/incidents/items", params={"filter": "title LIKE"})
+    assert response.status_code == 400
+    description = response.json()["description"]
+    assert "\n" not in description and "-->" not in description and "|" not in description
+    assert "character 11" in description and "expected a value" in description

@@ -104,3 +104,16 @@ def test_fold_is_the_databases_fold(demo_engine):
     with demo_engine.connect() as conn:
         for text in samples:
             assert conn.execute(sa.text("SELECT gis_ioc_fold(:t)"), {"t": text}).scalar_one() == search.fold(text)
+
+
+def test_a_name_one_letter_off_finds_the_unit_first(client):
+    found = client.get("/search", params={"q": "dak pec"}).json()["results"]
+    assert (found[0]["kind"], found[0]["name"]) == ("unit", "Đắk Pek"), found[:3]
+
+
+def test_units_of_one_name_are_told_apart(client):
+    found = [r for r in client.get("/search", params={"q": "xã Đắk Hà", "types": "unit"}).json()["results"]
+             if r["name"] == "Đắk Hà" and "valid_to" not in r]
+    assert len(found) >= 2
+    labels = [r["label"] for r in found]
+    assert len(set(labels)) == len(labels) and all(r["code"] in r["label"] for r in found), labels

@@ -41,6 +41,6 @@ def search_command(
         where = (f"today {unit['type']} {unit['name']}" if r.get("today") else f"{unit['type']} {unit['name']}") \
             if unit else ""
         at = r.get("at") or r["geometry"]["coordinates"]
-        table.add_row(f"{r['score']:.2f}", r["kind"], r["name"], r.get("type") or "", where,
+        table.add_row(f"{r['score']:.2f}", r["kind"], r.get("label") or r["name"], r.get("type") or "", where,
                       f"{at[1]:.5f}, {at[0]:.5f}")
     out.print(table)

@@ -83,7 +83,8 @@
         var p = f.properties || f;
         var where = p.lies_in || p.today;
         return '<li class="' + (i === state.hit ? "desk-hit" : "") + '" data-i="' + i + '">' + esc(p.name || p.title) +
-          ' <span class="desk-muted">' + esc(p.type || p.kind || "") + (where ? " · " + esc(where.name) : "") +
+          ' <span class="desk-muted">' + esc(p.type || p.kind || "") + (p.code ? " · " + esc(p.code) : "") +
+          (where ? " · " + esc(where.name) : "") +
           (p.valid_to ? " (former, until " + esc(p.valid_to) + ")" : "") + "</span></li>";
       }).join("");
     }
