@@ -23,6 +23,7 @@ from gis_ioc.errors import InvalidInput, NotFound
 from gis_ioc.web import alerts, html
 from gis_ioc.web.deps import ITEM_FORMATS, CatalogDep, Export, LayerDep, ReadEngineDep, SettingsDep
 from gis_ioc.web.formats import MEDIA, negotiate, not_modified
+from gis_ioc.web.server import SEND_STALL_KEY
 
 router = APIRouter()
 
@@ -296,6 +297,7 @@ def items(
         return Response(status_code=304, headers={"ETag": tag})
     headers = {"Content-Crs": f"<{req.crs.uri}>", **({"ETag": tag} if tag else {})}
     if fmt == "json" and req.limit > limits.LIGHT_PAGE_ITEMS:
+        setattr(request.state, SEND_STALL_KEY, STREAM_STALL_S)
         pieces = _Pieces(_streamed_items(request, engine, layer, req))
         return StreamingResponse(pieces.sent(), media_type=GEOJSON, headers=headers)
     with engine.connect() as conn:
@@ -322,6 +324,9 @@ def items(
     # The features come from PostgreSQL as JSON text; they are spliced in, not parsed again.
     body = json.dumps(head)[:-1] + ',"features":' + page.features + "}"
     return Response(body, media_type=GEOJSON, headers=headers)
+
+
+STREAM_STALL_S = 5.0  # a streamed page's client may read nothing this long: it holds a heavy place and a connection
 
 
 class _Pieces:
@@ -355,7 +360,7 @@ def _streamed_items(request: Request, engine: Any, layer: Layer,
 
     Members of a JSON object have no order, so ``numberReturned`` and the ``next`` link, known once the rows are
     read, follow the features. The page holds its heavy-work place and a connection until it is sent; a client
-    that stops reading is dropped by the server (``GIS_IOC_SEND_STALL_S``), which ends both.
+    that stops reading is dropped by the server after ``STREAM_STALL_S``, which ends both.
     """
     streamed = features.Streamed()
     with engine.connect() as conn:

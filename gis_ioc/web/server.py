@@ -39,6 +39,9 @@ KEEP_ALIVE_S = 20
 # character, so such a request reaches the route, whose 400 names the parameter.
 MAX_HEAD_BYTES = 512 * 1024
 URL_PARSER_MAX = 65_535  # httptools.parse_url keeps offsets in 16 bits
+# an answer that holds scarce things while it is sent (a streamed page: a heavy-work place and a connection)
+# sets request.state.<this> to be dropped sooner when its client stops reading
+SEND_STALL_KEY = "send_stall_s"
 
 
 @functools.cache
@@ -139,10 +142,16 @@ class HeaderDeadline(HttpToolsProtocol):
         """The client reads slower than the answer is written: it has ``send_stall_s`` to read again."""
         super().pause_writing()
         if self._stall is None:
-            self._stall = self.loop.call_later(self.send_stall_s, self._drop, "read nothing for "
-                                               f"{self.send_stall_s:g} s")
+            stall = self._stall_of_answer()
+            self._stall = self.loop.call_later(stall, self._drop, f"read nothing for {stall:g} s")
             HeaderDeadline.stalled[self] = None
         self._keep_unread_within_budget()
+
+    def _stall_of_answer(self) -> float:
+        """How long this answer may wait for its client: the app may ask less (``request.state.send_stall_s``)."""
+        state = self.cycle.scope.get("state") if self.cycle is not None else None
+        asked = state.get(SEND_STALL_KEY) if isinstance(state, dict) else None
+        return min(self.send_stall_s, float(asked)) if isinstance(asked, int | float) else self.send_stall_s
 
     def resume_writing(self) -> None:
         """The client reads again."""
