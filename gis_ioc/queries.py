@@ -240,30 +240,32 @@ def bbox_envelope(bbox: tuple[float, float, float, float], crs: Crs, param: str 
     xmin, ymin, xmax, ymax = bbox
     if crs.lat_lon:
         xmin, ymin, xmax, ymax = ymin, xmin, ymax, xmax
-    if xmin == xmax or ymin == ymax:  # a box of no area is a point or a line: what lies there (GEOS finds nothing
-        # in a polygon of no area)
-        if crs.srid != 4326:
-            xs, ys = _to_lonlat(crs.srid).transform([xmin, xmax], [ymin, ymax])
-            xmin, xmax, ymin, ymax = float(xs[0]), float(xs[1]), float(ys[0]), float(ys[1])
-        shape = shapely.Point(xmin, ymin) if (xmin, ymin) == (xmax, ymax) else \
-            shapely.LineString([(xmin, ymin), (xmax, ymax)])
-        return sa.func.ST_GeomFromText(shape.wkt, 4326)
-    if crs.srid == 4326:
+    flat = xmin == xmax or ymin == ymax  # a box of no area is the point or line it is: GEOS finds nothing in a
+    # polygon of no area
+    if crs.srid == 4326 and not flat:
         return sa.func.ST_MakeEnvelope(xmin, ymin, xmax, ymax, 4326)
     steps = np.linspace(0.0, 1.0, 17)
     xs = np.concatenate([xmin + (xmax - xmin) * steps, np.full(17, xmax), xmax - (xmax - xmin) * steps,
                          np.full(17, xmin)])
     ys = np.concatenate([np.full(17, ymin), ymin + (ymax - ymin) * steps, np.full(17, ymax),
                          ymax - (ymax - ymin) * steps])
-    try:
-        lons, lats = _to_lonlat(crs.srid).transform(xs, ys, errcheck=True)
-    except pyproj.exceptions.ProjError:
-        lons = lats = np.array([np.inf])
-    if not (np.all(np.isfinite(lons)) and np.all(np.isfinite(lats))):
-        raise InvalidInput(f"{param}: {xmin:g},{ymin:g},{xmax:g},{ymax:g} lies outside the area where EPSG:{crs.srid} "
-                           "is defined", param=param)
-    ring = shapely.Polygon(np.column_stack([np.clip(lons, -180, 180), np.clip(lats, -90, 90)]))
-    return geometry_literal(shapely.geometry.mapping(shapely.make_valid(ring)))
+    if crs.srid == 4326:
+        lons, lats = xs, ys
+    else:
+        try:
+            lons, lats = _to_lonlat(crs.srid).transform(xs, ys, errcheck=True)
+        except pyproj.exceptions.ProjError:
+            lons = lats = np.array([np.inf])
+        if not (np.all(np.isfinite(lons)) and np.all(np.isfinite(lats))):
+            raise InvalidInput(f"{param}: {xmin:g},{ymin:g},{xmax:g},{ymax:g} lies outside the area where "
+                               f"EPSG:{crs.srid} is defined", param=param)
+    corners = np.column_stack([np.clip(lons, -180, 180), np.clip(lats, -90, 90)])
+    if flat:  # the ring's first 34 points run from the lower corner to the upper one
+        line = corners[:34]
+        shape = shapely.Point(line[0]) if (line == line[0]).all() else shapely.LineString(line)
+    else:
+        shape = shapely.make_valid(shapely.Polygon(corners))
+    return geometry_literal(shapely.geometry.mapping(shape))
 
 
 @functools.cache

@@ -417,6 +417,11 @@ def test_a_bbox_that_is_a_point_finds_what_lies_there(client, demo_engine):
         ids = {f["id"] for f in found}
         assert unit_id in ids, (unit_id, ids)
         assert any(f["properties"]["level"] != "commune" for f in found)  # the former district or province too
+    unit_id, x, y = points[0]
+    east, north = Transformer.from_crs(4326, 9216, always_xy=True).transform(x, y)
+    projected = client.get(f"/collections/admin_units/items?bbox={east},{north},{east},{north}&limit=100"
+                           "&bbox-crs=http://www.opengis.net/def/crs/EPSG/0/9216").json()["features"]
+    assert unit_id in {f["id"] for f in projected}
 
 
 def test_a_cql2_syntax_error_is_one_line_saying_where(client):
