@@ -258,6 +258,7 @@ def answering_fresh() -> Answering:
 
 
 def _remember(versions: Mapping[str, int]) -> None:
+    """The source versions this process last found the network made from."""
     global _fresh_for
     _fresh_for = dict(versions)
 
@@ -268,19 +269,18 @@ def ensure(engine: Engine, catalog: Catalog, known: Mapping[str, int] | None = N
     ``known``: the layer versions as the server's listener last heard them; when the sources' are those the
     network was last found made from, nothing is asked of the database.
     """
-    global _fresh_for
     if fresh(catalog, known):
         return
     with engine.connect() as conn:
         if not stale(conn, catalog):
-            _fresh_for = _versions(conn, sources(catalog))
+            _remember(_versions(conn, sources(catalog)))
             return
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": BUILD_LOCK})
         if stale(conn, catalog):  # not made meanwhile by another process
             conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
             made = build(conn, catalog)
-            _fresh_for = dict(made["sources"])
+            _remember(made["sources"])
 
 
 # -- network check -----------------------------------------------------------------------------------

@@ -320,6 +320,7 @@ def plan_load(
     ignored += unknown
     if layer.id_column in frame.columns and layer.properties[layer.id_column].type == PropertyType.integer:
         ids = pd.to_numeric(frame[layer.id_column], errors="coerce")
+        outside = ((ids < limits.MIN_FEATURE_ID) | (ids > limits.MAX_FEATURE_ID)).to_numpy()
         if ids.isna().any() or (np.mod(ids, 1) != 0).any():
             if not ignore_unknown:
                 raise IngestError(
@@ -328,8 +329,7 @@ def plan_load(
                     param=layer.id_column,
                 )
             ignored.append(layer.id_column)
-        elif ((ids < limits.MIN_FEATURE_ID) | (ids > limits.MAX_FEATURE_ID)).any():
-            outside = ((ids < limits.MIN_FEATURE_ID) | (ids > limits.MAX_FEATURE_ID)).to_numpy()
+        elif outside.any():
             raise IngestError(
                 f"column {layer.id_column!r}: ids must be between {limits.MIN_FEATURE_ID} and "
                 f"{limits.MAX_FEATURE_ID:,} (row(s) {_first_rows(outside)}); to let the layer number the rows, "

@@ -450,12 +450,13 @@ def load(
     constants = check_constants(constants, layer)
     source_crs = parse_crs(crs)
     source = open_source(path, source_layer)
-    try:
-        with drivers.offline():
-            total = -1 if source.is_cap else int(pyogrio.read_info(source.target, layer=source_layer,
-                                                                   **source.options)["features"])
-    except Exception:  # a count is only needed for the progress bar, the chunk size and the bulk decision
-        total = -1
+    total = -1  # a count is only needed for the progress bar, the chunk size and the bulk decision
+    if not source.is_cap:  # CAP alerts are read without GDAL
+        try:
+            with drivers.offline():
+                total = int(pyogrio.read_info(source.target, layer=source_layer, **source.options)["features"])
+        except Exception:  # GDAL's several error types: the load goes on without a count
+            total = -1
     batches = read_batches(source, CHUNK_ROWS if total < 0 or total >= BIG_FILE_ROWS else
                            min(CHUNK_ROWS, SMALL_CHUNK_ROWS))
     first = next(batches, None)

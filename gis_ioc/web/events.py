@@ -19,6 +19,7 @@ from gis_ioc.events import Change, ChangeListener
 
 router = APIRouter(tags=["Live"])
 LIVE_LAYERS = ("incidents", "cameras", "infrastructure")
+RELOAD = json.dumps({"layer": "*", "id": None, "op": "reload", "feature": None})  # a client reads everything again
 
 
 def _feature(engine: Any, catalog: Catalog, change: Change) -> Any:
@@ -108,8 +109,7 @@ async def events(
         try:
             here = listener.event_id(subscription.position)
             if subscription.lost:  # changes this stream cannot replay (a restart, or too long away): reload
-                yield {"id": here, "event": "change", "retry": 2000,
-                       "data": json.dumps({"layer": "*", "id": None, "op": "reload", "feature": None})}
+                yield {"id": here, "event": "change", "retry": 2000, "data": RELOAD}
             elif last_event_id is None:  # an id from the start, so a reconnect can say where it left off
                 yield {"id": here, "event": "hello", "retry": 2000,
                        "data": json.dumps({"epoch": listener.epoch, "versions": dict(listener.versions() or {})})}
@@ -122,10 +122,7 @@ async def events(
                 change = backlog.pop(0) if backlog else await subscriber.queue.get()
                 if change.layer not in wanted and change.layer != "*":
                     continue
-                if change.op == "reload":
-                    data = json.dumps({"layer": "*", "id": None, "op": "reload", "feature": None})
-                else:
-                    data = await texts.of(engine, catalog, change)
+                data = RELOAD if change.op == "reload" else await texts.of(engine, catalog, change)
                 yield {"id": listener.event_id(change.seq), "event": "change", "data": data, "retry": 2000}
         finally:
             listener.unsubscribe(subscriber)

@@ -10,8 +10,8 @@ by ``HeaderDeadline``, its httptools protocol with:
   (slowloris);
 - a size: the line and headers of a request may take ``MAX_HEAD_BYTES``; past it the connection gets a 431 and
   is closed (llhttp sets no limit of its own, so the head would grow for as long as the deadline lets it);
-- a bound on answers nobody reads: an answer is handed to its connection whole, and what the client has not
-  read stays in the connection's buffer. A connection whose client reads nothing for ``GIS_IOC_SEND_STALL_S``
+- a bound on answers nobody reads: what the client has not read of an answer (written whole, or a streamed one
+  piece by piece) stays in the connection's buffer. A connection whose client reads nothing for ``GIS_IOC_SEND_STALL_S``
   is dropped, and so is the one that stopped reading first whenever such connections hold more than
   ``GIS_IOC_MAX_UNREAD_MB`` in the process: a crowd that asks for big pages and reads none cannot hold the
   process's memory.
